@@ -1,0 +1,85 @@
+"""The small Protocols every chain family implements (Hyperlane's Indexer / Mailbox idea).
+
+A *watcher* reads one source chain; a *submitter* writes to the settlement chain. Optional
+abilities have defaults in the base classes instead of growing the Protocols.
+Watchers only return Observations: they never touch storage, signing or pricing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from bridge.types import Attestation, Credit, CreditMessage, Observation
+
+
+@dataclass(frozen=True)
+class BlockRef:
+    number: int
+    hash: bytes
+
+
+@runtime_checkable
+class Watcher(Protocol):
+    """Reads deposits from one source chain."""
+
+    chain: str
+
+    async def finalized_height(self) -> int:
+        """Highest block that is final under the chain's configured finality rule."""
+        ...
+
+    async def fetch_deposits(self, start: int, end: int) -> list[Observation]:
+        """Deposits in blocks ``start..end`` inclusive (``end`` <= finalized height), each
+        re-checked against its receipt and the canonical block hash."""
+        ...
+
+    async def reobserve(self, tx_id: bytes) -> list[Observation]:
+        """Deposits of one transaction, if it is final and canonical (else ``[]``)."""
+        ...
+
+    async def block_ref(self, number: int) -> BlockRef:
+        """The canonical block at ``number`` (for the cursor's reorg check)."""
+        ...
+
+
+class WatcherDefaults:
+    """Defaults of optional watcher abilities."""
+
+    async def pending_deposits(self) -> list[Observation]:
+        """Deposits seen above the finality point (for a payment's ``seen`` state)."""
+        return []
+
+    async def aclose(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class CreditRecord:
+    """A credit as recorded by the settlement contract."""
+
+    credit: Credit
+    tx_hash: bytes
+    block_number: int
+
+
+@runtime_checkable
+class Submitter(Protocol):
+    """Writes committee-signed credit batches to the settlement chain."""
+
+    async def is_settled(self, source: bytes, sequence: int) -> bool: ...
+
+    async def committee(self) -> tuple[int, list[bytes], int]:
+        """(committee index, signer addresses, threshold) as the contract holds them."""
+        ...
+
+    async def submit(self, message: CreditMessage, signatures: list[Attestation]) -> bytes:
+        """Send the batch; return the tx hash once mined. Already-credited items are
+        skipped by the contract, so submitting twice is harmless."""
+        ...
+
+    async def credited(self, start: int, end: int) -> list[CreditRecord]:
+        """Credits the contract recorded in blocks ``start..end``."""
+        ...
+
+    async def height(self) -> int: ...

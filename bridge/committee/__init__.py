@@ -1,0 +1,1 @@
+"""The committee: signer keys, the signer node, and the (untrusted) aggregator."""

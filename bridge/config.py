@@ -1,0 +1,179 @@
+"""Configuration: one validated model for every component, loaded from TOML or JSON.
+
+Chains are a list tagged by ``family`` (design rule 5) and validated at start-up; a bad
+value stops the process with one clear line. Secrets never live here: keystores are files
+encrypted at rest and their passwords come from environment variables named in the config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bridge.errors import ConfigError
+
+_HEX40 = r"^0x[0-9a-fA-F]{40}$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EvmChainConfig(_Model):
+    family: Literal["evm"]
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    chain_id: int = Field(gt=0)
+    rpc: list[str] = Field(min_length=1)
+    token: str | None = None  # the native token paid on this chain (source chains)
+    # "finalized" / "safe" block tags, or a number of confirmations below the head
+    finality: Literal["finalized", "safe"] | int = "finalized"
+    contracts: dict[str, Annotated[str, Field(pattern=_HEX40)]] = {}
+    max_block_range: int = Field(default=1000, gt=0, le=100_000)
+    poll_interval: float = Field(default=1.0, gt=0)
+    start_block: int = Field(default=0, ge=0)
+    request_timeout: float = Field(default=10.0, gt=0)
+
+    @field_validator("rpc")
+    @classmethod
+    def _urls(cls, v: list[str]) -> list[str]:
+        for u in v:
+            if not u.startswith(("http://", "https://", "ws://", "wss://")):
+                raise ValueError(f"rpc url must be http(s):// or ws(s)://, got {u!r}")
+        return v
+
+    @field_validator("finality")
+    @classmethod
+    def _confirmations(cls, v):
+        if isinstance(v, int) and not 0 <= v <= 10_000:
+            raise ValueError("confirmations must be between 0 and 10000")
+        return v
+
+
+ChainConfig = Annotated[Union[EvmChainConfig], Field(discriminator="family")]
+
+
+class KeyRef(_Model):
+    """A key kept in an encrypted keystore file; the password comes from an env variable."""
+
+    keystore: Path
+    password_env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$")
+
+
+class PricingConfig(_Model):
+    credit_price_usd: Decimal = Field(default=Decimal("0.01"), gt=0)
+    quote_ttl_seconds: int = Field(default=900, gt=0, le=86_400)
+    # fixed USD prices per whole token (the devnet's source); real sources come later
+    fixed_usd: dict[str, Decimal] = {}
+    min_amount: dict[str, int] = {}
+
+
+class ApiConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    quote_key: KeyRef
+    rate_limit_per_minute: int = Field(default=600, gt=0)
+    rate_limit_burst: int = Field(default=60, gt=0)
+    trust_forwarded_for: bool = False
+
+
+class SignerConfig(_Model):
+    name: str
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535)
+    key: KeyRef
+    gateway_url: str
+    gateway_public_key: str = Field(pattern=r"^[0-9a-f]{64}$")  # Ed25519, hex
+    # how long after a payment's expiry a deposit is still honoured (block time vs expiry)
+    late_grace_seconds: int = Field(default=0, ge=0)
+
+
+class AggregatorConfig(_Model):
+    signers: list[str] = Field(min_length=1)
+    key: KeyRef  # pays the settlement chain's gas; holds no authority
+    batch_size: int = Field(default=32, gt=0, le=256)
+    poll_interval: float = Field(default=1.0, gt=0)
+    # largest age (s) of attestations worth collecting before a batch is cut anyway
+    max_batch_wait: float = Field(default=2.0, ge=0)
+
+
+class StorageConfig(_Model):
+    url: str = "sqlite+aiosqlite:///creditbridge.db"
+
+
+class Settings(_Model):
+    chains: list[ChainConfig] = Field(min_length=1)
+    settlement_chain: str
+    storage: StorageConfig = StorageConfig()
+    pricing: PricingConfig = PricingConfig()
+    api: ApiConfig | None = None
+    signer: SignerConfig | None = None
+    aggregator: AggregatorConfig | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+
+    @model_validator(mode="after")
+    def _cross(self) -> "Settings":
+        names = [c.name for c in self.chains]
+        if len(set(names)) != len(names):
+            raise ValueError("chain names must be unique")
+        st = self.chain(self.settlement_chain)
+        if "credits" not in st.contracts:
+            raise ValueError(f"settlement chain {st.name!r} needs contracts.credits")
+        for c in self.source_chains():
+            if "lock" not in c.contracts:
+                raise ValueError(f"source chain {c.name!r} needs contracts.lock")
+        return self
+
+    def chain(self, name: str) -> EvmChainConfig:
+        for c in self.chains:
+            if c.name == name:
+                return c
+        raise ValueError(f"no chain named {name!r}")
+
+    def source_chains(self) -> list[EvmChainConfig]:
+        return [c for c in self.chains if c.name != self.settlement_chain and c.token]
+
+    def chain_for_token(self, token: str) -> EvmChainConfig:
+        for c in self.source_chains():
+            if c.token == token:
+                return c
+        raise KeyError(token)
+
+
+def load_settings(path: str | Path) -> Settings:
+    """Read and validate a config file (``.toml`` or ``.json``); raise ConfigError in one line."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read config {p}: {e.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode()) if p.suffix == ".toml" else json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config {p} is not valid {p.suffix[1:] or 'json'}: {e}") from None
+    return settings_from_dict(data, origin=str(p))
+
+
+def settings_from_dict(data: dict, origin: str = "config") -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ConfigError(f"{origin}: {where}: {first['msg']} ({e.error_count()} error(s))") from None
+
+
+def secret_from_env(name: str) -> str:
+    try:
+        v = os.environ[name]
+    except KeyError:
+        raise ConfigError(f"environment variable {name} is not set") from None
+    if not v:
+        raise ConfigError(f"environment variable {name} is empty")
+    return v

@@ -1,0 +1,1 @@
+"""Pricing: price sources, their aggregation, credit maths and signed quotes."""

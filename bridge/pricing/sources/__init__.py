@@ -1,0 +1,1 @@
+"""Price sources, one file each, all implementing ``base.PriceSource``."""
