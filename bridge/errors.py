@@ -129,3 +129,19 @@ class StorageError(BridgeError):
     code = "storage-error"
     http_status = 503
     retryable = True
+
+
+class GatewayUnavailable(BridgeError):
+    """The payment gateway (API) could not be reached or answered badly; retried later."""
+
+    code = "gateway-unavailable"
+    http_status = 503
+    retryable = True
+
+
+class SignerUnavailable(BridgeError):
+    """A committee signer node could not be reached or answered badly."""
+
+    code = "signer-unavailable"
+    http_status = 503
+    retryable = True

@@ -1,0 +1,317 @@
+"""The local devnet: real anvil chains, deployed contracts, a 4-signer committee (threshold 3),
+the aggregator and the HTTP API, each component in its own OS process.
+
+``creditbridge devnet`` (``make devnet``) runs it until Ctrl-C / SIGTERM and writes
+``<dir>/devnet.json`` once everything answers. A component process that dies is restarted
+(as a service manager would); its current pid is in ``<dir>/pids/<name>.pid`` and its log in
+``<dir>/logs/<name>.log``. Everything here is for local development: the keystore password
+is written to ``<dir>/password`` and the dev accounts are anvil's public test keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from bridge.committee.digest import address_of
+from bridge.errors import BridgeError
+from bridge.keystore import write_keystore
+
+log = logging.getLogger("creditbridge.devnet")
+
+ETH_CHAIN_ID = 31337
+SETTLEMENT_CHAIN_ID = 31338
+PASSWORD_ENV = "CREDITBRIDGE_DEVNET_PASSWORD"
+LOCK_MIN_WEI = 10**9
+ETH_USD = "3000"
+
+
+@dataclass
+class DevnetOptions:
+    directory: Path = Path(".devnet")
+    signers: int = 4
+    threshold: int = 3
+    api_port: int = 8080
+    confirmations: int = 2
+    block_time: float = 1.0
+    restart: bool = True
+
+
+class ProcessSupervisor:
+    """Runs component processes, restarts them when they die, records their pids."""
+
+    def __init__(self, directory: Path, env: dict[str, str], restart: bool = True) -> None:
+        self.dir = directory
+        self.env = env
+        self.restart = restart
+        self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self.argv: dict[str, list[str]] = {}
+        self.restarts: dict[str, int] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._stopping = False
+        (directory / "logs").mkdir(parents=True, exist_ok=True)
+        (directory / "pids").mkdir(parents=True, exist_ok=True)
+
+    async def _spawn(self, name: str) -> asyncio.subprocess.Process:
+        logf = open(self.dir / "logs" / f"{name}.log", "ab")
+        proc = await asyncio.create_subprocess_exec(*self.argv[name], stdin=asyncio.subprocess.DEVNULL,
+                                                    stdout=logf, stderr=logf, env=self.env)
+        logf.close()
+        self.procs[name] = proc
+        (self.dir / "pids" / f"{name}.pid").write_text(str(proc.pid))
+        return proc
+
+    async def start(self, name: str, argv: list[str]) -> None:
+        self.argv[name] = argv
+        await self._spawn(name)
+        self._tasks.append(asyncio.create_task(self._watch(name)))
+
+    async def _watch(self, name: str) -> None:
+        while True:
+            proc = self.procs[name]
+            code = await proc.wait()
+            if self._stopping or not self.restart:
+                return
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+            log.warning("%s exited with %s; restarting (restart #%d)", name, code, self.restarts[name])
+            await asyncio.sleep(0.5)
+            if self._stopping:
+                return
+            await self._spawn(name)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for t in self._tasks:
+            t.cancel()
+        for p in self.procs.values():
+            if p.returncode is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for p in self.procs.values():
+            try:
+                await asyncio.wait_for(p.wait(), max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                p.kill()
+                await p.wait()
+
+
+async def _wait_healthy(urls: dict[str, str], procs: ProcessSupervisor, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    pending = dict(urls)
+    async with aiohttp.ClientSession() as s:
+        while pending:
+            for name, url in list(pending.items()):
+                try:
+                    async with s.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
+                        if r.status == 200:
+                            pending.pop(name)
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                logs = procs.dir / "logs"
+                raise BridgeError(f"devnet: {', '.join(pending)} not healthy after {timeout:.0f}s; see {logs}/")
+            await asyncio.sleep(0.3)
+
+
+def _free_port() -> int:
+    from relayers.evm.anvil import free_port
+
+    return free_port()
+
+
+async def _deploy(rpc: str, name: str, args: list, key: str) -> str:
+    from relayers.evm.wallet import deploy_to
+
+    return await deploy_to(rpc, name, args, key)
+
+
+async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
+                     stop: asyncio.Event | None = None) -> None:
+    from relayers.evm.anvil import DEV_PRIVATE_KEYS, AnvilNode
+
+    if not 1 <= opts.threshold <= opts.signers:
+        raise BridgeError("devnet: threshold must be between 1 and the number of signers")
+    d = opts.directory.resolve()
+    if d.exists():
+        shutil.rmtree(d)
+    (d / "keys").mkdir(parents=True)
+    (d / "db").mkdir()
+    (d / "config").mkdir()
+
+    eth = await AnvilNode.start(chain_id=ETH_CHAIN_ID, block_time=opts.block_time)
+    st = await AnvilNode.start(chain_id=SETTLEMENT_CHAIN_ID)
+    procs: ProcessSupervisor | None = None
+    try:
+        password = secrets.token_hex(16)
+        pw_file = d / "password"
+        pw_file.write_text(password)
+        pw_file.chmod(0o600)
+        kref = lambda name: {"keystore": str(d / "keys" / f"{name}.json"), "password_env": PASSWORD_ENV}  # noqa: E731
+
+        signer_keys = [os.urandom(32) for _ in range(opts.signers)]
+        signer_addrs = ["0x" + address_of(k).hex() for k in signer_keys]
+        for i, k in enumerate(signer_keys):
+            write_keystore(d / "keys" / f"signer-{i}.json", "secp256k1", k, password, n=2**14)
+        quote_pub = write_keystore(d / "keys" / "quote.json", "ed25519", os.urandom(32), password, n=2**14)
+        relay_key = DEV_PRIVATE_KEYS[9]
+        write_keystore(d / "keys" / "relay.json", "secp256k1", bytes.fromhex(relay_key[2:]), password, n=2**14)
+
+        deployer = DEV_PRIVATE_KEYS[0]
+        provider_addr = "0x" + address_of(bytes.fromhex(deployer[2:])).hex()
+        lock = await _deploy(eth.rpc_url, "CreditLock", [signer_addrs, opts.threshold, LOCK_MIN_WEI], deployer)
+        ledger = await _deploy(st.rpc_url, "CreditLedger", [signer_addrs, opts.threshold, provider_addr], deployer)
+        log.info("deployed CreditLock %s on ethereum and CreditLedger %s on settlement", lock, ledger)
+
+        api_port = opts.api_port or _free_port()
+        api_url = f"http://127.0.0.1:{api_port}"
+        chains = [
+            {"family": "evm", "name": "ethereum", "chain_id": ETH_CHAIN_ID, "rpc": [eth.rpc_url], "token": "ETH",
+             "finality": opts.confirmations, "contracts": {"lock": lock}, "poll_interval": 0.5,
+             "max_block_range": 500},
+            {"family": "evm", "name": "settlement", "chain_id": SETTLEMENT_CHAIN_ID, "rpc": [st.rpc_url],
+             "finality": 0, "contracts": {"credits": ledger}, "poll_interval": 0.5},
+        ]
+        base = {"chains": chains, "settlement_chain": "settlement",
+                "pricing": {"credit_price_usd": "0.01", "fixed_usd": {"ETH": ETH_USD},
+                            "min_amount": {"ETH": 10**13}}}
+
+        def write_cfg(name: str, extra: dict) -> Path:
+            p = d / "config" / f"{name}.json"
+            cfg = {**base, "storage": {"url": f"sqlite+aiosqlite:///{d / 'db' / name}.sqlite"}, **extra}
+            p.write_text(json.dumps(cfg, indent=2))
+            return p
+
+        health: dict[str, str] = {}
+        argv: dict[str, list[str]] = {}
+        cli = [sys.executable, "-m", "bridge.cli"]
+        p = write_cfg("api", {"api": {"host": "127.0.0.1", "port": api_port, "quote_key": kref("quote"),
+                                      "rate_limit_per_minute": 6000, "rate_limit_burst": 600}})
+        argv["api"] = [*cli, "api", "--config", str(p)]
+        health["api"] = f"{api_url}/v1/health"
+        signer_urls = []
+        for i in range(opts.signers):
+            port = _free_port()
+            url = f"http://127.0.0.1:{port}"
+            signer_urls.append(url)
+            p = write_cfg(f"signer-{i}", {"signer": {
+                "name": f"signer-{i}", "host": "127.0.0.1", "port": port, "key": kref(f"signer-{i}"),
+                "gateway_url": api_url, "gateway_public_key": quote_pub}})
+            argv[f"signer-{i}"] = [*cli, "signer", "--config", str(p)]
+            health[f"signer-{i}"] = f"{url}/v1/health"
+        relay_port = _free_port()
+        p = write_cfg("relay", {"aggregator": {"signers": signer_urls, "key": kref("relay"), "batch_size": 32,
+                                               "poll_interval": 0.5, "max_batch_wait": 1.0},
+                                "metrics_port": relay_port})
+        argv["relay"] = [*cli, "relay", "--config", str(p)]
+        health["relay"] = f"http://127.0.0.1:{relay_port}/v1/health"
+
+        env = {**os.environ, PASSWORD_ENV: password, "PYTHONUNBUFFERED": "1"}
+        procs = ProcessSupervisor(d, env, restart=opts.restart)
+        for name, a in argv.items():
+            await procs.start(name, a)
+        await _wait_healthy(health, procs)
+
+        info = {
+            "api": api_url,
+            "chains": {
+                "ethereum": {"family": "evm", "rpc": eth.rpc_url, "chain_id": ETH_CHAIN_ID,
+                             "contracts": {"lock": lock}, "finality": {"confirmations": opts.confirmations}},
+                "settlement": {"family": "evm", "rpc": st.rpc_url, "chain_id": SETTLEMENT_CHAIN_ID,
+                               "contracts": {"credits": ledger}},
+            },
+            "accounts": {
+                "ethereum": [{"address": "0x" + address_of(bytes.fromhex(k[2:])).hex(), "private_key": k}
+                             for k in DEV_PRIVATE_KEYS[1:5]],
+                "settlement": [{"address": "0x" + address_of(bytes.fromhex(k[2:])).hex(), "private_key": k}
+                               for k in DEV_PRIVATE_KEYS[1:5]],
+            },
+            "committee": {"signers": signer_addrs, "threshold": opts.threshold,
+                          "nodes": [{"name": f"signer-{i}", "url": u, "address": signer_addrs[i]}
+                                    for i, u in enumerate(signer_urls)]},
+            "gateway_public_key": quote_pub,
+            "provider": {"address": provider_addr, "private_key": deployer},
+            "processes": {"pids_dir": str(d / "pids"), "logs_dir": str(d / "logs"),
+                          "names": list(argv)},
+            "relay_metrics": f"http://127.0.0.1:{relay_port}/metrics",
+        }
+        tmp = d / "devnet.json.tmp"
+        tmp.write_text(json.dumps(info, indent=2))
+        tmp.replace(d / "devnet.json")
+        print(f"devnet ready: API {api_url}  ethereum {eth.rpc_url}  settlement {st.rpc_url}\n"
+              f"  details: {d / 'devnet.json'}   try: .venv/bin/creditbridge pay --credits 500\n"
+              f"  Ctrl-C stops everything.", flush=True)
+        if ready is not None:
+            ready.set()
+        await _wait_for_stop(stop)
+    finally:
+        log.info("stopping devnet")
+        (d / "devnet.json").unlink(missing_ok=True)
+        if procs is not None:
+            await procs.stop()
+        await eth.stop()
+        await st.stop()
+
+
+async def _wait_for_stop(stop: asyncio.Event | None) -> None:
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    await stop.wait()
+
+
+# --- a dApp's view: the demo payment ---------------------------------------------------------------
+async def demo_pay(devnet: dict, *, credits: str, account: int = 0, timeout: float = 120.0) -> dict:
+    from relayers.evm.wallet import credits_of, send_lock
+
+    api = devnet["api"]
+    payer = devnet["accounts"]["ethereum"][account]
+    beneficiary = devnet["accounts"]["settlement"][account]["address"]
+    st = devnet["chains"]["settlement"]
+    async with aiohttp.ClientSession() as s:
+        async def call(method, path, body=None):
+            async with s.request(method, api + path, json=body) as r:
+                data = await r.json(content_type=None)
+                if r.status >= 400:
+                    raise BridgeError(f"{path}: {data.get('title')}: {data.get('detail')}")
+                return data
+
+        before = await credits_of(st["rpc"], st["contracts"]["credits"], beneficiary)
+        q = await call("POST", "/v1/quotes", {"token": "ETH", "credits": credits})
+        print(f"quote {q['id']}: {q['credits']} credits for {q['amount']} wei (expires {q['expires_at']})")
+        pay = await call("POST", "/v1/payments", {"quote_id": q["id"], "beneficiary": beneficiary})
+        ins = pay["instructions"]
+        print(f"payment {pay['id']}: send {ins['value']} wei to {ins['contract']} {ins['method']} "
+              f"with reference {ins['reference']}")
+        txh = await send_lock(devnet["chains"]["ethereum"]["rpc"], payer["private_key"], ins["contract"],
+                              ins["reference"], int(ins["value"]))
+        print(f"paid in tx {txh}")
+        start, state = time.monotonic(), None
+        while time.monotonic() - start < timeout:
+            p = await call("GET", f"/v1/payments/{pay['id']}")
+            if p["state"] != state:
+                state = p["state"]
+                print(f"  {time.monotonic() - start:6.1f}s  state {state}")
+            if state == "credited":
+                after = await credits_of(st["rpc"], st["contracts"]["credits"], beneficiary)
+                print(f"credited: {beneficiary} holds {after} credits on the settlement chain "
+                      f"(+{after - before}), settlement tx {p.get('settlement', {}).get('tx_hash')}")
+                return p
+            await asyncio.sleep(0.5)
+        raise BridgeError(f"payment {pay['id']} not credited within {timeout:.0f}s (state {state})")

@@ -1,0 +1,124 @@
+"""Composition root: builds each process's components from Settings and runs them.
+
+This module (with ``cli``, ``devnet`` and ``api.wiring``) is the only place under ``bridge/``
+that imports ``relayers/``: chain families are wired in here, by the config's ``family`` tag.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from bridge.chains import Submitter, Watcher
+from bridge.config import EvmChainConfig, Settings
+from bridge.errors import ConfigError
+from bridge.keystore import load_key
+from bridge.storage.db import open_database
+from bridge.supervisor import Supervisor
+from bridge.types import SettlementDomain
+
+log = logging.getLogger("creditbridge.node")
+
+
+def make_watcher(chain) -> Watcher:
+    if chain.family == "evm":
+        from relayers.evm.watcher import EvmWatcher
+
+        return EvmWatcher(chain)
+    raise ConfigError(f"chain {chain.name}: family {chain.family!r} has no watcher")
+
+
+def make_submitter(chain, private_key: bytes | None = None) -> Submitter:
+    if chain.family == "evm":
+        from relayers.evm.settlement import EvmSettlement
+
+        return EvmSettlement(chain, private_key)
+    raise ConfigError(f"chain {chain.name}: family {chain.family!r} cannot be a settlement chain")
+
+
+def settlement_domain(settings: Settings) -> SettlementDomain:
+    st: EvmChainConfig = settings.chain(settings.settlement_chain)
+    return SettlementDomain(chain_id=st.chain_id, contract=bytes.fromhex(st.contracts["credits"][2:]))
+
+
+async def _serve(sup: Supervisor, app: web.Application, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    sup.on_stop(runner.cleanup)
+    log.info("listening on http://%s:%d", host, port)
+    return runner
+
+
+async def run_signer(settings: Settings) -> None:
+    from bridge.committee.gateway import GatewayClient
+    from bridge.committee.http import SignerMetrics, create_signer_app
+    from bridge.committee.signer import SignerNode
+
+    if settings.signer is None:
+        raise ConfigError("config has no [signer] section")
+    cfg = settings.signer
+    key = load_key(cfg.key)
+    sup = Supervisor(f"signer:{cfg.name}")
+    db = await open_database(settings.storage.url)
+    sup.on_stop(db.dispose)
+    session = aiohttp.ClientSession()
+    sup.on_stop(session.close)
+    registry = CollectorRegistry()
+    watchers = {c.name: make_watcher(c) for c in settings.source_chains()}
+    node = SignerNode(
+        name=cfg.name, key=key, db=db, watchers=watchers,
+        settlement=make_submitter(settings.chain(settings.settlement_chain)),
+        domain=settlement_domain(settings), gateway=GatewayClient(cfg.gateway_url, session),
+        gateway_public_key=cfg.gateway_public_key, late_grace_seconds=cfg.late_grace_seconds,
+        max_block_range={c.name: c.max_block_range for c in settings.source_chains()},
+        poll_interval=min(c.poll_interval for c in settings.source_chains()),
+        metrics=SignerMetrics(registry),
+    )
+    await _serve(sup, create_signer_app(node, registry), cfg.host, cfg.port)
+    sup.add("signer", node.run)
+    await sup.run()
+
+
+async def run_relay(settings: Settings) -> None:
+    from bridge.committee.aggregate import Aggregator, SignerClient
+    from bridge.committee.http import AggregatorMetrics, create_ops_app
+
+    if settings.aggregator is None:
+        raise ConfigError("config has no [aggregator] section")
+    cfg = settings.aggregator
+    key = load_key(cfg.key)
+    sup = Supervisor("relay")
+    db = await open_database(settings.storage.url)
+    sup.on_stop(db.dispose)
+    session = aiohttp.ClientSession()
+    sup.on_stop(session.close)
+    registry = CollectorRegistry()
+    agg = Aggregator(
+        signers=[SignerClient(u, session) for u in cfg.signers],
+        settlement=make_submitter(settings.chain(settings.settlement_chain), key.secret),
+        domain=settlement_domain(settings), db=db, batch_size=cfg.batch_size,
+        poll_interval=cfg.poll_interval, max_batch_wait=cfg.max_batch_wait,
+        metrics=AggregatorMetrics(registry),
+    )
+    if settings.metrics_port is not None:
+        await _serve(sup, create_ops_app(lambda: agg.ready, registry), "127.0.0.1", settings.metrics_port)
+    sup.add("aggregator", agg.run)
+    await sup.run()
+
+
+async def run_api(settings: Settings) -> None:
+    from bridge.api.wiring import build_api
+
+    if settings.api is None:
+        raise ConfigError("config has no [api] section")
+    sup = Supervisor("api")
+    app, components = await build_api(settings, sup)
+    await _serve(sup, app, settings.api.host, settings.api.port)
+    for name, run in components:
+        sup.add(name, run)
+    await sup.run()

@@ -1,0 +1,438 @@
+"""Signed quotes and payment terms.
+
+The gateway signs two things with its Ed25519 quote key:
+
+* a ``Quote`` -- "``amount`` base units of ``token`` buy ``credits`` until ``expires_at``";
+* a payment's ``PaymentTerms`` -- "reference R pays for quote Q, credits go to beneficiary B".
+  Signer nodes fetch the terms by reference and check them with ``verify_terms`` against the
+  gateway public key pinned in their config, so they need not trust the API's transport or
+  database.
+
+Canonical bytes (what is signed) are a domain prefix followed by compact JSON with sorted
+keys, ASCII only, in which every value is a string: integers as decimal strings, ``Decimal``
+as plain positional notation without trailing zeros (``"3000"``, ``"0.01"``), bytes as
+lower-case ``0x`` hex, datetimes as RFC 3339 UTC with ``Z`` (fractional seconds only when
+non-zero). The signature itself is not part of the signed bytes; ``key_id`` is, so a
+signature cannot be re-attributed to another key.
+
+    "creditbridge/quote/v1\\n"   + {"amount":..,"chain":..,"created_at":..,"credit_price_usd":..,
+                                    "credits":..,"expires_at":..,"id":..,"key_id":..,"rate":..,
+                                    "sources":"a,b","token":..}
+    "creditbridge/payment/v1\\n" + {"amount":..,"beneficiary":..,"chain":..,"credits":..,
+                                    "expires_at":..,"key_id":..,"payment_id":..,"quote_id":..,
+                                    "reference":..,"token":..}
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from bridge.config import KeyRef, PricingConfig, Settings
+from bridge.errors import ConfigError, InputError, KeystoreError, PriceUnavailable, QuoteExpired, VerificationError
+from bridge.keystore import SecretKey, load_key, public_of
+from bridge.pricing.credits import amount_for_credits, credits_for_amount
+from bridge.pricing.sources.base import PriceSource
+from bridge.types import TOKEN_DECIMALS, PaymentTerms, Quote, utcnow
+
+QUOTE_DOMAIN = b"creditbridge/quote/v1\n"
+TERMS_DOMAIN = b"creditbridge/payment/v1\n"
+
+MAX_CREDITS = 2**128 - 1  # the settlement contract's bound (see types.Credit)
+MAX_AMOUNT = 2**256 - 1
+
+_UINT_RE = re.compile(r"^(0|[1-9][0-9]{0,77})$")
+_DEC_RE = re.compile(r"^[0-9]{1,78}(\.[0-9]{1,78})?$")
+_HEX_RE = re.compile(r"^(0x)?[0-9a-fA-F]*$")
+_PUB_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+# --- canonical encodings ----------------------------------------------------------------------
+def rfc3339(dt: datetime) -> str:
+    """RFC 3339 in UTC with ``Z``; microseconds only when non-zero. Naive datetimes refused."""
+    if not isinstance(dt, datetime) or dt.tzinfo is None or dt.utcoffset() is None:
+        raise InputError("datetimes must be timezone-aware")
+    u = dt.astimezone(timezone.utc)
+    s = u.strftime("%Y-%m-%dT%H:%M:%S")
+    if u.microsecond:
+        s += f".{u.microsecond:06d}"
+    return s + "Z"
+
+
+def parse_rfc3339(s: str) -> datetime:
+    """Parse an RFC 3339 timestamp with an offset (``Z`` or ``+hh:mm``) into an aware UTC datetime."""
+    if not isinstance(s, str) or not 20 <= len(s) <= 35 or "T" not in s:
+        raise ValueError("not an RFC 3339 timestamp")
+    dt = datetime.fromisoformat(s)
+    if dt.tzinfo is None:
+        raise ValueError("timestamp without a UTC offset")
+    return dt.astimezone(timezone.utc)
+
+
+def decimal_str(d: Decimal) -> str:
+    """Plain positional notation, no exponent, no trailing zeros: 3000.00 -> "3000", 1E-2 -> "0.01"."""
+    if not isinstance(d, Decimal) or not d.is_finite():
+        raise InputError("expected a finite Decimal")
+    s = format(d, "f")
+    if "." in s:
+        s = s.rstrip("0").rstrip(".")
+    return "0" if s in ("-0", "") else s
+
+
+def _hex(b: bytes) -> str:
+    return "0x" + bytes(b).hex()
+
+
+def key_id_of(public_key_hex: str) -> str:
+    """A key's short id: the first 16 hex digits of its Ed25519 public key."""
+    return public_key_hex[:16]
+
+
+def quote_fields(q: Quote) -> dict[str, str]:
+    """The signed fields of a quote, every value a string."""
+    return {
+        "id": str(q.id),
+        "token": str(q.token),
+        "chain": str(q.chain),
+        "amount": str(int(q.amount)),
+        "credits": str(int(q.credits)),
+        "rate": decimal_str(q.rate),
+        "credit_price_usd": decimal_str(q.credit_price_usd),
+        "created_at": rfc3339(q.created_at),
+        "expires_at": rfc3339(q.expires_at),
+        "key_id": str(q.key_id),
+        "sources": ",".join(q.sources),
+    }
+
+
+def terms_fields(t: PaymentTerms) -> dict[str, str]:
+    """The signed fields of payment terms, every value a string."""
+    return {
+        "payment_id": str(t.payment_id),
+        "reference": _hex(t.reference),
+        "beneficiary": _hex(t.beneficiary),
+        "quote_id": str(t.quote_id),
+        "chain": str(t.chain),
+        "token": str(t.token),
+        "amount": str(int(t.amount)),
+        "credits": str(int(t.credits)),
+        "expires_at": rfc3339(t.expires_at),
+        "key_id": str(t.key_id),
+    }
+
+
+def _canonical_json(fields: dict[str, str]) -> bytes:
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def canonical_quote_bytes(q: Quote) -> bytes:
+    return QUOTE_DOMAIN + _canonical_json(quote_fields(q))
+
+
+def canonical_terms_bytes(t: PaymentTerms) -> bytes:
+    return TERMS_DOMAIN + _canonical_json(terms_fields(t))
+
+
+# --- signing and verifying --------------------------------------------------------------------
+class QuoteSigner:
+    """Holds the gateway's Ed25519 quote key; signs quotes and payment terms."""
+
+    def __init__(self, key: SecretKey) -> None:
+        if not isinstance(key, SecretKey) or key.kind != "ed25519":
+            raise KeystoreError("the quote key must be an ed25519 keystore key")
+        self._private = Ed25519PrivateKey.from_private_bytes(key.secret)
+        self.public_key: str = key.public  # 64 lower-case hex digits, no 0x
+        self.key_id: str = key_id_of(self.public_key)
+
+    @classmethod
+    def from_secret(cls, secret: bytes) -> "QuoteSigner":
+        return cls(SecretKey("ed25519", bytes(secret), public_of("ed25519", bytes(secret))))
+
+    @classmethod
+    def from_ref(cls, ref: KeyRef) -> "QuoteSigner":
+        return cls(load_key(ref))
+
+    def __repr__(self) -> str:
+        return f"QuoteSigner(key_id={self.key_id!r})"
+
+    def sign_bytes(self, data: bytes) -> bytes:
+        return self._private.sign(data)
+
+    def sign_quote(self, q: Quote) -> Quote:
+        """The quote with this key's ``key_id`` and signature."""
+        q = replace(q, key_id=self.key_id, signature=b"")
+        return replace(q, signature=self.sign_bytes(canonical_quote_bytes(q)))
+
+    def sign_terms(self, t: PaymentTerms) -> PaymentTerms:
+        t = replace(t, key_id=self.key_id, signature=b"")
+        return replace(t, signature=self.sign_bytes(canonical_terms_bytes(t)))
+
+
+def _public_key(public_key_hex: str) -> Ed25519PublicKey:
+    if not isinstance(public_key_hex, str) or not _PUB_RE.match(public_key_hex):
+        raise VerificationError("gateway public key must be 64 lower-case hex digits")
+    return Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_key_hex))
+
+
+def _verify(what: str, key_id: str, signature: bytes, data_fn, public_key_hex: str) -> None:
+    pk = _public_key(public_key_hex)
+    if key_id != key_id_of(public_key_hex):
+        raise VerificationError(f"{what} was signed by key {key_id!r}, not by {key_id_of(public_key_hex)!r}")
+    if not isinstance(signature, (bytes, bytearray)) or len(signature) != 64:
+        raise VerificationError(f"{what} signature must be 64 bytes")
+    try:
+        data = data_fn()
+    except InputError as e:
+        raise VerificationError(f"{what} is malformed: {e.detail}") from None
+    try:
+        pk.verify(bytes(signature), data)
+    except InvalidSignature:
+        raise VerificationError(f"{what} signature is invalid") from None
+
+
+def verify_quote(q: Quote, public_key_hex: str) -> None:
+    """Raise VerificationError unless ``q`` carries a valid signature of ``public_key_hex``."""
+    _verify("quote", q.key_id, q.signature, lambda: canonical_quote_bytes(q), public_key_hex)
+
+
+def verify_terms(terms: PaymentTerms, public_key_hex: str) -> None:
+    """Raise VerificationError unless ``terms`` carry a valid signature of ``public_key_hex``.
+
+    Signer nodes call this on terms fetched from the gateway, with the key from their config.
+    """
+    _verify("payment terms", terms.key_id, terms.signature, lambda: canonical_terms_bytes(terms), public_key_hex)
+
+
+def ensure_not_expired(q: Quote | PaymentTerms, now: datetime) -> None:
+    """Raise QuoteExpired if ``now`` is at or after the expiry."""
+    if now >= q.expires_at:
+        raise QuoteExpired(f"expired at {rfc3339(q.expires_at)}")
+
+
+# --- JSON forms (the API's wire format) -------------------------------------------------------
+def quote_to_json(q: Quote) -> dict[str, str]:
+    d = quote_fields(q)
+    d["sources"] = list(q.sources)  # type: ignore[assignment]  # a list on the wire
+    d["signature"] = bytes(q.signature).hex()
+    return d
+
+
+def terms_to_json(t: PaymentTerms) -> dict[str, str]:
+    d = terms_fields(t)
+    d["signature"] = bytes(t.signature).hex()
+    return d
+
+
+def _str(d: Mapping, k: str) -> str:
+    v = d[k]
+    if not isinstance(v, str):
+        raise VerificationError(f"{k} must be a string")
+    return v
+
+
+def _uint(d: Mapping, k: str) -> int:
+    v = _str(d, k)
+    if not _UINT_RE.match(v):
+        raise VerificationError(f"{k} must be a decimal integer string")
+    return int(v)
+
+
+def _bytes(d: Mapping, k: str, n: int | None = None) -> bytes:
+    v = _str(d, k)
+    if not _HEX_RE.match(v) or len(v) % 2:
+        raise VerificationError(f"{k} must be hex")
+    b = bytes.fromhex(v[2:] if v.startswith("0x") else v)
+    if n is not None and len(b) != n:
+        raise VerificationError(f"{k} must be {n} bytes")
+    return b
+
+
+def _time(d: Mapping, k: str) -> datetime:
+    try:
+        return parse_rfc3339(_str(d, k))
+    except ValueError:
+        raise VerificationError(f"{k} must be an RFC 3339 timestamp") from None
+
+
+def _dec(d: Mapping, k: str) -> Decimal:
+    v = _str(d, k)
+    if not _DEC_RE.match(v):
+        raise VerificationError(f"{k} must be a plain decimal string")
+    try:
+        return Decimal(v)
+    except InvalidOperation:  # pragma: no cover - the pattern already excludes it
+        raise VerificationError(f"{k} must be a decimal") from None
+
+
+def _mapping(d) -> Mapping:
+    if not isinstance(d, Mapping):
+        raise VerificationError("expected a JSON object")
+    return d
+
+
+def quote_from_json(d: Mapping) -> Quote:
+    """Parse the JSON form of a quote (raises VerificationError; does not check the signature)."""
+    d = _mapping(d)
+    try:
+        sources = d.get("sources", [])
+        if isinstance(sources, str):
+            sources = [s for s in sources.split(",") if s]
+        if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
+            raise VerificationError("sources must be a list of strings")
+        return Quote(
+            id=_str(d, "id"),
+            token=_str(d, "token"),
+            chain=_str(d, "chain"),
+            amount=_uint(d, "amount"),
+            credits=_uint(d, "credits"),
+            rate=_dec(d, "rate"),
+            credit_price_usd=_dec(d, "credit_price_usd"),
+            created_at=_time(d, "created_at"),
+            expires_at=_time(d, "expires_at"),
+            key_id=_str(d, "key_id"),
+            signature=_bytes(d, "signature"),
+            sources=tuple(sources),
+        )
+    except KeyError as e:
+        raise VerificationError(f"quote lacks field {e.args[0]!r}") from None
+
+
+def terms_from_json(d: Mapping) -> PaymentTerms:
+    """Parse the JSON form of payment terms (raises VerificationError; does not check the
+    signature -- call ``verify_terms`` next)."""
+    d = _mapping(d)
+    try:
+        return PaymentTerms(
+            payment_id=_str(d, "payment_id"),
+            reference=_bytes(d, "reference", 32),
+            beneficiary=_bytes(d, "beneficiary", 20),
+            quote_id=_str(d, "quote_id"),
+            chain=_str(d, "chain"),
+            token=_str(d, "token"),
+            amount=_uint(d, "amount"),
+            credits=_uint(d, "credits"),
+            expires_at=_time(d, "expires_at"),
+            key_id=_str(d, "key_id"),
+            signature=_bytes(d, "signature"),
+        )
+    except KeyError as e:
+        raise VerificationError(f"payment terms lack field {e.args[0]!r}") from None
+
+
+# --- the quote service ------------------------------------------------------------------------
+class QuoteService:
+    """Makes signed quotes from the configured credit price and a price source.
+
+    ``token_chains`` maps each payable token to the name of its source chain; build it from
+    the settings with ``QuoteService.from_settings``.
+    """
+
+    def __init__(
+        self,
+        pricing: PricingConfig,
+        source: PriceSource,
+        signer: QuoteSigner,
+        *,
+        token_chains: Mapping[str, str],
+        max_price_age: timedelta | None = timedelta(minutes=10),
+    ) -> None:
+        for token in token_chains:
+            if token not in TOKEN_DECIMALS:
+                raise ConfigError(f"token {token!r} has no known decimals")
+        self.pricing = pricing
+        self.source = source
+        self.signer = signer
+        self.token_chains = dict(token_chains)
+        self.max_price_age = max_price_age
+        self.ttl = timedelta(seconds=pricing.quote_ttl_seconds)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, source: PriceSource, signer: QuoteSigner, **kw) -> "QuoteService":
+        chains = {c.token: c.name for c in settings.source_chains() if c.token}
+        return cls(settings.pricing, source, signer, token_chains=chains, **kw)
+
+    @property
+    def tokens(self) -> frozenset[str]:
+        return frozenset(self.token_chains)
+
+    def chain_of(self, token: str) -> str:
+        try:
+            return self.token_chains[token]
+        except (KeyError, TypeError):
+            raise InputError(f"unknown token; supported: {', '.join(sorted(self.token_chains))}") from None
+
+    async def price_of(self, token: str, now: datetime):
+        points = await self.source.fetch(frozenset({token}))
+        point = points.get(token)
+        if point is None:
+            raise PriceUnavailable(f"no price for {token}")
+        if not isinstance(point.price, Decimal) or not point.price.is_finite() or point.price <= 0:
+            raise PriceUnavailable(f"the price of {token} is not a positive number")
+        if self.max_price_age is not None and point.timestamp < now - self.max_price_age:
+            raise PriceUnavailable(f"the price of {token} is stale")
+        return point
+
+    async def make_quote(
+        self,
+        token: str,
+        credits: int | None = None,
+        amount: int | None = None,
+        now: datetime | None = None,
+    ) -> Quote:
+        """A signed quote for buying ``credits`` (amount rounded up) or for paying ``amount``
+        base units (credits rounded down). Exactly one of them must be given."""
+        chain = self.chain_of(token)
+        if (credits is None) == (amount is None):
+            raise InputError("give exactly one of credits and amount")
+        if credits is not None:
+            _positive("credits", credits, MAX_CREDITS)
+        if amount is not None:
+            _positive("amount", amount, MAX_AMOUNT)
+        now = (now or utcnow()).astimezone(timezone.utc).replace(microsecond=0)
+        decimals = TOKEN_DECIMALS[token]
+        point = await self.price_of(token, now)
+        price = self.pricing.credit_price_usd
+        if credits is not None:
+            amount = amount_for_credits(credits, price, point.price, decimals)
+            if amount > MAX_AMOUNT:
+                raise InputError("too many credits for one quote")
+        else:
+            assert amount is not None
+            credits = credits_for_amount(amount, price, point.price, decimals)
+            if credits == 0:
+                raise InputError("the amount does not buy a single credit")
+            if credits > MAX_CREDITS:
+                raise InputError("the amount buys too many credits for one quote")
+        minimum = self.pricing.min_amount.get(token, 0)
+        if amount < minimum:
+            raise InputError(f"amount {amount} is below the minimum of {minimum} base units of {token}")
+        quote = Quote(
+            id=str(uuid.uuid4()),
+            token=token,
+            chain=chain,
+            amount=amount,
+            credits=credits,
+            rate=point.price,
+            credit_price_usd=price,
+            created_at=now,
+            expires_at=now + self.ttl,
+            sources=(point.source,),
+        )
+        return self.signer.sign_quote(quote)
+
+
+def _positive(name: str, v: int, maximum: int) -> None:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise InputError(f"{name} must be an integer")
+    if v <= 0:
+        raise InputError(f"{name} must be positive")
+    if v > maximum:
+        raise InputError(f"{name} is too large")

@@ -1,0 +1,61 @@
+"""Design rule 1: the core never imports a chain SDK or relayers/; relayers never import the API
+or CLI. Checked on the source (AST), so lazy imports inside functions count too."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CHAIN_SDKS = {"web3", "eth_account", "substrateinterface", "scalecodec", "pytoniq", "pytoniq_core", "pytvm", "tonpy"}
+# the composition root: the only core modules allowed to wire chain families in
+COMPOSITION_ROOT = {"bridge/node.py", "bridge/cli.py", "bridge/devnet.py", "bridge/api/wiring.py"}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+    return out
+
+
+def _top(names: set[str]) -> set[str]:
+    return {n.split(".")[0] for n in names}
+
+
+def test_core_imports_no_chain_sdk():
+    files = sorted((ROOT / "bridge").rglob("*.py"))
+    assert len(files) > 10
+    offenders = {}
+    for f in files:
+        bad = _top(_imports(f)) & CHAIN_SDKS
+        if bad:
+            offenders[str(f.relative_to(ROOT))] = sorted(bad)
+    assert offenders == {}, f"core modules import chain SDKs: {offenders}"
+
+
+def test_only_composition_root_imports_relayers():
+    offenders = []
+    for f in sorted((ROOT / "bridge").rglob("*.py")):
+        rel = str(f.relative_to(ROOT))
+        if "relayers" in _top(_imports(f)) and rel not in COMPOSITION_ROOT:
+            offenders.append(rel)
+    assert offenders == []
+
+
+def test_relayers_do_not_import_api_or_cli():
+    files = sorted((ROOT / "relayers").rglob("*.py"))
+    assert files
+    for f in files:
+        mods = _imports(f)
+        bad = [m for m in mods if m.startswith(("bridge.api", "bridge.cli", "bridge.node", "bridge.devnet"))]
+        assert bad == [], f"{f.relative_to(ROOT)} imports {bad}"
+
+
+def test_checker_sees_a_violation(tmp_path):
+    """The checker itself works: a lazy import inside a function is found."""
+    p = tmp_path / "m.py"
+    p.write_text("def f():\n    from web3 import AsyncWeb3\n    import pytoniq.liteclient\n")
+    assert _top(_imports(p)) & CHAIN_SDKS == {"web3", "pytoniq"}
