@@ -76,6 +76,7 @@ async def run_signer(settings: Settings) -> None:
         domain=settlement_domain(settings), gateway=GatewayClient(cfg.gateway_url, session),
         gateway_public_key=cfg.gateway_public_key, late_grace_seconds=cfg.late_grace_seconds,
         max_block_range={c.name: c.max_block_range for c in settings.source_chains()},
+        start_block={c.name: c.start_block for c in settings.source_chains()},
         poll_interval=min(c.poll_interval for c in settings.source_chains()),
         metrics=SignerMetrics(registry),
     )

@@ -53,6 +53,7 @@ class SignerNode:
         gateway_public_key: str,
         late_grace_seconds: int = 0,
         max_block_range: dict[str, int] | None = None,
+        start_block: dict[str, int] | None = None,
         poll_interval: float = 1.0,
         metrics=None,
     ) -> None:
@@ -79,6 +80,7 @@ class SignerNode:
                 db,
                 component="signer",
                 max_range=(max_block_range or {}).get(name_, 1000),
+                start_block=(start_block or {}).get(name_, 0),
                 poll_interval=poll_interval,
                 on_new=self._on_new,
             )
@@ -132,8 +134,8 @@ class SignerNode:
         async with self.db.begin() as s:
             pending = await obs_repo.observations_by_status(s, "new", limit)
         decided = 0
-        for row_id, obs in pending:
-            decided += await self._decide(row_id, obs)
+        for stored in pending:
+            decided += await self._decide(stored.id, stored.observation)
         return decided
 
     async def _decide(self, row_id: int, obs: Observation) -> int:

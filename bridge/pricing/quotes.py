@@ -177,7 +177,7 @@ class QuoteSigner:
 
 
 def _public_key(public_key_hex: str) -> Ed25519PublicKey:
-    if not isinstance(public_key_hex, str) or not _PUB_RE.match(public_key_hex):
+    if not isinstance(public_key_hex, str) or not _PUB_RE.fullmatch(public_key_hex):
         raise VerificationError("gateway public key must be 64 lower-case hex digits")
     return Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_key_hex))
 
@@ -240,14 +240,14 @@ def _str(d: Mapping, k: str) -> str:
 
 def _uint(d: Mapping, k: str) -> int:
     v = _str(d, k)
-    if not _UINT_RE.match(v):
+    if not _UINT_RE.fullmatch(v):
         raise VerificationError(f"{k} must be a decimal integer string")
     return int(v)
 
 
 def _bytes(d: Mapping, k: str, n: int | None = None) -> bytes:
     v = _str(d, k)
-    if not _HEX_RE.match(v) or len(v) % 2:
+    if not _HEX_RE.fullmatch(v) or len(v) % 2:
         raise VerificationError(f"{k} must be hex")
     b = bytes.fromhex(v[2:] if v.startswith("0x") else v)
     if n is not None and len(b) != n:
@@ -264,7 +264,7 @@ def _time(d: Mapping, k: str) -> datetime:
 
 def _dec(d: Mapping, k: str) -> Decimal:
     v = _str(d, k)
-    if not _DEC_RE.match(v):
+    if not _DEC_RE.fullmatch(v):
         raise VerificationError(f"{k} must be a plain decimal string")
     try:
         return Decimal(v)
@@ -396,7 +396,10 @@ class QuoteService:
             _positive("credits", credits, MAX_CREDITS)
         if amount is not None:
             _positive("amount", amount, MAX_AMOUNT)
-        now = (now or utcnow()).astimezone(timezone.utc).replace(microsecond=0)
+        now = now or utcnow()
+        if now.tzinfo is None or now.utcoffset() is None:
+            raise InputError("now must be timezone-aware")
+        now = now.astimezone(timezone.utc).replace(microsecond=0)
         decimals = TOKEN_DECIMALS[token]
         point = await self.price_of(token, now)
         price = self.pricing.credit_price_usd

@@ -34,6 +34,8 @@ class QuoteRow(Base):
 
 class PaymentRow(Base):
     __tablename__ = "payments"
+    # one payment per quote: credits name their quote, which then names one payment (0002)
+    __table_args__ = (Index("uq_payments_quote_id", "quote_id", unique=True),)
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     reference: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
     quote_id: Mapped[str] = mapped_column(String(36), ForeignKey("quotes.id"))

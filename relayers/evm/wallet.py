@@ -12,9 +12,16 @@ from bridge.errors import ChainError
 async def deploy_to(rpc: str, name: str, args: list, private_key: str) -> str:
     from relayers.evm.contracts import deploy
 
+    def checksum(v):
+        if isinstance(v, list):
+            return [checksum(x) for x in v]
+        if isinstance(v, str) and len(v) == 42 and v.startswith("0x"):
+            return AsyncWeb3.to_checksum_address(v)
+        return v
+
     w3 = AsyncWeb3(AsyncHTTPProvider(rpc))
     try:
-        return await deploy(w3, name, args, private_key)
+        return await deploy(w3, name, [checksum(a) for a in args], private_key)
     finally:
         await w3.provider.disconnect()
 

@@ -24,7 +24,12 @@ from typing import Any
 import aiohttp
 
 from bridge.pricing.sources.base import PricePoint
-from bridge.pricing.sources.http import HttpSettings, JsonHttpClient, parse_price, require
+from bridge.pricing.sources.http import (
+    HttpSettings,
+    JsonHttpClient,
+    parse_price,
+    require,
+)
 
 DEFAULT_BASE_URL = "https://api.binance.com"
 TICKER_PATH = "/api/v3/ticker/price"

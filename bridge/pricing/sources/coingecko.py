@@ -107,8 +107,9 @@ class CoinGeckoSource:
         for coin_id, symbol in wanted.items():
             entry = body.get(coin_id)
             require(isinstance(entry, dict), src, f"response has no entry for {coin_id}")
-            price = parse_price(entry.get("usd"), source=src, where=f"{coin_id}.usd", allow_number=True)
-            ts = parse_unix_seconds(entry.get("last_updated_at"), source=src, where=f"{coin_id}.last_updated_at")
-            ts = check_not_future(ts, resp.received_at, self._http.settings, source=src, where=f"{coin_id}.last_updated_at")
+            price = parse_price(entry.get("usd"), source=src, where=f"{coin_id}.usd", json_number=True)
+            where = f"{coin_id}.last_updated_at"
+            ts = parse_unix_seconds(entry.get("last_updated_at"), source=src, where=where)
+            ts = check_not_future(ts, resp.received_at, self._http.settings, source=src, where=where)
             points[symbol] = PricePoint(symbol, price, ts, src)
         return points

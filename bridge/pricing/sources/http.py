@@ -24,7 +24,6 @@ timestamps are aware UTC datetimes not in the future.
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import json
 import re
@@ -32,7 +31,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -54,6 +53,7 @@ __all__ = [
 ]
 
 USER_AGENT = "creditbridge-pricing/0.1"
+_ERROR_BODY_LIMIT = 64 * 1024  # bytes of an error response read for its message
 
 
 # --- errors: all PriceUnavailable, so callers need to know only the one type --------------
@@ -180,12 +180,16 @@ class JsonHttpClient:
                 timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
                 allow_redirects=False,
             ) as resp:
-                raw = await self._read_limited(resp)
-                received_at = self.settings.clock()
                 status = resp.status
+                raw, error_raw = b"", None
+                if status == 200:
+                    raw = await self._read_limited(resp)
+                else:  # an error body is only mined for a message: read a prefix, never fail on size
+                    error_raw = await self._read_prefix(resp, _ERROR_BODY_LIMIT)
+                received_at = self.settings.clock()
                 content_type = resp.content_type
                 retry_after = resp.headers.get("Retry-After")
-        except asyncio.TimeoutError as exc:  # also aiohttp's ServerTimeoutError
+        except TimeoutError as exc:  # also aiohttp's ServerTimeoutError
             raise PriceUnavailable(
                 f"{self.source}: no answer within {self.settings.timeout:g}s", retryable=True
             ) from exc
@@ -199,7 +203,7 @@ class JsonHttpClient:
                 raise MalformedPriceData(f"{self.source}: expected JSON, got {content_type!r}")
             return JsonResponse(status, decode_json(raw, source=self.source), received_at)
 
-        message = self._error_message(raw, content_type)
+        message = self._error_message(error_raw, content_type)
         suffix = f": {message}" if message else ""
         if status in (429, 418):
             waited = self.start_cooldown(self._retry_after_seconds(retry_after, received_at))
@@ -227,9 +231,21 @@ class JsonHttpClient:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _error_message(self, raw: bytes, content_type: str) -> str | None:
+    @staticmethod
+    async def _read_prefix(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
+        """Up to ``limit`` bytes of the body; None when it is longer (then it is not parsed)."""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(16 * 1024):
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _error_message(self, raw: bytes | None, content_type: str) -> str | None:
         """The exchange's own error message from an error body, if it has a known shape."""
-        if not _is_json_type(content_type):
+        if raw is None or not _is_json_type(content_type):
             return None
         try:
             body = decode_json(raw, source=self.source)
@@ -285,32 +301,42 @@ def require(condition: bool, source: str, what: str) -> None:
 _DECIMAL_STRING = re.compile(r"[0-9]{1,30}(\.[0-9]{1,30})?")
 
 
-def parse_price(value: Any, *, source: str, where: str, allow_number: bool = False) -> Decimal:
-    """A positive, finite price as an exact Decimal.
+def parse_price(value: Any, *, source: str, where: str, json_number: bool = False) -> Decimal:
+    """A positive, finite price as an exact Decimal, in the one type the exchange documents.
 
-    Exchanges send prices as decimal strings ("3012.45000"); only plain digits with an
+    Exchanges send prices as decimal strings ("3012.45000"): only plain digits with an
     optional fraction are accepted (no sign, exponent, whitespace, "NaN" or "Infinity").
-    ``allow_number`` also admits JSON numbers (already decoded as int/Decimal, never
-    float), which CoinGecko uses.
+    With ``json_number`` (CoinGecko) the price must instead be a JSON number, which
+    :func:`decode_json` has already turned into an ``int`` or ``Decimal``, never a float.
     """
-    if isinstance(value, str):
+    if json_number:
+        if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+            raise MalformedPriceData(f"{source}: {where}: price must be a JSON number, got {_type_name(value)}")
+        price = Decimal(value)
+        if not price.is_finite() or len(price.as_tuple().digits) > 60 or abs(price.adjusted()) > 60:
+            raise MalformedPriceData(f"{source}: {where}: price {price} out of range")
+    else:
+        if not isinstance(value, str):
+            raise MalformedPriceData(f"{source}: {where}: price must be a decimal string, got {_type_name(value)}")
         if not _DECIMAL_STRING.fullmatch(value):
             raise MalformedPriceData(f"{source}: {where}: price {_clip(value, 40)!r} is not a decimal string")
         price = Decimal(value)
-    elif allow_number and isinstance(value, (int, Decimal)) and not isinstance(value, bool):
-        try:
-            price = Decimal(value)
-        except InvalidOperation as exc:  # pragma: no cover - int/Decimal always convert
-            raise MalformedPriceData(f"{source}: {where}: bad price") from exc
-        if len(price.as_tuple().digits) > 60 or not price.is_finite():
-            raise MalformedPriceData(f"{source}: {where}: price {price} out of range")
-    else:
-        kind = "number" if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool) else type(value).__name__
-        expected = "a decimal string or number" if allow_number else "a decimal string"
-        raise MalformedPriceData(f"{source}: {where}: price must be {expected}, got {kind}")
     if not price > 0:
         raise MalformedPriceData(f"{source}: {where}: price {price} is not positive")
     return price
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, Decimal)):
+        return "number"
+    for kind, name in ((str, "string"), (list, "array"), (dict, "object")):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
 
 
 # 2001-09-09 .. 2100-01-01: anything outside is a unit error (ms vs s) or garbage
@@ -320,7 +346,7 @@ _MIN_UNIX, _MAX_UNIX = 1_000_000_000, 4_102_444_800
 def parse_unix_seconds(value: Any, *, source: str, where: str) -> datetime:
     """A Unix time in whole seconds (a JSON integer) as an aware UTC datetime."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise MalformedPriceData(f"{source}: {where}: timestamp must be integer seconds, got {type(value).__name__}")
+        raise MalformedPriceData(f"{source}: {where}: timestamp must be integer seconds, got {_type_name(value)}")
     if not _MIN_UNIX <= value <= _MAX_UNIX:
         raise MalformedPriceData(f"{source}: {where}: timestamp {value} out of range")
     return datetime.fromtimestamp(value, UTC)
@@ -338,7 +364,7 @@ def parse_iso8601(value: Any, *, source: str, where: str) -> datetime:
     Fractions beyond microseconds (some APIs send nanoseconds) are truncated.
     """
     if not isinstance(value, str):
-        raise MalformedPriceData(f"{source}: {where}: time must be a string, got {type(value).__name__}")
+        raise MalformedPriceData(f"{source}: {where}: time must be a string, got {_type_name(value)}")
     m = _ISO8601.fullmatch(value)
     if m is None:
         raise MalformedPriceData(f"{source}: {where}: time {_clip(value, 40)!r} is not RFC 3339 with offset")
@@ -351,7 +377,9 @@ def parse_iso8601(value: Any, *, source: str, where: str) -> datetime:
     return parsed.astimezone(UTC)
 
 
-def check_not_future(ts: datetime, received_at: datetime, settings: HttpSettings, *, source: str, where: str) -> datetime:
+def check_not_future(
+    ts: datetime, received_at: datetime, settings: HttpSettings, *, source: str, where: str
+) -> datetime:
     """Reject timestamps further in the future than the allowed clock skew.
 
     A future timestamp would look fresh for longer than it is, defeating staleness checks.

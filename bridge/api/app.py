@@ -1,0 +1,129 @@
+"""The gateway's aiohttp application factory (design rule 10).
+
+``create_app`` takes ready services (the composition root builds them from the settings) and
+returns an ``web.Application`` with:
+
+* middlewares, outermost first: metrics (every answered request, with its final status),
+  the one problem middleware (``BridgeError`` / aiohttp HTTP errors / unknown exceptions ->
+  RFC 9457 ``application/problem+json``), the per-client rate limit;
+* a request body limit (``client_max_size``; larger bodies are a 413 problem);
+* resources under ``cleanup_ctx``: a database check at start-up (and its disposal at
+  shutdown when the app owns it), the rate limiter's sweeper task, then ``extra_ctx``.
+
+Routes::
+
+    POST /v1/quotes                          signed quote for {"token", "credits" | "amount"}
+    GET  /v1/quotes/{id}
+    POST /v1/payments                        payment for {"quote_id", "beneficiary"}
+    GET  /v1/payments/{id}
+    GET  /v1/payments/by-reference/{ref}     signed terms (signer nodes; not rate limited)
+    GET  /v1/gateway                         the quote key: {"key_id", "public_key"}
+    GET  /v1/health                          {"status": "ok"} after a database round trip
+    GET  /metrics                            Prometheus text
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import datetime
+
+from aiohttp import web
+
+from bridge.api import handlers
+from bridge.api.keys import CLOCK, DB, LIMITER, METRICS, QUOTES, SETTINGS, SIGNER
+from bridge.api.metrics import ApiMetrics, metrics_middleware
+from bridge.api.problems import problem_middleware
+from bridge.api.ratelimit import TokenBucketLimiter, ratelimit_middleware
+from bridge.config import Settings
+from bridge.pricing.quotes import QuoteService, QuoteSigner
+from bridge.storage import quotes as quotes_repo
+from bridge.storage.db import Database
+from bridge.types import utcnow
+
+CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
+
+MAX_BODY = 64 * 1024
+DEFAULT_RATE_PER_MINUTE = 600
+DEFAULT_BURST = 60
+# routes every client may call without limit: monitoring, and the signer nodes' terms look-up
+UNLIMITED_ROUTES = frozenset({"health", "metrics", "terms_by_reference"})
+
+
+def create_app(
+    settings: Settings,
+    *,
+    db: Database,
+    quote_service: QuoteService,
+    signer: QuoteSigner,
+    extra_ctx: Iterable[CleanupCtx] = (),
+    clock: Callable[[], datetime] = utcnow,
+    own_db: bool = True,
+    max_body: int = MAX_BODY,
+    metrics: ApiMetrics | None = None,
+    rate_clock: Callable[[], float] = time.monotonic,
+) -> web.Application:
+    """The gateway app. With ``own_db`` (the default) the app disposes ``db`` at cleanup.
+    ``clock`` is the wall clock used for quote creation and expiry (tests move it)."""
+    api = settings.api
+    limiter = TokenBucketLimiter(
+        api.rate_limit_per_minute if api else DEFAULT_RATE_PER_MINUTE,
+        api.rate_limit_burst if api else DEFAULT_BURST,
+        clock=rate_clock,
+    )
+    metrics = metrics or ApiMetrics()
+    app = web.Application(
+        middlewares=[
+            metrics_middleware(metrics),
+            problem_middleware,
+            ratelimit_middleware(limiter, exempt_routes=UNLIMITED_ROUTES,
+                                 trust_forwarded_for=bool(api and api.trust_forwarded_for)),
+        ],
+        client_max_size=max_body,
+    )
+    app[SETTINGS] = settings
+    app[DB] = db
+    app[QUOTES] = quote_service
+    app[SIGNER] = signer
+    app[METRICS] = metrics
+    app[LIMITER] = limiter
+    app[CLOCK] = clock
+
+    r = app.router
+    r.add_post("/v1/quotes", handlers.create_quote, name="quotes")
+    r.add_get("/v1/quotes/{id}", handlers.get_quote, name="quote")
+    r.add_post("/v1/payments", handlers.create_payment, name="payments")
+    r.add_get("/v1/payments/by-reference/{reference}", handlers.get_terms_by_reference, name="terms_by_reference")
+    r.add_get("/v1/payments/{id}", handlers.get_payment, name="payment")
+    r.add_get("/v1/gateway", handlers.gateway, name="gateway")
+    r.add_get("/v1/health", handlers.health, name="health")
+    r.add_get("/metrics", handlers.metrics, name="metrics")
+
+    app.cleanup_ctx.append(_database_ctx(own_db))
+    app.cleanup_ctx.append(_sweeper_ctx)
+    app.cleanup_ctx.extend(extra_ctx)
+    return app
+
+
+def _database_ctx(own_db: bool) -> CleanupCtx:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        db = app[DB]
+        async with handlers.transaction(db) as s:  # fail fast on an unreachable database
+            await quotes_repo.ping(s)
+        try:
+            yield
+        finally:
+            if own_db:
+                await db.dispose()
+
+    return ctx
+
+
+async def _sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(app[LIMITER].run_sweeper(), name="api-ratelimit-sweeper")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,0 +1,307 @@
+"""HTTP handlers of the gateway API.
+
+Every input is validated explicitly and every failure is a typed ``BridgeError`` that the
+problem middleware turns into an RFC 9457 response. Money crosses the wire as decimal
+strings of base units (JSON integers are accepted on input, floats never are).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+from aiohttp import web
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bridge.api.keys import CLOCK, DB, METRICS, QUOTES, SETTINGS, SIGNER
+from bridge.config import Settings
+from bridge.errors import ConfigError, Conflict, InputError, NotFound, StorageError
+from bridge.hashing import keccak256
+from bridge.pricing.quotes import (
+    MAX_AMOUNT,
+    MAX_CREDITS,
+    ensure_not_expired,
+    quote_to_json,
+    rfc3339,
+    terms_to_json,
+)
+from bridge.storage import payments as payments_repo
+from bridge.storage import quotes as quotes_repo
+from bridge.storage.db import Database
+from bridge.storage.payments import PaymentRecord
+from bridge.types import PaymentTerms, hex_to_bytes
+
+log = logging.getLogger("creditbridge.api")
+
+_DIGITS = re.compile(r"^[0-9]{1,78}$")
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_TOKEN = re.compile(r"^[A-Z]{2,10}$")
+_REFERENCE = re.compile(r"^0x[0-9a-fA-F]{64}$")
+
+
+# --- request parsing ------------------------------------------------------------------------
+def _reject_float(s: str):
+    raise InputError("numbers must be integers; send amounts as decimal strings of base units")
+
+
+def _reject_constant(s: str):
+    raise InputError(f"{s} is not allowed in JSON")
+
+
+def _parse_int(s: str) -> int:
+    if len(s.lstrip("-")) > 78:
+        raise InputError("number too large")
+    return int(s)
+
+
+def _object(pairs: list[tuple[str, object]]) -> dict:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        raise InputError("duplicate keys in JSON object")
+    return d
+
+
+async def json_body(request: web.Request) -> dict:
+    """The request's JSON object (the app's ``client_max_size`` bounds it: 413 beyond)."""
+    raw = await request.read()
+    try:
+        data = json.loads(raw, parse_float=_reject_float, parse_constant=_reject_constant,
+                          parse_int=_parse_int, object_pairs_hook=_object)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise InputError("the request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise InputError("the request body must be a JSON object")
+    return data
+
+
+def _names(names: set[str]) -> str:
+    """Field names for an error detail: a few, shortened (they are the client's input)."""
+    shown = [n if len(n) <= 32 else n[:32] + "..." for n in sorted(names)[:5]]
+    return ", ".join(shown) + (", ..." if len(names) > 5 else "")
+
+
+def _fields(d: dict, required: set[str], optional: set[str] = frozenset()) -> None:
+    extra = set(d) - required - optional
+    if extra:
+        raise InputError(f"unknown field(s): {_names(extra)}")
+    missing = required - set(d)
+    if missing:
+        raise InputError(f"missing field(s): {', '.join(sorted(missing))}")
+
+
+def parse_uint(value: object, name: str, maximum: int) -> int:
+    """A positive integer from a JSON integer or a decimal string of digits."""
+    if isinstance(value, bool):
+        raise InputError(f"{name} must be a decimal string or an integer")
+    if isinstance(value, str):
+        if not _DIGITS.fullmatch(value):
+            raise InputError(f"{name} must be a decimal string of base units (digits only)")
+        value = int(value)
+    if not isinstance(value, int):
+        raise InputError(f"{name} must be a decimal string or an integer")
+    if value <= 0:
+        raise InputError(f"{name} must be positive")
+    if value > maximum:
+        raise InputError(f"{name} is too large")
+    return value
+
+
+def parse_address(value: object, name: str = "beneficiary") -> bytes:
+    """A 20-byte EVM address; mixed case must carry a valid EIP-55 checksum; zero refused."""
+    if not isinstance(value, str) or not _ADDRESS.fullmatch(value):
+        raise InputError(f"{name} must be 0x followed by 40 hex digits")
+    digits = value[2:]
+    if digits != digits.lower() and digits != digits.upper():
+        h = keccak256(digits.lower().encode()).hex()
+        expected = "".join(c.upper() if c.isalpha() and int(h[i], 16) >= 8 else c.lower()
+                           for i, c in enumerate(digits.lower()))
+        if digits != expected:
+            raise InputError(f"{name} has an invalid EIP-55 checksum")
+    b = bytes.fromhex(digits)
+    if b == bytes(20):
+        raise InputError(f"{name} must not be the zero address")
+    return b
+
+
+def _uuid(value: object, name: str) -> str:
+    if not isinstance(value, str) or len(value) != 36:
+        raise InputError(f"{name} must be a UUID")
+    try:
+        u = uuid.UUID(value)
+    except ValueError:
+        raise InputError(f"{name} must be a UUID") from None
+    return str(u)
+
+
+def _path_id(request: web.Request, what: str) -> str:
+    try:
+        return _uuid(request.match_info["id"], "id")
+    except InputError:
+        raise NotFound(f"no such {what}") from None
+
+
+# --- storage --------------------------------------------------------------------------------
+@asynccontextmanager
+async def transaction(db: Database) -> AsyncIterator[AsyncSession]:
+    """One transaction; database failures become typed errors (a uniqueness race -> 409)."""
+    try:
+        async with db.begin() as s:
+            yield s
+    except IntegrityError:
+        raise Conflict("a concurrent request changed the same object; retry") from None
+    except SQLAlchemyError as e:
+        log.warning("database error: %s", e.__class__.__name__)
+        raise StorageError("the database is unavailable") from None
+
+
+# --- responses ------------------------------------------------------------------------------
+def _now(request: web.Request) -> datetime:
+    return request.app[CLOCK]()
+
+
+def payment_json(rec: PaymentRecord, settings: Settings) -> dict:
+    try:
+        chain = settings.chain(rec.chain)
+        lock = chain.contracts["lock"]
+    except (ValueError, KeyError):
+        raise ConfigError(f"chain {rec.chain!r} of a payment is no longer configured") from None
+    terms = terms_to_json(rec.terms())
+    d = {
+        "id": rec.id,
+        "reference": terms["reference"],
+        "state": rec.state,
+        "quote_id": rec.quote_id,
+        "chain": rec.chain,
+        "token": rec.token,
+        "amount": str(rec.amount),
+        "credits": str(rec.credits),
+        "beneficiary": terms["beneficiary"],
+        "expires_at": rfc3339(rec.expires_at),
+        "created_at": rfc3339(rec.created_at),
+        "paid_amount": str(rec.paid_amount),
+        "instructions": {
+            "chain": rec.chain,
+            "chain_id": chain.chain_id,
+            "contract": lock,
+            "method": "lock(bytes32)",
+            "reference": terms["reference"],
+            "value": str(rec.amount),
+        },
+        "terms": terms,
+    }
+    if rec.settlement_tx is not None:
+        d["settlement"] = {"tx_hash": "0x" + rec.settlement_tx.hex(), "credits": str(rec.credited)}
+    return d
+
+
+# --- handlers -------------------------------------------------------------------------------
+async def create_quote(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    if "credits" in body and "amount" in body:
+        raise InputError("give exactly one of credits and amount")
+    _fields(body, {"token"}, {"credits", "amount"})
+    token = body["token"]
+    if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+        raise InputError("token must be a token symbol such as ETH")
+    credits = amount = None
+    if "credits" in body:
+        credits = parse_uint(body["credits"], "credits", MAX_CREDITS)
+    elif "amount" in body:
+        amount = parse_uint(body["amount"], "amount", MAX_AMOUNT)
+    else:
+        raise InputError("give one of credits and amount")
+    quote = await request.app[QUOTES].make_quote(token, credits=credits, amount=amount, now=_now(request))
+    async with transaction(request.app[DB]) as s:
+        await quotes_repo.add_quote(s, quote)
+    request.app[METRICS].quotes_issued.labels(quote.token).inc()
+    return web.json_response(quote_to_json(quote), status=201, headers={"Location": f"/v1/quotes/{quote.id}"})
+
+
+async def get_quote(request: web.Request) -> web.Response:
+    quote_id = _path_id(request, "quote")
+    async with transaction(request.app[DB]) as s:
+        quote = await quotes_repo.get_quote(s, quote_id)
+    if quote is None:
+        raise NotFound("no such quote")
+    return web.json_response(quote_to_json(quote))
+
+
+async def create_payment(request: web.Request) -> web.Response:
+    """Create the payment (invoice) for a quote. Idempotent per quote: asking again with the
+    same beneficiary answers the existing payment (200); another beneficiary is a 409."""
+    body = await json_body(request)
+    _fields(body, {"quote_id", "beneficiary"})
+    quote_id = _uuid(body["quote_id"], "quote_id")
+    beneficiary = parse_address(body["beneficiary"])
+    app = request.app
+    now = _now(request)
+    async with transaction(app[DB]) as s:
+        quote = await quotes_repo.get_quote(s, quote_id)
+        if quote is None:
+            raise NotFound("no such quote")
+        existing = await payments_repo.get_payment_by_quote(s, quote_id)
+        if existing is not None:
+            if existing.beneficiary != beneficiary:
+                raise Conflict("the quote is used by another payment already")
+            return web.json_response(payment_json(existing, app[SETTINGS]), status=200,
+                                     headers={"Location": f"/v1/payments/{existing.id}"})
+        ensure_not_expired(quote, now)
+        terms = app[SIGNER].sign_terms(PaymentTerms(
+            payment_id=str(uuid.uuid4()),
+            reference=os.urandom(32),
+            beneficiary=beneficiary,
+            quote_id=quote.id,
+            chain=quote.chain,
+            token=quote.token,
+            amount=quote.amount,
+            credits=quote.credits,
+            expires_at=quote.expires_at,
+        ))
+        rec = await payments_repo.add_payment(s, terms, now=now)
+    app[METRICS].payments_created.labels(rec.token).inc()
+    return web.json_response(payment_json(rec, app[SETTINGS]), status=201,
+                             headers={"Location": f"/v1/payments/{rec.id}"})
+
+
+async def get_payment(request: web.Request) -> web.Response:
+    payment_id = _path_id(request, "payment")
+    async with transaction(request.app[DB]) as s:
+        rec = await payments_repo.get_payment(s, payment_id)
+    if rec is None:
+        raise NotFound("no such payment")
+    return web.json_response(payment_json(rec, request.app[SETTINGS]))
+
+
+async def get_terms_by_reference(request: web.Request) -> web.Response:
+    """The gateway-signed terms of a payment reference (what signer nodes verify)."""
+    raw = request.match_info["reference"]
+    if not _REFERENCE.fullmatch(raw):
+        raise InputError("reference must be 0x followed by 64 hex digits")
+    reference = hex_to_bytes(raw, 32, what="reference")
+    async with transaction(request.app[DB]) as s:
+        rec = await payments_repo.get_payment_by_reference(s, reference)
+    if rec is None:
+        raise NotFound("no payment has this reference")
+    return web.json_response(terms_to_json(rec.terms()))
+
+
+async def gateway(request: web.Request) -> web.Response:
+    signer = request.app[SIGNER]
+    return web.json_response({"key_id": signer.key_id, "public_key": signer.public_key})
+
+
+async def health(request: web.Request) -> web.Response:
+    async with transaction(request.app[DB]) as s:
+        await quotes_repo.ping(s)
+    return web.json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return request.app[METRICS].render()

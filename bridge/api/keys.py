@@ -1,0 +1,22 @@
+"""Typed application keys of the gateway app (design rule 10)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from aiohttp import web
+
+from bridge.api.metrics import ApiMetrics
+from bridge.api.ratelimit import TokenBucketLimiter
+from bridge.config import Settings
+from bridge.pricing.quotes import QuoteService, QuoteSigner
+from bridge.storage.db import Database
+
+SETTINGS = web.AppKey("settings", Settings)
+DB = web.AppKey("db", Database)
+QUOTES = web.AppKey("quote_service", QuoteService)
+SIGNER = web.AppKey("quote_signer", QuoteSigner)
+METRICS = web.AppKey("metrics", ApiMetrics)
+LIMITER = web.AppKey("rate_limiter", TokenBucketLimiter)
+CLOCK = web.AppKey("clock", Callable[[], datetime])

@@ -1,0 +1,69 @@
+"""Prometheus metrics of the gateway API, in a registry of their own (one per app)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+PREFIX = "creditbridge_api_"
+UNMATCHED = "unmatched"  # the route label of requests no route matched (bounded cardinality)
+
+
+class ApiMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.requests = Counter(PREFIX + "requests_total", "HTTP requests by route, method and status",
+                                ["route", "method", "status"], registry=self.registry)
+        self.latency = Histogram(PREFIX + "request_duration_seconds", "HTTP request latency by route",
+                                 ["route", "method"], registry=self.registry,
+                                 buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+        self.quotes_issued = Counter(PREFIX + "quotes_issued_total", "Signed quotes issued, by token",
+                                     ["token"], registry=self.registry)
+        self.payments_created = Counter(PREFIX + "payments_created_total", "Payments created, by token",
+                                        ["token"], registry=self.registry)
+
+    def render(self) -> web.Response:
+        resp = web.Response(body=generate_latest(self.registry))
+        resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return resp
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(request: web.Request) -> str:
+    return request.method if request.method in _METHODS else "other"
+
+
+def route_label(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else UNMATCHED
+
+
+def metrics_middleware(metrics: ApiMetrics):
+    """Outermost middleware: counts every answered request with its final status."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        start = time.perf_counter()
+        status = 500
+        try:
+            resp = await handler(request)
+            status = resp.status
+            return resp
+        except web.HTTPException as e:  # only non-error ones get here (redirects)
+            status = e.status
+            raise
+        except asyncio.CancelledError:
+            status = 499  # the client went away (nginx's convention)
+            raise
+        finally:
+            route = route_label(request)
+            method = method_label(request)
+            metrics.requests.labels(route, method, str(status)).inc()
+            metrics.latency.labels(route, method).observe(time.perf_counter() - start)
+
+    return middleware

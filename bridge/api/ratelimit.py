@@ -1,0 +1,95 @@
+"""Per-client token buckets for the public endpoints.
+
+Each client IP has a bucket of ``burst`` tokens refilled at ``per_minute / 60`` tokens a
+second; a request takes one token or is refused with a 429 problem and ``Retry-After``.
+Full buckets carry no information, so they are dropped by a periodic sweep (and at once if
+the table grows past ``max_clients``), which bounds memory under address scans.
+
+The client IP is the peer address; with ``trust_forwarded_for`` (the API runs behind one
+reverse proxy) it is the last ``X-Forwarded-For`` entry -- the one that proxy appended.
+Entries further left are written by the client and are not trusted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Container
+
+from aiohttp import web
+
+from bridge.errors import RateLimited
+
+log = logging.getLogger("creditbridge.api.ratelimit")
+
+
+class TokenBucketLimiter:
+    def __init__(self, per_minute: int, burst: int, *, clock: Callable[[], float] = time.monotonic,
+                 max_clients: int = 100_000) -> None:
+        if per_minute <= 0 or burst <= 0:
+            raise ValueError("rate limits must be positive")
+        self.rate = per_minute / 60  # tokens per second (time, not money)
+        self.burst = burst
+        self.clock = clock
+        self.max_clients = max_clients
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def take(self, key: str) -> float:
+        """Take one token for ``key``: 0 if allowed, else the seconds until one is available."""
+        now = self.clock()
+        tokens, at = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) * self.rate)
+        if tokens >= 1:
+            self._buckets[key] = (tokens - 1, now)
+            if len(self._buckets) > self.max_clients:
+                self.sweep()
+            return 0.0
+        self._buckets[key] = (tokens, now)
+        return (1 - tokens) / self.rate
+
+    def sweep(self) -> int:
+        """Drop the buckets that have refilled completely; return how many were dropped."""
+        now = self.clock()
+        full = [k for k, (tokens, at) in self._buckets.items()
+                if tokens + (now - at) * self.rate >= self.burst]
+        for k in full:
+            del self._buckets[k]
+        return len(full)
+
+    async def run_sweeper(self, interval: float = 60.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.sweep()
+
+
+def client_key(request: web.Request, trust_forwarded_for: bool) -> str:
+    if trust_forwarded_for:
+        forwarded = request.headers.getall("X-Forwarded-For", [])
+        hops = [h.strip() for line in forwarded for h in line.split(",") if h.strip()]
+        if hops:
+            return hops[-1]
+    return request.remote or "unknown"
+
+
+def ratelimit_middleware(limiter: TokenBucketLimiter, *, exempt_routes: Container[str],
+                         trust_forwarded_for: bool = False):
+    """Middleware limiting every route except those whose name is in ``exempt_routes``
+    (unmatched paths are limited too)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        route = request.match_info.route
+        if route.name is None or route.name not in exempt_routes:
+            wait = limiter.take(client_key(request, trust_forwarded_for))
+            if wait > 0:
+                e = RateLimited("too many requests from this client; retry later")
+                e.retry_after = max(1, math.ceil(wait))  # type: ignore[attr-defined]
+                raise e
+        return await handler(request)
+
+    return middleware

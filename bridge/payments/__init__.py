@@ -1,0 +1,1 @@
+"""Payments: the pure state machine (``state``) and the watcher loop that feeds it."""

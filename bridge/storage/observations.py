@@ -1,0 +1,219 @@
+"""Repository of observed deposits and of the components' chain cursors.
+
+Inserting observations is idempotent: a deposit already stored under the same
+``(chain, tx_id, event_index)`` or the same deposit id ``(source, sequence)`` is skipped, so a
+rescan after a restart or a rewind never duplicates anything. On SQLite and PostgreSQL this
+is one ``INSERT .. ON CONFLICT DO NOTHING .. RETURNING`` per batch (race-free); other
+dialects fall back to check-then-insert inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterable, Sequence
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bridge.errors import NotFound
+from bridge.storage.models import CursorRow, ObservationRow
+from bridge.types import Observation, utcnow
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 400  # rows per statement (SQLite bound-parameter limits)
+
+
+@dataclass(frozen=True)
+class StoredObservation:
+    id: int
+    observation: Observation
+    status: str
+    detail: str
+    created_at: datetime
+
+
+# --- cursors ---------------------------------------------------------------------------------
+async def get_cursor(s: AsyncSession, component: str, chain: str) -> tuple[int, bytes | None] | None:
+    """``(height, block hash)`` of the last block ``component`` fully handled on ``chain``."""
+    row = await s.get(CursorRow, (component, chain))
+    return None if row is None else (row.height, row.block_hash)
+
+
+async def set_cursor(
+    s: AsyncSession, component: str, chain: str, height: int, block_hash: bytes | None, now: datetime | None = None
+) -> None:
+    now = now or utcnow()
+    row = await s.get(CursorRow, (component, chain))
+    if row is None:
+        s.add(CursorRow(component=component, chain=chain, height=height, block_hash=block_hash, updated_at=now))
+    else:
+        row.height, row.block_hash, row.updated_at = height, block_hash, now
+    await s.flush()
+
+
+# --- observations ----------------------------------------------------------------------------
+def _row_values(o: Observation, now: datetime) -> dict:
+    return {
+        "chain": o.chain,
+        "source": o.source,
+        "sequence": o.sequence,
+        "tx_id": o.tx_id,
+        "event_index": o.event_index,
+        "block_number": o.block_number,
+        "block_hash": o.block_hash,
+        "timestamp": o.timestamp,
+        "token": o.token,
+        "amount": o.amount,
+        "payer": o.payer,
+        "reference": o.reference,
+        "status": "new",
+        "status_detail": "",
+        "created_at": now,
+    }
+
+
+def _observation(r: ObservationRow) -> Observation:
+    return Observation(
+        chain=r.chain,
+        source=r.source,
+        sequence=r.sequence,
+        tx_id=r.tx_id,
+        event_index=r.event_index,
+        block_number=r.block_number,
+        block_hash=r.block_hash,
+        timestamp=r.timestamp,
+        token=r.token,
+        amount=r.amount,
+        payer=r.payer,
+        reference=r.reference,
+    )
+
+
+def _stored(r: ObservationRow) -> StoredObservation:
+    return StoredObservation(r.id, _observation(r), r.status, r.status_detail, r.created_at)
+
+
+def _event_key(o: Observation) -> tuple[str, bytes, int]:
+    return (o.chain, bytes(o.tx_id), o.event_index)
+
+
+def _chunks(items: Sequence, n: int = _CHUNK) -> Iterable[Sequence]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+async def add_observations(s: AsyncSession, observations: Iterable[Observation]) -> list[Observation]:
+    """Store observations; return only the newly inserted ones, in the given order."""
+    unique: list[Observation] = []
+    seen_events: set = set()
+    seen_ids: set = set()
+    for o in observations:
+        if _event_key(o) in seen_events or o.deposit_id in seen_ids:
+            continue
+        seen_events.add(_event_key(o))
+        seen_ids.add(o.deposit_id)
+        unique.append(o)
+    if not unique:
+        return []
+    now = utcnow()
+    dialect = s.get_bind().dialect.name
+    inserted: set = set()
+    if dialect in ("sqlite", "postgresql"):
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        table = ObservationRow.__table__
+        for part in _chunks(unique):
+            stmt = (
+                insert(table)
+                .values([_row_values(o, now) for o in part])
+                .on_conflict_do_nothing()
+                .returning(table.c.chain, table.c.tx_id, table.c.event_index)
+            )
+            for chain, tx_id, event_index in (await s.execute(stmt)).all():
+                inserted.add((chain, bytes(tx_id), event_index))
+    else:  # portable fallback: check, then insert, in the caller's transaction
+        existing_events, existing_ids = await _existing(s, unique)
+        for o in unique:
+            if _event_key(o) in existing_events or o.deposit_id in existing_ids:
+                continue
+            s.add(ObservationRow(**_row_values(o, now)))
+            inserted.add(_event_key(o))
+        await s.flush()
+    new = [o for o in unique if _event_key(o) in inserted]
+    if len(new) < len(unique):
+        await _report_conflicts(s, [o for o in unique if _event_key(o) not in inserted])
+    return new
+
+
+async def _existing(s: AsyncSession, obs: Sequence[Observation]) -> tuple[set, set]:
+    events: set = set()
+    ids: set = set()
+    for part in _chunks(obs, _CHUNK // 2):
+        rows = await s.execute(
+            select(ObservationRow.chain, ObservationRow.tx_id, ObservationRow.event_index,
+                   ObservationRow.source, ObservationRow.sequence).where(
+                tuple_(ObservationRow.source, ObservationRow.sequence).in_([o.deposit_id for o in part])
+                | tuple_(ObservationRow.chain, ObservationRow.tx_id, ObservationRow.event_index).in_(
+                    [_event_key(o) for o in part]
+                )
+            )
+        )
+        for chain, tx_id, ev, source, seq in rows.all():
+            events.add((chain, bytes(tx_id), ev))
+            ids.add((bytes(source), seq))
+    return events, ids
+
+
+async def _report_conflicts(s: AsyncSession, skipped: Sequence[Observation]) -> None:
+    """A skipped observation should be the very deposit already stored (a rescan). If the
+    stored one differs, the chain changed below the finality rule: say so loudly."""
+    for part in _chunks(skipped, _CHUNK // 2):
+        rows = await s.scalars(
+            select(ObservationRow).where(
+                tuple_(ObservationRow.source, ObservationRow.sequence).in_([o.deposit_id for o in part])
+            )
+        )
+        stored = {(bytes(r.source), r.sequence): _observation(r) for r in rows}
+        for o in part:
+            old = stored.get(o.deposit_id)
+            if old is not None and old != o:
+                log.error(
+                    "chain %s: deposit %s/%d observed again with different facts (stored tx 0x%s block %d, "
+                    "now tx 0x%s block %d): the finality rule was broken; the stored one is kept",
+                    o.chain, o.source.hex()[:16], o.sequence, old.tx_id.hex(), old.block_number,
+                    o.tx_id.hex(), o.block_number,
+                )
+
+
+async def observations_by_status(s: AsyncSession, status: str, limit: int = 100) -> list[StoredObservation]:
+    rows = await s.scalars(
+        select(ObservationRow).where(ObservationRow.status == status).order_by(ObservationRow.id).limit(limit)
+    )
+    return [_stored(r) for r in rows]
+
+
+async def set_observation_status(s: AsyncSession, id: int, status: str, detail: str = "") -> None:
+    row = await s.get(ObservationRow, id)
+    if row is None:
+        raise NotFound(f"observation {id} does not exist")
+    row.status, row.status_detail = status, detail[:200]
+    await s.flush()
+
+
+async def observations_by_reference(s: AsyncSession, reference: bytes) -> list[StoredObservation]:
+    rows = await s.scalars(
+        select(ObservationRow).where(ObservationRow.reference == reference).order_by(ObservationRow.id)
+    )
+    return [_stored(r) for r in rows]
+
+
+async def observation_by_deposit(s: AsyncSession, source: bytes, sequence: int) -> StoredObservation | None:
+    row = await s.scalar(
+        select(ObservationRow).where(ObservationRow.source == source, ObservationRow.sequence == sequence)
+    )
+    return None if row is None else _stored(row)

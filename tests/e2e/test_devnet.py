@@ -1,0 +1,134 @@
+"""End to end over the real devnet (see conftest): ETH payments become credits on the
+settlement contract exactly once, while signer, aggregator and API processes are killed,
+a signer is frozen, and a deposit is reorged out before finality."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+from relayers.evm.wallet import credits_of, send_lock
+
+from tests.e2e.conftest import CONFIRMATIONS, Devnet
+
+PRICE_CHECK_CREDITS = "500"
+
+
+async def open_payment(net: Devnet, account: int, credits: str = PRICE_CHECK_CREDITS) -> dict:
+    beneficiary = net.info["accounts"]["settlement"][account]["address"]
+    q = await net.call("POST", "/v1/quotes", {"token": "ETH", "credits": credits}, expect=201)
+    return await net.call("POST", "/v1/payments", {"quote_id": q["id"], "beneficiary": beneficiary}, expect=201)
+
+
+async def pay(net: Devnet, payment: dict, account: int) -> str:
+    ins = payment["instructions"]
+    key = net.info["accounts"]["ethereum"][account]["private_key"]
+    return await send_lock(net.info["chains"]["ethereum"]["rpc"], key, ins["contract"], ins["reference"],
+                           int(ins["value"]))
+
+
+async def wait_state(net: Devnet, pid: str, want: str, timeout: float = 90) -> dict:
+    deadline = time.monotonic() + timeout
+    p = None
+    while time.monotonic() < deadline:
+        p = await net.call("GET", f"/v1/payments/{pid}")
+        if p.get("state") == want:
+            return p
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"payment {pid} not {want} after {timeout}s: {p}")
+
+
+async def balance(net: Devnet, account: int) -> int:
+    st = net.info["chains"]["settlement"]
+    return await credits_of(st["rpc"], st["contracts"]["credits"],
+                            net.info["accounts"]["settlement"][account]["address"])
+
+
+async def credited_events(net: Devnet) -> list[dict]:
+    """Every Credited event of the ledger, straight from the settlement chain."""
+    from relayers.evm.contracts import CREDITED_TOPIC
+
+    topic = "0x" + bytes(CREDITED_TOPIC).hex()
+    return await net.rpc("settlement", "eth_getLogs", {
+        "address": net.info["chains"]["settlement"]["contracts"]["credits"], "fromBlock": "0x0",
+        "toBlock": "latest", "topics": [topic]})
+
+
+async def assert_each_deposit_credited_once(net: Devnet) -> None:
+    events = await credited_events(net)
+    ids = [(e["topics"][1], e["topics"][2]) for e in events]
+    assert len(ids) == len(set(ids)), "a deposit was credited twice"
+
+
+async def test_eth_payment_is_credited_exactly_once(devnet: Devnet):
+    before = await balance(devnet, 0)
+    p = await open_payment(devnet, 0)
+    assert p["state"] == "new" and p["instructions"]["method"] == "lock(bytes32)"
+    await pay(devnet, p, 0)
+    done = await wait_state(devnet, p["id"], "credited")
+    assert done["settlement"]["credits"] == "500" or int(done["settlement"]["credits"]) == 500
+    assert done["settlement"]["tx_hash"].startswith("0x")
+    assert await balance(devnet, 0) - before == 500
+    # nothing more happens later: the aggregator keeps running but credits nothing twice
+    await asyncio.sleep(3)
+    assert await balance(devnet, 0) - before == 500
+    await assert_each_deposit_credited_once(devnet)
+
+
+async def test_restarting_relay_signer_and_api_mid_flight_loses_nothing(devnet: Devnet):
+    before = [await balance(devnet, a) for a in (1, 2)]
+    payments = [await open_payment(devnet, a) for a in (1, 2)]
+    for a, p in zip((1, 2), payments):
+        await pay(devnet, p, a)
+    # crash them while the deposits wait for finality and attestations are in flight
+    killed = {name: devnet.signal(name, signal.SIGKILL) for name in ("relay", "signer-1", "api")}
+    for name, pid in killed.items():
+        await devnet.wait_restarted(name, pid)
+    for p in payments:
+        await wait_state(devnet, p["id"], "credited", timeout=120)
+    after = [await balance(devnet, a) for a in (1, 2)]
+    assert [x - y for x, y in zip(after, before)] == [500, 500]
+    await assert_each_deposit_credited_once(devnet)
+
+
+async def test_one_signer_down_still_credits(devnet: Devnet):
+    pid = devnet.signal("signer-3", signal.SIGSTOP)  # frozen: it answers nothing, like a hung node
+    try:
+        before = await balance(devnet, 3)
+        p = await open_payment(devnet, 3)
+        await pay(devnet, p, 3)
+        await wait_state(devnet, p["id"], "credited", timeout=120)
+        assert await balance(devnet, 3) - before == 500
+    finally:
+        import os
+
+        os.kill(pid, signal.SIGCONT)
+
+
+async def test_deposit_reorged_out_before_finality_is_never_credited(devnet: Devnet):
+    before = await balance(devnet, 2)
+    p = await open_payment(devnet, 2)
+    txh = await pay(devnet, p, 2)
+    receipt = await devnet.rpc("ethereum", "eth_getTransactionReceipt", txh)
+    mined_at = int(receipt["blockNumber"], 16)
+    head = int(await devnet.rpc("ethereum", "eth_blockNumber"), 16)
+    depth = head - mined_at + 2
+    assert depth < CONFIRMATIONS, "the chain moved too far before the reorg could be made"
+    await devnet.rpc("ethereum", "anvil_reorg", depth, [])  # replace those blocks with empty ones
+    assert await devnet.rpc("ethereum", "eth_getTransactionReceipt", txh) is None
+    # wait well past the finality point of the replaced blocks
+    target = mined_at + CONFIRMATIONS + 6
+    while int(await devnet.rpc("ethereum", "eth_blockNumber"), 16) < target:
+        await asyncio.sleep(0.3)
+    await asyncio.sleep(3)
+    got = await devnet.call("GET", f"/v1/payments/{p['id']}")
+    assert got["state"] in ("new", "seen") and got["state"] != "credited"
+    assert await balance(devnet, 2) == before
+    for i in range(4):
+        assert txh[2:] not in devnet.log(f"signer-{i}")
+    # the same payment paid again afterwards is credited once
+    await pay(devnet, p, 2)
+    await wait_state(devnet, p["id"], "credited")
+    assert await balance(devnet, 2) - before == 500
+    await assert_each_deposit_credited_once(devnet)
