@@ -118,7 +118,8 @@ def cmd_devnet(args) -> int:
 
     _setup_logging("INFO", "devnet")
     opts = DevnetOptions(directory=Path(args.dir), signers=args.signers, threshold=args.threshold,
-                         api_port=args.api_port, confirmations=args.confirmations, block_time=args.block_time)
+                         api_port=args.api_port, confirmations=args.confirmations, block_time=args.block_time,
+                         families=not args.evm_only)
     asyncio.run(run_devnet(opts))
     return 0
 
@@ -160,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--api-port", type=int, default=8080)
     sp.add_argument("--confirmations", type=int, default=2)
     sp.add_argument("--block-time", type=float, default=1.0)
+    sp.add_argument("--evm-only", action="store_true", help="start only the EVM chains")
     sp.set_defaults(func=cmd_devnet)
     return p
 

@@ -55,7 +55,73 @@ class EvmChainConfig(_Model):
         return v
 
 
-ChainConfig = Annotated[Union[EvmChainConfig], Field(discriminator="family")]
+class SubstrateCommittee(_Model):
+    """The committee's pallet_multisig account on an Asset Hub chain: its members' 32-byte
+    public keys (0x hex) and the threshold; the account id is derived from them in code."""
+
+    members: list[Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{64}$")]] = Field(min_length=1, max_length=100)
+    threshold: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _t(self) -> "SubstrateCommittee":
+        if self.threshold > len(self.members):
+            raise ValueError("threshold exceeds the number of members")
+        if len({m.lower() for m in self.members}) != len(self.members):
+            raise ValueError("committee members must be distinct")
+        return self
+
+
+class SubstrateChainConfig(_Model):
+    """An Asset Hub-style chain (Polkadot Hub: DOT, Kusama Asset Hub: KSM)."""
+
+    family: Literal["substrate"]
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    rpc: list[str] = Field(min_length=1)
+    token: Literal["DOT", "KSM"]
+    ss58_prefix: int = Field(ge=0, le=16383)
+    genesis_hash: str | None = Field(default=None, pattern=r"^0x[0-9a-fA-F]{64}$")
+    committee: SubstrateCommittee
+    max_block_range: int = Field(default=100, gt=0, le=10_000)
+    poll_interval: float = Field(default=2.0, gt=0)
+    start_block: int = Field(default=0, ge=0)
+    request_timeout: float = Field(default=30.0, gt=0)
+    contracts: dict[str, str] = {}
+
+    @field_validator("rpc")
+    @classmethod
+    def _urls(cls, v: list[str]) -> list[str]:
+        for u in v:
+            if not u.startswith(("ws://", "wss://")):
+                raise ValueError(f"substrate rpc url must be ws(s)://, got {u!r}")
+        return v
+
+
+class TonChainConfig(_Model):
+    """TON: a lock contract followed through liteservers (pytoniq LiteBalancer), with an
+    optional toncenter v2 HTTP API as a second transport."""
+
+    family: Literal["ton"]
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    token: Literal["TON"] = "TON"
+    liteserver_config: dict | None = None  # global config JSON as LiteBalancer.from_config takes it
+    trust_level: int = Field(default=2, ge=0, le=2)
+    toncenter: list[str] = []
+    contracts: dict[str, str] = {}  # {"lock": "<raw 0:hex or user-friendly address>"}
+    poll_interval: float = Field(default=2.0, gt=0)
+    max_block_range: int = Field(default=100, gt=0, le=10_000)
+    start_block: int = Field(default=0, ge=0)
+    request_timeout: float = Field(default=15.0, gt=0)
+
+    @model_validator(mode="after")
+    def _transport(self) -> "TonChainConfig":
+        if self.liteserver_config is None and not self.toncenter:
+            raise ValueError("a ton chain needs liteserver_config or toncenter URLs")
+        if "lock" not in self.contracts:
+            raise ValueError("a ton chain needs contracts.lock")
+        return self
+
+
+ChainConfig = Annotated[Union[EvmChainConfig, SubstrateChainConfig, TonChainConfig], Field(discriminator="family")]
 
 
 class KeyRef(_Model):
@@ -123,23 +189,28 @@ class Settings(_Model):
         if len(set(names)) != len(names):
             raise ValueError("chain names must be unique")
         st = self.chain(self.settlement_chain)
+        if st.family != "evm":
+            raise ValueError(f"settlement chain {st.name!r} must be an evm chain")
         if "credits" not in st.contracts:
             raise ValueError(f"settlement chain {st.name!r} needs contracts.credits")
+        tokens = [c.token for c in self.source_chains()]
+        if len(set(tokens)) != len(tokens):
+            raise ValueError("each token can be paid on one source chain only")
         for c in self.source_chains():
-            if "lock" not in c.contracts:
+            if c.family in ("evm", "ton") and "lock" not in c.contracts:
                 raise ValueError(f"source chain {c.name!r} needs contracts.lock")
         return self
 
-    def chain(self, name: str) -> EvmChainConfig:
+    def chain(self, name: str):
         for c in self.chains:
             if c.name == name:
                 return c
         raise ValueError(f"no chain named {name!r}")
 
-    def source_chains(self) -> list[EvmChainConfig]:
+    def source_chains(self) -> list:
         return [c for c in self.chains if c.name != self.settlement_chain and c.token]
 
-    def chain_for_token(self, token: str) -> EvmChainConfig:
+    def chain_for_token(self, token: str):
         for c in self.source_chains():
             if c.token == token:
                 return c

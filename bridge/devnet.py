@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Awaitable, Callable
 
 import aiohttp
 
@@ -37,6 +38,50 @@ LOCK_MIN_WEI = 10**9
 ETH_USD = "3000"
 
 
+@dataclass(frozen=True)
+class DevCommittee:
+    """The devnet committee as chain families need it: EVM addresses (settlement, ETH lock)
+    and one Ed25519 key per signer (Asset Hub multisig members, TON lock release keys)."""
+
+    threshold: int
+    evm_addresses: tuple[str, ...]
+    ed25519_public: tuple[str, ...]  # 64 hex digits each, no 0x
+    keystores: tuple[Path, ...]  # signer-i-ed25519.json, encrypted with the devnet password
+
+
+@dataclass
+class DevChain:
+    """One extra source chain a family plug-in started for the devnet."""
+
+    name: str
+    config: dict  # the chains[] entry of every component's config
+    info: dict  # devnet.json chains.<name>
+    accounts: list[dict]  # devnet.json accounts.<name>
+    fixed_usd: dict[str, str]  # devnet prices of its token
+    min_amount: dict[str, int]
+    stop: Callable[[], Awaitable[None]]
+
+
+# Chain families that add source chains to the devnet: module with
+#   async def start_devchains(directory: Path, committee: DevCommittee) -> list[DevChain]
+FAMILY_PLUGINS = ("relayers.substrate.devchain", "relayers.ton.devchain")
+
+
+def _plugins() -> list:
+    import importlib
+    import importlib.util
+
+    mods = []
+    for name in FAMILY_PLUGINS:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:
+            found = False
+        if found:
+            mods.append(importlib.import_module(name))
+    return mods
+
+
 @dataclass
 class DevnetOptions:
     directory: Path = Path(".devnet")
@@ -46,6 +91,7 @@ class DevnetOptions:
     confirmations: int = 2
     block_time: float = 1.0
     restart: bool = True
+    families: bool = True  # start the other chain families' devnet chains (substrate, ton)
 
 
 class ProcessSupervisor:
@@ -154,6 +200,7 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
     eth = await AnvilNode.start(chain_id=ETH_CHAIN_ID, block_time=opts.block_time)
     st = await AnvilNode.start(chain_id=SETTLEMENT_CHAIN_ID)
     procs: ProcessSupervisor | None = None
+    extra: list[DevChain] = []
     try:
         password = secrets.token_hex(16)
         pw_file = d / "password"
@@ -168,6 +215,15 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
         quote_pub = write_keystore(d / "keys" / "quote.json", "ed25519", os.urandom(32), password, n=2**14)
         relay_key = DEV_PRIVATE_KEYS[9]
         write_keystore(d / "keys" / "relay.json", "secp256k1", bytes.fromhex(relay_key[2:]), password, n=2**14)
+
+        ed_secrets = [os.urandom(32) for _ in range(opts.signers)]
+        ed_paths = tuple(d / "keys" / f"signer-{i}-ed25519.json" for i in range(opts.signers))
+        ed_public = tuple(write_keystore(p, "ed25519", k, password, n=2**14) for p, k in zip(ed_paths, ed_secrets))
+        committee = DevCommittee(opts.threshold, tuple(signer_addrs), ed_public, ed_paths)
+        for plugin in _plugins() if opts.families else []:
+            started = await plugin.start_devchains(d, committee)
+            extra.extend(started)
+            log.info("started %s", ", ".join(c.name for c in started) or f"no chain from {plugin.__name__}")
 
         deployer = DEV_PRIVATE_KEYS[0]
         provider_addr = "0x" + address_of(bytes.fromhex(deployer[2:])).hex()
@@ -184,9 +240,13 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
             {"family": "evm", "name": "settlement", "chain_id": SETTLEMENT_CHAIN_ID, "rpc": [st.rpc_url],
              "finality": 0, "contracts": {"credits": ledger}, "poll_interval": 0.5},
         ]
+        fixed_usd, min_amount = {"ETH": ETH_USD}, {"ETH": 10**13}
+        for c in extra:
+            chains.append(c.config)
+            fixed_usd.update(c.fixed_usd)
+            min_amount.update(c.min_amount)
         base = {"chains": chains, "settlement_chain": "settlement",
-                "pricing": {"credit_price_usd": "0.01", "fixed_usd": {"ETH": ETH_USD},
-                            "min_amount": {"ETH": 10**13}}}
+                "pricing": {"credit_price_usd": "0.01", "fixed_usd": fixed_usd, "min_amount": min_amount}}
 
         def write_cfg(name: str, extra: dict) -> Path:
             p = d / "config" / f"{name}.json"
@@ -238,7 +298,7 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
                 "settlement": [{"address": "0x" + address_of(bytes.fromhex(k[2:])).hex(), "private_key": k}
                                for k in DEV_PRIVATE_KEYS[1:5]],
             },
-            "committee": {"signers": signer_addrs, "threshold": opts.threshold,
+            "committee": {"signers": signer_addrs, "ed25519_public_keys": list(ed_public), "threshold": opts.threshold,
                           "nodes": [{"name": f"signer-{i}", "url": u, "address": signer_addrs[i]}
                                     for i, u in enumerate(signer_urls)]},
             "gateway_public_key": quote_pub,
@@ -247,6 +307,9 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
                           "names": list(argv)},
             "relay_metrics": f"http://127.0.0.1:{relay_port}/metrics",
         }
+        for c in extra:
+            info["chains"][c.name] = c.info
+            info["accounts"][c.name] = c.accounts
         tmp = d / "devnet.json.tmp"
         tmp.write_text(json.dumps(info, indent=2))
         tmp.replace(d / "devnet.json")
@@ -261,6 +324,11 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
         (d / "devnet.json").unlink(missing_ok=True)
         if procs is not None:
             await procs.stop()
+        for c in reversed(extra):
+            try:
+                await c.stop()
+            except Exception:
+                log.exception("stopping %s failed", c.name)
         await eth.stop()
         await st.stop()
 

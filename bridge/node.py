@@ -28,6 +28,14 @@ def make_watcher(chain) -> Watcher:
         from relayers.evm.watcher import EvmWatcher
 
         return EvmWatcher(chain)
+    if chain.family == "substrate":
+        from relayers.substrate.watcher import SubstrateWatcher
+
+        return SubstrateWatcher(chain)
+    if chain.family == "ton":
+        from relayers.ton.watcher import TonWatcher
+
+        return TonWatcher(chain)
     raise ConfigError(f"chain {chain.name}: family {chain.family!r} has no watcher")
 
 
@@ -37,6 +45,26 @@ def make_submitter(chain, private_key: bytes | None = None) -> Submitter:
 
         return EvmSettlement(chain, private_key)
     raise ConfigError(f"chain {chain.name}: family {chain.family!r} cannot be a settlement chain")
+
+
+def payment_instructions():
+    """Instruction builders of every chain family (the API shows them to payers)."""
+    from bridge.payments.instructions import Instructions
+
+    builders = {}
+    try:
+        from relayers.substrate.instructions import substrate_instructions
+
+        builders["substrate"] = substrate_instructions
+    except ImportError:
+        pass
+    try:
+        from relayers.ton.instructions import ton_instructions
+
+        builders["ton"] = ton_instructions
+    except ImportError:
+        pass
+    return Instructions(builders)
 
 
 def settlement_domain(settings: Settings) -> SettlementDomain:

@@ -33,7 +33,8 @@ from datetime import datetime
 from aiohttp import web
 
 from bridge.api import handlers
-from bridge.api.keys import CLOCK, DB, LIMITER, METRICS, QUOTES, SETTINGS, SIGNER
+from bridge.api.keys import CLOCK, DB, INSTRUCTIONS, LIMITER, METRICS, QUOTES, SETTINGS, SIGNER
+from bridge.payments.instructions import Instructions
 from bridge.api.metrics import ApiMetrics, metrics_middleware
 from bridge.api.problems import problem_middleware
 from bridge.api.ratelimit import TokenBucketLimiter, ratelimit_middleware
@@ -64,6 +65,7 @@ def create_app(
     max_body: int = MAX_BODY,
     metrics: ApiMetrics | None = None,
     rate_clock: Callable[[], float] = time.monotonic,
+    instructions: Instructions | None = None,
 ) -> web.Application:
     """The gateway app. With ``own_db`` (the default) the app disposes ``db`` at cleanup.
     ``clock`` is the wall clock used for quote creation and expiry (tests move it)."""
@@ -90,6 +92,7 @@ def create_app(
     app[METRICS] = metrics
     app[LIMITER] = limiter
     app[CLOCK] = clock
+    app[INSTRUCTIONS] = instructions or Instructions()
 
     r = app.router
     r.add_post("/v1/quotes", handlers.create_quote, name="quotes")

@@ -20,7 +20,7 @@ from aiohttp import web
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bridge.api.keys import CLOCK, DB, METRICS, QUOTES, SETTINGS, SIGNER
+from bridge.api.keys import CLOCK, DB, INSTRUCTIONS, METRICS, QUOTES, SETTINGS, SIGNER
 from bridge.config import Settings
 from bridge.errors import ConfigError, Conflict, InputError, NotFound, StorageError
 from bridge.hashing import keccak256
@@ -36,7 +36,10 @@ from bridge.storage import payments as payments_repo
 from bridge.storage import quotes as quotes_repo
 from bridge.storage.db import Database
 from bridge.storage.payments import PaymentRecord
+from bridge.payments.instructions import Instructions
 from bridge.types import PaymentTerms, hex_to_bytes
+
+evm_default = Instructions()
 
 log = logging.getLogger("creditbridge.api")
 
@@ -166,11 +169,10 @@ def _now(request: web.Request) -> datetime:
     return request.app[CLOCK]()
 
 
-def payment_json(rec: PaymentRecord, settings: Settings) -> dict:
+def payment_json(rec: PaymentRecord, settings: Settings, instructions=evm_default) -> dict:
     try:
         chain = settings.chain(rec.chain)
-        lock = chain.contracts["lock"]
-    except (ValueError, KeyError):
+    except ValueError:
         raise ConfigError(f"chain {rec.chain!r} of a payment is no longer configured") from None
     terms = terms_to_json(rec.terms())
     d = {
@@ -186,14 +188,7 @@ def payment_json(rec: PaymentRecord, settings: Settings) -> dict:
         "expires_at": rfc3339(rec.expires_at),
         "created_at": rfc3339(rec.created_at),
         "paid_amount": str(rec.paid_amount),
-        "instructions": {
-            "chain": rec.chain,
-            "chain_id": chain.chain_id,
-            "contract": lock,
-            "method": "lock(bytes32)",
-            "reference": terms["reference"],
-            "value": str(rec.amount),
-        },
+        "instructions": instructions(chain, rec.reference, rec.amount),
         "terms": terms,
     }
     if rec.settlement_tx is not None:
@@ -250,7 +245,7 @@ async def create_payment(request: web.Request) -> web.Response:
         if existing is not None:
             if existing.beneficiary != beneficiary:
                 raise Conflict("the quote is used by another payment already")
-            return web.json_response(payment_json(existing, app[SETTINGS]), status=200,
+            return web.json_response(payment_json(existing, app[SETTINGS], app[INSTRUCTIONS]), status=200,
                                      headers={"Location": f"/v1/payments/{existing.id}"})
         ensure_not_expired(quote, now)
         terms = app[SIGNER].sign_terms(PaymentTerms(
@@ -266,7 +261,7 @@ async def create_payment(request: web.Request) -> web.Response:
         ))
         rec = await payments_repo.add_payment(s, terms, now=now)
     app[METRICS].payments_created.labels(rec.token).inc()
-    return web.json_response(payment_json(rec, app[SETTINGS]), status=201,
+    return web.json_response(payment_json(rec, app[SETTINGS], app[INSTRUCTIONS]), status=201,
                              headers={"Location": f"/v1/payments/{rec.id}"})
 
 
@@ -276,7 +271,7 @@ async def get_payment(request: web.Request) -> web.Response:
         rec = await payments_repo.get_payment(s, payment_id)
     if rec is None:
         raise NotFound("no such payment")
-    return web.json_response(payment_json(rec, request.app[SETTINGS]))
+    return web.json_response(payment_json(rec, request.app[SETTINGS], request.app[INSTRUCTIONS]))
 
 
 async def get_terms_by_reference(request: web.Request) -> web.Response:

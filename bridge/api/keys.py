@@ -10,6 +10,7 @@ from aiohttp import web
 from bridge.api.metrics import ApiMetrics
 from bridge.api.ratelimit import TokenBucketLimiter
 from bridge.config import Settings
+from bridge.payments.instructions import Instructions
 from bridge.pricing.quotes import QuoteService, QuoteSigner
 from bridge.storage.db import Database
 
@@ -20,3 +21,4 @@ SIGNER = web.AppKey("quote_signer", QuoteSigner)
 METRICS = web.AppKey("metrics", ApiMetrics)
 LIMITER = web.AppKey("rate_limiter", TokenBucketLimiter)
 CLOCK = web.AppKey("clock", Callable[[], datetime])
+INSTRUCTIONS = web.AppKey("instructions", Instructions)

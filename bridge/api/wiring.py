@@ -6,7 +6,7 @@ from aiohttp import web
 
 from bridge.config import Settings
 from bridge.errors import ConfigError
-from bridge.node import make_submitter, make_watcher
+from bridge.node import make_submitter, make_watcher, payment_instructions
 from bridge.payments.watcher import PaymentWatcher
 from bridge.pricing.quotes import QuoteService, QuoteSigner
 from bridge.pricing.sources.fixed import FixedPriceSource
@@ -24,7 +24,8 @@ async def build_api(settings: Settings, sup: Supervisor) -> tuple[web.Applicatio
     sup.on_stop(db.dispose)
     source = FixedPriceSource(dict(settings.pricing.fixed_usd))
     quotes = QuoteService.from_settings(settings, source, signer)
-    app = create_app(settings, db=db, quote_service=quotes, signer=signer, own_db=False)
+    app = create_app(settings, db=db, quote_service=quotes, signer=signer, own_db=False,
+                     instructions=payment_instructions())
     sources = settings.source_chains()
     watcher = PaymentWatcher(
         db=db,

@@ -167,9 +167,12 @@ def _is_retryable(e: BaseException) -> bool:
 
 
 def _hex_int(v: Any, what: str) -> int:
-    if not isinstance(v, str) or not v.startswith("0x"):
-        raise ChainError(f"malformed {what} in RPC answer")
-    return int(v, 16)
+    try:
+        if not isinstance(v, str) or not v.startswith("0x"):
+            raise ValueError
+        return int(v, 16)
+    except ValueError:
+        raise ChainError(f"malformed {what} in RPC answer") from None
 
 
 def _hex_bytes(v: Any, what: str) -> bytes:
@@ -230,6 +233,7 @@ class RpcPool:
             )
             eps.append(_Endpoint(url=url, label=redact_url(url), w3=AsyncWeb3(provider)))
         self._endpoints = eps
+        self._checked = False
         self._errors = _error_counter(self.registry) if self.registry is not None else None
 
     @classmethod
@@ -289,6 +293,9 @@ class RpcPool:
             raise
 
     async def _retrying(self, fn, *args: Any) -> Any:
+        if not self._checked:  # first use: every reachable endpoint's chain id, at once
+            await self.verify()
+            self._checked = True
         result: Any = None
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(self.attempts),
@@ -413,8 +420,9 @@ class RpcPool:
         return await self._failover(f"a batch of {len(calls)} ({calls[0][0]} ...)", send)
 
     async def verify(self) -> None:
-        """Check every reachable endpoint's chain id now (start-up); unreachable ones are
-        checked on first use. Raises ConfigError on a mismatch."""
+        """Check every reachable endpoint's chain id (done once on the pool's first use);
+        unreachable ones are marked down and checked when their turn comes. Raises
+        ConfigError on a mismatch, then and on every later use of that endpoint."""
         for ep in self._endpoints:
             if ep.mismatch is not None:
                 raise ep.mismatch

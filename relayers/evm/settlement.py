@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 from eth_abi import decode as abi_decode
@@ -111,6 +110,7 @@ class EvmSettlement:
         registry: Any = None,
         receipt_timeout: float = 120.0,
         receipt_poll: float = 0.25,
+        drop_grace: float = 30.0,
         gas_margin: float = 1.25,
         priority_fee: int | None = None,
     ) -> None:
@@ -127,6 +127,7 @@ class EvmSettlement:
         self.sender: bytes | None = _addr20(self._account.address) if self._account is not None else None
         self.receipt_timeout = receipt_timeout
         self.receipt_poll = receipt_poll
+        self.drop_grace = drop_grace
         self.gas_margin = gas_margin
         self.priority_fee = priority_fee
         self._nonce: int | None = None
@@ -226,10 +227,11 @@ class EvmSettlement:
             )
         sigs = self._select_signatures(message, signatures, set(members), threshold)
         data = encode_settle(message.credits, sigs)
-        tx_hash = await self._send(data)
-        if tx_hash is None:  # the estimate said NothingToSettle: settled meanwhile
+        sent = await self._send(data)
+        if sent is None:  # the estimate said NothingToSettle: settled meanwhile
             return b""
-        receipt = await self._wait_receipt(tx_hash)
+        tx_hash, raw = sent
+        receipt = await self._wait_receipt(tx_hash, raw)
         if hex_int(receipt.get("status"), "status") == 1:
             return tx_hash
         # Reverted on chain: a competitor may have settled the batch first.
@@ -281,7 +283,7 @@ class EvmSettlement:
                 tip = max(await self.pool.gas_price() - base, 1)
         return {"maxPriorityFeePerGas": tip, "maxFeePerGas": 2 * base + tip}
 
-    async def _send(self, data: bytes) -> bytes | None:
+    async def _send(self, data: bytes) -> tuple[bytes, bytes] | None:
         """Estimate, sign and send under the nonce lock; None if the contract says
         NothingToSettle. Any failure drops the cached nonce (re-read from ``pending``)."""
         assert self._account is not None and self.sender is not None
@@ -331,38 +333,48 @@ class EvmSettlement:
                         raise TransactionFailed(f"send rejected: {e.rpc_message}", retryable=False) from None
                 self._nonce += 1
                 log.info("chain %s: sent settle tx 0x%s (nonce %d)", self.chain, tx_hash.hex(), tx["nonce"])
-                return tx_hash
+                return tx_hash, raw
             except BaseException:
                 self._nonce = None
                 raise
 
-    async def _wait_receipt(self, tx_hash: bytes) -> dict:
-        deadline = time.monotonic() + self.receipt_timeout
-        missing = 0
+    async def _wait_receipt(self, tx_hash: bytes, raw: bytes) -> dict:
+        """Poll for the receipt. A transaction the node stops knowing (a restarted node, a
+        failover to an endpoint that never saw it) is re-broadcast; it counts as dropped
+        only after ``drop_grace`` seconds unknown. Both outcomes are retryable."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.receipt_timeout
+        unknown_since: float | None = None
         while True:
             try:
                 receipt = await self.pool.get_receipt(tx_hash)
-            except ChainError as e:
-                if not e.retryable:
-                    raise
-                receipt = None
-                log.warning("chain %s: waiting for receipt of 0x%s: %s", self.chain, tx_hash.hex(), e)
-            if receipt is not None:
-                return receipt
-            # Not mined yet: is it still known to the node at all?
-            try:
+                if receipt is not None:
+                    return receipt
                 known = await self.pool.get_transaction(tx_hash) is not None
             except ChainError as e:
                 if not e.retryable:
                     raise
+                log.warning("chain %s: waiting for receipt of 0x%s: %s", self.chain, tx_hash.hex(), e)
                 known = True  # cannot tell; keep waiting
-            missing = 0 if known else missing + 1
-            if missing >= 3 or time.monotonic() > deadline:
+            now = loop.time()
+            if known:
+                unknown_since = None
+            elif unknown_since is None:
+                unknown_since = now
+                await self._rebroadcast(raw)
+            dropped = unknown_since is not None and now - unknown_since >= self.drop_grace
+            if dropped or now > deadline:
                 async with self._nonce_lock:
                     self._nonce = None
-                what = "was dropped" if missing >= 3 else f"was not mined within {self.receipt_timeout:g} s"
+                what = "was dropped" if dropped else f"was not mined within {self.receipt_timeout:g} s"
                 raise TransactionFailed(f"settle tx 0x{tx_hash.hex()} {what}", retryable=True)
             await asyncio.sleep(self.receipt_poll)
+
+    async def _rebroadcast(self, raw: bytes) -> None:
+        try:
+            await self.pool.send_raw_transaction(raw)
+        except ChainError as e:  # "already known", "nonce too low" (mined meanwhile) ...
+            log.info("chain %s: re-broadcast answered: %s", self.chain, e)
 
     async def _replay_reason(self, data: bytes) -> str:
         assert self.sender is not None

@@ -237,3 +237,24 @@ async def test_read_only_settlement_cannot_submit(anvil, ledger, committee):
     assert await st.is_settled(SOURCE, 70) is False
     with pytest.raises(ConfigError):
         await st.submit(msg, attest(committee, ledger, msg))
+
+
+async def test_transaction_lost_from_mempool_is_rebroadcast(anvil, ledger, committee):
+    st = settlement(anvil, ledger, receipt_poll=0.02)
+    msg = CreditMessage(0, (credit(80),))
+
+    async def one_pending() -> bool:
+        return int((await anvil.rpc("txpool_status"))["pending"], 16) == 1
+
+    await set_automine(anvil, False)
+    try:
+        task = asyncio.create_task(st.submit(msg, attest(committee, ledger, msg)))
+        await wait_for(one_pending)
+        await anvil.rpc("anvil_dropAllTransactions")  # the node forgets it (a restart, say)
+        await wait_for(one_pending)  # ... and the submitter sends it again
+        await anvil.mine(1)
+        tx_hash = await task
+    finally:
+        await set_automine(anvil, True)
+    assert len(tx_hash) == 32
+    assert await st.is_settled(SOURCE, 80)

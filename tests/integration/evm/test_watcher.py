@@ -107,7 +107,7 @@ class RangeSpy:
 
 
 async def all_stored(db: Database) -> list:
-    async with sdb.begin() as s:
+    async with db.begin() as s:
         return await observations_by_status(s, "new", limit=10_000)
 
 
@@ -253,12 +253,17 @@ async def test_follower_restarted_midway_stores_everything_once(anvil, lock, sdb
     async def on_new(obs):
         seen.extend(obs)
 
+    async def on_new_then_crash(obs):
+        seen.extend(obs)
+        if len(seen) >= 8:
+            task.cancel()  # takes effect at the loop's next await: between two steps
+
     # first instance: a running task cancelled after it stored some, not all, deposits
     w1 = make_watcher(anvil, lock, max_block_range=3)
-    f1 = DepositFollower(w1, sdb, "signer", start_block=start, max_range=3, poll_interval=0.01, on_new=on_new)
+    f1 = DepositFollower(
+        w1, sdb, "signer", start_block=start, max_range=3, poll_interval=0.01, on_new=on_new_then_crash
+    )
     task = asyncio.create_task(f1.run())
-    await wait_for(lambda: len(seen) >= 8)
-    task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     async with sdb.begin() as s:
@@ -276,9 +281,8 @@ async def test_follower_restarted_midway_stores_everything_once(anvil, lock, sdb
 
     stored = await all_stored(sdb)
     assert sorted(s.observation.sequence for s in stored) == list(range(n))
-    # on_new saw each deposit once, across both instances (rows committed before a cancel
-    # are published unless the cancel hit between commit and callback: never twice)
-    assert len({o.sequence for o in seen}) == len(seen)
+    # on_new saw each deposit exactly once, across both instances
+    assert sorted(o.sequence for o in seen) == list(range(n))
     async with sdb.begin() as s:
         height, block_hash = await get_cursor(s, "signer", "ethereum")
     assert height >= end
@@ -466,6 +470,18 @@ async def test_chain_id_mismatch_is_config_error(anvil, lock):
         await watcher.finalized_height()
     with pytest.raises(ConfigError):  # and again: never silently used later
         await watcher.block_ref(1)
+
+
+async def test_wrong_chain_backup_endpoint_fails_at_first_use(anvil, lock):
+    """A misconfigured backup is found at start-up, not when the primary fails one day."""
+    other = await AnvilNode.start(chain_id=CHAIN_ID + 3)
+    try:
+        cfg = evm_config([anvil.rpc_url, other.rpc_url], chain_id=CHAIN_ID, lock=lock)
+        watcher = EvmWatcher(cfg, fast_pool(cfg))
+        with pytest.raises(ConfigError, match=f"serves chain id {CHAIN_ID + 3}"):
+            await watcher.finalized_height()
+    finally:
+        await other.stop()
 
 
 async def test_wrong_chain_endpoint_after_dead_one_is_not_used(anvil, lock):
