@@ -72,6 +72,14 @@ def settlement_domain(settings: Settings) -> SettlementDomain:
     return SettlementDomain(chain_id=st.chain_id, contract=bytes.fromhex(st.contracts["credits"][2:]))
 
 
+def _close_on_stop(sup: Supervisor, things: list) -> None:
+    """Chain clients own connection pools: close them when the process stops."""
+    for t in things:
+        close = getattr(t, "aclose", None)
+        if close is not None:
+            sup.on_stop(close)
+
+
 async def _serve(sup: Supervisor, app: web.Application, host: str, port: int) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -98,9 +106,11 @@ async def run_signer(settings: Settings) -> None:
     sup.on_stop(session.close)
     registry = CollectorRegistry()
     watchers = {c.name: make_watcher(c) for c in settings.source_chains()}
+    settlement = make_submitter(settings.chain(settings.settlement_chain))
+    _close_on_stop(sup, [*watchers.values(), settlement])
     node = SignerNode(
         name=cfg.name, key=key, db=db, watchers=watchers,
-        settlement=make_submitter(settings.chain(settings.settlement_chain)),
+        settlement=settlement,
         domain=settlement_domain(settings), gateway=GatewayClient(cfg.gateway_url, session),
         gateway_public_key=cfg.gateway_public_key, late_grace_seconds=cfg.late_grace_seconds,
         max_block_range={c.name: c.max_block_range for c in settings.source_chains()},
@@ -127,9 +137,11 @@ async def run_relay(settings: Settings) -> None:
     session = aiohttp.ClientSession()
     sup.on_stop(session.close)
     registry = CollectorRegistry()
+    settlement = make_submitter(settings.chain(settings.settlement_chain), key.secret)
+    _close_on_stop(sup, [settlement])
     agg = Aggregator(
         signers=[SignerClient(u, session) for u in cfg.signers],
-        settlement=make_submitter(settings.chain(settings.settlement_chain), key.secret),
+        settlement=settlement,
         domain=settlement_domain(settings), db=db, batch_size=cfg.batch_size,
         poll_interval=cfg.poll_interval, max_batch_wait=cfg.max_batch_wait,
         metrics=AggregatorMetrics(registry),

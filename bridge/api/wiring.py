@@ -6,7 +6,7 @@ from aiohttp import web
 
 from bridge.config import Settings
 from bridge.errors import ConfigError
-from bridge.node import make_submitter, make_watcher, payment_instructions
+from bridge.node import _close_on_stop, make_submitter, make_watcher, payment_instructions
 from bridge.payments.watcher import PaymentWatcher
 from bridge.pricing.quotes import QuoteService, QuoteSigner
 from bridge.pricing.sources.fixed import FixedPriceSource
@@ -27,10 +27,13 @@ async def build_api(settings: Settings, sup: Supervisor) -> tuple[web.Applicatio
     app = create_app(settings, db=db, quote_service=quotes, signer=signer, own_db=False,
                      instructions=payment_instructions())
     sources = settings.source_chains()
+    watchers = {c.name: make_watcher(c) for c in sources}
+    settlement = make_submitter(settings.chain(settings.settlement_chain))
+    _close_on_stop(sup, [*watchers.values(), settlement])
     watcher = PaymentWatcher(
         db=db,
-        watchers={c.name: make_watcher(c) for c in sources},
-        settlement=make_submitter(settings.chain(settings.settlement_chain)),
+        watchers=watchers,
+        settlement=settlement,
         settlement_chain=settings.settlement_chain,
         max_block_range={c.name: c.max_block_range for c in sources},
         start_block={c.name: c.start_block for c in sources},

@@ -23,7 +23,7 @@ import aiohttp
 
 from bridge.chains import Submitter
 from bridge.committee import digest
-from bridge.errors import BridgeError, SignerUnavailable, VerificationError
+from bridge.errors import BridgeError, SignerUnavailable, TransactionFailed, VerificationError
 from bridge.storage import attestations as repo
 from bridge.storage.db import Database
 from bridge.types import Attestation, Credit, CreditMessage, SettlementDomain, utcnow
@@ -256,7 +256,16 @@ class Aggregator:
         credits = [c.credit for c in batch]
         async with self.db.begin() as s:
             await repo.note_attempt(s, credits, utcnow())
-        tx = await self.settlement.submit(atts[0].message, atts)
+        try:
+            tx = await self.settlement.submit(atts[0].message, atts)
+        except TransactionFailed as e:
+            if e.retryable or len(batch) == 1:
+                raise
+            # one bad item must not block the others: settle the halves on their own
+            log.warning("aggregator: batch of %d failed (%s); splitting it", len(batch), e)
+            half = len(batch) // 2
+            return (await self._settle(batch[:half], index, members, threshold)
+                    + await self._settle(batch[half:], index, members, threshold))
         async with self.db.begin() as s:
             await repo.mark_settled(s, credits, tx or None, utcnow())
         for c in credits:

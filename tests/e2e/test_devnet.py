@@ -132,3 +132,39 @@ async def test_deposit_reorged_out_before_finality_is_never_credited(devnet: Dev
     await wait_state(devnet, p["id"], "credited")
     assert await balance(devnet, 2) - before == 500
     await assert_each_deposit_credited_once(devnet)
+
+
+async def test_simultaneous_payments_settle_in_shared_batches(devnet: Devnet):
+    """Deposits that become final together are settled under one signature set (batch)."""
+    accounts = [0, 1, 2, 3]
+    before = {a: await balance(devnet, a) for a in accounts}
+    payments = [await open_payment(devnet, a, credits="100") for a in accounts]
+    key = lambda a: devnet.info["accounts"]["ethereum"][a]["private_key"]  # noqa: E731
+    rpc = devnet.info["chains"]["ethereum"]["rpc"]
+    # send all four before any is mined, so they land in the same block
+    await asyncio.gather(*(send_lock(rpc, key(a), p["instructions"]["contract"], p["reference"],
+                                     int(p["instructions"]["value"]), wait=False)
+                           for a, p in zip(accounts, payments)))
+    done = [await wait_state(devnet, p["id"], "credited") for p in payments]
+    for a in accounts:
+        assert await balance(devnet, a) - before[a] == 100
+    txs = {d["settlement"]["tx_hash"] for d in done}
+    assert len(txs) < len(payments), f"expected batching, got {len(txs)} settlement txs"
+    await assert_each_deposit_credited_once(devnet)
+
+
+async def test_deposit_with_unknown_reference_is_never_credited(devnet: Devnet):
+    events_before = len(await credited_events(devnet))
+    key = devnet.info["accounts"]["ethereum"][0]["private_key"]
+    lock = devnet.info["chains"]["ethereum"]["contracts"]["lock"]
+    stray = "0x" + "ab" * 32
+    await send_lock(devnet.info["chains"]["ethereum"]["rpc"], key, lock, stray, 10**15)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if all("unknown payment reference" in devnet.log(f"signer-{i}") for i in range(4)):
+            break
+        await asyncio.sleep(0.5)
+    else:
+        raise AssertionError("signers did not reject the stray deposit")
+    await asyncio.sleep(2)
+    assert len(await credited_events(devnet)) == events_before
