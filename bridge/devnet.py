@@ -92,6 +92,9 @@ class DevnetOptions:
     block_time: float = 1.0
     restart: bool = True
     families: bool = True  # start the other chain families' devnet chains (substrate, ton)
+    # chaos testing: maps (chain name, rpc url) to the url components should use instead
+    # (e.g. a TCP proxy the harness can cut); devnet.json keeps the direct urls
+    rpc_proxy: Callable[[str, str], Awaitable[str]] | None = None
 
 
 class ProcessSupervisor:
@@ -231,13 +234,17 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
         ledger = await _deploy(st.rpc_url, "CreditLedger", [signer_addrs, opts.threshold, provider_addr], deployer)
         log.info("deployed CreditLock %s on ethereum and CreditLedger %s on settlement", lock, ledger)
 
+        async def component_rpc(name: str, url: str) -> str:
+            return await opts.rpc_proxy(name, url) if opts.rpc_proxy is not None else url
+
         api_port = opts.api_port or _free_port()
         api_url = f"http://127.0.0.1:{api_port}"
         chains = [
-            {"family": "evm", "name": "ethereum", "chain_id": ETH_CHAIN_ID, "rpc": [eth.rpc_url], "token": "ETH",
+            {"family": "evm", "name": "ethereum", "chain_id": ETH_CHAIN_ID, "rpc": [await component_rpc("ethereum", eth.rpc_url)], "token": "ETH",
              "finality": opts.confirmations, "contracts": {"lock": lock}, "poll_interval": 0.5,
              "max_block_range": 500},
-            {"family": "evm", "name": "settlement", "chain_id": SETTLEMENT_CHAIN_ID, "rpc": [st.rpc_url],
+            {"family": "evm", "name": "settlement", "chain_id": SETTLEMENT_CHAIN_ID,
+             "rpc": [await component_rpc("settlement", st.rpc_url)],
              "finality": 0, "contracts": {"credits": ledger}, "poll_interval": 0.5},
         ]
         fixed_usd, min_amount = {"ETH": ETH_USD}, {"ETH": 10**13}

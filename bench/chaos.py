@@ -1,0 +1,533 @@
+"""Chaos and soak harness: N payments through the public API while components crash and the
+chains misbehave, then reconciliation from the chains themselves.
+
+    .venv/bin/python bench/chaos.py                     # 1,000 payments, default seed
+    .venv/bin/python bench/chaos.py --quick --seed 7    # CI: tens of payments, every fault kind
+
+It starts the devnet in this process (every component is still its own OS process, restarted
+by the devnet when it dies), with a TCP proxy in front of each chain's RPC for the components,
+and pays from several payer accounts as a dApp would: POST /v1/quotes, POST /v1/payments, then
+``lock(reference)`` on the Ethereum lock contract. A seeded schedule injects:
+
+* ``kill_signer`` / ``kill_relay`` / ``kill_api``: SIGKILL (never more than n - t signers down);
+* ``reorg``: ``anvil_reorg`` below the finality point (the payer re-sends a payment whose
+  transaction the reorg removed, as a wallet would);
+* ``rpc_cut`` / ``rpc_flap``: a chain's RPC proxy cut for seconds, or flapping;
+* ``settlement_drop``: the aggregator's settlement transaction is dropped from the mempool;
+* ``settlement_fail``: the aggregator's gas account is emptied, so its transactions fail.
+
+Reconciliation reads every ``Locked`` event of the lock contract and every ``Credited`` event of
+the ledger: each deposit must be credited exactly once, to the payment's beneficiary, with the
+credits its quote promised (``credits_for_deposit``); nothing may be credited that was not paid;
+nothing may stay uncredited longer than ``--drain-bound`` seconds after the faults stop.
+Exit status 1 on any lost, doubled, mispriced or phantom credit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import random
+import signal
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from eth_account import Account  # noqa: E402
+
+from bridge.devnet import DevnetOptions, run_devnet  # noqa: E402
+from bridge.hashing import keccak256  # noqa: E402
+from bridge.pricing.credits import amount_for_credits, credits_for_deposit  # noqa: E402
+
+log = logging.getLogger("chaos")
+LOCKED_TOPIC = "0x" + keccak256(b"Locked(uint64,address,uint256,bytes32)").hex()
+CREDITED_TOPIC = "0x" + keccak256(b"Credited(bytes32,uint64,address,uint256,bytes32)").hex()
+LOCK_SELECTOR = keccak256(b"lock(bytes32)")[:4]
+FAULT_KINDS = ("kill_signer", "kill_relay", "kill_api", "reorg", "rpc_cut", "rpc_flap",
+               "settlement_drop", "settlement_fail")
+
+
+# --- a TCP proxy the harness can cut ------------------------------------------------------------
+class TcpProxy:
+    def __init__(self, name: str, upstream_host: str, upstream_port: int) -> None:
+        self.name = name
+        self.up = (upstream_host, upstream_port)
+        self.port = 0
+        self._server: asyncio.base_events.Server | None = None
+        self._conns: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            while data := await r.read(65536):
+                w.write(data)
+                await w.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            w.close()
+
+    async def _handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            ur, uw = await asyncio.open_connection(*self.up)
+        except OSError:
+            w.close()
+            return
+        self._conns.update((w, uw))
+        try:
+            await asyncio.gather(self._pipe(r, uw), self._pipe(ur, w))
+        finally:
+            self._conns.difference_update((w, uw))
+
+    async def cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for c in list(self._conns):
+            c.transport.abort()
+        self._conns.clear()
+
+    async def restore(self) -> None:
+        if self._server is None:
+            for _ in range(50):
+                try:
+                    self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+                    return
+                except OSError:  # the port is briefly in TIME_WAIT
+                    await asyncio.sleep(0.1)
+            raise RuntimeError(f"cannot reopen proxy port {self.port}")
+
+
+# --- JSON-RPC -----------------------------------------------------------------------------------
+class Rpc:
+    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
+        self.s, self.url = session, url
+
+    async def __call__(self, method: str, *params):
+        async with self.s.post(self.url, json={"jsonrpc": "2.0", "id": 1, "method": method,
+                                               "params": list(params)}) as r:
+            body = await r.json()
+        if "error" in body:
+            raise RuntimeError(f"{method}: {body['error']}")
+        return body["result"]
+
+
+@dataclass
+class Payment:
+    id: str
+    reference: str
+    payer: int
+    beneficiary: str
+    quote_amount: int
+    quote_credits: int
+    value: int
+    tx: str = ""
+    raw: str = ""  # the signed transaction, re-broadcast if a reorg removes it
+    sends: int = 0
+
+
+@dataclass
+class Stats:
+    faults: dict[str, int] = field(default_factory=dict)
+    windows: list[tuple[float, float]] = field(default_factory=list)
+    quotes_refused: int = 0
+    mispriced_quotes: list[str] = field(default_factory=list)
+    resent: int = 0
+    effects: dict[str, int] = field(default_factory=dict)
+
+    def effect(self, what: str, n: int = 1) -> None:
+        self.effects[what] = self.effects.get(what, 0) + n
+
+
+class Harness:
+    def __init__(self, args) -> None:
+        self.args = args
+        self.rng = random.Random(args.seed)
+        self.stats = Stats()
+        self.payments: dict[str, Payment] = {}  # by reference
+        self.proxies: dict[str, TcpProxy] = {}
+        self.block_seen: dict[int, float] = {}
+        self.credit_seen: dict[tuple[str, int], float] = {}
+        self.signers_down = 0
+        self.pay_lock = asyncio.Lock()  # held while a reorg is repaired
+        self.nonces: dict[int, int] = {}
+
+    async def proxy(self, name: str, url: str) -> str:
+        host, port = url.split("//")[1].split(":")
+        p = TcpProxy(name, host, int(port))
+        self.proxies[name] = p
+        return await p.start()
+
+    # --- background observers (wall-clock times for latency) ---------------------------------------
+    async def watch_heads(self, rpc: Rpc) -> None:
+        while True:
+            try:
+                n = int(await rpc("eth_blockNumber"), 16)
+                now = time.monotonic()
+                for b in range(max(self.block_seen, default=n - 1) + 1, n + 1):
+                    self.block_seen.setdefault(b, now)
+            except (aiohttp.ClientError, RuntimeError):
+                pass
+            await asyncio.sleep(0.2)
+
+    async def watch_credits(self, rpc: Rpc, ledger: str) -> None:
+        start = 0
+        while True:
+            try:
+                head = int(await rpc("eth_blockNumber"), 16)
+                if head >= start:
+                    logs = await rpc("eth_getLogs", {"address": ledger, "fromBlock": hex(start),
+                                                     "toBlock": hex(head), "topics": [CREDITED_TOPIC]})
+                    now = time.monotonic()
+                    for e in logs:
+                        self.credit_seen.setdefault((e["topics"][1], int(e["topics"][2], 16)), now)
+                    start = head + 1
+            except (aiohttp.ClientError, RuntimeError):
+                pass
+            await asyncio.sleep(0.5)
+
+    # --- paying ------------------------------------------------------------------------------------
+    async def api(self, method: str, path: str, body=None) -> tuple[int, dict]:
+        for _ in range(120):  # the API may be restarting
+            try:
+                async with self.session.request(method, self.info["api"] + path, json=body,
+                                                timeout=aiohttp.ClientTimeout(total=10)) as r:
+                    return r.status, await r.json(content_type=None)
+            except (aiohttp.ClientError, TimeoutError):
+                await asyncio.sleep(0.25)
+        raise RuntimeError(f"API unreachable for {path}")
+
+    async def send(self, p: Payment) -> None:
+        acct = self.info["accounts"]["ethereum"][p.payer]
+        nonce = self.nonces[p.payer]
+        tx = {"to": self.lock, "value": p.value, "data": "0x" + (LOCK_SELECTOR + bytes.fromhex(p.reference[2:])).hex(),
+              "nonce": nonce, "gas": 120_000, "gasPrice": self.gas_price, "chainId": self.chain_id}
+        p.raw = "0x" + Account.sign_transaction(tx, acct["private_key"]).raw_transaction.hex()
+        p.tx = await self.eth("eth_sendRawTransaction", p.raw)
+        p.sends += 1
+        self.nonces[p.payer] = nonce + 1
+
+    async def payer(self, index: int, count: int, pace: float) -> None:
+        beneficiary = self.info["accounts"]["settlement"][index]["address"]
+        for _ in range(count):
+            credits = self.rng.randint(1, 2000)
+            status, q = await self.api("POST", "/v1/quotes", {"token": "ETH", "credits": str(credits)})
+            if status != 201:
+                self.stats.quotes_refused += 1
+                await asyncio.sleep(pace)
+                continue
+            expect = amount_for_credits(credits, Decimal("0.01"), Decimal(self.eth_usd), 18)
+            if int(q["amount"]) != expect:
+                self.stats.mispriced_quotes.append(q["id"])
+            status, pay = await self.api("POST", "/v1/payments", {"quote_id": q["id"], "beneficiary": beneficiary})
+            if status not in (200, 201):
+                raise RuntimeError(f"payment refused: {pay}")
+            p = Payment(pay["id"], pay["reference"], index, beneficiary.lower(), int(q["amount"]),
+                        int(q["credits"]), int(pay["instructions"]["value"]))
+            async with self.pay_lock:
+                await self.send(p)
+                self.payments[p.reference] = p
+            await asyncio.sleep(pace)
+
+    async def repair_after_reorg(self) -> None:
+        """Re-broadcast the signed transactions a reorg removed from the chain, as a wallet
+        does (same nonce, same hash), so the payers' later transactions are not stuck behind
+        a nonce gap."""
+        for p in list(self.payments.values()):
+            if p.raw and await self.eth("eth_getTransactionReceipt", p.tx) is None:
+                try:
+                    await self.eth("eth_sendRawTransaction", p.raw)
+                    self.stats.effect("payments_rebroadcast_after_reorg")
+                except RuntimeError as e:  # still in the pool: nothing to do
+                    if not any(w in str(e).lower() for w in ("already", "known", "nonce too low")):
+                        raise
+
+    # --- faults --------------------------------------------------------------------------------------
+    def pid(self, name: str) -> int:
+        return int((Path(self.info["processes"]["pids_dir"]) / f"{name}.pid").read_text())
+
+    async def healthy(self, url: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
+                    if r.status == 200:
+                        return
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            await asyncio.sleep(0.2)
+
+    async def fault(self, kind: str) -> None:
+        t0 = time.monotonic()
+        self.stats.faults[kind] = self.stats.faults.get(kind, 0) + 1
+        n_signers = len(self.info["committee"]["nodes"])
+        if kind == "kill_signer":
+            i = self.rng.randrange(n_signers)
+            node = self.info["committee"]["nodes"][i]
+            os.kill(self.pid(node["name"]), signal.SIGKILL)  # n - t = 1: one at a time
+            await asyncio.sleep(0.3)
+            await self.healthy(node["url"] + "/v1/health")
+        elif kind == "kill_relay":
+            os.kill(self.pid("relay"), signal.SIGKILL)
+        elif kind == "kill_api":
+            os.kill(self.pid("api"), signal.SIGKILL)
+            await asyncio.sleep(0.3)
+            await self.healthy(self.info["api"] + "/v1/health")
+        elif kind == "reorg":
+            async with self.pay_lock:
+                depth = self.rng.randint(1, max(1, self.args.confirmations - 2))
+                await self.eth("anvil_reorg", depth, [])
+                await self.repair_after_reorg()
+        elif kind == "rpc_cut":
+            proxy = self.proxies[self.rng.choice(sorted(self.proxies))]
+            await proxy.cut()
+            await asyncio.sleep(self.rng.uniform(2, 5))
+            await proxy.restore()
+        elif kind == "rpc_flap":
+            proxy = self.proxies[self.rng.choice(sorted(self.proxies))]
+            end = time.monotonic() + 4
+            while time.monotonic() < end:
+                await proxy.cut()
+                await asyncio.sleep(self.rng.uniform(0.2, 0.6))
+                await proxy.restore()
+                await asyncio.sleep(self.rng.uniform(0.2, 0.6))
+        elif kind == "settlement_drop":
+            await self.st("evm_setAutomine", False)
+            try:
+                deadline = time.monotonic() + 6
+                while time.monotonic() < deadline:
+                    block = await self.st("eth_getBlockByNumber", "pending", False)
+                    if block and block.get("transactions"):
+                        self.stats.effect("settlement_txs_dropped", len(block["transactions"]))
+                        break
+                    await asyncio.sleep(0.1)
+                await self.st("anvil_dropAllTransactions")
+            finally:
+                await self.st("evm_setAutomine", True)
+        elif kind == "settlement_fail":
+            relay = self.relay_address
+            balance = await self.st("eth_getBalance", relay, "latest")
+            await self.st("anvil_setBalance", relay, "0x0")
+            pending_before = len(self.credit_seen)
+            await asyncio.sleep(self.rng.uniform(2, 4))
+            if len(self.credit_seen) == pending_before:
+                self.stats.effect("settlement_windows_without_gas")
+            await self.st("anvil_setBalance", relay, balance)
+        self.stats.windows.append((t0, time.monotonic()))
+        log.info("fault %s done in %.1fs", kind, time.monotonic() - t0)
+
+    async def chaos(self, stop: asyncio.Event) -> None:
+        kinds = list(FAULT_KINDS)
+        self.rng.shuffle(kinds)  # every kind once first, then at random
+        while not stop.is_set():
+            kind = kinds.pop() if kinds else self.rng.choice(FAULT_KINDS)
+            try:
+                await self.fault(kind)
+            except (RuntimeError, aiohttp.ClientError, OSError) as e:
+                log.warning("fault %s could not be injected: %s", kind, e)
+            try:
+                await asyncio.wait_for(stop.wait(), self.rng.uniform(*self.args.fault_gap))
+            except TimeoutError:
+                pass
+        while kinds:  # quick runs: make sure every kind happened at least once
+            await self.fault(kinds.pop())
+
+    # --- reconciliation ----------------------------------------------------------------------------
+    async def chain_state(self) -> tuple[list[dict], list[dict]]:
+        locked = await self.eth("eth_getLogs", {"address": self.lock, "fromBlock": "0x0", "toBlock": "latest",
+                                                "topics": [LOCKED_TOPIC]})
+        credited = await self.st("eth_getLogs", {"address": self.ledger, "fromBlock": "0x0", "toBlock": "latest",
+                                                 "topics": [CREDITED_TOPIC]})
+        return locked, credited
+
+    def reconcile(self, locked: list[dict], credited: list[dict]) -> dict:
+        credits: dict[int, list[dict]] = {}
+        for e in credited:
+            credits.setdefault(int(e["topics"][2], 16), []).append(e)
+        lost, doubled, mispriced, phantom, unknown = [], [], [], [], []
+        deposits = {}
+        for e in locked:
+            seq = int(e["topics"][1], 16)
+            ref = e["topics"][3]
+            amount = int(e["data"], 16)
+            deposits[seq] = e
+            p = self.payments.get(ref)
+            if p is None:
+                unknown.append(seq)
+                continue
+            got = credits.get(seq, [])
+            if not got:
+                lost.append({"sequence": seq, "payment": p.id})
+            elif len(got) > 1:
+                doubled.append({"sequence": seq, "payment": p.id, "times": len(got)})
+            else:
+                want = credits_for_deposit(amount, p.quote_amount, p.quote_credits)
+                have = int(got[0]["data"][2:66], 16)
+                benef = "0x" + got[0]["topics"][3][-40:]
+                if have != want or benef != p.beneficiary:
+                    mispriced.append({"sequence": seq, "payment": p.id, "want": want, "got": have})
+        for seq in credits:
+            if seq not in deposits:
+                phantom.append(seq)
+        return {"lost": lost, "doubled": doubled, "mispriced": mispriced, "phantom": phantom,
+                "unknown_reference": unknown, "deposits": len(deposits)}
+
+    def latencies(self, locked: list[dict]) -> dict:
+        quiet, faulty = [], []
+        credit_at = {seq: t for (_src, seq), t in self.credit_seen.items()}
+        for e in locked:
+            seq = int(e["topics"][1], 16)
+            final_block = int(e["blockNumber"], 16) + self.args.confirmations
+            t_final = self.block_seen.get(final_block)
+            t_credit = credit_at.get(seq)
+            if t_final is None or t_credit is None:
+                continue
+            lat = max(0.0, t_credit - t_final)
+            overlapped = any(a <= t_credit and b >= t_final for a, b in self.stats.windows)
+            (faulty if overlapped else quiet).append(lat)
+
+        def summary(xs: list[float]) -> dict:
+            if not xs:
+                return {"n": 0}
+            xs = sorted(xs)
+            return {"n": len(xs), "p50": round(statistics.median(xs), 2),
+                    "p99": round(xs[min(len(xs) - 1, int(0.99 * len(xs)))], 2), "max": round(xs[-1], 2)}
+
+        return {"without_faults": summary(quiet), "with_faults": summary(faulty)}
+
+    # --- the run ------------------------------------------------------------------------------------
+    async def run(self) -> dict:
+        a = self.args
+        directory = Path(a.dir)
+        stop_devnet, ready = asyncio.Event(), asyncio.Event()
+        opts = DevnetOptions(directory=directory, api_port=0, confirmations=a.confirmations, block_time=a.block_time,
+                             families=False, rpc_proxy=self.proxy)
+        devnet = asyncio.create_task(run_devnet(opts, ready=ready, stop=stop_devnet))
+        done, _ = await asyncio.wait([devnet, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
+        if devnet in done:
+            devnet.result()
+        self.info = json.loads((directory / "devnet.json").read_text())
+        self.session = aiohttp.ClientSession()
+        try:
+            return await self._run()
+        finally:
+            stop_devnet.set()
+            await devnet
+            await self.session.close()
+
+    async def _run(self) -> dict:
+        a = self.args
+        eth = self.info["chains"]["ethereum"]
+        st = self.info["chains"]["settlement"]
+        self.eth, self.st = Rpc(self.session, eth["rpc"]), Rpc(self.session, st["rpc"])
+        self.lock, self.ledger = eth["contracts"]["lock"], st["contracts"]["credits"]
+        self.chain_id = eth["chain_id"]
+        self.gas_price = int(await self.eth("eth_gasPrice"), 16) * 4
+        self.eth_usd = "3000"
+        self.relay_address = Account.from_key(
+            "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6").address
+        for i in range(a.payers):
+            addr = self.info["accounts"]["ethereum"][i]["address"]
+            self.nonces[i] = int(await self.eth("eth_getTransactionCount", addr, "pending"), 16)
+        observers = [asyncio.create_task(self.watch_heads(self.eth)),
+                     asyncio.create_task(self.watch_credits(self.st, self.ledger))]
+        t_start = time.monotonic()
+        per_payer = [a.payments // a.payers + (1 if i < a.payments % a.payers else 0) for i in range(a.payers)]
+        quiet = [max(1, n // 5) for n in per_payer]
+        log.info("phase 1: %d payments without faults", sum(quiet))
+        await asyncio.gather(*(self.payer(i, n, a.pace) for i, n in enumerate(quiet)))
+        stop_chaos = asyncio.Event()
+        chaos = asyncio.create_task(self.chaos(stop_chaos))
+        log.info("phase 2: %d payments under faults", sum(per_payer) - sum(quiet))
+        await asyncio.gather(*(self.payer(i, n - q, a.pace) for i, (n, q) in enumerate(zip(per_payer, quiet))))
+        stop_chaos.set()
+        await chaos
+        faults_stopped = time.monotonic()
+        log.info("faults stopped; draining (bound %ds)", a.drain_bound)
+        # after the last fault: every deposit must be credited within the bound
+        drained_at = None
+        while time.monotonic() - faults_stopped < a.drain_bound:
+            locked, credited = await self.chain_state()
+            r = self.reconcile(locked, credited)
+            if not r["lost"] and r["deposits"] >= len(self.payments):
+                drained_at = time.monotonic()
+                break
+            await asyncio.sleep(1)
+        await asyncio.sleep(3)  # late doubles would show up here
+        locked, credited = await self.chain_state()
+        result = self.reconcile(locked, credited)
+        for t in observers:
+            t.cancel()
+        report = {
+            "seed": a.seed, "payments": len(self.payments), "deposits": result["deposits"],
+            "quotes_refused": self.stats.quotes_refused, "fault_effects": self.stats.effects,
+            "faults": dict(sorted(self.stats.faults.items())), "faults_total": sum(self.stats.faults.values()),
+            "lost": result["lost"], "doubled": result["doubled"], "mispriced": result["mispriced"],
+            "mispriced_quotes": self.stats.mispriced_quotes, "phantom": result["phantom"],
+            "unknown_reference": result["unknown_reference"],
+            "drain_bound_seconds": a.drain_bound,
+            "drain_seconds": None if drained_at is None else round(drained_at - faults_stopped, 1),
+            "finality_to_credit_seconds": self.latencies(locked),
+            "run_seconds": round(time.monotonic() - t_start, 1),
+        }
+        report["ok"] = not (report["lost"] or report["doubled"] or report["mispriced"] or report["phantom"]
+                            or report["mispriced_quotes"]) and report["deposits"] >= report["payments"]
+        return report
+
+
+def summary_line(r: dict) -> str:
+    lat = r["finality_to_credit_seconds"]
+    wf, nf = lat["with_faults"], lat["without_faults"]
+    faults = ", ".join(f"{k} {v}" for k, v in r["faults"].items())
+    return (f"chaos {'OK' if r['ok'] else 'FAILED'}: {r['payments']} payments, {r['deposits']} deposits, "
+            f"{r['faults_total']} faults ({faults}); lost {len(r['lost'])}, doubled {len(r['doubled'])}, "
+            f"mispriced {len(r['mispriced']) + len(r['mispriced_quotes'])}, phantom {len(r['phantom'])}; "
+            f"finality->credit p50/p99/max {nf.get('p50')}/{nf.get('p99')}/{nf.get('max')}s without faults, "
+            f"{wf.get('p50')}/{wf.get('p99')}/{wf.get('max')}s with; drained in {r['drain_seconds']}s "
+            f"(bound {r['drain_bound_seconds']}s)")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--payments", type=int, default=1000)
+    ap.add_argument("--payers", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="CI size: 40 payments, every fault kind once")
+    ap.add_argument("--dir", default=".devnet-chaos")
+    ap.add_argument("--out", default=None, help="write the JSON report here")
+    ap.add_argument("--confirmations", type=int, default=6)
+    ap.add_argument("--block-time", type=float, default=0.5)
+    ap.add_argument("--pace", type=float, default=0.05, help="seconds between one payer's payments")
+    ap.add_argument("--drain-bound", type=int, default=180)
+    args = ap.parse_args(argv)
+    args.fault_gap = (1.0, 3.0)
+    if args.quick:
+        args.payments, args.pace = min(args.payments, 40), 4.0  # spread payments over the faults
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    report = asyncio.run(Harness(args).run())
+    text = json.dumps(report, indent=2)
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        print(text)
+    print(summary_line(report), flush=True)
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

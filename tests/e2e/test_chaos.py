@@ -1,0 +1,34 @@
+"""The chaos harness's short seeded run (bench/chaos.py --quick): tens of payments through the
+public API of a real devnet while every fault kind is injected at least once; reconciliation
+from the chains must find nothing lost, doubled, mispriced or credited without a deposit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from chaos import FAULT_KINDS  # noqa: E402
+
+
+def test_quick_chaos_run_loses_and_doubles_nothing(tmp_path):
+    report_file = tmp_path / "chaos.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "chaos.py"), "--quick", "--seed", "7",
+         "--dir", str(tmp_path / "devnet"), "--out", str(report_file)],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )
+    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    assert report_file.exists(), proc.stderr[-4000:]
+    report = json.loads(report_file.read_text())
+    assert set(report["faults"]) == set(FAULT_KINDS), report["faults"]
+    assert report["lost"] == [] and report["doubled"] == [] and report["phantom"] == []
+    assert report["mispriced"] == [] and report["mispriced_quotes"] == []
+    assert report["deposits"] >= report["payments"] > 0
+    assert report["drain_seconds"] is not None, "not every deposit was credited within the bound"
+    assert report["ok"] is True and proc.returncode == 0, summary
+    assert summary.startswith("chaos OK:")
