@@ -138,6 +138,7 @@ class Payment:
     value: int
     tx: str = ""
     raw: str = ""  # the signed transaction, re-broadcast if a reorg removes it
+    sent_at: float = 0.0
     sends: int = 0
 
 
@@ -164,7 +165,7 @@ class Harness:
         self.block_seen: dict[int, float] = {}
         self.credit_seen: dict[tuple[str, int], float] = {}
         self.signers_down = 0
-        self.pay_lock = asyncio.Lock()  # held while a reorg is repaired
+        self.pay_lock = asyncio.Lock()  # one signed transaction at a time per harness
         self.nonces: dict[int, int] = {}
 
     async def proxy(self, name: str, url: str) -> str:
@@ -219,6 +220,7 @@ class Harness:
               "nonce": nonce, "gas": 120_000, "gasPrice": self.gas_price, "chainId": self.chain_id}
         p.raw = "0x" + Account.sign_transaction(tx, acct["private_key"]).raw_transaction.hex()
         p.tx = await self.eth("eth_sendRawTransaction", p.raw)
+        p.sent_at = time.monotonic()
         p.sends += 1
         self.nonces[p.payer] = nonce + 1
 
@@ -244,18 +246,32 @@ class Harness:
                 self.payments[p.reference] = p
             await asyncio.sleep(pace)
 
-    async def repair_after_reorg(self) -> None:
-        """Re-broadcast the signed transactions a reorg removed from the chain, as a wallet
-        does (same nonce, same hash), so the payers' later transactions are not stuck behind
-        a nonce gap."""
-        for p in list(self.payments.values()):
-            if p.raw and await self.eth("eth_getTransactionReceipt", p.tx) is None:
-                try:
-                    await self.eth("eth_sendRawTransaction", p.raw)
-                    self.stats.effect("payments_rebroadcast_after_reorg")
-                except RuntimeError as e:  # still in the pool: nothing to do
-                    if not any(w in str(e).lower() for w in ("already", "known", "nonce too low")):
-                        raise
+    async def rebroadcaster(self) -> None:
+        """What a wallet does: re-broadcast a signed transaction that has no receipt (a reorg
+        removed it, or the node forgot it), same nonce and hash, until it is final. anvil
+        settles its pool a moment after ``anvil_reorg`` returns, so this keeps checking rather
+        than repairing once."""
+        final: set[str] = set()
+        while True:
+            try:
+                head = int(await self.eth("eth_blockNumber"), 16)
+                for p in list(self.payments.values()):
+                    if not p.raw or p.tx in final or time.monotonic() - p.sent_at < 3:
+                        continue
+                    receipt = await self.eth("eth_getTransactionReceipt", p.tx)
+                    if receipt is not None:
+                        if int(receipt["blockNumber"], 16) <= head - self.args.confirmations:
+                            final.add(p.tx)
+                        continue
+                    try:
+                        await self.eth("eth_sendRawTransaction", p.raw)
+                        self.stats.effect("payments_rebroadcast")
+                    except RuntimeError as e:  # still in the pool, or mined meanwhile
+                        if not any(w in str(e).lower() for w in ("already", "known", "nonce too low")):
+                            raise
+            except (aiohttp.ClientError, RuntimeError) as e:
+                log.warning("rebroadcaster: %s", e)
+            await asyncio.sleep(2)
 
     # --- faults --------------------------------------------------------------------------------------
     def pid(self, name: str) -> int:
@@ -289,10 +305,8 @@ class Harness:
             await asyncio.sleep(0.3)
             await self.healthy(self.info["api"] + "/v1/health")
         elif kind == "reorg":
-            async with self.pay_lock:
-                depth = self.rng.randint(1, max(1, self.args.confirmations - 2))
-                await self.eth("anvil_reorg", depth, [])
-                await self.repair_after_reorg()
+            depth = self.rng.randint(1, max(1, self.args.confirmations - 2))
+            await self.eth("anvil_reorg", depth, [])
         elif kind == "rpc_cut":
             proxy = self.proxies[self.rng.choice(sorted(self.proxies))]
             await proxy.cut()
@@ -445,7 +459,8 @@ class Harness:
             addr = self.info["accounts"]["ethereum"][i]["address"]
             self.nonces[i] = int(await self.eth("eth_getTransactionCount", addr, "pending"), 16)
         observers = [asyncio.create_task(self.watch_heads(self.eth)),
-                     asyncio.create_task(self.watch_credits(self.st, self.ledger))]
+                     asyncio.create_task(self.watch_credits(self.st, self.ledger)),
+                     asyncio.create_task(self.rebroadcaster())]
         t_start = time.monotonic()
         per_payer = [a.payments // a.payers + (1 if i < a.payments % a.payers else 0) for i in range(a.payers)]
         quiet = [max(1, n // 5) for n in per_payer]
