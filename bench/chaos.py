@@ -147,6 +147,7 @@ class Stats:
     faults: dict[str, int] = field(default_factory=dict)
     windows: list[tuple[float, float]] = field(default_factory=list)
     quotes_refused: int = 0
+    refusals: dict[str, int] = field(default_factory=dict)
     mispriced_quotes: list[str] = field(default_factory=list)
     resent: int = 0
     effects: dict[str, int] = field(default_factory=dict)
@@ -228,10 +229,15 @@ class Harness:
         beneficiary = self.info["accounts"]["settlement"][index]["address"]
         for _ in range(count):
             credits = self.rng.randint(1, 2000)
-            status, q = await self.api("POST", "/v1/quotes", {"token": "ETH", "credits": str(credits)})
-            if status != 201:
+            for _attempt in range(10):  # a dApp retries a refused quote after a moment
+                status, q = await self.api("POST", "/v1/quotes", {"token": "ETH", "credits": str(credits)})
+                if status == 201:
+                    break
                 self.stats.quotes_refused += 1
-                await asyncio.sleep(pace)
+                why = f"{status} {q.get('type', '').rsplit('/', 1)[-1]}" if isinstance(q, dict) else str(status)
+                self.stats.refusals[why] = self.stats.refusals.get(why, 0) + 1
+                await asyncio.sleep(0.5)
+            else:
                 continue
             expect = amount_for_credits(credits, Decimal("0.01"), Decimal(self.eth_usd), 18)
             if int(q["amount"]) != expect:
@@ -490,7 +496,8 @@ class Harness:
             t.cancel()
         report = {
             "seed": a.seed, "payments": len(self.payments), "deposits": result["deposits"],
-            "quotes_refused": self.stats.quotes_refused, "fault_effects": self.stats.effects,
+            "quotes_refused": self.stats.quotes_refused, "quote_refusals": self.stats.refusals,
+            "fault_effects": self.stats.effects,
             "faults": dict(sorted(self.stats.faults.items())), "faults_total": sum(self.stats.faults.values()),
             "lost": result["lost"], "doubled": result["doubled"], "mispriced": result["mispriced"],
             "mispriced_quotes": self.stats.mispriced_quotes, "phantom": result["phantom"],
