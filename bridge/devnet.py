@@ -36,6 +36,12 @@ SETTLEMENT_CHAIN_ID = 31338
 PASSWORD_ENV = "CREDITBRIDGE_DEVNET_PASSWORD"
 LOCK_MIN_WEI = 10**9
 ETH_USD = "3000"
+# The ETH/USD PriceFeed (Chainlink AggregatorV3Interface) on the settlement anvil: 8 decimals
+# like Chainlink's USD feeds, answering ETH_USD. Its heartbeat is a day; the devnet re-submits
+# the same answer every half heartbeat, so the feed never goes stale while the devnet runs.
+FEED_DECIMALS = 8
+FEED_HEARTBEAT_SECONDS = 86_400
+FEED_OWNER_INDEX = 8  # anvil dev account that owns the feed (no other devnet role)
 
 
 @dataclass(frozen=True)
@@ -187,12 +193,40 @@ async def _deploy(rpc: str, name: str, args: list, key: str) -> str:
     return await deploy_to(rpc, name, args, key)
 
 
+async def _deploy_feed(rpc: str, key: str, answer: int) -> str:
+    from relayers.evm.chainlink import deploy_price_feed
+
+    return await deploy_price_feed(rpc, key, decimals=FEED_DECIMALS, description="ETH / USD", answer=answer)
+
+
+async def _keep_feed_fresh(rpc: str, key: str, feed: str, answer: int) -> None:
+    """Re-submit the devnet's fixed answer every half heartbeat (a Chainlink node would on its
+    heartbeat): the API's Chainlink source refuses answers older than the heartbeat."""
+    from relayers.evm.chainlink import submit_answer
+
+    while True:
+        await asyncio.sleep(FEED_HEARTBEAT_SECONDS / 2)
+        try:
+            await submit_answer(rpc, key, feed, answer)
+        except BridgeError as e:
+            log.warning("PriceFeed keeper: %s; retrying in a minute", e)
+            await asyncio.sleep(60)
+
+
 async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
                      stop: asyncio.Event | None = None) -> None:
     from relayers.evm.anvil import DEV_PRIVATE_KEYS, AnvilNode
 
     if not 1 <= opts.threshold <= opts.signers:
         raise BridgeError("devnet: threshold must be between 1 and the number of signers")
+    if opts.api_port:
+        import socket
+
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", opts.api_port))
+            except OSError:
+                raise BridgeError(f"devnet: port {opts.api_port} is in use; pass --api-port N (0 = any)") from None
     d = opts.directory.resolve()
     if d.exists():
         shutil.rmtree(d)
@@ -203,6 +237,7 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
     eth = await AnvilNode.start(chain_id=ETH_CHAIN_ID, block_time=opts.block_time)
     st = await AnvilNode.start(chain_id=SETTLEMENT_CHAIN_ID)
     procs: ProcessSupervisor | None = None
+    keeper: asyncio.Task | None = None
     extra: list[DevChain] = []
     try:
         password = secrets.token_hex(16)
@@ -233,6 +268,11 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
         lock = await _deploy(eth.rpc_url, "CreditLock", [signer_addrs, opts.threshold, LOCK_MIN_WEI], deployer)
         ledger = await _deploy(st.rpc_url, "CreditLedger", [signer_addrs, opts.threshold, provider_addr], deployer)
         log.info("deployed CreditLock %s on ethereum and CreditLedger %s on settlement", lock, ledger)
+        feed_key = DEV_PRIVATE_KEYS[FEED_OWNER_INDEX]
+        eth_usd = int(ETH_USD) * 10**FEED_DECIMALS
+        eth_feed = await _deploy_feed(st.rpc_url, feed_key, eth_usd)
+        keeper = asyncio.create_task(_keep_feed_fresh(st.rpc_url, feed_key, eth_feed, eth_usd), name="feed-keeper")
+        log.info("deployed the ETH / USD PriceFeed %s on settlement", eth_feed)
 
         async def component_rpc(name: str, url: str) -> str:
             return await opts.rpc_proxy(name, url) if opts.rpc_proxy is not None else url
@@ -253,7 +293,9 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
             fixed_usd.update(c.fixed_usd)
             min_amount.update(c.min_amount)
         base = {"chains": chains, "settlement_chain": "settlement",
-                "pricing": {"credit_price_usd": "0.01", "fixed_usd": fixed_usd, "min_amount": min_amount}}
+                "pricing": {"credit_price_usd": "0.01", "fixed_usd": fixed_usd, "min_amount": min_amount,
+                            "sources": [{"kind": "chainlink", "chain": "settlement", "feeds": {
+                                "ETH": {"address": eth_feed, "heartbeat_seconds": FEED_HEARTBEAT_SECONDS}}}]}}
 
         def write_cfg(name: str, extra: dict) -> Path:
             p = d / "config" / f"{name}.json"
@@ -265,7 +307,9 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
         argv: dict[str, list[str]] = {}
         cli = [sys.executable, "-m", "bridge.cli"]
         p = write_cfg("api", {"api": {"host": "127.0.0.1", "port": api_port, "quote_key": kref("quote"),
-                                      "rate_limit_per_minute": 6000, "rate_limit_burst": 600}})
+                                      "rate_limit_per_minute": 6000, "rate_limit_burst": 600},
+                              "payments": {"webhooks": {"allow_loopback": True}}})
+        admin_key = await _devnet_admin_key(p)
         argv["api"] = [*cli, "api", "--config", str(p)]
         health["api"] = f"{api_url}/v1/health"
         signer_urls = []
@@ -309,10 +353,14 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
                           "nodes": [{"name": f"signer-{i}", "url": u, "address": signer_addrs[i]}
                                     for i, u in enumerate(signer_urls)]},
             "gateway_public_key": quote_pub,
+            "admin_key": admin_key,  # dev only: `creditbridge status` uses it
             "provider": {"address": provider_addr, "private_key": deployer},
             "processes": {"pids_dir": str(d / "pids"), "logs_dir": str(d / "logs"),
                           "names": list(argv)},
             "relay_metrics": f"http://127.0.0.1:{relay_port}/metrics",
+            "price_feeds": {"ETH": {"chain": "settlement", "address": eth_feed, "decimals": FEED_DECIMALS,
+                                    "heartbeat_seconds": FEED_HEARTBEAT_SECONDS,
+                                    "owner_private_key": feed_key}},
         }
         for c in extra:
             info["chains"][c.name] = c.info
@@ -328,6 +376,8 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
         await _wait_for_stop(stop)
     finally:
         log.info("stopping devnet")
+        if keeper is not None:
+            keeper.cancel()
         (d / "devnet.json").unlink(missing_ok=True)
         if procs is not None:
             await procs.stop()
@@ -338,6 +388,19 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
                 log.exception("stopping %s failed", c.name)
         await eth.stop()
         await st.stop()
+
+
+async def _devnet_admin_key(api_config: Path) -> str:
+    """Create the devnet's operator API key in the API's database (migrated here first)."""
+    from bridge.api.auth import create_key
+    from bridge.config import load_settings
+    from bridge.storage.db import open_database
+
+    db = await open_database(load_settings(api_config).storage.url)
+    try:
+        return (await create_key(db, "devnet operator", "admin"))[1]
+    finally:
+        await db.dispose()
 
 
 async def _wait_for_stop(stop: asyncio.Event | None) -> None:
