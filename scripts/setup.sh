@@ -29,3 +29,10 @@ if [ ! -f "$stamp_sol" ] || [ ! -d contracts/ethereum/build ]; then
   node contracts/ethereum/build.js
   rm -f .stamp-sol-*; touch "$stamp_sol"
 fi
+
+stamp_ton=".stamp-ton-$(cat contracts/ton/*.fc contracts/ton/build.py | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp_ton" ] || [ ! -f contracts/ton/build/lock.boc ]; then
+  echo "setup: compiling the FunC lock contract (tonpy, offline; the build is committed)"
+  .venv/bin/python contracts/ton/build.py
+  rm -f .stamp-ton-*; touch "$stamp_ton"
+fi

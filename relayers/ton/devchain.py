@@ -1,0 +1,167 @@
+"""The TON chain of the devnet (a ``bridge.devnet`` family plug-in).
+
+``start_devchains`` runs the local TON chain (real TVM emulator, ``relayers.ton.localchain``) in
+a subprocess with its ADNL liteserver and a toncenter v2 API on 127.0.0.1, funds a deployer
+wallet and four dev wallets (WalletV4R2, 24-word mnemonics made by pytoniq) in its genesis,
+deploys the lock contract with the committee's Ed25519 keys and threshold through a real wallet
+transfer (state init + top-up body), and returns the chain's config for every component:
+
+    {"family": "ton", "name": "ton", "liteserver_config": {...}, "trust_level": 2,
+     "toncenter": ["http://127.0.0.1:P/api/v2"], "contracts": {"lock": ADDRESS}, ...}
+
+The local chain produces a block every 0.5 s, so deposits become final within a second.
+It cannot give liteserver proofs, hence ``trust_level`` 2 (see ``relayers.ton.localchain``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from pytoniq_core.crypto.keys import mnemonic_new, mnemonic_to_private_key
+
+from bridge.errors import BridgeError
+from relayers.ton import lock as lockc
+from relayers.ton import wallet as tw
+
+log = logging.getLogger("creditbridge.devnet.ton")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHAIN_NAME = "ton"
+LOCK_MIN_NANOTON = 10**7  # 0.01 TON: the lock rejects (bounces) anything smaller
+QUOTE_MIN_NANOTON = 10**7
+TON_USD = "5"
+DEV_WALLETS = 4
+DEV_BALANCE = 1_000 * 10**9
+DEPLOYER_BALANCE = 100 * 10**9
+LOCK_DEPLOY_VALUE = 10**9
+BLOCK_INTERVAL = 0.5
+
+
+@dataclass
+class DevChain:
+    """The shape of ``bridge.devnet.DevChain`` (relayers may not import bridge.devnet)."""
+
+    name: str
+    config: dict
+    info: dict
+    accounts: list[dict]
+    fixed_usd: dict[str, str]
+    min_amount: dict[str, int]
+    stop: Callable[[], Awaitable[None]]
+
+
+def _v4r2_address(public_key: bytes):
+    from pytoniq_core import Address
+    from pytoniq_core.tlb.account import StateInit
+    from pytoniq.contract.wallets.wallet import WALLET_V4_R2_CODE, WalletV4
+
+    si = StateInit(code=WALLET_V4_R2_CODE, data=WalletV4.create_data_cell(public_key, None, 0))
+    return Address((0, si.serialize().hash))
+
+
+class LocalChainProcess:
+    """``python -m relayers.ton.localchain`` as a child process, stopped with SIGTERM."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, state_dir: Path, info: dict) -> None:
+        self.proc = proc
+        self.state_dir = state_dir
+        self.info = info
+
+    @classmethod
+    async def start(cls, state_dir: Path, genesis: list[dict], *, block_interval: float = BLOCK_INTERVAL,
+                    toncenter: bool = True, timeout: float = 60.0) -> "LocalChainProcess":
+        state_dir.mkdir(parents=True, exist_ok=True)
+        (state_dir / "genesis.json").write_text(json.dumps(genesis, indent=2))
+        ready = state_dir / "ready.json"
+        ready.unlink(missing_ok=True)
+        argv = [sys.executable, "-m", "relayers.ton.localchain", "--state-dir", str(state_dir),
+                "--block-interval", str(block_interval)]
+        if toncenter:
+            argv += ["--toncenter-port", "0"]
+        logf = open(state_dir / "localchain.log", "ab")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+        proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL, stdout=logf,
+                                                    stderr=logf, env=env, cwd=str(REPO_ROOT))
+        logf.close()
+        deadline = time.monotonic() + timeout
+        while not ready.exists():
+            if proc.returncode is not None or time.monotonic() > deadline:
+                if proc.returncode is None:
+                    proc.kill()
+                await proc.wait()
+                tail = (state_dir / "localchain.log").read_text()[-2000:]
+                raise BridgeError(f"ton localchain did not start (exit {proc.returncode}):\n{tail}")
+            await asyncio.sleep(0.1)
+        return cls(proc, state_dir, json.loads(ready.read_text()))
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 10)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+async def deploy_lock(config: dict, deployer_mnemonic: str, public_keys: list[bytes], threshold: int,
+                      min_amount: int, timeout: float = 30.0) -> str:
+    """Deploy the lock through a real wallet transfer; return its bounceable address."""
+    address = lockc.lock_address(public_keys, threshold, min_amount)
+    lb = await tw.connect(config)
+    try:
+        deployer = await tw.open_wallet(lb, deployer_mnemonic)
+        await tw.transfer(deployer, address, LOCK_DEPLOY_VALUE, lockc.top_up_body(),
+                          state_init=lockc.state_init(public_keys, threshold, min_amount))
+
+        async def active():
+            try:
+                return (await lb.run_get_method(address, "get_min_amount", []))[0] == min_amount
+            except Exception:  # not deployed yet: pytoniq raises on inactive accounts
+                return False
+
+        await tw.wait_for(active, timeout)
+    finally:
+        await lb.close_all()
+    return lockc.bounceable(address)
+
+
+async def start_devchains(directory: Path, committee: Any) -> list[DevChain]:
+    """``committee`` is a ``bridge.devnet.DevCommittee`` (``ed25519_public`` hex keys, threshold)."""
+    state_dir = directory / "ton"
+    deployer = mnemonic_new(24)
+    dev = [mnemonic_new(24) for _ in range(DEV_WALLETS)]
+    genesis, accounts = [], []
+    for words, amount in [(deployer, DEPLOYER_BALANCE)] + [(w, DEV_BALANCE) for w in dev]:
+        pub = mnemonic_to_private_key(words)[0]
+        addr = _v4r2_address(pub)
+        genesis.append({"address": addr.to_str(False), "amount": amount, "public_key": pub.hex()})
+        if words is not deployer:
+            accounts.append({"address": addr.to_str(is_user_friendly=True, is_bounceable=False, is_url_safe=True),
+                             "mnemonic": " ".join(words), "version": "v4r2"})
+    chain = await LocalChainProcess.start(state_dir, genesis)
+    try:
+        cfg = chain.info["liteserver_config"]
+        keys = [bytes.fromhex(k) for k in committee.ed25519_public]
+        lock = await deploy_lock(cfg, " ".join(deployer), keys, committee.threshold, LOCK_MIN_NANOTON)
+    except BaseException:
+        await chain.stop()
+        raise
+    log.info("ton: local chain on %s, lock %s", chain.info.get("toncenter"), lock)
+    toncenter = [chain.info["toncenter"]] if chain.info.get("toncenter") else []
+    config = {"family": "ton", "name": CHAIN_NAME, "liteserver_config": cfg, "trust_level": 2,
+              "toncenter": toncenter, "contracts": {"lock": lock}, "poll_interval": 0.5, "max_block_range": 200}
+    info = {"family": "ton", "liteserver_config": cfg, "trust_level": 2, "toncenter": toncenter,
+            "contracts": {"lock": lock}, "global_id": chain.info.get("global_id"),
+            "lock_min_amount": str(LOCK_MIN_NANOTON)}
+    return [DevChain(name=CHAIN_NAME, config=config, info=info, accounts=accounts, fixed_usd={"TON": TON_USD},
+                     min_amount={"TON": QUOTE_MIN_NANOTON}, stop=chain.stop)]

@@ -1,0 +1,173 @@
+"""TonWatcher over the local TON chain (see conftest): real WalletV4R2 transfers to the real lock
+contract, executed by the real TVM emulator, read back through an unmodified LiteBalancer or the
+toncenter v2 HTTP transport; DepositFollower on SQLite for restarts; committee releases."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+from pytoniq.liteclient.client import LiteServerError
+from pytoniq_core import Address, Builder, Cell
+
+from bridge.hashing import source_id
+from bridge.storage import observations as obs_repo
+from bridge.storage.db import Database
+from bridge.watch import DepositFollower
+from relayers.ton import lock as L
+from relayers.ton.watcher import TonWatcher, split_tx_id
+
+from tests.integration.ton.conftest import MIN, TON, TonEnv
+
+
+async def _deposits_between(ton: TonEnv, watcher: TonWatcher, start: int) -> list:
+    end = await watcher.finalized_height()
+    return await watcher.fetch_deposits(start, end)
+
+
+async def test_a_signed_wallet_transfer_is_observed(ton: TonEnv):
+    w = TonWatcher(ton.config())
+    try:
+        start = await ton.final_seqno() + 1
+        seq = await ton.deposit_count()
+        ref = os.urandom(32)
+        await ton.pay(0, 3 * TON + 17, L.deposit_body(ref, query_id=9))
+        await ton.wait_block()
+        obs = [o for o in await _deposits_between(ton, w, start) if o.reference == ref]
+        assert len(obs) == 1
+        o = obs[0]
+        assert (o.chain, o.token, o.amount, o.sequence, o.event_index) == ("ton", "TON", 3 * TON + 17, seq, 0)
+        assert o.payer == ton.wallets[0].address.hash_part
+        assert o.source == source_id("ton", ton.server.chain.global_id, ton.lock.hash_part)
+        h, lt = split_tx_id(o.tx_id)
+        rec = ton.server.chain.by_hash[h]
+        assert rec.lt == lt and rec.block == o.block_number  # its masterchain block, exactly
+        assert o.block_hash == ton.server.chain.blocks[o.block_number].mc.root_hash
+        assert o.timestamp == rec.now
+        assert await w.reobserve(o.tx_id) == [o]
+        fresh = TonWatcher(ton.config())  # a signer's own view, nothing cached
+        try:
+            assert await fresh.reobserve(o.tx_id) == [o]
+            assert await fresh.fetch_deposits(o.block_number, o.block_number) == [o]
+            assert await fresh.reobserve(os.urandom(32) + lt.to_bytes(8, "big")) == []
+        finally:
+            await fresh.aclose()
+    finally:
+        await w.aclose()
+
+
+@pytest.mark.parametrize("amount,body", [
+    (MIN - 1, "deposit"),
+    (TON, Cell.empty()),
+    (TON, Builder().store_uint(0x12345678, 32).store_uint(0, 64).store_bytes(b"\x01" * 32).end_cell()),
+    (TON, Builder().store_uint(L.OP_DEPOSIT, 32).store_uint(0, 64).end_cell()),
+])
+async def test_too_small_and_malformed_payments_bounce_and_are_never_observed(ton: TonEnv, amount, body):
+    w = TonWatcher(ton.config())
+    try:
+        wallet = ton.wallets[2]
+        start = await ton.final_seqno() + 1
+        count = await ton.deposit_count()
+        await wallet.update()
+        before = wallet.balance
+        await ton.pay(2, amount, L.deposit_body(os.urandom(32)) if body == "deposit" else body)
+        await ton.wait_block(2)  # the bounce is delivered in the same block; let it settle
+        assert await _deposits_between(ton, w, start) == []
+        assert await ton.deposit_count() == count
+        await wallet.update()
+        assert before - wallet.balance < 10**8  # the value came back; only fees were spent
+        lock_txs = [t for t in await ton.lb.get_transactions(ton.lock, 3) if t.now >= 0]
+        assert lock_txs[0].description.aborted and lock_txs[0].description.bounce is not None
+    finally:
+        await w.aclose()
+
+
+async def test_relayer_restart_resumes_without_gaps_or_duplicates(ton: TonEnv, tmp_path):
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/ton.sqlite")
+    await db.migrate()
+    start = await ton.final_seqno() + 1
+    refs = [os.urandom(32) for _ in range(6)]
+    first_seq = await ton.deposit_count()
+    try:
+        for i, ref in enumerate(refs):
+            await ton.pay(i % 2, MIN + i, L.deposit_body(ref))
+        await ton.wait_block()
+
+        def follower(w):
+            return DepositFollower(w, db, "signer", start_block=start, max_range=3, poll_interval=0.05)
+
+        w1 = TonWatcher(ton.config())
+        f1 = follower(w1)
+        await f1.step()
+        await f1.step()
+        task = asyncio.create_task(follower(w1).run())  # crash mid-flight: cancelled between steps
+        await asyncio.sleep(0.15)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await w1.aclose()
+
+        w2 = TonWatcher(ton.config())  # the restarted relayer: new process state, same database
+        f2 = follower(w2)
+        while not f2.caught_up or f2.height < await w2.finalized_height() - 1:
+            await f2.step()
+        await w2.aclose()
+        async with db.begin() as s:
+            stored = await obs_repo.observations_by_status(s, "new", 1000)
+        mine = sorted((o.observation for o in stored if o.observation.reference in refs), key=lambda o: o.sequence)
+        assert [o.sequence for o in mine] == list(range(first_seq, first_seq + len(refs)))
+        assert [o.reference for o in mine] == refs
+        assert [o.amount for o in mine] == [MIN + i for i in range(len(refs))]
+        assert len({o.observation.tx_id for o in stored}) == len(stored)
+    finally:
+        await db.dispose()
+
+
+async def test_toncenter_transport_gives_the_same_observations(ton: TonEnv):
+    start = await ton.final_seqno() + 1
+    for i in range(2):
+        await ton.pay(i, TON + i, L.deposit_body(os.urandom(32)))
+    await ton.wait_block()
+    lite = TonWatcher(ton.config())
+    http = TonWatcher(ton.config(liteserver_config=None, toncenter=[ton.toncenter]))
+    dead = dict(ton.server.global_config())
+    dead["liteservers"] = [dict(dead["liteservers"][0], port=1)]  # nothing listens there
+    fallback = TonWatcher(ton.config(liteserver_config=dead, toncenter=[ton.toncenter]))
+    try:
+        end = await lite.finalized_height()
+        a = await lite.fetch_deposits(start, end)
+        assert len(a) == 2
+        assert await http.fetch_deposits(start, end) == a
+        assert await fallback.fetch_deposits(start, end) == a
+        assert [await http.reobserve(o.tx_id) for o in a] == [[o] for o in a]
+        assert await http.block_ref(end) == await lite.block_ref(end)
+    finally:
+        for w in (lite, http, fallback):
+            await w.aclose()
+
+
+async def test_release_needs_threshold_signatures_and_succeeds_once(ton: TonEnv):
+    dest = Address((0, os.urandom(32)))
+    seqno = (await ton.lb.run_get_method(ton.lock, "seqno", []))[0]
+    payload = L.release_payload(seqno=seqno, lock=ton.lock, destination=dest, amount=TON, release_id=os.urandom(32),
+                                valid_until=int(time.time()) + 120)
+
+    async def send(sigs: dict[int, bytes]):
+        return await ton.lb.raw_send_message(L.release_message(ton.lock, L.release_body(payload, sigs)).to_boc())
+
+    with pytest.raises(LiteServerError, match=f"exit code {L.ERR_NOT_ENOUGH_SIGNATURES}"):
+        await send({i: L.sign_release(payload, ton.seeds[i]) for i in (0, 1)})
+    forged = {i: L.sign_release(payload, ton.seeds[i]) for i in (0, 1)} | {2: L.sign_release(payload, os.urandom(32))}
+    with pytest.raises(LiteServerError, match=f"exit code {L.ERR_BAD_SIGNATURE}"):
+        await send(forged)
+    good = {i: L.sign_release(payload, ton.seeds[i]) for i in (1, 2, 3)}
+    assert await send(good) == 1
+    await ton.wait_block()
+    assert (await ton.lb.get_account_state(dest)).balance == TON
+    assert (await ton.lb.run_get_method(ton.lock, "seqno", []))[0] == seqno + 1
+    await ton.wait_block(3)  # past the liteserver's duplicate window: a genuine replay
+    with pytest.raises(LiteServerError, match=f"exit code {L.ERR_BAD_SEQNO}"):
+        await send(good)
+    await ton.wait_block()
+    assert (await ton.lb.get_account_state(dest)).balance == TON
