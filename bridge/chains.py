@@ -50,6 +50,11 @@ class WatcherDefaults:
         """Deposits seen above the finality point (for a payment's ``seen`` state)."""
         return []
 
+    async def block_time(self, number: int) -> int | None:
+        """Block time (unix seconds) of the canonical block ``number``; None if unknown (the
+        payment watcher then closes payment windows on the wall clock)."""
+        return None
+
     async def aclose(self) -> None:
         return None
 

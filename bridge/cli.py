@@ -2,8 +2,11 @@
 
     creditbridge devnet                       local chains + committee + aggregator + API
     creditbridge api|signer|relay --config F  run one component
-    creditbridge check-config --config F      validate a config file
-    creditbridge keygen --kind K --out F      create an encrypted keystore
+    creditbridge config check --config F      validate a config file (alias: check-config)
+    creditbridge keys new --kind K --out F    create an encrypted keystore (alias: keygen)
+    creditbridge keys show --keystore F       print a keystore's public part only
+    creditbridge apikey new|list|revoke --config F   merchants' / operators' API keys
+    creditbridge status [--api URL]           chains, pending credits, governor queue (admin key)
     creditbridge quote --token ETH --credits 500 [--api URL]
     creditbridge pay --credits 500            devnet demo: quote, pay on chain, wait for credits
 
@@ -23,11 +26,13 @@ from pathlib import Path
 from bridge.errors import BridgeError
 
 
-def _setup_logging(level: str = "INFO", name: str = "") -> None:
-    fmt = f"%(asctime)s %(levelname)s {name + ' ' if name else ''}%(name)s: %(message)s"
-    logging.basicConfig(level=getattr(logging, level), format=fmt, stream=sys.stderr, force=True)
-    for noisy in ("web3", "urllib3", "asyncio", "aiohttp.access", "websockets"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+_LOG_FORMAT: str | None = None  # --log-format, overrides the config's log_format
+
+
+def _setup_logging(level: str = "INFO", name: str = "", fmt: str | None = None) -> None:
+    from bridge import logs
+
+    logs.setup(level, name, _LOG_FORMAT or fmt or "text")
 
 
 def _settings(path: str):
@@ -40,7 +45,7 @@ def cmd_component(args) -> int:
     from bridge import node
 
     settings = _settings(args.config)
-    _setup_logging(settings.log_level, args.cmd)
+    _setup_logging(settings.log_level, args.cmd, settings.log_format)
     run = {"api": node.run_api, "signer": node.run_signer, "relay": node.run_relay}[args.cmd]
     asyncio.run(run(settings))
     return 0
@@ -78,17 +83,31 @@ def _devnet(args) -> dict:
         raise BridgeError(f"{p} not found: start the devnet first (make devnet) or pass --api") from None
 
 
+class ApiProblem(BridgeError):
+    """The API answered with a problem document; ``code`` is the problem's."""
+
+    def __init__(self, status: int, data: object) -> None:
+        problem = data if isinstance(data, dict) else {}
+        kind = problem.get("type")
+        self.code = kind.rsplit("/", 1)[-1] if isinstance(kind, str) and kind else f"http-{status}"
+        self.status = status
+        super().__init__(str(problem.get("detail") or problem.get("title") or f"HTTP {status}"))
+
+
 async def _http(method: str, url: str, body=None) -> dict:
     import aiohttp
 
-    async with aiohttp.ClientSession() as s:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s:
         try:
             async with s.request(method, url, json=body) as r:
-                data = await r.json(content_type=None)
+                try:
+                    data = await r.json(content_type=None)
+                except ValueError:
+                    raise BridgeError(f"{url} answered HTTP {r.status} without JSON") from None
                 if r.status >= 400:
-                    raise BridgeError(f"{data.get('title', r.status)}: {data.get('detail', '')}")
+                    raise ApiProblem(r.status, data)
                 return data
-        except aiohttp.ClientError as e:
+        except (aiohttp.ClientError, TimeoutError) as e:
             raise BridgeError(f"cannot reach {url} ({e.__class__.__name__})") from None
 
 
@@ -126,7 +145,11 @@ def cmd_devnet(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="creditbridge", description="Pay in DOT, KSM, ETH or TON; get compute credits.")
+    p.add_argument("--log-format", choices=["text", "json"], help="log lines as text or JSON (overrides the config)")
     sub = p.add_subparsers(dest="cmd", required=True)
+    from bridge import ops
+
+    ops.add_commands(sub)
     for name, helptext in (("api", "run the HTTP API"), ("signer", "run one committee signer node"),
                            ("relay", "run the aggregator that settles attested credits")):
         sp = sub.add_parser(name, help=helptext)
@@ -167,11 +190,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _LOG_FORMAT
     args = build_parser().parse_args(argv)
+    _LOG_FORMAT = args.log_format
     try:
         return args.func(args)
     except BridgeError as e:
-        print(f"creditbridge: {e}", file=sys.stderr)
+        from bridge.logs import redact
+
+        print(f"creditbridge: {redact(str(e))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

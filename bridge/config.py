@@ -131,12 +131,92 @@ class KeyRef(_Model):
     password_env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$")
 
 
+_SYMBOL = r"^[A-Z][A-Z0-9]{1,9}$"
+_SOURCE_NAME = r"^[a-z][a-z0-9_.:-]{0,31}$"
+
+
+class FixedSourceConfig(_Model):
+    """Fixed USD prices per whole token (devnet, tests, a configured last resort)."""
+
+    kind: Literal["fixed"]
+    name: str | None = Field(default=None, pattern=_SOURCE_NAME)  # default: "fixed"
+    prices: dict[Annotated[str, Field(pattern=_SYMBOL)], Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]] = Field(
+        min_length=1)
+
+
+class ChainlinkFeedConfig(_Model):
+    address: str = Field(pattern=_HEX40)
+    # the feed's own staleness limit: it promises an update at least this often
+    heartbeat_seconds: int = Field(gt=0, le=7 * 86_400)
+
+
+class ChainlinkSourceConfig(_Model):
+    """Chainlink AggregatorV3Interface feeds on one of the configured evm chains."""
+
+    kind: Literal["chainlink"]
+    name: str | None = Field(default=None, pattern=_SOURCE_NAME)  # default: "chainlink"
+    chain: str  # an evm chain of ``chains`` (its RPC pool is used)
+    feeds: dict[Annotated[str, Field(pattern=_SYMBOL)], ChainlinkFeedConfig] = Field(min_length=1)
+
+
+class ExchangeSourceConfig(_Model):
+    """A public exchange / aggregator HTTP API (no key needed; CoinGecko takes an optional one)."""
+
+    kind: Literal["kraken", "binance", "coinbase", "coingecko"]
+    name: str | None = Field(default=None, pattern=_SOURCE_NAME)  # default: the kind
+    base_url: str | None = Field(default=None, pattern=r"^https?://")  # default: the public API
+    timeout: float = Field(default=5.0, gt=0, le=60)
+    # symbol -> the exchange's own pair / product / coin id (default: DOT, KSM, ETH, TON as listed)
+    markets: dict[Annotated[str, Field(pattern=_SYMBOL)], str] | None = None
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")  # coingecko only
+
+    @model_validator(mode="after")
+    def _key(self) -> "ExchangeSourceConfig":
+        if self.api_key_env is not None and self.kind != "coingecko":
+            raise ValueError("api_key_env is for kind coingecko only")
+        return self
+
+
+PriceSourceConfig = Annotated[
+    Union[FixedSourceConfig, ChainlinkSourceConfig, ExchangeSourceConfig], Field(discriminator="kind")
+]
+
+
 class PricingConfig(_Model):
-    credit_price_usd: Decimal = Field(default=Decimal("0.01"), gt=0)
+    credit_price_usd: Decimal = Field(default=Decimal("0.01"), gt=0, allow_inf_nan=False)
+    # fraction added to the credit price (0.02: a credit costs 2% more than credit_price_usd)
+    credit_spread: Decimal = Field(default=Decimal("0"), ge=0, lt=1, allow_inf_nan=False)
     quote_ttl_seconds: int = Field(default=900, gt=0, le=86_400)
-    # fixed USD prices per whole token (the devnet's source); real sources come later
-    fixed_usd: dict[str, Decimal] = {}
+    # fixed USD prices per whole token: shorthand for one {kind = "fixed"} source named "fixed"
+    fixed_usd: dict[str, Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]] = {}
     min_amount: dict[str, int] = {}
+    # price sources, tagged by kind; the API prices from their guarded median
+    sources: list[PriceSourceConfig] = []
+    min_sources: int = Field(default=1, ge=1)  # fresh sources needed per token
+    max_deviation: Decimal = Field(default=Decimal("0.02"), ge=0, allow_inf_nan=False)  # (max-min)/median
+    max_age_seconds: int = Field(default=300, gt=0)  # staleness limit (Chainlink: the feed's heartbeat)
+    refresh_seconds: float = Field(default=30.0, gt=0)
+
+    def source_configs(self) -> list:
+        """The configured sources, ``fixed_usd`` (if any) as a fixed source named "fixed" last."""
+        out = list(self.sources)
+        if self.fixed_usd:
+            out.append(FixedSourceConfig(kind="fixed", name="fixed", prices=dict(self.fixed_usd)))
+        return out
+
+    @staticmethod
+    def source_name(cfg) -> str:
+        return cfg.name or cfg.kind
+
+    @model_validator(mode="after")
+    def _sources(self) -> "PricingConfig":
+        configs = self.source_configs()
+        names = [self.source_name(c) for c in configs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"price source names must be unique, got {names} (set name = ... on one)")
+        if configs and self.min_sources > len(configs):
+            raise ValueError(f"min_sources is {self.min_sources} but only {len(configs)} source(s) are configured")
+        return self
 
 
 class ApiConfig(_Model):
@@ -168,6 +248,41 @@ class AggregatorConfig(_Model):
     max_batch_wait: float = Field(default=2.0, ge=0)
 
 
+class WebhooksConfig(_Model):
+    """Webhook delivery: where targets may point and how redelivery backs off."""
+
+    # target addresses: public ones only, unless these allow more (the devnet allows loopback)
+    allow_loopback: bool = False
+    allow_private: bool = False  # RFC 1918 / ULA / link-local / CGNAT ...
+    max_attempts: int = Field(default=8, ge=1, le=50)
+    backoff_initial_seconds: float = Field(default=1.0, gt=0)
+    backoff_max_seconds: float = Field(default=600.0, gt=0)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    max_webhooks_per_merchant: int = Field(default=16, ge=1, le=1000)
+
+
+class PaymentsConfig(_Model):
+    """The API's payment lifecycle."""
+
+    # must equal the signers' signer.late_grace_seconds: the API predicts their decisions
+    late_grace_seconds: int = Field(default=0, ge=0)
+    webhooks: WebhooksConfig = WebhooksConfig()
+
+
+class GovernorLimits(_Model):
+    # rolling 24 h limit on the USD value credited from this chain (credits x credit price)
+    daily_limit_usd: Decimal = Field(gt=0, allow_inf_nan=False)
+    # a single deposit worth more than this waits ``large_payment_delay_seconds`` after its block
+    large_payment_usd: Decimal = Field(gt=0, allow_inf_nan=False)
+    large_payment_delay_seconds: int = Field(default=86_400, ge=0, le=30 * 86_400)
+
+
+class GovernorConfig(_Model):
+    """Per source chain limits that signers enforce before attesting (same on every signer)."""
+
+    chains: dict[str, GovernorLimits] = {}
+
+
 class StorageConfig(_Model):
     url: str = "sqlite+aiosqlite:///creditbridge.db"
 
@@ -181,6 +296,9 @@ class Settings(_Model):
     signer: SignerConfig | None = None
     aggregator: AggregatorConfig | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    payments: PaymentsConfig = PaymentsConfig()
+    governor: GovernorConfig = GovernorConfig()
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
     @model_validator(mode="after")
@@ -196,9 +314,18 @@ class Settings(_Model):
         tokens = [c.token for c in self.source_chains()]
         if len(set(tokens)) != len(tokens):
             raise ValueError("each token can be paid on one source chain only")
+        for name in self.governor.chains:
+            if name not in [c.name for c in self.source_chains()]:
+                raise ValueError(f"governor.chains: {name!r} is not a source chain")
         for c in self.source_chains():
             if c.family in ("evm", "ton") and "lock" not in c.contracts:
                 raise ValueError(f"source chain {c.name!r} needs contracts.lock")
+        for src in self.pricing.sources:
+            if src.kind == "chainlink":
+                if src.chain not in names:
+                    raise ValueError(f"pricing source {src.name or src.kind!r}: no chain named {src.chain!r}")
+                if self.chain(src.chain).family != "evm":
+                    raise ValueError(f"pricing source {src.name or src.kind!r}: chain {src.chain!r} is not an evm chain")
         return self
 
     def chain(self, name: str):
@@ -247,4 +374,7 @@ def secret_from_env(name: str) -> str:
         raise ConfigError(f"environment variable {name} is not set") from None
     if not v:
         raise ConfigError(f"environment variable {name} is empty")
+    from bridge.logs import register_secret
+
+    register_secret(v)  # never logged
     return v

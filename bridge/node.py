@@ -117,10 +117,35 @@ async def run_signer(settings: Settings) -> None:
         start_block={c.name: c.start_block for c in settings.source_chains()},
         poll_interval=min(c.poll_interval for c in settings.source_chains()),
         metrics=SignerMetrics(registry),
+        **lifecycle_options(settings),
     )
     await _serve(sup, create_signer_app(node, registry), cfg.host, cfg.port)
     sup.add("signer", node.run)
     await sup.run()
+
+
+def lifecycle_options(settings: Settings) -> dict:
+    """A signer's refund domains (EVM source chains' lock contracts) and governor limits."""
+    from bridge import governor
+    from bridge.payments.refunds import lock_domain
+
+    domains = {c.name: lock_domain(c.chain_id, bytes.fromhex(c.contracts["lock"][2:]))
+               for c in settings.source_chains() if c.family == "evm" and "lock" in c.contracts}
+    limits = {name: governor.Limits.from_config(g) for name, g in settings.governor.chains.items()}
+    return {"lock_domains": domains, "governor": limits, "credit_price_usd": settings.pricing.credit_price_usd}
+
+
+def refund_worker(settings: Settings, key: bytes, session, sup: Supervisor):
+    """The aggregator's refund worker over the EVM source chains' lock contracts."""
+    from relayers.evm.release import EvmLockReleaser
+
+    from bridge.payments.refunds import RefundWorker, ReleasesClient
+
+    releasers = {c.name: EvmLockReleaser(c, key) for c in settings.source_chains()
+                 if c.family == "evm" and "lock" in c.contracts}
+    _close_on_stop(sup, list(releasers.values()))
+    return RefundWorker(signers=[ReleasesClient(u, session) for u in settings.aggregator.signers],
+                        releasers=releasers, poll_interval=settings.aggregator.poll_interval)
 
 
 async def run_relay(settings: Settings) -> None:
@@ -149,6 +174,7 @@ async def run_relay(settings: Settings) -> None:
     if settings.metrics_port is not None:
         await _serve(sup, create_ops_app(lambda: agg.ready, registry), "127.0.0.1", settings.metrics_port)
     sup.add("aggregator", agg.run)
+    sup.add("refunds", refund_worker(settings, key.secret, session, sup).run)
     await sup.run()
 
 

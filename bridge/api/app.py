@@ -18,14 +18,21 @@ Routes::
     GET  /v1/payments/{id}
     GET  /v1/payments/by-reference/{ref}     signed terms (signer nodes; not rate limited)
     GET  /v1/gateway                         the quote key: {"key_id", "public_key"}
+    GET  /v1/tokens                          payable tokens: symbol, chain, decimals, min_amount
+    GET  /v1/prices                          aggregated prices, their sources and age
+    GET  /openapi.json, /docs                the OpenAPI 3.1 document and its HTML page
     GET  /v1/health                          {"status": "ok"} after a database round trip
     GET  /metrics                            Prometheus text
+    POST/GET/DELETE /v1/webhooks...          merchants' webhooks (bridge/api/webhooks.py)
+    GET  /v1/admin/status                    operator status (bridge/api/admin.py)
+    GET  /pay/{id}, /pay/{id}/qr.svg         checkout page (bridge/api/checkout.py)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime
@@ -33,7 +40,9 @@ from datetime import datetime
 from aiohttp import web
 
 from bridge.api import handlers
-from bridge.api.keys import CLOCK, DB, INSTRUCTIONS, LIMITER, METRICS, QUOTES, SETTINGS, SIGNER
+from bridge.api.keys import (CLOCK, DB, DOCS, INSTRUCTIONS, LIMITER, METRICS, QUOTE_WRITER, QUOTES, SETTINGS,
+                             SIGNER, Docs)
+from bridge.api.openapi import build_spec, render_docs
 from bridge.payments.instructions import Instructions
 from bridge.api.metrics import ApiMetrics, metrics_middleware
 from bridge.api.problems import problem_middleware
@@ -93,6 +102,9 @@ def create_app(
     app[LIMITER] = limiter
     app[CLOCK] = clock
     app[INSTRUCTIONS] = instructions or Instructions()
+    spec = build_spec(quote_service.token_chains)
+    app[DOCS] = Docs(json.dumps(spec, indent=1).encode(), render_docs(spec))
+    app[QUOTE_WRITER] = quotes_repo.QuoteWriter(db)
 
     r = app.router
     r.add_post("/v1/quotes", handlers.create_quote, name="quotes")
@@ -101,10 +113,21 @@ def create_app(
     r.add_get("/v1/payments/by-reference/{reference}", handlers.get_terms_by_reference, name="terms_by_reference")
     r.add_get("/v1/payments/{id}", handlers.get_payment, name="payment")
     r.add_get("/v1/gateway", handlers.gateway, name="gateway")
+    r.add_get("/v1/tokens", handlers.tokens, name="tokens")
+    r.add_get("/v1/prices", handlers.prices, name="prices")
+    r.add_get("/openapi.json", handlers.openapi, name="openapi")
+    r.add_get("/docs", handlers.docs, name="docs")
     r.add_get("/v1/health", handlers.health, name="health")
     r.add_get("/metrics", handlers.metrics, name="metrics")
+    # payment lifecycle: merchants' webhooks, the operator's status, the checkout page
+    from bridge.api import admin, checkout, webhooks
+
+    webhooks.add_routes(app)
+    admin.add_routes(app)
+    checkout.add_routes(app)
 
     app.cleanup_ctx.append(_database_ctx(own_db))
+    app.cleanup_ctx.append(_quote_writer_ctx)
     app.cleanup_ctx.append(_sweeper_ctx)
     app.cleanup_ctx.extend(extra_ctx)
     return app
@@ -122,6 +145,15 @@ def _database_ctx(own_db: bool) -> CleanupCtx:
                 await db.dispose()
 
     return ctx
+
+
+async def _quote_writer_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Quotes are stored by one group-commit task (see ``QuoteWriter``); stopped before the
+    database is disposed, after writing what is queued."""
+    writer = app[QUOTE_WRITER]
+    writer.start()
+    yield
+    await writer.stop()
 
 
 async def _sweeper_ctx(app: web.Application) -> AsyncIterator[None]:

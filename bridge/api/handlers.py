@@ -20,7 +20,7 @@ from aiohttp import web
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bridge.api.keys import CLOCK, DB, INSTRUCTIONS, METRICS, QUOTES, SETTINGS, SIGNER
+from bridge.api.keys import CLOCK, DB, DOCS, INSTRUCTIONS, METRICS, QUOTE_WRITER, QUOTES, SETTINGS, SIGNER
 from bridge.config import Settings
 from bridge.errors import ConfigError, Conflict, InputError, NotFound, StorageError
 from bridge.hashing import keccak256
@@ -188,6 +188,7 @@ def payment_json(rec: PaymentRecord, settings: Settings, instructions=evm_defaul
         "expires_at": rfc3339(rec.expires_at),
         "created_at": rfc3339(rec.created_at),
         "paid_amount": str(rec.paid_amount),
+        "refundable_amount": str(rec.refundable),
         "instructions": instructions(chain, rec.reference, rec.amount),
         "terms": terms,
     }
@@ -213,8 +214,13 @@ async def create_quote(request: web.Request) -> web.Response:
     else:
         raise InputError("give one of credits and amount")
     quote = await request.app[QUOTES].make_quote(token, credits=credits, amount=amount, now=_now(request))
-    async with transaction(request.app[DB]) as s:
-        await quotes_repo.add_quote(s, quote)
+    try:  # durable before it is returned: the group-commit writer answers after the commit
+        await request.app[QUOTE_WRITER].add(quote)
+    except IntegrityError:
+        raise Conflict("a concurrent request changed the same object; retry") from None
+    except SQLAlchemyError as e:
+        log.warning("database error: %s", e.__class__.__name__)
+        raise StorageError("the database is unavailable") from None
     request.app[METRICS].quotes_issued.labels(quote.token).inc()
     return web.json_response(quote_to_json(quote), status=201, headers={"Location": f"/v1/quotes/{quote.id}"})
 
@@ -231,6 +237,10 @@ async def get_quote(request: web.Request) -> web.Response:
 async def create_payment(request: web.Request) -> web.Response:
     """Create the payment (invoice) for a quote. Idempotent per quote: asking again with the
     same beneficiary answers the existing payment (200); another beneficiary is a 409."""
+    from bridge.api.auth import authenticate
+
+    # a merchant's key (optional) makes the payment the merchant's: its webhooks get the events
+    merchant = await authenticate(request, request.app[DB], role="merchant", optional=True)
     body = await json_body(request)
     _fields(body, {"quote_id", "beneficiary"})
     quote_id = _uuid(body["quote_id"], "quote_id")
@@ -259,7 +269,8 @@ async def create_payment(request: web.Request) -> web.Response:
             credits=quote.credits,
             expires_at=quote.expires_at,
         ))
-        rec = await payments_repo.add_payment(s, terms, now=now)
+        rec = await payments_repo.add_payment(s, terms, now=now,
+                                              merchant_id=merchant.key_id if merchant else None)
     app[METRICS].payments_created.labels(rec.token).inc()
     return web.json_response(payment_json(rec, app[SETTINGS], app[INSTRUCTIONS]), status=201,
                              headers={"Location": f"/v1/payments/{rec.id}"})
@@ -300,3 +311,19 @@ async def health(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     return request.app[METRICS].render()
+
+
+async def tokens(request: web.Request) -> web.Response:
+    return web.json_response(request.app[QUOTES].token_list())
+
+
+async def prices(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[QUOTES].prices(_now(request)))
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[DOCS].spec_json, content_type="application/json")
+
+
+async def docs(request: web.Request) -> web.Response:
+    return web.Response(text=request.app[DOCS].html, content_type="text/html")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from aiohttp import web
@@ -13,6 +14,17 @@ from bridge.config import Settings
 from bridge.payments.instructions import Instructions
 from bridge.pricing.quotes import QuoteService, QuoteSigner
 from bridge.storage.db import Database
+from bridge.storage.quotes import QuoteWriter
+
+
+
+@dataclass(frozen=True)
+class Docs:
+    """The OpenAPI document, serialized once, and its HTML rendering."""
+
+    spec_json: bytes
+    html: str
+
 
 SETTINGS = web.AppKey("settings", Settings)
 DB = web.AppKey("db", Database)
@@ -22,3 +34,5 @@ METRICS = web.AppKey("metrics", ApiMetrics)
 LIMITER = web.AppKey("rate_limiter", TokenBucketLimiter)
 CLOCK = web.AppKey("clock", Callable[[], datetime])
 INSTRUCTIONS = web.AppKey("instructions", Instructions)
+DOCS = web.AppKey("docs", Docs)
+QUOTE_WRITER = web.AppKey("quote_writer", QuoteWriter)

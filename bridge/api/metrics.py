@@ -46,6 +46,8 @@ def route_label(request: web.Request) -> str:
 def metrics_middleware(metrics: ApiMetrics):
     """Outermost middleware: counts every answered request with its final status."""
 
+    cache: dict[tuple[str, str, int], tuple] = {}  # bounded: routes x methods x statuses
+
     @web.middleware
     async def middleware(request: web.Request, handler):
         start = time.perf_counter()
@@ -61,9 +63,13 @@ def metrics_middleware(metrics: ApiMetrics):
             status = 499  # the client went away (nginx's convention)
             raise
         finally:
-            route = route_label(request)
-            method = method_label(request)
-            metrics.requests.labels(route, method, str(status)).inc()
-            metrics.latency.labels(route, method).observe(time.perf_counter() - start)
+            key = (route_label(request), method_label(request), status)
+            children = cache.get(key)
+            if children is None:  # labels() takes a lock and builds a key: once per combination
+                route, method, _ = key
+                children = cache[key] = (metrics.requests.labels(route, method, str(status)),
+                                         metrics.latency.labels(route, method))
+            children[0].inc()
+            children[1].observe(time.perf_counter() - start)
 
     return middleware

@@ -1,7 +1,7 @@
 """HTTP faces of the committee processes.
 
 Signer node: ``GET /v1/attestations?after=ID&limit=N`` (its signed one-credit messages, in
-order), ``POST /v1/batches`` (sign a batch of credits it attested), ``GET /v1/signer``,
+order), ``GET /v1/releases?after=ID&limit=N`` (its signed refunds), ``POST /v1/batches`` (sign a batch of credits it attested), ``GET /v1/signer``,
 ``GET /v1/health``, ``GET /metrics``. Everything a signer serves is a signature over public
 facts, and it signs batches only of credits it attested byte for byte, so these endpoints hold
 no authority worth a credential; operators should still bind them to a private interface.
@@ -60,6 +60,13 @@ async def _attestations(request: web.Request) -> web.Response:
     return web.json_response({"attestations": await node.attestations_after(after, limit)})
 
 
+async def _releases(request: web.Request) -> web.Response:
+    node = request.app[SIGNER]
+    after = _int_param(request, "after", 0, 0, 2**62)
+    limit = _int_param(request, "limit", 100, 1, 1000)
+    return web.json_response({"releases": await node.releases_after(after, limit)})
+
+
 async def _batches(request: web.Request) -> web.Response:
     node = request.app[SIGNER]
     try:
@@ -88,6 +95,7 @@ def create_signer_app(node, registry: CollectorRegistry) -> web.Application:
     app[READY] = lambda: node.ready
     app.router.add_get("/v1/attestations", _attestations)
     app.router.add_post("/v1/batches", _batches)
+    app.router.add_get("/v1/releases", _releases)
     app.router.add_get("/v1/signer", _whoami)
     app.router.add_get("/v1/health", _health)
     app.router.add_get("/metrics", _metrics)

@@ -7,9 +7,17 @@ It runs its own watchers (its own RPC endpoints), and for every final deposit:
 2. fetches the payment terms for the deposit's reference from the gateway and verifies the
    gateway's Ed25519 signature over them with the public key pinned in its config, so a
    compromised API or network cannot redirect credits;
-3. computes the credits deterministically (``credits_for_deposit``: pro-rata, floored, never
-   more than quoted), so honest signers produce byte-identical messages;
-4. signs the one-credit EIP-712 message and stores the attestation, in one transaction with
+3. decides the deposit with ``bridge.payments.rules.decide`` -- the rule the API's payment
+   state machine applies too: invalid (wrong chain or token), late (block time after expiry +
+   grace), or counted towards the quote, whose credits are the cumulative pro-rata share
+   (``credits_for_deposit``, floored, never more than quoted in total) -- so honest signers
+   produce byte-identical messages;
+4. if part of the deposit is held (overpayment, late, invalid) and the source chain has a lock
+   contract with a committee, signs the refund ``Release(payer, held, releaseId)`` (release id
+   = hash of the deposit id and the purpose, so each refund happens once) and stores it;
+5. asks the governor (``bridge.governor``) when the credit may be attested: a deposit held
+   by it is ``queued`` and decided again once its release time has passed;
+6. signs the one-credit EIP-712 message and stores the attestation, in one transaction with
    the observation's status.
 
 It serves its attestations over HTTP and signs *batches* of credits it has attested already
@@ -26,12 +34,15 @@ import time
 from bridge.chains import Submitter, Watcher
 from bridge.committee import digest
 from bridge.committee.gateway import GatewayClient
+from bridge import governor as gov
 from bridge.errors import BridgeError, Conflict, InputError, VerificationError
 from bridge.keystore import SecretKey
-from bridge.pricing.credits import credits_for_deposit
+from bridge.payments import refunds, rules
 from bridge.pricing.quotes import verify_terms
 from bridge.storage import attestations as att_repo
+from bridge.storage import governor as gov_repo
 from bridge.storage import observations as obs_repo
+from bridge.storage import releases as rel_repo
 from bridge.storage.db import Database
 from bridge.types import Credit, CreditMessage, Observation, SettlementDomain, quote_id_bytes, utcnow
 from bridge.watch import DepositFollower
@@ -52,6 +63,10 @@ class SignerNode:
         gateway: GatewayClient,
         gateway_public_key: str,
         late_grace_seconds: int = 0,
+        lock_domains: dict[str, SettlementDomain] | None = None,
+        governor: dict[str, gov.Limits] | None = None,
+        credit_price_usd=None,
+        wall_clock=time.time,
         max_block_range: dict[str, int] | None = None,
         start_block: dict[str, int] | None = None,
         poll_interval: float = 1.0,
@@ -69,6 +84,10 @@ class SignerNode:
         self.gateway = gateway
         self.gateway_public_key = gateway_public_key
         self.late_grace = late_grace_seconds
+        self.lock_domains = lock_domains or {}  # source chain -> its lock contract's EIP-712 domain
+        self.governor = governor or {}
+        self.credit_price_usd = credit_price_usd
+        self.wall_clock = wall_clock
         self.poll_interval = poll_interval
         self.metrics = metrics
         self._wake = asyncio.Event()
@@ -130,40 +149,110 @@ class SignerNode:
                     pass
 
     async def process_once(self, limit: int = 100) -> int:
-        """Handle observations waiting for a decision; return how many were decided."""
+        """Handle observations waiting for a decision (and queued ones whose governor release
+        time has passed); return how many were decided."""
         async with self.db.begin() as s:
             pending = await obs_repo.observations_by_status(s, "new", limit)
+            queued = await obs_repo.observations_by_status(s, "queued", 1000)
         decided = 0
         for stored in pending:
             decided += await self._decide(stored.id, stored.observation)
+        now = int(self.wall_clock())
+        for stored in queued:
+            o = stored.observation
+            async with self.db.begin() as s:
+                item = await gov_repo.get_item(s, o.source, o.sequence)
+            if item is None or item.release_at <= now:
+                decided += await self._decide(stored.id, o)
         return decided
 
     async def _decide(self, row_id: int, obs: Observation) -> int:
         try:
-            credit, payment_id = await self._check(obs)
+            terms, decision = await self._check(obs)
         except VerificationError as e:
             async with self.db.begin() as s:
                 await obs_repo.set_observation_status(s, row_id, "rejected", e.detail[:200])
             log.info("signer %s: deposit %s/%d rejected: %s", self.name, obs.chain, obs.sequence, e.detail)
             self._count("rejected")
             return 1
+        await self._sign_release(obs, terms, decision)
+        if decision.credits <= 0:
+            detail = {rules.LATE: "deposit arrived after the payment expired (late); held for refund",
+                      rules.INVALID: "deposit chain or token does not match the payment; held for refund",
+                      rules.EXCESS: "the payment was fully paid already; deposit held for refund",
+                      rules.BELOW_ONE_CREDIT: "deposit too small for one more credit; counted towards the payment",
+                      }[decision.outcome]
+            async with self.db.begin() as s:
+                await obs_repo.set_observation_status(s, row_id, "rejected", detail)
+            log.info("signer %s: deposit %s/%d not attested: %s", self.name, obs.chain, obs.sequence, detail)
+            self._count(decision.outcome)
+            return 1
+        credit = Credit(obs.source, obs.sequence, terms.beneficiary, decision.credits, quote_id_bytes(terms.quote_id))
+        release_at = await self._govern(obs, decision.credits)
+        # held only when the governor delays it past its block time (clock skew cannot hold others)
+        if release_at is not None and release_at > obs.timestamp and release_at > int(self.wall_clock()):
+            async with self.db.begin() as s:
+                await obs_repo.set_observation_status(s, row_id, "queued", f"governor: held until {release_at}")
+            log.info("signer %s: deposit %s/%d held by the governor until %d", self.name, obs.chain, obs.sequence,
+                     release_at)
+            self._count("queued")
+            return 0
         index, _, _ = await self.committee()
         message = CreditMessage(index, (credit,))
         signature = digest.sign_digest(self._key.secret, digest.credit_digest(self.domain, message))
         async with self.db.begin() as s:
-            await att_repo.add_attestation(s, credit, index, signature, payment_id, utcnow())
+            await att_repo.add_attestation(s, credit, index, signature, terms.payment_id, utcnow())
             await obs_repo.set_observation_status(s, row_id, "attested", "")
         log.info("signer %s: attested deposit %s seq %d: %d credits to 0x%s", self.name, obs.chain,
                  obs.sequence, credit.credits, credit.beneficiary.hex())
         self._count("attested")
         return 1
 
+    async def _govern(self, obs: Observation, credits: int) -> int | None:
+        """The deposit's governor release time (unix seconds), fixed at its first decision."""
+        limits = self.governor.get(obs.chain)
+        if limits is None or self.credit_price_usd is None:
+            return None
+        async with self.db.begin() as s:
+            item = await gov_repo.get_item(s, obs.source, obs.sequence)
+            if item is not None:
+                return item.release_at
+            usd = gov.usd_value(credits, self.credit_price_usd)
+            base_floor = obs.timestamp - gov.DAY
+            earlier = await gov_repo.items_released_after(s, obs.chain, base_floor)
+            release = gov.release_time(limits, obs.timestamp, usd,
+                                       [(e.release_at, gov.usd_value(e.credits, self.credit_price_usd))
+                                        for e in earlier])
+            await gov_repo.add_item(s, gov_repo.GovernorItem(obs.source, obs.sequence, obs.chain, obs.timestamp,
+                                                             credits, release), utcnow())
+        return release
+
+    async def _sign_release(self, obs: Observation, terms, decision: rules.Decision) -> None:
+        """Sign the refund of the held part of a deposit, if its chain's lock can release."""
+        purpose = decision.refund_purpose
+        domain = self.lock_domains.get(obs.chain)
+        if purpose is None or domain is None:
+            return
+        to = refunds.payer_address(obs.payer)
+        if to is None:
+            return
+        rid = refunds.release_id(obs.source, obs.sequence, purpose)
+        sig = digest.sign_digest(self._key.secret, digest.release_digest(domain, to, decision.refundable, rid))
+        async with self.db.begin() as s:
+            added = await rel_repo.add_release(s, source=obs.source, sequence=obs.sequence, chain=obs.chain,
+                                               purpose=purpose, to=to, amount=decision.refundable, release_id=rid,
+                                               signature=sig, payment_id=terms.payment_id, now=utcnow())
+        if added:
+            log.info("signer %s: signed refund of %d (%s) for deposit %s seq %d to 0x%s", self.name,
+                     decision.refundable, purpose, obs.chain, obs.sequence, to.hex())
+
     def _count(self, outcome: str) -> None:
         if self.metrics is not None:
             self.metrics.decisions.labels(outcome=outcome).inc()
 
-    async def _check(self, obs: Observation) -> tuple[Credit, str]:
-        """Verify a deposit against this node's own chain view and the signed terms."""
+    async def _check(self, obs: Observation):
+        """Verify a deposit against this node's own chain view and the signed terms, and
+        decide it (``bridge.payments.rules``) against the payment's earlier deposits."""
         watcher = self.watchers.get(obs.chain)
         if watcher is None:
             raise VerificationError(f"chain {obs.chain!r} is not watched by this node")
@@ -176,15 +265,11 @@ class SignerNode:
         verify_terms(terms, self.gateway_public_key)
         if terms.reference != obs.reference:
             raise VerificationError("gateway answered terms of another reference")
-        if terms.chain != obs.chain or terms.token != obs.token:
-            raise VerificationError("deposit chain or token does not match the payment")
-        if obs.timestamp > int(terms.expires_at.timestamp()) + self.late_grace:
-            raise VerificationError("deposit arrived after the payment expired (late)")
-        credits = credits_for_deposit(obs.amount, terms.amount, terms.credits)
-        if credits <= 0:
-            raise VerificationError("deposit too small for one credit")
-        credit = Credit(obs.source, obs.sequence, terms.beneficiary, credits, quote_id_bytes(terms.quote_id))
-        return credit, terms.payment_id
+        async with self.db.begin() as s:
+            others = await obs_repo.observations_by_reference(s, obs.reference)
+        earlier = [_fact(o.observation) for o in others if o.observation.deposit_id != obs.deposit_id]
+        rule_terms = rules.Terms(terms.chain, terms.token, terms.amount, terms.credits, terms.expires_at)
+        return terms, rules.decide(rule_terms, _fact(obs), earlier, self.late_grace)
 
     # --- what the HTTP side serves ---------------------------------------------------------------
     async def attestations_after(self, after: int, limit: int) -> list[dict]:
@@ -202,6 +287,15 @@ class SignerNode:
             for r in rows
         ]
 
+    async def releases_after(self, after: int, limit: int) -> list[dict]:
+        async with self.db.begin() as s:
+            rows = await rel_repo.releases_after(s, after, limit)
+        signer = "0x" + self.address.hex()
+        return [{"id": r.id, "signer": signer, "chain": r.chain, "source": "0x" + r.source.hex(),
+                 "sequence": r.sequence, "purpose": r.purpose, "to": "0x" + r.to.hex(), "amount": str(r.amount),
+                 "release_id": "0x" + r.release_id.hex(), "payment_id": r.payment_id,
+                 "signature": "0x" + r.signature.hex()} for r in rows]
+
     async def sign_batch(self, committee_index: int, credits: list[Credit]) -> bytes:
         """Sign a batch made only of credits this node attested, byte for byte."""
         index, _, _ = await self.committee()
@@ -216,3 +310,7 @@ class SignerNode:
                 if mine != c:
                     raise VerificationError(f"credit for sequence {c.sequence} was not attested as given")
         return digest.sign_digest(self._key.secret, digest.credit_digest(self.domain, message))
+
+
+def _fact(o: Observation) -> rules.DepositFact:
+    return rules.DepositFact(o.deposit_id, o.chain, o.token, o.amount, o.timestamp)

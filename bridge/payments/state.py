@@ -2,27 +2,50 @@
 
 ``evaluate(payment, facts, now) -> (state, events)`` looks at what the chains say about a
 payment and returns its state and what happened. It has no I/O and no clock of its own; the
-watcher loop feeds it facts, saves only when the returned events are non-empty, publishes
-the events after the commit, and stops watching a payment once it is in a final state.
+watcher loop feeds it facts, saves only when the returned events are non-empty (together
+with the events, in one transaction: the webhook outbox), publishes after the commit, and
+stops watching a payment once it is in a final state.
 
-States::
+What each deposit is worth is decided by ``bridge.payments.rules.decide`` -- the very rule
+every committee signer applies before attesting -- so the states below are the API's
+prediction of what the committee does, computed from the same chain facts::
 
-    new ──deposit seen──> seen ──deposit final──> confirmed ──credits recorded──> credited
-     │  <──deposit gone──┘  │                                               (final)
-     └──nothing seen by expires_at──> expired (final)
+    deposit rule (per final deposit)   signers do                    payment figures
+    ---------------------------------  ----------------------------  -------------------------
+    credit (in time, counted, >0 cr)   attest `credits`              paid, expected credits
+    below-one-credit (counted, 0 cr)   nothing (value carried on)    paid
+    excess (quote already covered)     nothing; sign a refund        refundable (excess)
+    credit with overpaid part          attest; sign refund of part   refundable (excess)
+    late  (block time > expiry+grace)  nothing; sign a refund        refundable (late)
+    invalid (wrong chain / token)      nothing; sign a refund        refundable (invalid)
 
-* ``new``: nothing seen yet. Becomes ``expired`` at ``expires_at`` if still nothing is seen.
-* ``seen``: a deposit is visible but not final. If every seen deposit disappears (reorg,
-  dropped transaction) the payment goes back to ``new`` -- or to ``expired`` if that is due.
-* ``confirmed``: at least one deposit is final. Never goes back; an underpayment stays
-  ``confirmed`` and is credited pro-rata (see ``pricing.credits.credits_for_deposit``).
-* ``credited``: the settlement contract recorded credits for the payment, for every final
-  deposit (one credit per deposit id), and no further deposit is still in flight.
+States (``paid`` = sum of counted deposits' amounts, A = quoted amount)::
 
-A deposit the watcher first sees after ``expires_at`` still moves a ``new`` payment to
-``seen``: whether a late deposit is honoured is the committee's decision (block time
-against expiry plus its grace), not the API's. Skipped states are not replayed: a ``new``
-payment whose facts already show recorded credits goes straight to ``credited`` in one event.
+    new ──pending deposit──> seen ──final, paid < A──> underpaid ──top-up──> confirmed / overpaid
+     │  <──deposit gone────┘  │                          │  (open until the window closes)
+     │                        ├──final, paid = A──> confirmed ──every due credit recorded──> credited
+     │                        └──final, paid > A──> overpaid  ──every due credit recorded──> credited
+     ├──window closed, nothing paid──> expired       underpaid ──window closed, due credits
+     ├──window closed, only late deposits──> late                   recorded──> credited (partial)
+     └──window closed, only invalid deposits──> invalid
+
+* The **window** closes when the payment chain's *final* block time passes the deadline
+  (``expires_at + grace``, the signers' lateness rule): only then is every deposit that
+  could still count final and known, so a deposit exactly at expiry is never missed. Without
+  a chain clock (``facts.horizon is None``) the wall clock ``now`` stands in.
+* ``underpaid`` stays open for top-ups until the window closes; several deposits sum up.
+  Each counted deposit is credited as it becomes final (the committee attests per deposit),
+  so an underpaid payment whose window closed ends ``credited`` with ``balance:
+  "underpaid"`` (credits pro-rata for what was paid), or ``expired`` if what was paid buys
+  less than one credit.
+* ``overpaid``: the quoted credits are credited; the excess is recorded (``refundable``) and
+  the committee signs its refund. It ends ``credited`` with ``balance: "overpaid"``.
+* ``late`` and ``invalid`` are final and hold the funds for refund. A late or invalid
+  deposit next to counted ones does not change the state; it only adds to ``refundable``.
+* Final states: credited, expired, late, invalid. Deposits arriving after that are still
+  decided (and refunded) by the committee per deposit; the payment is no longer watched.
+* Skipped states are not replayed: a ``new`` payment whose facts already show recorded
+  credits goes straight to ``credited`` in one event. At most one event per evaluation.
 """
 
 from __future__ import annotations
@@ -31,18 +54,24 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bridge.errors import InputError
+from bridge.payments import rules
 
 NEW = "new"
 SEEN = "seen"
+UNDERPAID = "underpaid"
 CONFIRMED = "confirmed"
+OVERPAID = "overpaid"
 CREDITED = "credited"
 EXPIRED = "expired"
+LATE = "late"
+INVALID = "invalid"
 
-STATES = (NEW, SEEN, CONFIRMED, CREDITED, EXPIRED)
-FINAL_STATES = frozenset({CREDITED, EXPIRED})
-OPEN_STATES = (NEW, SEEN, CONFIRMED)  # the states a watcher keeps looking at
+STATES = (NEW, SEEN, UNDERPAID, CONFIRMED, OVERPAID, CREDITED, EXPIRED, LATE, INVALID)
+FINAL_STATES = frozenset({CREDITED, EXPIRED, LATE, INVALID})
+OPEN_STATES = (NEW, SEEN, UNDERPAID, CONFIRMED, OVERPAID)  # the states a watcher keeps looking at
+PAID_STATES = frozenset({UNDERPAID, CONFIRMED, OVERPAID})  # something counted: never back to new/seen
 
-# event kinds: the state entered, or "updated" (same state, new paid/credited figures)
+# event kinds: the state entered, or "updated" (same state, new figures)
 UPDATED = "updated"
 
 
@@ -55,9 +84,16 @@ class PaymentView:
     amount: int  # quoted amount, base units
     credits: int  # quoted credits
     expires_at: datetime
-    paid_amount: int = 0  # sum of final deposits, as last saved
+    chain: str = ""
+    token: str = ""
+    grace_seconds: int = 0  # the committee's late grace (same on every signer)
+    paid_amount: int = 0  # sum of counted deposits, as last saved
     credited: int = 0  # credits recorded on the settlement contract, as last saved
     settlement_tx: bytes | None = None  # the latest settlement transaction, as last saved
+    refundable: int = 0  # held for refund (excess + late + invalid), as last saved
+
+    def terms(self) -> rules.Terms:
+        return rules.Terms(self.chain, self.token, self.amount, self.credits, self.expires_at)
 
 
 @dataclass(frozen=True)
@@ -69,42 +105,72 @@ class Settled:
 
 
 @dataclass(frozen=True)
+class Deposit:
+    """One deposit carrying the payment's reference, as the chains show it now."""
+
+    key: tuple[bytes, int]  # deposit id (source, sequence)
+    amount: int
+    timestamp: int  # block time
+    final: bool = True
+    chain: str = ""
+    token: str = ""
+    settled: Settled | None = None  # credits recorded for this deposit, if any
+
+    def __post_init__(self) -> None:
+        if isinstance(self.amount, bool) or not isinstance(self.amount, int) or self.amount <= 0:
+            raise InputError("deposit amounts must be positive integers")
+        if self.settled is not None and (isinstance(self.settled.credits, bool)
+                                         or not isinstance(self.settled.credits, int) or self.settled.credits < 0):
+            raise InputError("settled credits must be non-negative integers")
+        if self.settled is not None and not self.final:
+            raise InputError("a deposit with recorded credits is final")
+
+    def fact(self) -> rules.DepositFact:
+        return rules.DepositFact(self.key, self.chain, self.token, self.amount, self.timestamp)
+
+
+@dataclass(frozen=True)
 class Facts:
     """What the chains say about one payment right now (a full snapshot, not a delta)."""
 
-    seen: tuple[int, ...] = ()  # amounts of deposits visible but not yet final
-    confirmed: tuple[int, ...] = ()  # amounts of final deposits
-    settled: tuple[Settled, ...] = ()  # credits recorded on the settlement contract
-
-    def __post_init__(self) -> None:
-        for name in ("seen", "confirmed"):
-            for a in getattr(self, name):
-                if isinstance(a, bool) or not isinstance(a, int) or a <= 0:
-                    raise InputError(f"{name} deposit amounts must be positive integers")
-        for s in self.settled:
-            if isinstance(s.credits, bool) or not isinstance(s.credits, int) or s.credits < 0:
-                raise InputError("settled credits must be non-negative integers")
+    deposits: tuple[Deposit, ...] = ()
+    # block time of the payment chain's newest *final* block the watcher has fully read
+    # (every deposit up to it is in ``deposits``); None: unknown, the wall clock decides
+    horizon: int | None = None
 
 
 @dataclass(frozen=True)
 class Event:
     """Something that happened to a payment; carries the figures to save with it."""
 
-    kind: str  # seen | new (deposit gone) | confirmed | credited | expired | updated
+    kind: str  # the state entered, or "updated"
     payment_id: str
     previous: str  # state before
     state: str  # state after
-    paid_amount: int  # sum of final deposits
+    paid_amount: int  # sum of counted deposits (in time, right chain and token)
     seen_amount: int  # sum of deposits not yet final
     credited: int  # credits recorded on the settlement contract
     settlement_tx: bytes | None
-    balance: str  # "" (nothing final yet) | "underpaid" | "paid" | "overpaid"
+    balance: str  # "" (nothing counted yet) | "underpaid" | "paid" | "overpaid"
+    refundable: int = 0  # excess + late + invalid, held for refund
+    excess: int = 0
+    late_amount: int = 0
+    invalid_amount: int = 0
+    expected_credits: int = 0  # what the committee attests in total for the counted deposits
 
 
 def _balance(paid: int, amount: int) -> str:
     if paid == 0:
         return ""
     return "underpaid" if paid < amount else "overpaid" if paid > amount else "paid"
+
+
+def _with_defaults(payment: PaymentView, d: Deposit) -> Deposit:
+    # deposits that name no chain/token are the payment's own (unit-test shorthand)
+    if d.chain and d.token:
+        return d
+    return Deposit(d.key, d.amount, d.timestamp, d.final, d.chain or payment.chain, d.token or payment.token,
+                   d.settled)
 
 
 def evaluate(payment: PaymentView, facts: Facts, now: datetime) -> tuple[str, list[Event]]:
@@ -119,25 +185,56 @@ def evaluate(payment: PaymentView, facts: Facts, now: datetime) -> tuple[str, li
     if state in FINAL_STATES:
         return state, []
 
-    paid = max(payment.paid_amount, sum(facts.confirmed))
-    seen_amount = sum(facts.seen)
-    credited = max(payment.credited, sum(s.credits for s in facts.settled))
-    tx = facts.settled[-1].tx_hash if facts.settled else payment.settlement_tx
+    terms = payment.terms()
+    grace = payment.grace_seconds
+    deposits = [_with_defaults(payment, d) for d in facts.deposits]
+    final = sorted((d for d in deposits if d.final), key=lambda d: d.key)
+    pending = [d for d in deposits if not d.final]
+    facts_final = [d.fact() for d in final]
+    decisions = rules.decide_all(terms, facts_final, grace)
 
-    if facts.settled and not facts.seen and len(facts.settled) >= len(facts.confirmed):
-        target = CREDITED
-    elif facts.confirmed or facts.settled or state == CONFIRMED:
-        target = CONFIRMED  # a recorded credit implies a final deposit; confirmed never goes back
-    elif facts.seen:
+    paid = sum(d.amount for d, dec in zip(final, decisions) if dec.outcome in (rules.CREDIT, rules.BELOW_ONE_CREDIT,
+                                                                            rules.EXCESS))
+    late = sum(dec.refundable for dec in decisions if dec.outcome == rules.LATE)
+    invalid = sum(dec.refundable for dec in decisions if dec.outcome == rules.INVALID)
+    refundable = sum(dec.refundable for dec in decisions)
+    expected = sum(dec.credits for dec in decisions)
+    due = [d for d, dec in zip(final, decisions) if dec.credits > 0]
+    all_due_settled = all(d.settled is not None for d in due)
+    settled = [d.settled for d in final if d.settled is not None]
+    credited = sum(s.credits for s in settled)
+    tx = settled[-1].tx_hash if settled else payment.settlement_tx
+    seen_amount = sum(d.amount for d in pending)
+
+    dl = rules.deadline(payment.expires_at, grace)
+    horizon = facts.horizon if facts.horizon is not None else int(now.timestamp())
+    window_closed = horizon > dl
+    pending_may_count = any(rules.is_counted(terms, d.fact(), grace) for d in pending)
+
+    if paid >= payment.amount:
+        target = CREDITED if all_due_settled else OVERPAID if paid > payment.amount else CONFIRMED
+    elif paid > 0:
+        if window_closed and not pending_may_count and all_due_settled:
+            target = CREDITED if expected > 0 else EXPIRED
+        else:
+            target = UNDERPAID
+    elif state in PAID_STATES:
+        target = state  # counted deposits never vanish: this snapshot is incomplete, wait
+    elif pending:
         target = SEEN
-    elif now >= payment.expires_at:
-        target = EXPIRED
+    elif window_closed:
+        target = LATE if late else INVALID if invalid else EXPIRED
     else:
         target = NEW
 
-    changed = (paid, credited, tx) != (payment.paid_amount, payment.credited, payment.settlement_tx)
+    if state in PAID_STATES and paid < payment.paid_amount:
+        return state, []  # an incomplete snapshot (never less than was counted before)
+
+    changed = (paid, credited, tx, refundable) != (payment.paid_amount, payment.credited, payment.settlement_tx,
+                                                   payment.refundable)
     if target == state and not changed:
         return state, []
     kind = target if target != state else UPDATED
     return target, [Event(kind, payment.id, state, target, paid, seen_amount, credited, tx,
-                          _balance(paid, payment.amount))]
+                          _balance(paid, payment.amount), refundable, max(0, paid - payment.amount), late,
+                          invalid, expected)]

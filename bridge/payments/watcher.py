@@ -10,8 +10,19 @@ payment, to the pure ``evaluate``:
   (they are re-read every round, and may vanish in a reorg).
 
 A payment is saved only when ``evaluate`` returns events (compare-and-set on the old state,
-so two API processes cannot fight), and events are published after the commit. Payments in
-final states are no longer looked at.
+so two API processes cannot fight). The events are written to the webhook outbox in the same
+transaction (``record``), and published (``publish``: wakes the delivery worker) after the
+commit. Payments in final states are no longer looked at.
+
+Crash safety: final deposits and the follower's cursor are stored in one transaction before
+any evaluation, and each evaluation reads them back from the database, so a process that dies
+between observing a deposit and evaluating its payment evaluates it after the restart; a
+process that dies after the payment's commit has its events in the outbox already.
+
+The payment window closes on chain time: ``Facts.horizon`` is the block time of the newest
+final block the follower stored (``Watcher.block_time``; watchers without it leave the wall
+clock in charge), so ``expired`` is never declared while a deposit made before the deadline
+may still be on its way to finality.
 """
 
 from __future__ import annotations
@@ -21,9 +32,11 @@ import logging
 from datetime import datetime
 from typing import Awaitable, Callable
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from bridge.chains import Submitter, Watcher
 from bridge.errors import BridgeError
-from bridge.payments.state import Event, Facts, PaymentView, Settled, evaluate
+from bridge.payments.state import Deposit, Event, Facts, PaymentView, Settled, evaluate
 from bridge.storage import observations as obs_repo
 from bridge.storage import payments as pay_repo
 from bridge.storage.db import Database
@@ -33,6 +46,8 @@ from bridge.watch import DepositFollower
 log = logging.getLogger("creditbridge.payments")
 
 Publish = Callable[[Event], Awaitable[None]]
+# writes the event in the state change's transaction (the outbox)
+Record = Callable[[AsyncSession, "pay_repo.PaymentRecord", Event, datetime], Awaitable[object]]
 SETTLEMENT_COMPONENT = "api-settlement"
 
 
@@ -78,6 +93,8 @@ class PaymentWatcher:
         start_block: dict[str, int] | None = None,
         poll_interval: float = 1.0,
         publish: Publish | None = None,
+        record: Record | None = None,
+        late_grace_seconds: int = 0,
         clock: Callable[[], datetime] = utcnow,
         metrics=None,
     ) -> None:
@@ -85,6 +102,8 @@ class PaymentWatcher:
         self.watchers = watchers
         self.poll_interval = poll_interval
         self.publish = publish
+        self.record = record
+        self.grace = late_grace_seconds
         self.clock = clock
         self.metrics = metrics
         self._wake = asyncio.Event()
@@ -95,9 +114,14 @@ class PaymentWatcher:
             for n, w in watchers.items()
         ]
         self.settlement = SettlementFollower(settlement, db, settlement_chain, poll_interval=poll_interval)
-        self._seen: dict[bytes, list[tuple[tuple[bytes, int], int]]] = {}
+        self._seen: dict[bytes, list] = {}
+        self._horizons: dict[str, int | None] = {}
+        self._block_times: dict[str, tuple[int, int]] = {}
 
     async def _on_new(self, _obs) -> None:
+        self._wake.set()
+
+    def wake(self) -> None:
         self._wake.set()
 
     # --- loops --------------------------------------------------------------------------------------
@@ -124,18 +148,43 @@ class PaymentWatcher:
                 pass
 
     async def refresh_pending(self) -> None:
-        seen: dict[bytes, list[tuple[tuple[bytes, int], int]]] = {}
+        seen: dict[bytes, list] = {}
         for name, w in self.watchers.items():
             try:
                 for o in await w.pending_deposits():
-                    seen.setdefault(o.reference, []).append((o.deposit_id, o.amount))
+                    seen.setdefault(o.reference, []).append(o)
             except BridgeError as e:  # best effort: "seen" is a courtesy, "confirmed" is what counts
                 log.info("payment watcher: pending deposits of %s unavailable: %s", name, e)
         self._seen = seen
 
+    async def refresh_horizons(self) -> None:
+        """Block time of each chain's last stored final block (None: unknown)."""
+        for name, w in self.watchers.items():
+            block_time = getattr(w, "block_time", None)
+            if block_time is None:
+                self._horizons[name] = None
+                continue
+            async with self.db.begin() as s:
+                cur = await obs_repo.get_cursor(s, "api", name)
+            if cur is None or cur[0] < 0:
+                self._horizons[name] = None
+                continue
+            try:
+                cached = self._block_times.get(name)
+                if cached is None or cached[0] != cur[0]:
+                    t = await block_time(cur[0])
+                    cached = None if t is None else (cur[0], t)
+                    if cached is not None:
+                        self._block_times[name] = cached
+                self._horizons[name] = None if cached is None else cached[1]
+            except BridgeError as e:
+                log.info("payment watcher: block time of %s unavailable: %s", name, e)
+                self._horizons[name] = None
+
     async def step(self) -> int:
         """Evaluate every open payment once; return how many changed."""
         await self.refresh_pending()
+        await self.refresh_horizons()
         changed = 0
         after = ""
         while True:
@@ -147,34 +196,40 @@ class PaymentWatcher:
             for p in batch:
                 changed += await self._evaluate(p)
 
+    def facts_for(self, p: pay_repo.PaymentRecord, final, credits) -> Facts:
+        settled = {c.credit.deposit_id: Settled(c.credit.credits, c.tx_hash) for c in credits}
+        deposits = [Deposit(o.deposit_id, o.amount, o.timestamp, True, o.chain, o.token, settled.get(o.deposit_id))
+                    for o in (f.observation for f in final)]
+        final_ids = {d.key for d in deposits}
+        deposits += [Deposit(o.deposit_id, o.amount, o.timestamp, False, o.chain, o.token)
+                     for o in self._seen.get(p.reference, []) if o.deposit_id not in final_ids]
+        return Facts(tuple(deposits), self._horizons.get(p.chain))
+
+    def view(self, p: pay_repo.PaymentRecord) -> PaymentView:
+        return PaymentView(p.id, p.state, p.amount, p.credits, p.expires_at, p.chain, p.token, self.grace,
+                           p.paid_amount, p.credited, p.settlement_tx, p.refundable)
+
     async def _evaluate(self, p: pay_repo.PaymentRecord) -> int:
         async with self.db.begin() as s:
             final = await obs_repo.observations_by_reference(s, p.reference)
             credits = await pay_repo.credits_for_quote(s, p.quote_id)
-        final = [f for f in final if f.observation.chain == p.chain]
-        final_ids = {f.observation.deposit_id for f in final}
-        seen = tuple(a for dep, a in self._seen.get(p.reference, []) if dep not in final_ids)
-        facts = Facts(
-            seen=seen,
-            confirmed=tuple(f.observation.amount for f in final),
-            settled=tuple(Settled(c.credit.credits, c.tx_hash) for c in credits
-                          if c.credit.deposit_id in final_ids or not final_ids),
-        )
-        view = PaymentView(p.id, p.state, p.amount, p.credits, p.expires_at, p.paid_amount, p.credited,
-                           p.settlement_tx)
-        state, events = evaluate(view, facts, self.clock())
+        state, events = evaluate(self.view(p), self.facts_for(p, final, credits), self.clock())
         if not events:
             return 0
         ev = events[-1]
+        now = self.clock()
         async with self.db.begin() as s:
-            ok = await pay_repo.update_payment(s, p.id, now=self.clock(), state=state, paid_amount=ev.paid_amount,
+            ok = await pay_repo.update_payment(s, p.id, now=now, state=state, paid_amount=ev.paid_amount,
                                                credited=ev.credited, settlement_tx=ev.settlement_tx,
-                                               expected_state=p.state)
+                                               refundable=ev.refundable, expected_state=p.state)
+            if ok and self.record is not None:
+                for e in events:
+                    await self.record(s, p, e, now)
         if not ok:
             return 0
         for e in events:
-            log.info("payment %s: %s -> %s (paid %d, credited %d)", e.payment_id, e.previous, e.state,
-                     e.paid_amount, e.credited)
+            log.info("payment %s: %s -> %s (paid %d, credited %d, refundable %d)", e.payment_id, e.previous,
+                     e.state, e.paid_amount, e.credited, e.refundable)
             if self.publish is not None:
                 try:
                     await self.publish(e)

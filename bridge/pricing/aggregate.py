@@ -157,6 +157,7 @@ class PriceAggregator:
             raise ConfigError("PriceAggregator needs at least one symbol")
 
         self.sources = list(sources)
+        self._by_name = {s.name: s for s in self.sources}
         self.min_sources = min_sources
         self.max_deviation = max_deviation
         self.max_age = max_age
@@ -167,12 +168,26 @@ class PriceAggregator:
         self._metrics = PricingMetrics.for_registry(registry)
         self.health = {n: SourceHealth(n) for n in names}
         self._points: dict[str, dict[str, PricePoint]] = {n: {} for n in names}
+        # price() is a pure function of the points, the health messages and ``now``: its last
+        # answer per symbol is kept for that ``now`` until a refresh changes either
+        self._memo: dict[str, tuple[datetime, AggregatedPrice | PriceUnavailable]] = {}
         self._age_gauges: set[tuple[str, str]] = set()
         self.last_refresh_at: datetime | None = None
         self.ready = asyncio.Event()  # set once the first refresh has finished
 
-    def max_age_for(self, source: str) -> timedelta:
-        return self.max_age_by_source.get(source, self.max_age)
+    def max_age_for(self, source: str, symbol: str | None = None) -> timedelta:
+        """Staleness limit of ``source``'s points: the configured per-source override, else the
+        source's own limit for ``symbol`` (an optional ability: ``max_age_for_symbol(symbol)``,
+        e.g. a Chainlink feed's heartbeat), else ``max_age``."""
+        override = self.max_age_by_source.get(source)
+        if override is not None:
+            return override
+        if symbol is not None:
+            own = getattr(self._by_name[source], "max_age_for_symbol", None)
+            limit = own(symbol) if callable(own) else None
+            if isinstance(limit, timedelta) and limit > timedelta(0):
+                return limit
+        return self.max_age
 
     # polling ----------------------------------------------------------------------------
     async def refresh(self) -> None:
@@ -197,8 +212,10 @@ class PriceAggregator:
             raise
         except Exception as exc:
             record_failure(self._metrics, health, exc, self._clock())
+            self._memo.clear()
             return
         health.succeeded(self._clock())
+        self._memo.clear()
         latest = self._points[source.name]
         for symbol, point in points.items():
             current = latest.get(symbol)
@@ -248,7 +265,21 @@ class PriceAggregator:
             now = self._clock()
         if now.tzinfo is None or now.utcoffset() is None:
             raise ValueError("now must be a timezone-aware datetime")
+        memo = self._memo.get(symbol)
+        if memo is not None and memo[0] == now:
+            answer = memo[1]
+            if isinstance(answer, PriceUnavailable):
+                raise PriceUnavailable(answer.detail, retryable=answer.retryable)
+            return answer
+        try:
+            answer = self._price(symbol, now)
+        except PriceUnavailable as exc:
+            self._memo[symbol] = (now, exc)
+            raise
+        self._memo[symbol] = (now, answer)
+        return answer
 
+    def _price(self, symbol: str, now: datetime) -> AggregatedPrice:
         fresh: list[tuple[SourceQuote, datetime]] = []
         excluded: list[str] = []
         for source in self.sources:
@@ -258,7 +289,7 @@ class PriceAggregator:
                 excluded.append(f"{source.name}: no data" + (f" (last error: {last_error})" if last_error else ""))
                 continue
             age = now - point.timestamp
-            limit = self.max_age_for(source.name)
+            limit = self.max_age_for(source.name, symbol)
             if age < -self.max_clock_skew:
                 excluded.append(f"{source.name}: timestamp {point.timestamp.isoformat()} is in the future")
             elif age > limit:
@@ -313,7 +344,9 @@ class PriceAggregator:
                 "price_usd": str(p.price),
                 "as_of": p.as_of.isoformat(),
                 "sources": [
-                    {"name": q.name, "price_usd": str(q.price), "age_seconds": int(q.age.total_seconds())}
+                    {"name": q.name, "price_usd": str(q.price), "age_seconds": int(q.age.total_seconds()),
+                     **({"max_age_seconds": int(self.max_age_for(q.name, symbol).total_seconds())}
+                        if q.name in self._by_name else {})}
                     for q in p.sources
                 ],
             }

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from fractions import Fraction
+from functools import lru_cache
 
 from bridge.errors import InputError
 
@@ -49,6 +50,7 @@ def _floor(f: Fraction) -> int:
     return f.numerator // f.denominator
 
 
+@lru_cache(maxsize=256)  # pure, and asked with the same few prices for every quote of a refresh
 def credit_value_in_base_units(credit_price_usd: Decimal, token_usd: Decimal, decimals: int) -> Fraction:
     """The exact number of base units one credit is worth (a rational number)."""
     return _price("credit_price_usd", credit_price_usd) * _unit(decimals) / _price("token_usd", token_usd)

@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, Inexact, InvalidOperation, Overflow
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from bridge.config import KeyRef, PricingConfig, Settings
 from bridge.errors import ConfigError, InputError, KeystoreError, PriceUnavailable, QuoteExpired, VerificationError
 from bridge.keystore import SecretKey, load_key, public_of
+from bridge.pricing.aggregate import PriceAggregator
 from bridge.pricing.credits import amount_for_credits, credits_for_amount
 from bridge.pricing.sources.base import PriceSource
 from bridge.types import TOKEN_DECIMALS, PaymentTerms, Quote, utcnow
@@ -168,7 +169,8 @@ class QuoteSigner:
 
     def sign_quote(self, q: Quote) -> Quote:
         """The quote with this key's ``key_id`` and signature."""
-        q = replace(q, key_id=self.key_id, signature=b"")
+        if q.key_id != self.key_id or q.signature:
+            q = replace(q, key_id=self.key_id, signature=b"")
         return replace(q, signature=self.sign_bytes(canonical_quote_bytes(q)))
 
     def sign_terms(self, t: PaymentTerms) -> PaymentTerms:
@@ -328,17 +330,40 @@ def terms_from_json(d: Mapping) -> PaymentTerms:
 
 
 # --- the quote service ------------------------------------------------------------------------
+def effective_credit_price(credit_price_usd: Decimal, spread: Decimal) -> Decimal:
+    """``credit_price_usd * (1 + spread)``, exactly (an inexact result raises, never rounds)."""
+    for name, v in (("credit_price_usd", credit_price_usd), ("credit_spread", spread)):
+        if not isinstance(v, Decimal) or not v.is_finite():
+            raise ConfigError(f"{name} must be a finite Decimal")
+    if credit_price_usd <= 0 or spread < 0:
+        raise ConfigError("credit_price_usd must be positive and credit_spread not negative")
+    if not spread:
+        return credit_price_usd
+    ctx = Context(prec=400, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[Inexact, InvalidOperation, Overflow])
+    try:
+        return ctx.multiply(credit_price_usd, ctx.add(Decimal(1), spread))
+    except ArithmeticError:
+        raise ConfigError("credit_price_usd * (1 + credit_spread) is not exactly representable") from None
+
+
 class QuoteService:
     """Makes signed quotes from the configured credit price and a price source.
 
-    ``token_chains`` maps each payable token to the name of its source chain; build it from
-    the settings with ``QuoteService.from_settings``.
+    ``source`` is either a :class:`PriceAggregator` (production: the guarded median of
+    several sources, refreshed in the background; its staleness, quorum and deviation
+    guards decide) or a single :class:`PriceSource` asked on every quote (tests, simple
+    set-ups; then ``max_price_age`` bounds the point's age). Either way a missing or
+    untrustworthy price raises ``PriceUnavailable`` (HTTP 503), never yields a quote.
+
+    The credit price is ``credit_price_usd * (1 + credit_spread)``; it is signed into every
+    quote as ``credit_price_usd``. ``token_chains`` maps each payable token to the name of
+    its source chain; build it from the settings with ``QuoteService.from_settings``.
     """
 
     def __init__(
         self,
         pricing: PricingConfig,
-        source: PriceSource,
+        source: PriceSource | PriceAggregator,
         signer: QuoteSigner,
         *,
         token_chains: Mapping[str, str],
@@ -353,9 +378,12 @@ class QuoteService:
         self.token_chains = dict(token_chains)
         self.max_price_age = max_price_age
         self.ttl = timedelta(seconds=pricing.quote_ttl_seconds)
+        self.credit_price_usd = effective_credit_price(pricing.credit_price_usd, pricing.credit_spread)
+        self._view: PriceAggregator | None = source if isinstance(source, PriceAggregator) else None
 
     @classmethod
-    def from_settings(cls, settings: Settings, source: PriceSource, signer: QuoteSigner, **kw) -> "QuoteService":
+    def from_settings(cls, settings: Settings, source: PriceSource | PriceAggregator, signer: QuoteSigner,
+                      **kw) -> "QuoteService":
         chains = {c.token: c.name for c in settings.source_chains() if c.token}
         return cls(settings.pricing, source, signer, token_chains=chains, **kw)
 
@@ -363,13 +391,31 @@ class QuoteService:
     def tokens(self) -> frozenset[str]:
         return frozenset(self.token_chains)
 
+    @property
+    def aggregator(self) -> PriceAggregator | None:
+        return self.source if isinstance(self.source, PriceAggregator) else None
+
     def chain_of(self, token: str) -> str:
         try:
             return self.token_chains[token]
         except (KeyError, TypeError):
             raise InputError(f"unknown token; supported: {', '.join(sorted(self.token_chains))}") from None
 
-    async def price_of(self, token: str, now: datetime):
+    def token_list(self) -> list[dict[str, str | int]]:
+        """The payable tokens as ``GET /v1/tokens`` lists them (minimum amounts in base units)."""
+        return [
+            {"symbol": token, "chain": chain, "decimals": TOKEN_DECIMALS[token],
+             "min_amount": str(self.pricing.min_amount.get(token, 0))}
+            for token, chain in self.token_chains.items()
+        ]
+
+    async def price_of(self, token: str, now: datetime) -> tuple[Decimal, tuple[str, ...]]:
+        """``(USD per whole token, names of the sources behind it)``, or PriceUnavailable."""
+        if isinstance(self.source, PriceAggregator):
+            if token not in self.source.symbols:
+                raise PriceUnavailable(f"no price source is configured for {token}")
+            aggregated = self.source.price(token, now)
+            return aggregated.price, tuple(q.name for q in aggregated.sources)
         points = await self.source.fetch(frozenset({token}))
         point = points.get(token)
         if point is None:
@@ -378,7 +424,22 @@ class QuoteService:
             raise PriceUnavailable(f"the price of {token} is not a positive number")
         if self.max_price_age is not None and point.timestamp < now - self.max_price_age:
             raise PriceUnavailable(f"the price of {token} is stale")
-        return point
+        return point.price, (point.source,)
+
+    async def prices(self, now: datetime | None = None) -> dict:
+        """The ``GET /v1/prices`` view: the aggregator's snapshot. Over a single source, a
+        one-source aggregator refreshed on each call gives the same shape."""
+        if self._view is None:
+            from prometheus_client import CollectorRegistry
+
+            self._view = PriceAggregator(
+                [self.source], min_sources=1, max_deviation=Decimal(0),
+                max_age=self.max_price_age or timedelta(days=365), registry=CollectorRegistry(),
+                symbols=self.tokens or {"ETH"},
+            )
+        if self._view is not self.source:
+            await self._view.refresh()
+        return self._view.snapshot(now)
 
     async def make_quote(
         self,
@@ -401,15 +462,15 @@ class QuoteService:
             raise InputError("now must be timezone-aware")
         now = now.astimezone(timezone.utc).replace(microsecond=0)
         decimals = TOKEN_DECIMALS[token]
-        point = await self.price_of(token, now)
-        price = self.pricing.credit_price_usd
+        rate, sources = await self.price_of(token, now)
+        price = self.credit_price_usd
         if credits is not None:
-            amount = amount_for_credits(credits, price, point.price, decimals)
+            amount = amount_for_credits(credits, price, rate, decimals)
             if amount > MAX_AMOUNT:
                 raise InputError("too many credits for one quote")
         else:
             assert amount is not None
-            credits = credits_for_amount(amount, price, point.price, decimals)
+            credits = credits_for_amount(amount, price, rate, decimals)
             if credits == 0:
                 raise InputError("the amount does not buy a single credit")
             if credits > MAX_CREDITS:
@@ -423,11 +484,12 @@ class QuoteService:
             chain=chain,
             amount=amount,
             credits=credits,
-            rate=point.price,
+            rate=rate,
             credit_price_usd=price,
             created_at=now,
             expires_at=now + self.ttl,
-            sources=(point.source,),
+            sources=sources,
+            key_id=self.signer.key_id,
         )
         return self.signer.sign_quote(quote)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from bridge.storage.types import U256, UTCDateTime
@@ -53,6 +53,9 @@ class PaymentRow(Base):
     settlement_tx: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # 0003: held for refund (excess + late + invalid), and the merchant whose key created it
+    refundable: Mapped[int] = mapped_column(U256, default=0, server_default="0")
+    merchant_id: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
 
 
 class ObservationRow(Base):
@@ -138,3 +141,96 @@ class CreditRow(Base):
     tx_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     block_number: Mapped[int] = mapped_column(BigInteger)
     observed: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+# --- 0003: merchants' API keys, webhooks (outbox + delivery log), governor, refunds ----------------
+class ApiKeyRow(Base):
+    """An API key: only its SHA-256 is stored; ``id`` is the public prefix of the key."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))  # merchant | admin
+    key_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class WebhookRow(Base):
+    __tablename__ = "webhooks"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(String(16), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    secret: Mapped[str] = mapped_column(String(80))  # HMAC key; shown once at registration
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WebhookEventRow(Base):
+    """The outbox: one row per payment event, written in the state change's transaction."""
+
+    __tablename__ = "webhook_events"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    payment_id: Mapped[str] = mapped_column(String(36), index=True)
+    merchant_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    type: Mapped[str] = mapped_column(String(48))
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WebhookDeliveryRow(Base):
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    webhook_id: Mapped[str] = mapped_column(String(36), index=True)
+    event_id: Mapped[str] = mapped_column(String(36))
+    status: Mapped[str] = mapped_column(String(16))  # pending | succeeded | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str] = mapped_column(String(200), default="")
+    redelivery_of: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WebhookAttemptRow(Base):
+    __tablename__ = "webhook_attempts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(String(36), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str] = mapped_column(String(200), default="")
+
+
+class GovernorItemRow(Base):
+    """A signer's governor schedule: when a credited deposit may be attested (unix seconds)."""
+
+    __tablename__ = "governor_items"
+    __table_args__ = (Index("ix_governor_chain_release", "chain", "release_at"),)
+    source: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    chain: Mapped[str] = mapped_column(String(32))
+    block_time: Mapped[int] = mapped_column(BigInteger)
+    credits: Mapped[int] = mapped_column(U256)
+    release_at: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ReleaseRow(Base):
+    """A signer's signature over a refund (``Release`` on the source chain's lock contract)."""
+
+    __tablename__ = "releases"
+    __table_args__ = (UniqueConstraint("release_id", name="uq_release_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[bytes] = mapped_column(LargeBinary(32))
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    chain: Mapped[str] = mapped_column(String(32))
+    purpose: Mapped[str] = mapped_column(String(16))
+    to: Mapped[bytes] = mapped_column(LargeBinary(20))
+    amount: Mapped[int] = mapped_column(U256)
+    release_id: Mapped[bytes] = mapped_column(LargeBinary(32))
+    signature: Mapped[bytes] = mapped_column(LargeBinary(65))
+    payment_id: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

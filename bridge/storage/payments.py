@@ -37,6 +37,8 @@ class PaymentRecord:
     settlement_tx: bytes | None
     created_at: datetime
     updated_at: datetime
+    refundable: int = 0
+    merchant_id: str | None = None
 
     def terms(self) -> PaymentTerms:
         return PaymentTerms(
@@ -53,11 +55,12 @@ def _record(r: PaymentRow) -> PaymentRecord:
         chain=r.chain, token=r.token, amount=r.amount, credits=r.credits, expires_at=r.expires_at,
         state=r.state, key_id=r.key_id, terms_signature=bytes(r.terms_signature), paid_amount=r.paid_amount,
         credited=r.credited, settlement_tx=None if r.settlement_tx is None else bytes(r.settlement_tx),
-        created_at=r.created_at, updated_at=r.updated_at,
+        created_at=r.created_at, updated_at=r.updated_at, refundable=r.refundable or 0, merchant_id=r.merchant_id,
     )
 
 
-async def add_payment(s: AsyncSession, terms: PaymentTerms, *, now: datetime) -> PaymentRecord:
+async def add_payment(s: AsyncSession, terms: PaymentTerms, *, now: datetime,
+                      merchant_id: str | None = None) -> PaymentRecord:
     """Store a new payment (state ``new``) from its signed terms. The reference and the quote
     are unique: a second payment for either fails with IntegrityError at flush."""
     row = PaymentRow(
@@ -65,6 +68,7 @@ async def add_payment(s: AsyncSession, terms: PaymentTerms, *, now: datetime) ->
         chain=terms.chain, token=terms.token, amount=terms.amount, credits=terms.credits,
         expires_at=terms.expires_at, state=NEW, key_id=terms.key_id, terms_signature=terms.signature,
         paid_amount=0, credited=0, settlement_tx=None, created_at=now, updated_at=now,
+        refundable=0, merchant_id=merchant_id,
     )
     s.add(row)
     await s.flush()
@@ -114,6 +118,7 @@ async def update_payment(
     credited: int | None = None,
     settlement_tx: bytes | None | object = _UNSET,
     expected_state: str | None = None,
+    refundable: int | None = None,
 ) -> bool:
     """Update a payment's state and figures. With ``expected_state`` the update happens only if
     the stored state still is that one (compare-and-set) and False is returned otherwise.
@@ -129,6 +134,8 @@ async def update_payment(
         values["credited"] = credited
     if settlement_tx is not _UNSET:
         values["settlement_tx"] = settlement_tx
+    if refundable is not None:
+        values["refundable"] = refundable
     stmt = update(PaymentRow).where(PaymentRow.id == payment_id)
     if expected_state is not None:
         stmt = stmt.where(PaymentRow.state == expected_state)

@@ -8,7 +8,7 @@ const path = require('path');
 
 const DIR = __dirname;
 const OUT = path.join(DIR, 'build');
-const CONTRACTS = ['CreditLedger', 'CreditLock'];
+const CONTRACTS = ['CreditLedger', 'CreditLock', 'PriceFeed'];
 const EVM_VERSION = 'cancun'; // solc 0.8.37 defaults to osaka; anvil and our chains run cancun
 // Measured with bench/gas.py: runs 200 / 10000 / 1000000 differ by < 0.1% in settle gas;
 // 10000 favours the hot path over deployment size. The IR pipeline saves ~1k gas a

@@ -126,6 +126,16 @@ class EvmWatcher(WatcherDefaults):
         return BlockRef(hdr.number, hdr.hash)
 
     # ------------------------------------------------------------------ optional abilities
+    async def head_height(self) -> int:
+        """The chain's newest block (for the operator's lag figures)."""
+        return await self.pool.block_number()
+
+    async def block_time(self, number: int) -> int:
+        hdr = await self.pool.get_block(number)
+        if hdr is None:
+            raise ChainError(f"chain {self.chain}: block {number} is not available yet")
+        return hdr.timestamp
+
     async def pending_deposits(self) -> list[Observation]:
         """Locked logs above the finality point up to the head: best effort, not re-checked
         against receipts (for a payment's ``seen`` state only; never attested)."""

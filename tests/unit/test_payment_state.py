@@ -1,4 +1,4 @@
-"""The payment state machine, transition by transition."""
+"""The payment state machine and the deposit rule, state by state and transition by transition."""
 
 from __future__ import annotations
 
@@ -10,32 +10,53 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.errors import InputError
+from bridge.payments import rules
 from bridge.payments.state import (
     CONFIRMED,
     CREDITED,
     EXPIRED,
     FINAL_STATES,
+    INVALID,
+    LATE,
     NEW,
     OPEN_STATES,
+    OVERPAID,
     SEEN,
     STATES,
+    UNDERPAID,
     UPDATED,
+    Deposit,
     Facts,
     PaymentView,
     Settled,
     evaluate,
 )
+from bridge.pricing.credits import credits_for_deposit
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 EXPIRES = T0 + timedelta(minutes=15)
+EXP_TS = int(EXPIRES.timestamp())
 BEFORE = T0 + timedelta(minutes=5)
+B_TS = int(BEFORE.timestamp())
 AFTER = EXPIRES + timedelta(seconds=1)
 TX = b"\xaa" * 32
 TX2 = b"\xbb" * 32
+SRC = b"\x01" * 32
 
 
 def pay(state: str = NEW, **kw) -> PaymentView:
-    return PaymentView(id="p1", state=state, amount=1000, credits=500, expires_at=EXPIRES, **kw)
+    return PaymentView(id="p1", state=state, amount=1000, credits=500, expires_at=EXPIRES, chain="ethereum",
+                       token="ETH", **kw)
+
+
+def dep(seq: int, amount: int, ts: int = B_TS, *, final: bool = True, settled: int | None = None,
+        tx: bytes = TX, chain: str = "", token: str = "") -> Deposit:
+    return Deposit((SRC, seq), amount, ts, final, chain, token,
+                   Settled(settled, tx) if settled is not None else None)
+
+
+def facts(*deposits: Deposit, horizon: int | None = None) -> Facts:
+    return Facts(tuple(deposits), horizon)
 
 
 def one(result):
@@ -44,132 +65,317 @@ def one(result):
     return state, events[0]
 
 
+def saved(p: PaymentView, state: str, ev) -> PaymentView:
+    return replace(p, state=state, paid_amount=ev.paid_amount, credited=ev.credited, settlement_tx=ev.settlement_tx,
+                   refundable=ev.refundable)
+
+
+# --- the deposit rule ---------------------------------------------------------------------------
+TERMS = rules.Terms("ethereum", "ETH", 1000, 500, EXPIRES)
+
+
+def fact(seq, amount, ts=B_TS, chain="ethereum", token="ETH"):
+    return rules.DepositFact((SRC, seq), chain, token, amount, ts)
+
+
+def test_rule_full_payment_is_credited_in_full():
+    assert rules.decide(TERMS, fact(1, 1000), [], 0) == rules.Decision(rules.CREDIT, 500, 1000, 0)
+
+
+def test_rule_overpayment_credits_the_quote_and_holds_the_excess():
+    d = rules.decide(TERMS, fact(1, 1500), [], 0)
+    assert d == rules.Decision(rules.CREDIT, 500, 1000, 500) and d.refund_purpose == rules.EXCESS
+
+
+def test_rule_partial_deposits_add_up_without_losing_a_floor():
+    deps = [fact(1, 333), fact(2, 333), fact(3, 334)]
+    ds = rules.decide_all(TERMS, deps, 0)
+    assert [d.credits for d in ds] == [166, 167, 167]  # per-deposit floors would give 166+166+167
+    assert sum(d.credits for d in ds) == 500 and all(d.refundable == 0 for d in ds)
+
+
+def test_rule_a_deposit_after_full_payment_is_excess():
+    d = rules.decide(TERMS, fact(2, 700), [fact(1, 1000)], 0)
+    assert d == rules.Decision(rules.EXCESS, 0, 0, 700) and d.refund_purpose == rules.EXCESS
+
+
+def test_rule_top_up_crossing_the_quote():
+    d = rules.decide(TERMS, fact(2, 700), [fact(1, 600)], 0)
+    assert d == rules.Decision(rules.CREDIT, 200, 400, 300)
+
+
+def test_rule_order_is_by_deposit_id_not_by_the_list():
+    later = fact(2, 1000)
+    assert rules.decide(TERMS, fact(1, 1000), [later], 0).credits == 500  # later ones are ignored
+
+
+def test_rule_late_and_grace():
+    assert rules.decide(TERMS, fact(1, 1000, EXP_TS), [], 0).outcome == rules.CREDIT  # exactly at expiry
+    late = rules.decide(TERMS, fact(1, 1000, EXP_TS + 1), [], 0)
+    assert late == rules.Decision(rules.LATE, 0, 0, 1000) and late.refund_purpose == rules.LATE
+    assert rules.decide(TERMS, fact(1, 1000, EXP_TS + 30), [], 30).outcome == rules.CREDIT
+
+
+def test_rule_late_and_invalid_deposits_do_not_count_for_later_ones():
+    earlier = [fact(1, 900, EXP_TS + 5), fact(2, 900, chain="ton", token="TON")]
+    assert rules.decide(TERMS, fact(3, 1000, EXP_TS), earlier, 0).credits == 500
+
+
+@pytest.mark.parametrize("chain,token", [("ton", "ETH"), ("ethereum", "TON")])
+def test_rule_wrong_chain_or_token_is_invalid(chain, token):
+    d = rules.decide(TERMS, fact(1, 1000, chain=chain, token=token), [], 0)
+    assert d == rules.Decision(rules.INVALID, 0, 0, 1000) and d.refund_purpose == rules.INVALID
+
+
+def test_rule_dust_is_carried_to_the_next_deposit():
+    d1 = rules.decide(TERMS, fact(1, 1), [], 0)
+    assert d1 == rules.Decision(rules.BELOW_ONE_CREDIT, 0, 1, 0) and d1.refund_purpose is None
+    assert rules.decide(TERMS, fact(2, 1), [fact(1, 1)], 0).credits == 1
+
+
+@given(st.lists(st.tuples(st.integers(1, 3000), st.integers(-5, 5), st.booleans()), max_size=6),
+       st.integers(1, 10**6), st.integers(1, 10**6))
+def test_rule_never_over_credits_and_never_loses_a_unit(items, amount, credits):
+    terms = rules.Terms("ethereum", "ETH", amount, credits, EXPIRES)
+    deps = [fact(i, a, EXP_TS + dt, token="ETH" if ok else "TON") for i, (a, dt, ok) in enumerate(items)]
+    ds = rules.decide_all(terms, deps, 0)
+    counted_total = sum(d.amount for d in deps if rules.is_counted(terms, d, 0))
+    assert sum(x.credits for x in ds) == credits_for_deposit(min(counted_total, amount), amount, credits) <= credits
+    for d, x in zip(deps, ds):
+        assert x.counted + x.refundable == d.amount and x.counted >= 0 and x.refundable >= 0
+    assert sum(x.counted for x in ds) == min(counted_total, amount)
+
+
 # --- new --------------------------------------------------------------------------------------
 def test_new_stays_new_before_expiry():
-    assert evaluate(pay(), Facts(), BEFORE) == (NEW, [])
+    assert evaluate(pay(), facts(), BEFORE) == (NEW, [])
 
 
-def test_new_expires_when_nothing_seen():
-    state, ev = one(evaluate(pay(), Facts(), EXPIRES))  # at expires_at exactly
-    assert state == EXPIRED and ev.kind == EXPIRED and ev.previous == NEW and ev.state == EXPIRED
-    assert ev.paid_amount == 0 and ev.balance == ""
+def test_new_stays_new_at_expiry_exactly_a_deposit_then_still_counts():
+    assert evaluate(pay(), facts(), EXPIRES) == (NEW, [])
+    state, ev = one(evaluate(pay(), facts(dep(1, 1000, EXP_TS)), EXPIRES + timedelta(minutes=1)))
+    assert state == CONFIRMED and ev.paid_amount == 1000 and ev.expected_credits == 500
+
+
+def test_new_expires_once_the_window_closed():
+    state, ev = one(evaluate(pay(), facts(), AFTER))
+    assert state == EXPIRED and ev.kind == EXPIRED and ev.previous == NEW and ev.paid_amount == 0 and ev.balance == ""
+
+
+def test_window_closes_on_final_chain_time_not_wall_clock():
+    # wall clock is past expiry but the chain's final blocks are not: a deposit may still come
+    assert evaluate(pay(), facts(horizon=EXP_TS), AFTER) == (NEW, [])
+    assert evaluate(pay(), facts(horizon=EXP_TS + 1), BEFORE)[0] == EXPIRED
 
 
 def test_new_to_seen():
-    state, ev = one(evaluate(pay(), Facts(seen=(1000,)), BEFORE))
+    state, ev = one(evaluate(pay(), facts(dep(1, 1000, final=False)), BEFORE))
     assert state == SEEN and ev.kind == SEEN and ev.seen_amount == 1000 and ev.paid_amount == 0
 
 
 def test_new_to_seen_even_if_first_noticed_after_expiry():
-    # lateness is the committee's decision (block time + grace), not the API's
-    assert evaluate(pay(), Facts(seen=(1000,)), AFTER)[0] == SEEN
+    assert evaluate(pay(), facts(dep(1, 1000, EXP_TS + 60, final=False)), AFTER)[0] == SEEN
 
 
 def test_new_to_confirmed_directly():
-    state, ev = one(evaluate(pay(), Facts(confirmed=(1000,)), BEFORE))
+    state, ev = one(evaluate(pay(), facts(dep(1, 1000)), BEFORE))
     assert state == CONFIRMED and ev.kind == CONFIRMED and ev.paid_amount == 1000 and ev.balance == "paid"
 
 
 def test_new_to_credited_directly():
-    state, ev = one(evaluate(pay(), Facts(confirmed=(1000,), settled=(Settled(500, TX),)), BEFORE))
+    state, ev = one(evaluate(pay(), facts(dep(1, 1000, settled=500)), BEFORE))
     assert state == CREDITED and ev.previous == NEW and ev.credited == 500 and ev.settlement_tx == TX
+
+
+def test_new_to_underpaid_and_overpaid_directly():
+    assert evaluate(pay(), facts(dep(1, 400)), BEFORE)[0] == UNDERPAID
+    state, ev = one(evaluate(pay(), facts(dep(1, 1500)), BEFORE))
+    assert state == OVERPAID and ev.excess == 500 and ev.refundable == 500 and ev.balance == "overpaid"
 
 
 # --- seen -------------------------------------------------------------------------------------
 def test_seen_stays_seen():
-    assert evaluate(pay(SEEN), Facts(seen=(1000,)), BEFORE) == (SEEN, [])
-    assert evaluate(pay(SEEN), Facts(seen=(1000,)), AFTER) == (SEEN, [])  # seen in time: no expiry
+    assert evaluate(pay(SEEN), facts(dep(1, 1000, final=False)), BEFORE) == (SEEN, [])
+    assert evaluate(pay(SEEN), facts(dep(1, 1000, final=False)), AFTER) == (SEEN, [])  # in flight: no expiry
 
 
 def test_seen_to_confirmed():
-    state, ev = one(evaluate(pay(SEEN), Facts(confirmed=(1000,)), BEFORE))
+    state, ev = one(evaluate(pay(SEEN), facts(dep(1, 1000)), BEFORE))
     assert state == CONFIRMED and ev.previous == SEEN and ev.paid_amount == 1000
 
 
 def test_seen_back_to_new_when_the_deposit_disappears():
-    state, ev = one(evaluate(pay(SEEN), Facts(), BEFORE))
+    state, ev = one(evaluate(pay(SEEN), facts(), BEFORE))
     assert state == NEW and ev.kind == NEW and ev.previous == SEEN
 
 
 def test_seen_to_expired_when_the_deposit_disappears_after_expiry():
-    state, ev = one(evaluate(pay(SEEN), Facts(), AFTER))
+    state, ev = one(evaluate(pay(SEEN), facts(), AFTER))
     assert state == EXPIRED and ev.previous == SEEN
 
 
-# --- confirmed --------------------------------------------------------------------------------
-def test_confirmed_stays_confirmed_until_credited():
-    assert evaluate(pay(CONFIRMED, paid_amount=1000), Facts(confirmed=(1000,)), AFTER) == (CONFIRMED, [])
+def test_seen_to_late():
+    state, ev = one(evaluate(pay(SEEN), facts(dep(1, 1000, EXP_TS + 1)), AFTER))
+    assert state == LATE and ev.late_amount == 1000 and ev.refundable == 1000 and ev.paid_amount == 0
+    assert ev.expected_credits == 0
 
 
-def test_confirmed_never_goes_back_or_expires():
-    # a final deposit cannot vanish; an empty snapshot (e.g. a restarted watcher) changes nothing
-    assert evaluate(pay(CONFIRMED, paid_amount=1000), Facts(), AFTER) == (CONFIRMED, [])
+def test_seen_to_invalid_once_the_window_closed():
+    wrong = dep(1, 1000, chain="ton", token="TON")
+    state, ev = one(evaluate(pay(SEEN), facts(wrong), AFTER))
+    assert state == INVALID and ev.invalid_amount == 1000 and ev.refundable == 1000
 
 
-def test_confirmed_to_credited():
-    state, ev = one(evaluate(pay(CONFIRMED, paid_amount=1000), Facts(confirmed=(1000,), settled=(Settled(500, TX),)),
-                             AFTER))
-    assert state == CREDITED and ev.kind == CREDITED and ev.credited == 500 and ev.settlement_tx == TX
-    assert ev.balance == "paid"
+def test_invalid_deposit_before_expiry_keeps_the_payment_open():
+    wrong = dep(1, 1000, chain="ton", token="TON")
+    state, ev = one(evaluate(pay(), facts(wrong), BEFORE))
+    assert state == NEW and ev.kind == UPDATED and ev.invalid_amount == 1000
+    # ... and a correct payment afterwards still counts
+    p = saved(pay(), state, ev)
+    assert evaluate(p, facts(wrong, dep(2, 1000)), BEFORE)[0] == CONFIRMED
 
 
-def test_underpaid_is_confirmed_and_credited_pro_rata():
-    state, ev = one(evaluate(pay(SEEN), Facts(confirmed=(400,)), BEFORE))
-    assert state == CONFIRMED and ev.balance == "underpaid" and ev.paid_amount == 400
-    state, ev = one(evaluate(pay(CONFIRMED, paid_amount=400), Facts(confirmed=(400,), settled=(Settled(200, TX),)),
-                             BEFORE))
-    assert state == CREDITED and ev.credited == 200
+# --- underpaid ----------------------------------------------------------------------------------
+def test_underpaid_stays_open_for_top_ups_until_expiry():
+    p = pay(UNDERPAID, paid_amount=400)
+    assert evaluate(p, facts(dep(1, 400)), BEFORE) == (UNDERPAID, [])
+    assert evaluate(p, facts(dep(1, 400, settled=200)), BEFORE)[0] == UNDERPAID  # partial credit recorded
 
 
-def test_overpaid_balance():
-    _, ev = one(evaluate(pay(), Facts(confirmed=(1500,)), BEFORE))
-    assert ev.balance == "overpaid"
-
-
-def test_a_second_deposit_updates_the_figures_without_a_state_change():
-    state, ev = one(evaluate(pay(CONFIRMED, paid_amount=400), Facts(confirmed=(400, 600)), BEFORE))
-    assert state == CONFIRMED and ev.kind == UPDATED and ev.paid_amount == 1000 and ev.balance == "paid"
-
-
-def test_not_credited_while_a_deposit_is_in_flight():
-    facts = Facts(seen=(600,), confirmed=(400,), settled=(Settled(200, TX),))
-    state, ev = one(evaluate(pay(CONFIRMED, paid_amount=400), facts, BEFORE))
-    assert state == CONFIRMED and ev.kind == UPDATED and ev.credited == 200 and ev.settlement_tx == TX
-
-
-def test_not_credited_until_every_final_deposit_is():
-    facts = Facts(confirmed=(400, 600), settled=(Settled(200, TX),))
-    assert evaluate(pay(CONFIRMED, paid_amount=1000, credited=200, settlement_tx=TX), facts, BEFORE) == (CONFIRMED, [])
-    facts = replace(facts, settled=(Settled(200, TX), Settled(300, TX2)))
-    state, ev = one(evaluate(pay(CONFIRMED, paid_amount=1000, credited=200, settlement_tx=TX), facts, BEFORE))
+def test_several_partial_deposits_sum_up_to_confirmed_and_credited():
+    p = pay()
+    state, ev = one(evaluate(p, facts(dep(1, 300)), BEFORE))
+    assert state == UNDERPAID and ev.balance == "underpaid" and ev.expected_credits == 150
+    p = saved(p, state, ev)
+    state, ev = one(evaluate(p, facts(dep(1, 300), dep(2, 300)), BEFORE))
+    assert state == UNDERPAID and ev.kind == UPDATED and ev.paid_amount == 600
+    p = saved(p, state, ev)
+    # a top-up in flight changes nothing to save
+    assert evaluate(p, facts(dep(1, 300), dep(2, 300), dep(3, 400, final=False)), BEFORE) == (UNDERPAID, [])
+    state, ev = one(evaluate(p, facts(dep(1, 300), dep(2, 300), dep(3, 400)), BEFORE))
+    assert state == CONFIRMED and ev.paid_amount == 1000 and ev.expected_credits == 500 and ev.refundable == 0
+    p = saved(p, state, ev)
+    done = facts(dep(1, 300, settled=150), dep(2, 300, settled=150, tx=TX2), dep(3, 400, settled=200, tx=TX2))
+    state, ev = one(evaluate(p, done, BEFORE))
     assert state == CREDITED and ev.credited == 500 and ev.settlement_tx == TX2
 
 
-def test_a_recorded_credit_implies_a_final_deposit():
-    # credits recorded but the source watcher still shows the deposit as unconfirmed
-    state, ev = one(evaluate(pay(SEEN), Facts(seen=(1000,), settled=(Settled(500, TX),)), BEFORE))
-    assert state == CONFIRMED and ev.credited == 500
+def test_underpaid_top_up_overpays():
+    state, ev = one(evaluate(pay(UNDERPAID, paid_amount=600), facts(dep(1, 600), dep(2, 600)), BEFORE))
+    assert state == OVERPAID and ev.excess == 200 and ev.refundable == 200 and ev.expected_credits == 500
+
+
+def test_underpaid_at_window_close_is_credited_pro_rata():
+    p = pay(UNDERPAID, paid_amount=400)
+    assert evaluate(p, facts(dep(1, 400)), AFTER)[0] == UNDERPAID  # its credit is not recorded yet
+    state, ev = one(evaluate(p, facts(dep(1, 400, settled=200)), AFTER))
+    assert state == CREDITED and ev.balance == "underpaid" and ev.credited == 200
+
+
+def test_underpaid_waits_for_an_in_time_deposit_still_in_flight():
+    p = pay(UNDERPAID, paid_amount=400, credited=200, settlement_tx=TX)
+    in_flight = dep(2, 600, EXP_TS - 1, final=False)
+    assert evaluate(p, facts(dep(1, 400, settled=200), in_flight), AFTER) == (UNDERPAID, [])
+    late_in_flight = dep(2, 600, EXP_TS + 10, final=False)
+    assert evaluate(p, facts(dep(1, 400, settled=200), late_in_flight), AFTER)[0] == CREDITED
+
+
+def test_underpaid_below_one_credit_expires():
+    state, ev = one(evaluate(pay(UNDERPAID, paid_amount=1), facts(dep(1, 1)), AFTER))
+    assert state == EXPIRED and ev.paid_amount == 1 and ev.expected_credits == 0
+
+
+def test_underpaid_then_a_late_top_up_is_held():
+    state, ev = one(evaluate(pay(UNDERPAID, paid_amount=400), facts(dep(1, 400, settled=200), dep(2, 600, EXP_TS + 5)),
+                             AFTER))
+    assert state == CREDITED and ev.credited == 200 and ev.late_amount == 600 and ev.refundable == 600
+
+
+# --- confirmed / overpaid -------------------------------------------------------------------------
+def test_confirmed_stays_confirmed_until_credited():
+    assert evaluate(pay(CONFIRMED, paid_amount=1000), facts(dep(1, 1000)), AFTER) == (CONFIRMED, [])
+
+
+def test_paid_states_never_go_back_or_expire():
+    # a counted deposit cannot vanish; an incomplete snapshot changes nothing
+    for state in (CONFIRMED, UNDERPAID, OVERPAID):
+        assert evaluate(pay(state, paid_amount=1000), facts(), AFTER) == (state, [])
+        assert evaluate(pay(state, paid_amount=1000), facts(dep(1, 400)), AFTER) == (state, [])
+
+
+def test_confirmed_to_credited():
+    state, ev = one(evaluate(pay(CONFIRMED, paid_amount=1000), facts(dep(1, 1000, settled=500)), AFTER))
+    assert state == CREDITED and ev.kind == CREDITED and ev.credited == 500 and ev.balance == "paid"
+
+
+def test_confirmed_to_overpaid_by_a_second_deposit():
+    state, ev = one(evaluate(pay(CONFIRMED, paid_amount=1000), facts(dep(1, 1000), dep(2, 50)), BEFORE))
+    assert state == OVERPAID and ev.excess == 50
+
+
+def test_overpaid_to_credited_keeps_the_excess_refundable():
+    p = pay(OVERPAID, paid_amount=1500, refundable=500)
+    state, ev = one(evaluate(p, facts(dep(1, 1500, settled=500)), BEFORE))
+    assert state == CREDITED and ev.credited == 500 and ev.refundable == 500 and ev.balance == "overpaid"
+
+
+def test_not_credited_until_every_due_deposit_is():
+    p = pay(CONFIRMED, paid_amount=1000, credited=200, settlement_tx=TX)
+    assert evaluate(p, facts(dep(1, 400, settled=200), dep(2, 600)), BEFORE) == (CONFIRMED, [])
+    state, ev = one(evaluate(p, facts(dep(1, 400, settled=200), dep(2, 600, settled=300, tx=TX2)), BEFORE))
+    assert state == CREDITED and ev.credited == 500 and ev.settlement_tx == TX2
+
+
+def test_excess_deposits_need_no_credit_to_be_credited():
+    state, _ = evaluate(pay(OVERPAID, paid_amount=1700), facts(dep(1, 1000, settled=500), dep(2, 700)), BEFORE)
+    assert state == CREDITED
+
+
+def test_a_figure_change_without_state_change_is_an_update():
+    p = pay(CONFIRMED, paid_amount=1000)
+    state, ev = one(evaluate(p, facts(dep(1, 1000), dep(2, 10, EXP_TS + 5, chain="ton", token="TON")), BEFORE))
+    assert state == CONFIRMED and ev.kind == UPDATED and ev.invalid_amount == 10
+
+
+# --- late / expired / invalid ------------------------------------------------------------------
+def test_new_to_late():
+    state, ev = one(evaluate(pay(), facts(dep(1, 1000, EXP_TS + 1)), AFTER))
+    assert state == LATE and ev.previous == NEW and ev.refundable == 1000
+
+
+def test_late_and_invalid_together_is_late():
+    wrong = dep(2, 10, chain="ton", token="TON")
+    state, ev = one(evaluate(pay(), facts(dep(1, 1000, EXP_TS + 1), wrong), AFTER))
+    assert state == LATE and ev.refundable == 1010
+
+
+def test_grace_moves_the_deadline():
+    p = replace(pay(), grace_seconds=60)
+    assert evaluate(p, facts(dep(1, 1000, EXP_TS + 30)), AFTER)[0] == CONFIRMED
+    assert evaluate(p, facts(), AFTER) == (NEW, [])  # window open until expiry + grace
 
 
 # --- final states -----------------------------------------------------------------------------
 @pytest.mark.parametrize("state", sorted(FINAL_STATES))
 def test_final_states_are_final(state):
-    facts = Facts(seen=(5,), confirmed=(1000,), settled=(Settled(500, TX),))
-    assert evaluate(pay(state), facts, AFTER) == (state, [])
-    assert evaluate(pay(state), Facts(), AFTER) == (state, [])
+    assert evaluate(pay(state), facts(dep(1, 1000, settled=500), dep(2, 5, final=False)), AFTER) == (state, [])
+    assert evaluate(pay(state), facts(), AFTER) == (state, [])
 
 
 def test_unknown_state_is_an_error():
     with pytest.raises(InputError):
-        evaluate(pay("paid"), Facts(), BEFORE)
+        evaluate(pay("paid"), facts(), BEFORE)
 
 
-@pytest.mark.parametrize("bad", [(0,), (-1,), (1.5,), (True,)])
-def test_facts_validate_amounts(bad):
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_deposits_validate_amounts(bad):
     with pytest.raises(InputError):
-        Facts(seen=bad)
+        Deposit((SRC, 1), bad, B_TS)
+
+
+def test_recorded_credits_imply_a_final_deposit():
     with pytest.raises(InputError):
-        Facts(confirmed=bad)
+        Deposit((SRC, 1), 5, B_TS, final=False, settled=Settled(1, TX))
 
 
 def test_state_sets():
@@ -177,34 +383,48 @@ def test_state_sets():
 
 
 # --- properties -------------------------------------------------------------------------------
-AMOUNTS = st.lists(st.integers(1, 10**20), max_size=3).map(tuple)
-SETTLED = st.lists(st.builds(Settled, st.integers(0, 10**6), st.sampled_from([TX, TX2])), max_size=3).map(tuple)
+DEPS = st.lists(st.builds(lambda seq, a, dt, final, s, ok: dep(seq, a, EXP_TS + dt, final=final,
+                                                                settled=(s if final and s is not None else None),
+                                                                token="" if ok else "TON",
+                                                                chain="" if ok else "ethereum"),
+                          st.integers(0, 5), st.integers(1, 3000), st.integers(-600, 600), st.booleans(),
+                          st.one_of(st.none(), st.integers(0, 600)), st.booleans()),
+                max_size=4, unique_by=lambda d: d.key).map(tuple)
+NOWS = st.sampled_from([BEFORE, EXPIRES, AFTER, AFTER + timedelta(hours=1)])
 
 
-@given(st.sampled_from(STATES), AMOUNTS, AMOUNTS, SETTLED, st.sampled_from([BEFORE, EXPIRES, AFTER]))
-def test_evaluate_is_idempotent(state, seen, confirmed, settled, now):
+@given(st.sampled_from(STATES), DEPS, NOWS)
+def test_evaluate_is_idempotent(state, deposits, now):
     """Saving what an evaluation returned and evaluating again changes nothing, and events are
     returned exactly when something the loop must save changed."""
     p = pay(state)
-    facts = Facts(seen=seen, confirmed=confirmed, settled=settled)
-    new_state, events = evaluate(p, facts, now)
+    f = Facts(deposits)
+    new_state, events = evaluate(p, f, now)
     assert new_state in STATES
     if not events:
         assert new_state == state
         return
     ev = events[-1]
     assert ev.state == new_state and ev.previous == state
-    saved = replace(p, state=new_state, paid_amount=ev.paid_amount, credited=ev.credited,
-                    settlement_tx=ev.settlement_tx)
-    assert evaluate(saved, facts, now) == (new_state, [])
+    assert evaluate(saved(p, new_state, ev), f, now) == (new_state, [])
 
 
-@given(st.sampled_from(OPEN_STATES), AMOUNTS, AMOUNTS, SETTLED)
-def test_confirmed_or_later_is_never_left_backwards(state, seen, confirmed, settled):
-    p = pay(state, paid_amount=1000) if state == CONFIRMED else pay(state)
-    new_state, _ = evaluate(p, Facts(seen=seen, confirmed=confirmed, settled=settled), AFTER)
-    order = {NEW: 0, SEEN: 1, EXPIRED: 1, CONFIRMED: 2, CREDITED: 3}
-    if state == CONFIRMED:
-        assert order[new_state] >= 2
-    if confirmed or settled:
-        assert new_state in (CONFIRMED, CREDITED)
+@given(DEPS, NOWS)
+def test_figures_match_the_rule(deposits, now):
+    _, events = evaluate(pay(), Facts(deposits), now)
+    if not events:
+        return
+    ev = events[0]
+    final = [d for d in deposits if d.final]
+    total = sum(d.amount for d in final)
+    assert ev.paid_amount + ev.late_amount + ev.invalid_amount == total
+    assert ev.refundable == ev.excess + ev.late_amount + ev.invalid_amount
+    assert ev.expected_credits <= 500
+
+
+@given(st.sampled_from(OPEN_STATES), DEPS)
+def test_paid_states_are_never_left_backwards(state, deposits):
+    p = pay(state, paid_amount=1) if state in (CONFIRMED, UNDERPAID, OVERPAID) else pay(state)
+    new_state, _ = evaluate(p, Facts(deposits), AFTER)
+    if state in (CONFIRMED, UNDERPAID, OVERPAID):
+        assert new_state in (UNDERPAID, CONFIRMED, OVERPAID, CREDITED, EXPIRED)

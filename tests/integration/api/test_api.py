@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from bridge.api.app import create_app
 from bridge.config import Settings, settings_from_dict
@@ -30,6 +31,7 @@ from bridge.pricing.quotes import (
     verify_quote,
     verify_terms,
 )
+from bridge.pricing.aggregate import PriceAggregator
 from bridge.pricing.sources.fixed import FixedPriceSource
 from bridge.storage import payments as payments_repo
 from bridge.storage.db import Database
@@ -60,7 +62,7 @@ class BrokenSource:
         raise RuntimeError("internal detail that must not leak: db password hunter2")
 
 
-def make_settings(home: Path, keystore: Path, **api) -> Settings:
+def make_settings(home: Path, keystore: Path, pricing: dict | None = None, **api) -> Settings:
     return settings_from_dict({
         "chains": [
             {"family": "evm", "name": "ethereum", "chain_id": 1, "rpc": ["http://127.0.0.1:1"], "token": "ETH",
@@ -71,7 +73,7 @@ def make_settings(home: Path, keystore: Path, **api) -> Settings:
         "settlement_chain": "settlement",
         "storage": {"url": f"sqlite+aiosqlite:///{home}/api.sqlite"},
         "pricing": {"credit_price_usd": "0.01", "quote_ttl_seconds": 900, "fixed_usd": {"ETH": "3000"},
-                    "min_amount": {"ETH": 1000}},
+                    "min_amount": {"ETH": 1000}, **(pricing or {})},
         "api": {"quote_key": {"keystore": str(keystore), "password_env": PASSWORD_ENV},
                 "rate_limit_per_minute": 6000, "rate_limit_burst": 1000, **api},
     })
@@ -123,10 +125,10 @@ async def start(tmp_path, monkeypatch):
     runners: list[web.AppRunner] = []
     sessions: list[aiohttp.ClientSession] = []
 
-    async def _start(source=None, **api) -> Gateway:
+    async def _start(source=None, pricing=None, **api) -> Gateway:
         home = tmp_path / f"gateway{len(runners)}"  # each gateway its own database, one key file
         home.mkdir()
-        settings = make_settings(home, tmp_path / "quote-key.json", **api)
+        settings = make_settings(home, tmp_path / "quote-key.json", pricing, **api)
         db = Database(settings.storage.url)
         await db.migrate()
         signer = QuoteSigner.from_ref(settings.api.quote_key)
@@ -450,3 +452,95 @@ async def test_price_unavailable_is_503(start):
     gw = await start(source=NoPriceSource())
     status, body, resp = await gw.post("/v1/quotes", {"token": "ETH", "credits": "5"})
     assert_problem(status, body, resp, 503, "price-unavailable")
+
+
+# --- tokens, prices, credit spread, the aggregator behind quotes -----------------------------
+def two_sources(a: str, b: str, clock=None) -> PriceAggregator:
+    kw = {"clock": clock} if clock else {}
+    return PriceAggregator(
+        [FixedPriceSource({"ETH": Decimal(a)}, name="src-a", **kw), FixedPriceSource({"ETH": Decimal(b)}, name="src-b", **kw)],
+        min_sources=2, max_deviation=Decimal("0.02"), max_age=timedelta(minutes=2),
+        registry=CollectorRegistry(), symbols={"ETH"}, **kw)
+
+
+async def test_tokens(gw):
+    status, tokens, resp = await gw.get("/v1/tokens")
+    assert status == 200 and resp.content_type == "application/json"
+    assert tokens == [{"symbol": "ETH", "chain": "ethereum", "decimals": 18, "min_amount": "1000"}]
+
+
+async def test_public_catalogue_routes_are_rate_limited(start):
+    gw = await start(rate_limit_per_minute=1, rate_limit_burst=3)
+    for path in ("/v1/tokens", "/v1/prices", "/openapi.json"):
+        assert (await gw.get(path))[0] == 200
+    status, body, resp = await gw.get("/docs")
+    assert_problem(status, body, resp, 429, "rate-limited")
+    assert int(resp.headers["Retry-After"]) >= 1
+
+
+async def test_prices_of_a_single_source(gw):
+    status, view, _ = await gw.get("/v1/prices")
+    assert status == 200
+    eth = view["prices"]["ETH"]
+    assert eth["available"] is True and eth["price_usd"] == "3000"
+    assert [s["name"] for s in eth["sources"]] == ["fixed"]
+    assert view["sources"][0]["name"] == "fixed" and view["sources"][0]["last_error"] is None
+
+
+async def test_quotes_use_the_median_of_the_aggregated_sources(start):
+    agg = two_sources("3000", "3030")
+    await agg.refresh()
+    gw = await start(source=agg)
+    q = await gw.quote(credits="500")
+    assert q["rate"] == "3015" and q["sources"] == ["src-a", "src-b"]
+    assert int(q["amount"]) == amount_for_credits(500, Decimal("0.01"), Decimal("3015"), 18)
+    _, key, _ = await gw.get("/v1/gateway")
+    verify_quote(quote_from_json(q), key["public_key"])  # the sources are signed too
+    status, view, _ = await gw.get("/v1/prices")
+    assert view["prices"]["ETH"]["price_usd"] == "3015" and view["min_sources"] == 2
+
+
+async def test_sources_disagreeing_refuse_quotes(start):
+    agg = two_sources("3000", "3100")  # 3.3% apart, 2% allowed
+    await agg.refresh()
+    gw = await start(source=agg)
+    status, body, resp = await gw.post("/v1/quotes", {"token": "ETH", "credits": "500"})
+    assert_problem(status, body, resp, 503, "price-unavailable")
+    assert "disagree" in body["detail"] and "src-a=3000" in body["detail"] and "src-b=3100" in body["detail"]
+    _, view, _ = await gw.get("/v1/prices")
+    assert view["prices"]["ETH"]["available"] is False and "disagree" in view["prices"]["ETH"]["reason"]
+
+
+async def test_stale_or_missing_prices_refuse_quotes(start):
+    clock = Clock()
+    agg = two_sources("3000", "3001", clock=clock)
+    gw = await start(source=agg)
+    status, body, resp = await gw.post("/v1/quotes", {"token": "ETH", "credits": "500"})  # never refreshed
+    assert_problem(status, body, resp, 503, "price-unavailable")
+    assert "0 fresh price source(s)" in body["detail"] and "no data" in body["detail"]
+    await agg.refresh()
+    gw.clock.now = clock.now = clock.now + timedelta(minutes=3)  # both older than max_age now
+    status, body, resp = await gw.post("/v1/quotes", {"token": "ETH", "credits": "500"})
+    assert_problem(status, body, resp, 503, "price-unavailable")
+    assert "stale" in body["detail"]
+
+
+async def test_credit_spread_is_added_to_the_credit_price(start):
+    gw = await start(pricing={"credit_spread": "0.05"})
+    q = await gw.quote(credits="500")
+    assert q["credit_price_usd"] == "0.0105"
+    assert int(q["amount"]) == amount_for_credits(500, Decimal("0.0105"), Decimal("3000"), 18)
+    by_amount = await gw.quote(amount=q["amount"])
+    assert by_amount["credits"] == "500"  # the round trip holds with the spread too
+    _, key, _ = await gw.get("/v1/gateway")
+    verify_quote(quote_from_json(q), key["public_key"])
+
+
+async def test_openapi_and_docs(gw):
+    status, spec, resp = await gw.get("/openapi.json")
+    assert status == 200 and spec["openapi"] == "3.1.0"
+    assert spec["components"]["schemas"]["QuoteRequest"]["properties"]["token"]["enum"] == ["ETH"]
+    assert "/v1/quotes" in spec["paths"] and "503" in spec["paths"]["/v1/quotes"]["post"]["responses"]
+    status, page, resp = await gw.get("/docs")
+    assert status == 200 and resp.content_type == "text/html"
+    assert "<h1>creditbridge gateway API</h1>" in page and 'id="createQuote"' in page

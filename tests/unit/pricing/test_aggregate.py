@@ -390,8 +390,8 @@ async def test_snapshot_is_json_ready(registry) -> None:
         "price_usd": "3000.75",
         "as_of": (T0 - timedelta(seconds=3)).isoformat(),
         "sources": [
-            {"name": "s0", "price_usd": "3000", "age_seconds": 3},
-            {"name": "s1", "price_usd": "3001.5", "age_seconds": 3},
+            {"name": "s0", "price_usd": "3000", "age_seconds": 3, "max_age_seconds": 120},
+            {"name": "s1", "price_usd": "3001.5", "age_seconds": 3, "max_age_seconds": 120},
         ],
     }
     assert view["prices"]["DOT"]["available"] is False

@@ -1,0 +1,228 @@
+"""Quote endpoint throughput and latency against a bare aiohttp JSON endpoint, same run.
+
+    .venv/bin/python bench/quote_throughput.py [--connections 64] [--duration 5] [--clients 1]
+
+Serves, one after the other in this process (one event loop, as the API runs in
+production):
+
+* **bare**: an aiohttp app whose ``POST /v1/quotes`` reads the JSON body and answers a small
+  JSON object with 201 -- the floor any aiohttp JSON endpoint pays;
+* **api**: the real gateway (``create_app``: metrics, problem and rate-limit middlewares,
+  input validation, prices from a ``PriceAggregator`` over two sources, exact conversion,
+  Ed25519 signing, the quote stored in a migrated SQLite file database before the answer).
+
+Each is driven by ``--clients`` separate client processes (aiohttp, keep-alive,
+``--connections`` concurrent connections in total) for ``--warmup`` then ``--duration``
+seconds. Printed: requests/s, p50 and p99 latency of each, and the api/bare throughput ratio
+(target >= 0.75). Latency percentiles come from every request of the measured window.
+Nothing here asserts timings; it prints them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+BODY = {"token": "ETH", "credits": "500"}
+
+
+# --- client (a separate process) -------------------------------------------------------------------
+async def _client(url: str, connections: int, warmup: float, duration: float) -> dict:
+    import aiohttp
+
+    body = json.dumps(BODY).encode()
+    headers = {"Content-Type": "application/json"}
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    counts = {"all": 0}
+    connector = aiohttp.TCPConnector(limit=connections, force_close=False)
+    start = time.perf_counter()
+    measure_from = start + warmup
+    stop_at = measure_from + duration
+
+    async with aiohttp.ClientSession(connector=connector) as s:
+        async def worker() -> None:
+            while True:
+                t0 = time.perf_counter()
+                if t0 >= stop_at:
+                    return
+                async with s.post(url, data=body, headers=headers) as r:
+                    await r.read()
+                    status = r.status
+                t1 = time.perf_counter()
+                counts["all"] += 1
+                if t0 >= measure_from:
+                    latencies.append(t1 - t0)
+                    statuses[status] = statuses.get(status, 0) + 1
+
+        await asyncio.gather(*(worker() for _ in range(connections)))
+    return {"latencies": latencies, "statuses": statuses, "duration": duration, "all": counts["all"]}
+
+
+def client_main(args: argparse.Namespace) -> None:
+    result = asyncio.run(_client(args.client, args.connections, args.warmup, args.duration))
+    sys.stdout.write(json.dumps(result))
+
+
+async def drive(url: str, connections: int, clients: int, warmup: float, duration: float) -> dict:
+    per_client = [connections // clients + (1 if i < connections % clients else 0) for i in range(clients)]
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--client", url, "--connections", str(n), "--warmup", str(warmup),
+            "--duration", str(duration), stdout=asyncio.subprocess.PIPE,
+        )
+        for n in per_client
+    ]
+    cpu0 = _cpu_seconds()
+    outs = await asyncio.gather(*(p.communicate() for p in procs))
+    cpu = _cpu_seconds() - cpu0
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    served = 0
+    for (out, _), p in zip(outs, procs):
+        if p.returncode != 0:
+            raise SystemExit(f"client exited with {p.returncode}")
+        r = json.loads(out)
+        latencies.extend(r["latencies"])
+        served += r["all"]
+        for k, v in r["statuses"].items():
+            statuses[k] = statuses.get(k, 0) + v
+    latencies.sort()
+    q = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else [0.0] * 99
+    return {
+        "requests": len(latencies),
+        "rps": len(latencies) / duration,
+        "p50_ms": q[49] * 1000,
+        "p99_ms": q[98] * 1000,
+        "statuses": statuses,
+        "cpu_us": cpu / served * 1e6 if served else 0.0,
+    }
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process (every thread: the event loop and the database's worker)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+# --- servers (this process) ------------------------------------------------------------------------
+def bare_app():
+    from aiohttp import web
+
+    async def handler(request: web.Request) -> web.Response:
+        body = await request.json()
+        return web.json_response({"token": body.get("token"), "credits": body.get("credits"), "ok": True}, status=201)
+
+    app = web.Application()
+    app.router.add_post("/v1/quotes", handler)
+    return app
+
+
+async def api_app(home: Path):
+    from prometheus_client import CollectorRegistry
+
+    from bridge.api.app import create_app
+    from bridge.config import settings_from_dict
+    from bridge.pricing.aggregate import PriceAggregator
+    from bridge.pricing.quotes import QuoteService, QuoteSigner
+    from bridge.pricing.sources.fixed import FixedPriceSource
+    from bridge.storage.db import Database
+
+    settings = settings_from_dict({
+        "chains": [
+            {"family": "evm", "name": "ethereum", "chain_id": 1, "rpc": ["http://127.0.0.1:1"], "token": "ETH",
+             "contracts": {"lock": "0x" + "11" * 20}},
+            {"family": "evm", "name": "settlement", "chain_id": 31337, "rpc": ["http://127.0.0.1:1"],
+             "contracts": {"credits": "0x" + "22" * 20}},
+        ],
+        "settlement_chain": "settlement",
+        "storage": {"url": f"sqlite+aiosqlite:///{home}/bench.sqlite"},
+        "pricing": {"credit_price_usd": "0.01", "min_amount": {"ETH": 10**12}},
+        "api": {"quote_key": {"keystore": str(home / "unused.json"), "password_env": "UNUSED"},
+                "rate_limit_per_minute": 10**9, "rate_limit_burst": 10**9},
+    })
+    db = Database(settings.storage.url)
+    await db.migrate()
+    aggregator = PriceAggregator(
+        [FixedPriceSource({"ETH": Decimal("3000")}, name="a"), FixedPriceSource({"ETH": Decimal("3001")}, name="b")],
+        min_sources=2, max_deviation=Decimal("0.01"), max_age=timedelta(minutes=10),
+        registry=CollectorRegistry(), symbols={"ETH"},
+    )
+    await aggregator.refresh()
+    signer = QuoteSigner.from_secret(os.urandom(32))
+    app = create_app(settings, db=db, quote_service=QuoteService.from_settings(settings, aggregator, signer),
+                     signer=signer)
+    return app, db
+
+
+async def serve_and_drive(app, args) -> dict:
+    from aiohttp import web
+
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        return await drive(f"http://{host}:{port}/v1/quotes", args.connections, args.clients, args.warmup,
+                           args.duration)
+    finally:
+        await runner.cleanup()
+
+
+async def main(args: argparse.Namespace) -> None:
+    from sqlalchemy import func, select
+
+    from bridge.storage.db import Database
+    from bridge.storage.models import QuoteRow
+
+    with tempfile.TemporaryDirectory(prefix="cb-bench-") as tmp:
+        bare = await serve_and_drive(bare_app(), args)
+        app, db = await api_app(Path(tmp))
+        api = await serve_and_drive(app, args)  # the app's cleanup disposes db
+        check = Database(f"sqlite+aiosqlite:///{tmp}/bench.sqlite")
+        async with check.begin() as s:
+            stored = (await s.execute(select(func.count()).select_from(QuoteRow))).scalar_one()
+        await check.dispose()
+
+    print(f"quote throughput: {args.connections} connections, {args.clients} client process(es), "
+          f"{args.duration:g}s measured after {args.warmup:g}s warm-up, server on one event loop")
+    print(f"{'':6} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'server CPU µs/req':>18}  statuses")
+    for name, r in (("bare", bare), ("api", api)):
+        print(f"{name:6} {r['rps']:10.0f} {r['p50_ms']:9.2f} {r['p99_ms']:9.2f} {r['cpu_us']:18.0f}  {r['statuses']}")
+    ratio = api["rps"] / bare["rps"] if bare["rps"] else 0.0
+    cpu_ratio = bare["cpu_us"] / api["cpu_us"] if api["cpu_us"] else 0.0
+    print(f"ratio api/bare: {ratio:.2f}x throughput (target >= 0.75x), {cpu_ratio:.2f}x by server CPU per request "
+          f"(what a server-bound run would show); quotes stored: {stored}")
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--clients", type=int, default=1, help="client processes sharing the connections")
+    p.add_argument("--duration", type=float, default=5.0)
+    p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--client", help=argparse.SUPPRESS)  # internal: run as a client of this URL
+    return p.parse_args()
+
+
+if __name__ == "__main__":
+    a = parse()
+    if a.client:
+        client_main(a)
+    else:
+        asyncio.run(main(a))

@@ -1,0 +1,171 @@
+"""Operator commands of the ``creditbridge`` CLI (registered by ``bridge.cli``)::
+
+    creditbridge keys new --kind secp256k1|ed25519 --out F [--password-env V] [--force]
+    creditbridge keys show --keystore F [--verify --password-env V]
+    creditbridge config check --config F
+    creditbridge apikey new --config F --name N [--role merchant|admin]
+    creditbridge apikey list|revoke --config F [--id ID]
+    creditbridge status [--api URL | --devnet F] [--key-env CREDITBRIDGE_ADMIN_KEY] [--json]
+
+Secrets never appear in output: ``keys show`` prints the public part only, ``apikey new``
+prints the new key once (it is stored as a hash), errors are one redacted line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+from bridge.errors import BridgeError, ConfigError, KeystoreError
+
+
+def cmd_keys_show(args) -> int:
+    from bridge.config import secret_from_env
+    from bridge.keystore import read_keystore
+
+    p = Path(args.keystore)
+    try:
+        doc = json.loads(p.read_text())
+        kind, public = doc["kind"], doc["public"]
+    except OSError as e:
+        raise KeystoreError(f"cannot read keystore {p}: {e.strerror}") from None
+    except (ValueError, KeyError, TypeError):
+        raise KeystoreError(f"keystore {p} is malformed") from None
+    if args.verify:
+        key = read_keystore(p, secret_from_env(args.password_env))  # authenticates the public part
+        public = key.public
+    print(json.dumps({"kind": kind, "public": public, "verified": bool(args.verify)}))
+    return 0
+
+
+async def _with_db(settings, fn):
+    from bridge.storage.db import open_database
+
+    db = await open_database(settings.storage.url)
+    try:
+        return await fn(db)
+    finally:
+        await db.dispose()
+
+
+def cmd_apikey(args) -> int:
+    from bridge.api.auth import create_key
+    from bridge.cli import _settings
+    from bridge.storage import webhooks as repo
+    from bridge.types import utcnow
+
+    settings = _settings(args.config)
+    if args.action == "new":
+        key_id, key = asyncio.run(_with_db(settings, lambda db: create_key(db, args.name, args.role)))
+        print(json.dumps({"id": key_id, "name": args.name, "role": args.role, "key": key}))
+        return 0
+    if args.action == "list":
+        async def lst(db):
+            async with db.begin() as s:
+                return await repo.list_api_keys(s)
+
+        for k in asyncio.run(_with_db(settings, lst)):
+            print(json.dumps({"id": k.id, "name": k.name, "role": k.role, "created_at": k.created_at.isoformat(),
+                              "revoked": k.revoked}))
+        return 0
+    if not args.id:
+        raise BridgeError("apikey revoke needs --id")
+
+    async def rev(db):
+        async with db.begin() as s:
+            return await repo.revoke_api_key(s, args.id, utcnow())
+
+    if not asyncio.run(_with_db(settings, rev)):
+        raise BridgeError(f"no active API key {args.id}")
+    print(json.dumps({"id": args.id, "revoked": True}))
+    return 0
+
+
+def _fmt_status(st: dict) -> str:
+    lines = [f"status at {st['time']}", "chains:"]
+    for c in st["chains"]:
+        lag = "?" if c["lag"] is None else c["lag"]
+        lines.append(f"  {c['name']:<12} head {c['head']}  final {c['final']}  stored {c['stored']}  lag {lag}"
+                     + (f"  ({c['error']})" if c.get("error") else ""))
+    lines.append("payments: " + (", ".join(f"{k} {v}" for k, v in sorted(st["payments"].items())) or "none"))
+    lines.append(f"pending credit (attestation / settlement): {st['pending_credit']}")
+    lines.append(f"governor queue: {len(st['queued'])}")
+    for q in st["queued"]:
+        lines.append(f"  {q['chain']} payment {q['payment_id']} {q['credits']} credits (${q['usd']}) "
+                     f"released at {q['release_at']}")
+    lines.append(f"webhook deliveries pending: {st['webhooks']['pending_deliveries']}")
+    return "\n".join(lines)
+
+
+def cmd_status(args) -> int:
+    import aiohttp
+
+    from bridge.cli import _api_url
+    from bridge.config import secret_from_env
+
+    url = _api_url(args) + "/v1/admin/status"
+    if os.environ.get(args.key_env) or args.api:
+        key = secret_from_env(args.key_env)
+    else:  # the devnet's operator key
+        from bridge.cli import _devnet
+
+        key = _devnet(args).get("admin_key") or secret_from_env(args.key_env)
+
+    async def get() -> dict:
+        async with aiohttp.ClientSession() as s:
+            try:
+                async with s.get(url, headers={"Authorization": f"Bearer {key}"},
+                                 timeout=aiohttp.ClientTimeout(total=15)) as r:
+                    body = await r.json(content_type=None)
+                    if r.status != 200:
+                        raise BridgeError(f"{url} answered {r.status}: {body.get('detail', '') if isinstance(body, dict) else ''}")
+                    return body
+            except aiohttp.ClientError as e:
+                raise BridgeError(f"cannot reach {url} ({e.__class__.__name__})") from None
+
+    st = asyncio.run(get())
+    print(json.dumps(st, indent=2) if args.json else _fmt_status(st))
+    return 0
+
+
+def add_commands(sub) -> None:
+    from bridge.cli import cmd_check, cmd_keygen
+
+    keys = sub.add_parser("keys", help="encrypted keystores").add_subparsers(dest="action", required=True)
+    sp = keys.add_parser("new", help="create an encrypted keystore (password from an env variable)")
+    sp.add_argument("--kind", choices=["secp256k1", "ed25519"], required=True)
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--password-env", default="CREDITBRIDGE_KEY_PASSWORD")
+    sp.add_argument("--force", action="store_true")
+    sp.set_defaults(func=cmd_keygen)
+    sp = keys.add_parser("show", help="print a keystore's public part (never the secret)")
+    sp.add_argument("--keystore", required=True)
+    sp.add_argument("--verify", action="store_true", help="decrypt to check the password and the public part")
+    sp.add_argument("--password-env", default="CREDITBRIDGE_KEY_PASSWORD")
+    sp.set_defaults(func=cmd_keys_show)
+
+    config = sub.add_parser("config", help="configuration files").add_subparsers(dest="action", required=True)
+    sp = config.add_parser("check", help="validate a config file")
+    sp.add_argument("--config", required=True)
+    sp.set_defaults(func=cmd_check)
+
+    apikey = sub.add_parser("apikey", help="API keys of merchants and operators").add_subparsers(
+        dest="action", required=True)
+    for action in ("new", "list", "revoke"):
+        sp = apikey.add_parser(action)
+        sp.add_argument("--config", required=True)
+        if action == "new":
+            sp.add_argument("--name", required=True)
+            sp.add_argument("--role", choices=["merchant", "admin"], default="merchant")
+        if action == "revoke":
+            sp.add_argument("--id")
+        sp.set_defaults(func=cmd_apikey)
+
+    sp = sub.add_parser("status", help="chains, pending credits and the governor queue of a running API")
+    sp.add_argument("--api")
+    sp.add_argument("--devnet", default=".devnet/devnet.json")
+    sp.add_argument("--key-env", default="CREDITBRIDGE_ADMIN_KEY", help="env variable holding an admin API key")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_status)

@@ -1,0 +1,196 @@
+"""Refunds of held funds: committee-signed ``Release`` on the source chain's lock contract.
+
+Held funds are what ``bridge.payments.rules.decide`` does not count: the overpaid part of a
+deposit (``excess``), a deposit after the deadline (``late``), a deposit naming a payment of
+another chain or token (``invalid``). Each signer, when it decides a deposit, signs
+``Release(to = the payer, amount = the held part, releaseId)`` under the lock contract's
+EIP-712 domain ("CreditBridge Lock", version 1, the source chain's id and lock address) --
+only for the amount its *own* records justify, from the same rule it credits with.
+
+``releaseId = keccak256("creditbridge/refund/v1" | source | sequence (8 bytes) | purpose)``:
+one refund per deposit and purpose; the lock contract refuses a release id twice.
+
+The refund worker (run by the aggregator, untrusted like it) collects t matching signatures
+from the signers' ``GET /v1/releases`` feeds and submits ``release`` through a ``Releaser``
+(``relayers/evm/release.py``). Running two workers is harmless: the second submission of a
+release id reverts with ``ReleaseUsed``, which counts as done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from bridge.committee import digest
+from bridge.errors import BridgeError, TransactionFailed, VerificationError
+from bridge.hashing import keccak256
+from bridge.types import SettlementDomain
+
+log = logging.getLogger("creditbridge.refunds")
+
+LOCK_NAME = "CreditBridge Lock"
+
+
+def release_id(source: bytes, sequence: int, purpose: str) -> bytes:
+    return keccak256(b"creditbridge/refund/v1|" + source + sequence.to_bytes(8, "big") + b"|" + purpose.encode())
+
+
+def payer_address(payer: bytes) -> bytes | None:
+    """The 20-byte EVM address of a left-padded 32-byte payer, or None if it is not one."""
+    if len(payer) == 32 and payer[:12] == bytes(12):
+        return payer[12:]
+    return None
+
+
+def lock_domain(chain_id: int, lock: bytes) -> SettlementDomain:
+    return SettlementDomain(chain_id=chain_id, contract=lock, name=LOCK_NAME, version="1")
+
+
+class Releaser(Protocol):
+    """Submits committee-signed releases on one source chain's lock contract."""
+
+    chain: str
+    domain: SettlementDomain
+
+    async def committee(self) -> tuple[int, list[bytes], int]: ...
+
+    async def release(self, to: bytes, amount: int, release_id: bytes, signatures: bytes) -> bytes:
+        """Send ``release``; the tx hash once mined. Raises TransactionFailed (not retryable,
+        "ReleaseUsed" in its detail) when the release id was used already."""
+        ...
+
+
+@dataclass
+class _Pending:
+    chain: str
+    to: bytes
+    amount: int
+    release_id: bytes
+    purpose: str
+    payment_id: str
+    sigs: dict[bytes, bytes] = field(default_factory=dict)
+
+
+class RefundWorker:
+    """Collects signed releases from the signers and submits those with t signatures."""
+
+    def __init__(self, *, signers: list, releasers: dict[str, Releaser], poll_interval: float = 1.0) -> None:
+        self.signers = signers  # SignerClient-like: .base_url, .releases(after)
+        self.releasers = releasers
+        self.poll_interval = poll_interval
+        self._cursor = {s.base_url: 0 for s in signers}
+        # (release id, to, amount) -> pending; several contents for one id = signers disagree
+        self._pending: dict[tuple[bytes, bytes, int], _Pending] = {}
+        self._done: set[bytes] = set()
+        self.submitted: list[tuple[bytes, bytes]] = []  # (release id, tx hash)
+
+    async def run(self) -> None:
+        delay = self.poll_interval
+        while True:
+            try:
+                await self.step()
+                delay = self.poll_interval
+            except BridgeError as e:
+                log.warning("refund worker: %s", e)
+                delay = min(delay * 2, 30.0)
+            await asyncio.sleep(delay)
+
+    async def poll(self) -> int:
+        n = 0
+        for client in self.signers:
+            try:
+                while True:
+                    items = await client.releases(self._cursor[client.base_url])
+                    if not items:
+                        break
+                    for item in items:
+                        self._cursor[client.base_url] = max(self._cursor[client.base_url], int(item["id"]))
+                        try:
+                            n += self._ingest(item)
+                        except (BridgeError, KeyError, TypeError, ValueError) as e:
+                            log.warning("refund worker: dropped a bad release from %s: %s", client.base_url, e)
+            except BridgeError as e:
+                log.warning("refund worker: %s", e)
+        return n
+
+    def _ingest(self, item: dict) -> int:
+        chain = item["chain"]
+        releaser = self.releasers.get(chain)
+        if releaser is None:
+            return 0
+        rid = bytes.fromhex(item["release_id"][2:])
+        if rid in self._done:
+            return 0
+        to = bytes.fromhex(item["to"][2:])
+        amount = int(item["amount"])
+        sig = bytes.fromhex(item["signature"][2:])
+        claimed = bytes.fromhex(item["signer"][2:])
+        if digest.recover(digest.release_digest(releaser.domain, to, amount, rid), sig) != claimed:
+            raise VerificationError("release signature does not match its signer")
+        p = self._pending.setdefault((rid, to, amount), _Pending(chain, to, amount, rid, item.get("purpose", ""),
+                                                                  item.get("payment_id", "")))
+        p.sigs[claimed] = sig
+        return 1
+
+    async def step(self) -> int:
+        """Poll, then submit every release with enough signatures; how many were submitted."""
+        await self.poll()
+        done = 0
+        committees: dict[str, tuple[int, list[bytes], int]] = {}
+        for key, p in list(self._pending.items()):
+            if p.release_id in self._done:
+                self._pending.pop(key, None)
+                continue
+            releaser = self.releasers[p.chain]
+            if p.chain not in committees:
+                committees[p.chain] = await releaser.committee()
+            _, members, threshold = committees[p.chain]
+            sigs = [(a, s) for a, s in p.sigs.items() if a in set(members)]
+            if len(sigs) < threshold:
+                continue
+            packed = digest.pack_signatures(sorted(sigs)[:threshold])
+            try:
+                tx = await releaser.release(p.to, p.amount, p.release_id, packed)
+            except TransactionFailed as e:
+                if e.retryable or "ReleaseUsed" not in e.detail:
+                    raise
+                tx = b""
+                log.info("refund worker: release 0x%s was made already", p.release_id.hex()[:16])
+            self._done.add(p.release_id)
+            self._pending.pop(key, None)
+            self.submitted.append((p.release_id, tx))
+            done += 1
+            if tx:
+                log.info("refund worker: refunded %d (%s, payment %s) to 0x%s in tx 0x%s", p.amount, p.purpose,
+                         p.payment_id, p.to.hex(), tx.hex())
+        return done
+
+
+class ReleasesClient:
+    """Reads one signer node's ``GET /v1/releases`` feed."""
+
+    def __init__(self, base_url: str, session, timeout: float = 10.0) -> None:
+        import aiohttp
+
+        self.base_url = base_url.rstrip("/")
+        self.session = session
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def releases(self, after: int, limit: int = 500) -> list[dict]:
+        import aiohttp
+
+        from bridge.errors import SignerUnavailable
+
+        url = f"{self.base_url}/v1/releases?after={after}&limit={limit}"
+        try:
+            async with self.session.get(url, timeout=self.timeout) as r:
+                body = await r.json(content_type=None)
+                if r.status != 200 or not isinstance(body, dict) or not isinstance(body.get("releases"), list):
+                    raise SignerUnavailable(f"signer {self.base_url} answered {r.status} to /v1/releases")
+                return body["releases"]
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise SignerUnavailable(f"signer {self.base_url} unreachable ({e.__class__.__name__})") from None
+        except ValueError:
+            raise SignerUnavailable(f"signer {self.base_url} answered malformed JSON") from None

@@ -1,0 +1,46 @@
+"""Repository of a signer's signed refunds (``Release`` messages for the source chain's lock)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bridge.storage.models import ReleaseRow
+
+
+@dataclass(frozen=True)
+class StoredRelease:
+    id: int
+    source: bytes
+    sequence: int
+    chain: str
+    purpose: str
+    to: bytes
+    amount: int
+    release_id: bytes
+    signature: bytes
+    payment_id: str
+
+
+def _release(r: ReleaseRow) -> StoredRelease:
+    return StoredRelease(r.id, bytes(r.source), r.sequence, r.chain, r.purpose, bytes(r.to), r.amount,
+                         bytes(r.release_id), bytes(r.signature), r.payment_id)
+
+
+async def add_release(s: AsyncSession, *, source: bytes, sequence: int, chain: str, purpose: str, to: bytes,
+                      amount: int, release_id: bytes, signature: bytes, payment_id: str, now: datetime) -> bool:
+    """Store a signed release; False if this release id was signed already (first one wins)."""
+    if await s.scalar(select(ReleaseRow.id).where(ReleaseRow.release_id == release_id)) is not None:
+        return False
+    s.add(ReleaseRow(source=source, sequence=sequence, chain=chain, purpose=purpose, to=to, amount=amount,
+                     release_id=release_id, signature=signature, payment_id=payment_id, created_at=now))
+    await s.flush()
+    return True
+
+
+async def releases_after(s: AsyncSession, after: int, limit: int) -> list[StoredRelease]:
+    rows = await s.scalars(select(ReleaseRow).where(ReleaseRow.id > after).order_by(ReleaseRow.id).limit(limit))
+    return [_release(r) for r in rows]

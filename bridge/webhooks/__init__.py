@@ -1,0 +1,1 @@
+"""Signed webhooks: the payment event outbox, signatures, target validation and delivery."""

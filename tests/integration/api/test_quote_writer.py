@@ -1,0 +1,111 @@
+"""The quotes' group-commit writer on SQLite and PostgreSQL: concurrent quotes share commits,
+``add`` returns only once its quote is committed (a new session sees it), a bad row fails
+alone, a database failure reaches every caller, and stopping writes what was queued."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import replace
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from bridge.pricing.quotes import QuoteSigner, verify_quote
+from bridge.storage import quotes as repo
+from bridge.types import Quote, utcnow
+
+SIGNER = QuoteSigner.from_secret(bytes(range(1, 33)))
+
+
+def quote(**kw) -> Quote:
+    now = utcnow().replace(microsecond=0)
+    q = Quote(id=str(uuid.uuid4()), token="ETH", chain="ethereum", amount=10**18 + 7, credits=300_000,
+              rate=Decimal("3000.5"), credit_price_usd=Decimal("0.0101"), created_at=now,
+              expires_at=now + timedelta(minutes=15), sources=("a", "b"))
+    return SIGNER.sign_quote(replace(q, **kw))
+
+
+async def stored(db, quote_id: str) -> Quote | None:
+    async with db.begin() as s:
+        return await repo.get_quote(s, quote_id)
+
+
+async def test_concurrent_quotes_share_commits_and_are_durable_on_return(db):
+    writer = repo.QuoteWriter(db)
+    writer.start()
+    try:
+        quotes = [quote() for _ in range(200)]
+
+        async def add_then_read(q: Quote) -> Quote | None:
+            await writer.add(q)
+            return await stored(db, q.id)  # committed: another session sees it at once
+
+        got = await asyncio.gather(*(add_then_read(q) for q in quotes))
+        assert got == quotes  # every field reads back identical, Decimals and times included
+        assert writer.written == 200 and writer.batches < 200
+        verify_quote(got[0], SIGNER.public_key)
+    finally:
+        await writer.stop()
+
+
+async def test_a_bad_row_fails_alone(db):
+    writer = repo.QuoteWriter(db)
+    writer.start()
+    try:
+        first = quote()
+        await writer.add(first)
+        duplicate = replace(quote(), id=first.id)
+        good = [quote() for _ in range(5)]
+        results = await asyncio.gather(*(writer.add(q) for q in [*good[:2], duplicate, *good[2:]]),
+                                       return_exceptions=True)
+        assert isinstance(results[2], IntegrityError)
+        assert [r for i, r in enumerate(results) if i != 2] == [None] * 5
+        for q in good:
+            assert await stored(db, q.id) == q
+        assert await stored(db, first.id) == first
+    finally:
+        await writer.stop()
+
+
+async def test_without_the_task_quotes_are_written_directly_and_stop_flushes(db):
+    writer = repo.QuoteWriter(db)
+    q = quote()
+    await writer.add(q)  # not started: written in place
+    assert await stored(db, q.id) == q
+    writer.start()
+    queued = [quote() for _ in range(3)]
+    waiting = [asyncio.ensure_future(writer.add(x)) for x in queued]
+    await writer.stop()  # the task stops; what was queued is still written
+    await asyncio.gather(*waiting)
+    for x in queued:
+        assert await stored(db, x.id) == x
+
+
+async def test_a_database_failure_reaches_every_caller(tmp_path):
+    from bridge.storage.db import Database
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/never-migrated.sqlite")  # no quotes table
+    writer = repo.QuoteWriter(db)
+    writer.start()
+    try:
+        results = await asyncio.gather(*(writer.add(quote()) for _ in range(4)), return_exceptions=True)
+        assert all(isinstance(r, SQLAlchemyError) for r in results)
+        await db.migrate()
+        q = quote()
+        await writer.add(q)  # the writer recovers once the database is usable
+        assert await stored(db, q.id) == q
+    finally:
+        await writer.stop()
+        await db.dispose()
+
+
+@pytest.mark.parametrize("n", [1, 3])
+async def test_add_quotes_matches_add_quote(db, n):
+    quotes = [quote() for _ in range(n)]
+    async with db.begin() as s:
+        await repo.add_quotes(s, quotes)
+    for q in quotes:
+        assert await stored(db, q.id) == q
