@@ -14,7 +14,10 @@ and pays from several payer accounts as a dApp would: POST /v1/quotes, POST /v1/
   transaction the reorg removed, as a wallet would);
 * ``rpc_cut`` / ``rpc_flap``: a chain's RPC proxy cut for seconds, or flapping;
 * ``settlement_drop``: the aggregator's settlement transaction is dropped from the mempool;
-* ``settlement_fail``: the aggregator's gas account is emptied, so its transactions fail.
+* ``settlement_fail``: the aggregator's gas account is emptied, so its transactions fail;
+* ``price_stale`` / ``price_disagree``: the devnet's Chainlink ETH/USD feed (one of the API's two
+  required price sources) stops answering a fresh round, or answers a price 15% off; quotes
+  must then be refused (503), never priced from one source or from the bad one.
 
 Reconciliation reads every ``Locked`` event of the lock contract and every ``Credited`` event of
 the ledger: each deposit must be credited exactly once, to the payment's beneficiary, with the
@@ -55,7 +58,7 @@ LOCKED_TOPIC = "0x" + keccak256(b"Locked(uint64,address,uint256,bytes32)").hex()
 CREDITED_TOPIC = "0x" + keccak256(b"Credited(bytes32,uint64,address,uint256,bytes32)").hex()
 LOCK_SELECTOR = keccak256(b"lock(bytes32)")[:4]
 FAULT_KINDS = ("kill_signer", "kill_relay", "kill_api", "reorg", "rpc_cut", "rpc_flap",
-               "settlement_drop", "settlement_fail")
+               "settlement_drop", "settlement_fail", "price_stale", "price_disagree")
 
 
 # --- a TCP proxy the harness can cut ------------------------------------------------------------
@@ -229,7 +232,7 @@ class Harness:
         beneficiary = self.info["accounts"]["settlement"][index]["address"]
         for _ in range(count):
             credits = self.rng.randint(1, 2000)
-            for _attempt in range(10):  # a dApp retries a refused quote after a moment
+            for _attempt in range(40):  # a dApp retries a refused quote after a moment
                 status, q = await self.api("POST", "/v1/quotes", {"token": "ETH", "credits": str(credits)})
                 if status == 201:
                     break
@@ -339,6 +342,20 @@ class Harness:
                 await self.st("anvil_dropAllTransactions")
             finally:
                 await self.st("evm_setAutomine", True)
+        elif kind in ("price_stale", "price_disagree"):
+            from relayers.evm.chainlink import start_round, submit_answer
+
+            feed = self.info["price_feeds"]["ETH"]
+            rpc = self.info["chains"][feed["chain"]]["rpc"]
+            true_answer = int(Decimal(self.eth_usd) * 10 ** feed["decimals"])
+            refused_before = self.stats.quotes_refused
+            if kind == "price_stale":
+                await start_round(rpc, feed["owner_private_key"], feed["address"])
+            else:
+                await submit_answer(rpc, feed["owner_private_key"], feed["address"], true_answer * 115 // 100)
+            await asyncio.sleep(self.rng.uniform(2, 4))
+            await submit_answer(rpc, feed["owner_private_key"], feed["address"], true_answer)
+            self.stats.effect(f"{kind}_quotes_refused", self.stats.quotes_refused - refused_before)
         elif kind == "settlement_fail":
             relay = self.relay_address
             balance = await self.st("eth_getBalance", relay, "latest")
@@ -436,7 +453,7 @@ class Harness:
         directory = Path(a.dir)
         stop_devnet, ready = asyncio.Event(), asyncio.Event()
         opts = DevnetOptions(directory=directory, api_port=0, confirmations=a.confirmations, block_time=a.block_time,
-                             families=False, rpc_proxy=self.proxy)
+                             families=False, rpc_proxy=self.proxy, min_sources=2, price_refresh_seconds=1.0)
         devnet = asyncio.create_task(run_devnet(opts, ready=ready, stop=stop_devnet))
         done, _ = await asyncio.wait([devnet, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
         if devnet in done:

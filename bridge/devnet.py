@@ -101,6 +101,9 @@ class DevnetOptions:
     # chaos testing: maps (chain name, rpc url) to the url components should use instead
     # (e.g. a TCP proxy the harness can cut); devnet.json keeps the direct urls
     rpc_proxy: Callable[[str, str], Awaitable[str]] | None = None
+    # pricing guards of the API (the chaos harness asks for 2 fresh sources and fast refresh)
+    min_sources: int = 1
+    price_refresh_seconds: float = 30.0
 
 
 class ProcessSupervisor:
@@ -294,6 +297,7 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
             min_amount.update(c.min_amount)
         base = {"chains": chains, "settlement_chain": "settlement",
                 "pricing": {"credit_price_usd": "0.01", "fixed_usd": fixed_usd, "min_amount": min_amount,
+                            "min_sources": opts.min_sources, "refresh_seconds": opts.price_refresh_seconds,
                             "sources": [{"kind": "chainlink", "chain": "settlement", "feeds": {
                                 "ETH": {"address": eth_feed, "heartbeat_seconds": FEED_HEARTBEAT_SECONDS}}}]}}
 
