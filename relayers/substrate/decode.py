@@ -1,0 +1,326 @@
+"""Recognising payments in decoded Asset Hub extrinsics and events (scalecodec values).
+
+A payment is one signed extrinsic whose call is (optionally wrapped in ``Proxy.proxy``) a
+``Utility.batch_all`` / ``batch`` / ``force_batch`` holding
+
+* one or more balances transfers (``transfer_keep_alive``, ``transfer_allow_death``,
+  ``transfer``) whose ``dest`` is the committee's multisig account, and
+* ``System.remark_with_event`` or ``System.remark`` calls carrying exactly the same 32 bytes
+  (the payment reference).
+
+It counts only if the extrinsic emitted ``System.ExtrinsicSuccess`` and, for each transfer
+call, a distinct ``Balances.Transfer {from: payer, to: committee, amount}`` event of the same
+extrinsic confirms it. ``batch`` and ``force_batch`` (and ``Proxy.proxy``) succeed even when
+an inner call fails, so the event -- not the call -- is the proof that money moved; the
+deposit amount is the sum of the confirmed transfers. Everything else is ignored (logged at
+debug level): unsigned extrinsics, other calls, transfers to other accounts, batches
+without a remark or with two different 32-byte remarks, nested batches.
+
+The payer is the extrinsic's signer, or the proxied ``real`` account for ``Proxy.proxy``.
+Accounts are compared as 32-byte public keys, never as SS58 strings.
+
+scalecodec renders ``Vec<u8>`` as text when the bytes happen to be valid UTF-8 and as
+``0x``-hex otherwise, which is ambiguous (the 66 ASCII bytes ``"0x<64 hex digits>"`` and the
+32 bytes they spell look the same), and the ``call_hash`` it gives nested calls is computed
+over the wrong bytes (all bytes to the end of the extrinsic). :func:`decode_extrinsic`
+therefore re-splits batch and proxy calls on their exact encoded bytes: every call in them
+gets the hash of its own bytes and every remark argument becomes the exact ``bytes``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from scalecodec.base import RuntimeConfigurationObject, ScaleBytes
+from scalecodec.type_registry import load_type_registry_preset
+from scalecodec.utils.ss58 import ss58_decode
+
+log = logging.getLogger(__name__)
+
+TRANSFER_CALLS = frozenset({"transfer_keep_alive", "transfer_allow_death", "transfer"})
+BATCH_CALLS = frozenset({"batch_all", "batch", "force_batch"})
+REMARK_CALLS = frozenset({"remark_with_event", "remark"})
+REFERENCE_LEN = 32
+
+# twox128("System") ++ twox128("Events"): the storage key of a block's events
+EVENTS_STORAGE_KEY = "0x26aa394eea5630e07c48ae0c9558cef780d41e5e16056765bc8461851072c9d7"
+
+
+@dataclass(frozen=True)
+class PaymentCall:
+    """What a signed extrinsic asks for (not yet confirmed by its events)."""
+
+    payer: bytes  # 32-byte account id
+    reference: bytes  # 32 bytes
+    transfers: tuple[int, ...]  # amounts of the transfer calls to the committee, call order
+    kind: str  # "Utility.batch_all", "Proxy.proxy/Utility.batch", ...
+
+
+def compact(n: int) -> bytes:
+    """SCALE compact encoding of a non-negative integer."""
+    if n < 0:
+        raise ValueError("compact encodes non-negative integers")
+    if n < 1 << 6:
+        return bytes([n << 2])
+    if n < 1 << 14:
+        return ((n << 2) | 1).to_bytes(2, "little")
+    if n < 1 << 30:
+        return ((n << 2) | 2).to_bytes(4, "little")
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "little")
+    return bytes([((len(raw) - 4) << 2) | 3]) + raw
+
+
+def blake2_256(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=32).digest()
+
+
+def account_bytes(value: Any) -> bytes | None:
+    """32-byte account id of a decoded ``AccountId32`` / ``MultiAddress::Id`` value (SS58 text,
+    ``0x`` hex or ``{"Id": ...}``); ``None`` for anything else (indices, 20-byte addresses)."""
+    if isinstance(value, dict):
+        if len(value) == 1 and "Id" in value:
+            return account_bytes(value["Id"])
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value) if len(value) == 32 else None
+    if not isinstance(value, str) or not value:
+        return None
+    if value[:2] in ("0x", "0X"):
+        try:
+            b = bytes.fromhex(value[2:])
+        except ValueError:
+            return None
+        return b if len(b) == 32 else None
+    try:  # base58 has no '0', so SS58 text never looks like hex
+        b = bytes.fromhex(ss58_decode(value))
+    except (ValueError, TypeError, IndexError):
+        return None
+    return b if len(b) == 32 else None
+
+
+def _args(call: dict) -> dict[str, Any]:
+    return {a.get("name"): a.get("value") for a in call.get("call_args") or [] if isinstance(a, dict)}
+
+
+def _name(call: dict) -> tuple[str, str]:
+    return str(call.get("call_module", "")), str(call.get("call_function", ""))
+
+
+def remark_bytes(call: dict) -> bytes | None:
+    """The exact bytes of a remark call as :func:`decode_extrinsic` leaves them (``bytes``);
+    ``None`` for scalecodec's ambiguous text/hex rendering (see module doc)."""
+    value = _args(call).get("remark")
+    return bytes(value) if isinstance(value, (bytes, bytearray)) else None
+
+
+def _batch_payment(batch: dict, committee: bytes) -> tuple[bytes, tuple[int, ...]] | None:
+    """(reference, transfer amounts) of a batch call paying ``committee``, else None."""
+    calls = _args(batch).get("calls")
+    if not isinstance(calls, list):
+        return None
+    references: set[bytes] = set()
+    transfers: list[int] = []
+    for inner in calls:
+        if not isinstance(inner, dict):
+            continue
+        module, function = _name(inner)
+        if module == "System" and function in REMARK_CALLS:
+            r = remark_bytes(inner)
+            if r is not None and len(r) == REFERENCE_LEN:
+                references.add(r)
+        elif module == "Balances" and function in TRANSFER_CALLS:
+            a = _args(inner)
+            dest = account_bytes(a.get("dest"))
+            value = a.get("value")
+            if dest == committee and isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                transfers.append(value)
+    if not transfers:
+        return None
+    if len(references) != 1:
+        log.debug("batch pays the committee but carries %d distinct 32-byte remarks: ignored", len(references))
+        return None
+    return references.pop(), tuple(transfers)
+
+
+def find_payment(extrinsic: dict, committee: bytes) -> PaymentCall | None:
+    """The payment a decoded extrinsic (``GenericExtrinsic.value``) asks for, if any."""
+    call = extrinsic.get("call")
+    signer = account_bytes(extrinsic.get("address")) if "address" in extrinsic else None
+    if signer is None or not isinstance(call, dict):
+        return None  # unsigned (inherents) or signed by a non-Id address
+    payer, kind = signer, ""
+    module, function = _name(call)
+    if (module, function) == ("Proxy", "proxy"):
+        a = _args(call)
+        real = account_bytes(a.get("real"))
+        inner = a.get("call")
+        if real is None or not isinstance(inner, dict):
+            return None
+        payer, call, kind = real, inner, "Proxy.proxy/"
+        module, function = _name(call)
+    if module != "Utility" or function not in BATCH_CALLS:
+        return None
+    found = _batch_payment(call, committee)
+    if found is None:
+        return None
+    reference, transfers = found
+    return PaymentCall(payer=payer, reference=reference, transfers=transfers, kind=f"{kind}Utility.{function}")
+
+
+def _event_name(ev: dict) -> tuple[str, str]:
+    return str(ev.get("module_id", "")), str(ev.get("event_id", ""))
+
+
+def events_of(events: Iterable[dict], extrinsic_index: int) -> list[dict]:
+    """Events emitted while applying extrinsic ``extrinsic_index`` (phase ApplyExtrinsic)."""
+    return [e for e in events if e.get("phase") == "ApplyExtrinsic" and e.get("extrinsic_idx") == extrinsic_index]
+
+
+def confirmed_amount(payment: PaymentCall, events: list[dict], committee: bytes) -> int:
+    """Sum of the payment's transfers that its extrinsic's events confirm; 0 if the extrinsic
+    failed. ``events`` are the events of this extrinsic only (see :func:`events_of`)."""
+    if not any(_event_name(e) == ("System", "ExtrinsicSuccess") for e in events):
+        return 0
+    moved: list[int] = []
+    for e in events:
+        if _event_name(e) != ("Balances", "Transfer"):
+            continue
+        attrs = e.get("attributes")
+        if not isinstance(attrs, dict):
+            continue
+        if account_bytes(attrs.get("from")) == payment.payer and account_bytes(attrs.get("to")) == committee:
+            amount = attrs.get("amount")
+            if isinstance(amount, int) and not isinstance(amount, bool):
+                moved.append(amount)
+    total = 0
+    for want in payment.transfers:
+        if want in moved:
+            moved.remove(want)  # each event confirms one transfer call only
+            total += want
+    return total
+
+
+# --- scalecodec decoding of raw chain data (shared by the watcher and the metadata tests) -----
+def runtime_from_metadata(metadata_hex: str) -> tuple[RuntimeConfigurationObject, Any]:
+    """A scalecodec runtime configuration and decoded metadata from ``state_getMetadata``'s
+    answer (V14; scalecodec 1.2.12 does not read V15), for decoding offline."""
+    rc = RuntimeConfigurationObject()
+    rc.update_type_registry(load_type_registry_preset("core"))
+    metadata = rc.create_scale_object("MetadataVersioned", data=ScaleBytes(metadata_hex))
+    metadata.decode()
+    rc.add_portable_registry(metadata)
+    return rc, metadata
+
+
+def read_compact(data: bytes, pos: int) -> tuple[int, int]:
+    """(value, encoded length) of the SCALE compact integer at ``data[pos:]``."""
+    if pos >= len(data):
+        raise ValueError("compact integer out of range")
+    mode = data[pos] & 3
+    if mode == 0:
+        return data[pos] >> 2, 1
+    if mode == 1:
+        return int.from_bytes(data[pos:pos + 2], "little") >> 2, 2
+    if mode == 2:
+        return int.from_bytes(data[pos:pos + 4], "little") >> 2, 4
+    n = (data[pos] >> 2) + 4
+    return int.from_bytes(data[pos + 1:pos + 1 + n], "little"), 1 + n
+
+
+def _decode_call_at(rc: RuntimeConfigurationObject, metadata: Any, raw: bytes, pos: int) -> tuple[dict, int]:
+    obj = rc.create_scale_object("Call", data=ScaleBytes(bytearray(raw[pos:])), metadata=metadata)
+    value = obj.decode(check_remaining=False)
+    return value, obj.data.offset
+
+
+def _call_fields(metadata: Any, module: str, function: str) -> list[tuple[str, str]]:
+    pallet = metadata.get_metadata_pallet(module)
+    for c in pallet.calls if pallet is not None else ():
+        if c.name == function:
+            return [(a.name, a.type) for a in c.args]
+    raise ValueError(f"no call {module}.{function} in metadata")
+
+
+def _exact(rc: RuntimeConfigurationObject, metadata: Any, call: dict, raw: bytes) -> dict:
+    """``call`` (decoded from exactly ``raw``) with its true hash; batch and proxy calls
+    re-split on their bytes, remark arguments as exact ``bytes`` (see module doc)."""
+    v = dict(call)
+    v["call_hash"] = "0x" + blake2_256(raw).hex()
+    module, function = _name(v)
+    if module == "System" and function in REMARK_CALLS:
+        n, k = read_compact(raw, 2)
+        if 2 + k + n != len(raw):
+            raise ValueError("remark call length mismatch")
+        data = bytes(raw[2 + k:])
+        v["call_args"] = [{**a, "value": data} if a.get("name") == "remark" else a for a in v.get("call_args") or []]
+    elif (module == "Utility" and function in BATCH_CALLS) or (module, function) == ("Proxy", "proxy"):
+        pos, args = 2, []
+        for a, (name, type_string) in zip(v.get("call_args") or [], _call_fields(metadata, module, function)):
+            if name == "calls":  # Vec<RuntimeCall>
+                n, k = read_compact(raw, pos)
+                pos += k
+                inner = []
+                for _ in range(n):
+                    value, used = _decode_call_at(rc, metadata, raw, pos)
+                    inner.append(_exact(rc, metadata, value, raw[pos:pos + used]))
+                    pos += used
+                args.append({**a, "value": inner})
+            elif name == "call":  # Box<RuntimeCall>
+                value, used = _decode_call_at(rc, metadata, raw, pos)
+                args.append({**a, "value": _exact(rc, metadata, value, raw[pos:pos + used])})
+                pos += used
+            else:
+                obj = rc.create_scale_object(type_string, data=ScaleBytes(bytearray(raw[pos:])), metadata=metadata)
+                obj.decode(check_remaining=False)
+                pos += obj.data.offset
+                args.append(a)
+        if pos != len(raw):
+            raise ValueError(f"{module}.{function}: {len(raw) - pos} call bytes left over")
+        v["call_args"] = args
+    return v
+
+
+def decode_extrinsic(runtime_config: RuntimeConfigurationObject, metadata: Any, data: str | bytes) -> dict:
+    """Decode one extrinsic (hex or bytes, as in ``chain_getBlock``) into its value dict, plus
+    ``extrinsic_hash``; batch and proxy calls are made exact (see module doc). Raises
+    scalecodec's exceptions (or ValueError) on malformed input."""
+    raw = data if isinstance(data, (bytes, bytearray)) else bytes.fromhex(data[2:] if data[:2] == "0x" else data)
+    obj = runtime_config.create_scale_object("Extrinsic", data=ScaleBytes(bytearray(raw)), metadata=metadata)
+    value = dict(obj.decode(check_remaining=True))
+    value["extrinsic_hash"] = "0x" + blake2_256(bytes(raw)).hex()
+    call_obj = obj.value_object.get("call") if isinstance(obj.value_object, dict) else None
+    if isinstance(value.get("call"), dict) and call_obj is not None:
+        module, function = _name(value["call"])
+        if (module == "Utility" and function in BATCH_CALLS) or module in ("Proxy", "System"):
+            value["call"] = _exact(runtime_config, metadata, value["call"], bytes(call_obj.get_used_bytes()))
+    return value
+
+
+def events_type_string(metadata: Any) -> str:
+    pallet = metadata.get_metadata_pallet("System")
+    item = pallet.get_storage_function("Events") if pallet else None
+    if item is None:
+        raise ValueError("runtime has no System.Events storage")
+    return item.get_value_type_string()
+
+
+def decode_events(runtime_config: RuntimeConfigurationObject, metadata: Any, data: str | None) -> list[dict]:
+    """Decode the raw ``System.Events`` storage value of a block into event record dicts."""
+    if data is None:
+        return []
+    obj = runtime_config.create_scale_object(events_type_string(metadata), data=ScaleBytes(data), metadata=metadata)
+    return list(obj.decode(check_remaining=True) or [])
+
+
+def timestamp_ms(extrinsics: Iterable[dict]) -> int | None:
+    """``now`` of the block's ``Timestamp.set`` inherent (milliseconds)."""
+    for x in extrinsics:
+        call = x.get("call") or {}
+        if _name(call) == ("Timestamp", "set"):
+            now = _args(call).get("now")
+            if isinstance(now, int):
+                return now
+    return None

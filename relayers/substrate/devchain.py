@@ -1,0 +1,132 @@
+"""Devnet plug-in of the substrate family: two chopsticks chains, "polkadot" (DOT) and
+"kusama" (KSM), each running the real (Rococo) Asset Hub runtime offline.
+
+Both run the same runtime from the same raw genesis, so on the devnet "DOT" and "KSM" are
+names for the test runtime's native token (12 decimals on chain). Amounts are base units on
+chain either way; the configured token's decimals (DOT 10, KSM 12) are used for pricing
+only, exactly as on the real networks. The dev accounts //Alice, //Bob, //Charlie and //Dave
+are funded through chopsticks' ``import-storage``; the committee's account is the
+``pallet_multisig`` account of the signers' Ed25519 keys and the devnet threshold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from substrateinterface.utils.hasher import xxh128
+
+from bridge.config import SubstrateCommittee
+from bridge.errors import ChainError
+from relayers.substrate.chopsticks import ChopsticksNode
+from relayers.substrate.multisig import committee_address
+from relayers.substrate.networks import CHOPSTICKS_GENESIS
+from relayers.substrate.wallet import DEV_SEEDS, keypair
+
+log = logging.getLogger(__name__)
+
+# name, token, SS58 prefix, devnet USD price of one whole token, minimum payment (base units)
+DEV_CHAINS = (
+    ("polkadot", "DOT", 0, "5", 10**8),  # 0.01 DOT
+    ("kusama", "KSM", 2, "20", 10**9),  # 0.001 KSM
+)
+DEV_BALANCE = 10**18  # base units per dev account (10^6 tokens at the runtime's 12 decimals)
+
+# chopsticks sets each block's Timestamp.set to the parent's plus the slot duration (12 s for
+# this runtime, measured between consecutive blocks) and builds blocks only on demand, so its
+# clock stands still while idle and runs ahead in bursts. The payment watcher closes payment
+# windows on the block time of the last final block: the devnet keeps that clock near the wall
+# clock by building an empty block whenever the chain is a slot or more behind.
+SLOT_MS = 12_000
+TIMESTAMP_NOW_KEY = "0x" + (xxh128(b"Timestamp") + xxh128(b"Now")).hex()  # storage key of Timestamp.Now
+CLOCK_CHECK_SECONDS = 2.0
+
+
+async def chain_time_ms(node: ChopsticksNode) -> int:
+    """``Timestamp.Now`` of the head (milliseconds)."""
+    raw = await node.rpc("state_getStorage", TIMESTAMP_NOW_KEY)
+    if not raw:
+        raise ChainError(f"chopsticks {node.name}: no Timestamp.Now at the head")
+    return int.from_bytes(bytes.fromhex(raw[2:]), "little")
+
+
+async def clock_step(node: ChopsticksNode, now_ms: int) -> bool:
+    """Build an empty block if the chain's clock is a slot or more behind ``now_ms``."""
+    if await chain_time_ms(node) + SLOT_MS <= now_ms:
+        await node.new_block()
+        return True
+    return False
+
+
+async def keep_clock(node: ChopsticksNode, interval: float = CLOCK_CHECK_SECONDS) -> None:
+    while True:
+        try:
+            await clock_step(node, int(time.time() * 1000))
+        except ChainError as e:
+            log.debug("chopsticks %s: clock keeping failed: %s", node.name, e)
+        await asyncio.sleep(interval)
+
+
+@dataclass
+class DevChain:
+    """The shape of ``bridge.devnet.DevChain`` (relayers may not import bridge.devnet, the
+    composition root; it reads these attributes only)."""
+
+    name: str
+    config: dict
+    info: dict
+    accounts: list[dict]
+    fixed_usd: dict[str, str]
+    min_amount: dict[str, int]
+    stop: Callable[[], Awaitable[None]]
+
+
+async def start_devchains(directory: Path, committee: Any) -> list[DevChain]:
+    """``committee`` is a ``bridge.devnet.DevCommittee`` (its ``ed25519_public`` keys as hex
+    and its ``threshold`` are used)."""
+    if len(committee.ed25519_public) < 2:
+        log.warning("substrate devchains need a committee of 2 or more (pallet_multisig): not started")
+        return []
+    members = ["0x" + k.lower().removeprefix("0x") for k in committee.ed25519_public]
+    committee_cfg = {"members": members, "threshold": committee.threshold}
+    balances = {keypair(s, 42).ss58_address: DEV_BALANCE for s in DEV_SEEDS}
+    where = directory / "chopsticks"
+    started = await asyncio.gather(
+        *(ChopsticksNode.start(where, name, balances=balances) for name, *_ in DEV_CHAINS),
+        return_exceptions=True,
+    )
+    failed = [r for r in started if isinstance(r, BaseException)]
+    if failed:
+        await asyncio.gather(*(n.stop() for n in started if isinstance(n, ChopsticksNode)))
+        raise failed[0]
+
+    chains = []
+    for node, (name, token, prefix, usd, min_amount) in zip(started, DEV_CHAINS):
+        keeper = asyncio.create_task(keep_clock(node), name=f"chopsticks-clock-{name}")
+
+        async def stop(node=node, keeper=keeper) -> None:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+            await node.stop()
+
+        account = committee_address(SubstrateCommittee(**committee_cfg), prefix)
+        chains.append(DevChain(
+            name=name,
+            config={"family": "substrate", "name": name, "rpc": [node.ws_url], "token": token,
+                    "ss58_prefix": prefix, "genesis_hash": CHOPSTICKS_GENESIS, "committee": committee_cfg,
+                    "poll_interval": 0.5, "max_block_range": 100},
+            info={"family": "substrate", "rpc": node.ws_url, "ss58_prefix": prefix, "token": token,
+                  "committee_account": account, "genesis_hash": CHOPSTICKS_GENESIS,
+                  "runtime": "Rococo Asset Hub (spec 900) on chopsticks; on-chain decimals 12"},
+            accounts=[{"address": keypair(s, prefix).ss58_address, "seed": s} for s in DEV_SEEDS],
+            fixed_usd={token: usd},
+            min_amount={token: min_amount},
+            stop=stop,
+        ))
+    return chains

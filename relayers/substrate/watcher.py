@@ -1,0 +1,331 @@
+"""Watcher of payments to the committee's multisig account on one Asset Hub chain
+(implements ``bridge.chains.Watcher``).
+
+Finality is the chain's own: ``chain_getFinalizedHead`` (GRANDPA on the relay chain for
+Polkadot Hub and Kusama Asset Hub). ``fetch_deposits(start, end)`` walks *every* block number
+of the range by ``chain_getBlockHash(n)`` -- finalized-head notifications may skip numbers,
+so nothing here relies on them -- and checks that each block's parent is the block read
+before it (else ``ReorgDetected``, retryable). What counts as a payment is in ``decode.py``.
+
+Identifiers (all derived from chain facts, identical on every signer):
+
+* ``source`` = ``source_id("substrate", "<genesis hash hex>/<token>", committee account id)``.
+  The genesis hash alone identifies a real chain; the token is added because chopsticks
+  reports the same fixed genesis hash (``0x4545..45``) for every chain it runs from a chain
+  spec, and the devnet runs two such chains with the same committee account.
+* ``sequence`` = ``(block_number << 16) | extrinsic_index``: unique and deterministic per
+  deposit (one deposit per extrinsic at most), fits the settlement contract's ``uint64`` for
+  block numbers below 2**48. It is not dense, which only costs the replay bitmap some gas.
+* ``tx_id`` = block hash (32 bytes) ++ extrinsic index (4 bytes, big endian). Substrate
+  nodes keep no index from extrinsic hash to block, so ``reobserve`` needs the block; the
+  extrinsic hash is not unique either (an identical unsigned or immortal extrinsic may be
+  included twice).
+* ``event_index`` = the extrinsic index; ``timestamp`` = the block's ``Timestamp.set`` in
+  seconds (floored); ``payer`` = the signer's (or proxied ``real`` account's) public key.
+
+Amounts are base units of the chain's native token (``Balances``), whatever its decimals;
+the configured token's decimals (DOT 10, KSM 12) matter to pricing only.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from substrateinterface import SubstrateInterface
+from substrateinterface.exceptions import BlockNotFound, SubstrateRequestException
+
+from bridge.chains import BlockRef, WatcherDefaults
+from bridge.config import SubstrateChainConfig
+from bridge.errors import ChainError, ReorgDetected
+from bridge.hashing import source_id
+from bridge.types import Observation
+from relayers.substrate.client import CONNECTION_ERRORS, SubstrateClient
+from relayers.substrate.decode import (
+    EVENTS_STORAGE_KEY,
+    PaymentCall,
+    confirmed_amount,
+    decode_events,
+    decode_extrinsic,
+    events_of,
+    find_payment,
+    timestamp_ms,
+)
+from relayers.substrate.multisig import committee_account_id
+from relayers.substrate.networks import check_network
+
+log = logging.getLogger(__name__)
+
+TX_ID_LEN = 36
+MAX_EXTRINSIC_INDEX = (1 << 16) - 1
+MAX_BLOCK_NUMBER = (1 << 48) - 1
+PENDING_MAX_BLOCKS = 32  # how far above the finalized head pending_deposits looks
+
+
+@dataclass(frozen=True)
+class Paid:
+    index: int  # extrinsic index in its block
+    call: PaymentCall
+    amount: int  # confirmed by Balances.Transfer events
+
+
+@dataclass(frozen=True)
+class BlockScan:
+    number: int
+    hash: bytes
+    parent: bytes
+    timestamp: int  # seconds
+    paid: tuple[Paid, ...]
+
+
+def _hex(b: bytes) -> str:
+    return "0x" + b.hex()
+
+
+def _bytes32(value: Any, what: str) -> bytes:
+    try:
+        b = bytes.fromhex(value[2:]) if isinstance(value, str) and value[:2] == "0x" else b""
+    except ValueError:
+        b = b""
+    if len(b) != 32:
+        raise ChainError(f"malformed {what} from node: {str(value)[:80]!r}")
+    return b
+
+
+def _number(header: Any) -> int:
+    try:
+        n = header["number"]
+        return int(n, 16) if isinstance(n, str) else int(n)
+    except (KeyError, TypeError, ValueError):
+        raise ChainError("malformed block header from node") from None
+
+
+def tx_id_of(block_hash: bytes, index: int) -> bytes:
+    return block_hash + index.to_bytes(4, "big")
+
+
+def sequence_of(block_number: int, index: int) -> int:
+    if not 0 <= index <= MAX_EXTRINSIC_INDEX or not 0 <= block_number <= MAX_BLOCK_NUMBER:
+        raise ChainError(f"block {block_number} extrinsic {index} does not fit a deposit sequence", retryable=False)
+    return (block_number << 16) | index
+
+
+class SubstrateWatcher(WatcherDefaults):
+    """Reads final payments to ``cfg.committee``'s multisig account on one Asset Hub chain."""
+
+    def __init__(self, cfg: SubstrateChainConfig, client: SubstrateClient | None = None) -> None:
+        self.cfg = cfg
+        self.chain = cfg.name
+        self.token = cfg.token
+        self.committee = committee_account_id(cfg.committee)
+        if cfg.genesis_hash:
+            check_network(cfg.name, cfg.genesis_hash, cfg.token, cfg.ss58_prefix)
+        self.client = client or SubstrateClient(
+            cfg.name, cfg.rpc, timeout=cfg.request_timeout, ss58_format=cfg.ss58_prefix, genesis_hash=cfg.genesis_hash
+        )
+        self._source: bytes | None = None
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def source(self) -> bytes:
+        """The deposit stream id; known once a node told the genesis hash (or configured)."""
+        if self._source is None:
+            genesis = self.cfg.genesis_hash or self.client.genesis
+            if genesis is None:
+                raise ChainError(f"chain {self.chain}: genesis hash not known yet (no connection)")
+            check_network(self.chain, genesis, self.token, self.cfg.ss58_prefix)
+            self._source = source_id("substrate", f"{genesis.lower()}/{self.token}", self.committee)
+        return self._source
+
+    # ------------------------------------------------------------------ Watcher protocol
+    async def finalized_height(self) -> int:
+        return await self.client.call(self._final_number, "finalized head")
+
+    async def fetch_deposits(self, start: int, end: int) -> list[Observation]:
+        if start < 0:
+            raise ValueError("start must be >= 0")
+        out: list[Observation] = []
+        prev: BlockScan | None = None
+        for n in range(start, end + 1):
+            scan = await self.client.call(functools.partial(self._scan_number, n), f"block {n}")
+            if prev is not None and scan.parent != prev.hash:
+                raise ReorgDetected(f"chain {self.chain}: block {n}'s parent is not block {n - 1} as read "
+                                    f"(0x{prev.hash.hex()[:12]}..): the chain changed while reading")
+            out.extend(self._observations(scan))
+            prev = scan
+        return out
+
+    async def reobserve(self, tx_id: bytes) -> list[Observation]:
+        if len(tx_id) != TX_ID_LEN:
+            return []
+        block_hash, index = bytes(tx_id[:32]), int.from_bytes(tx_id[32:], "big")
+        scan = await self.client.call(functools.partial(self._scan_final, _hex(block_hash)), "reobserve")
+        if scan is None:
+            return []
+        return [o for o in self._observations(scan) if o.event_index == index]
+
+    async def block_ref(self, number: int) -> BlockRef:
+        h = await self.client.call(functools.partial(self._hash_at, number), f"block hash {number}")
+        if h is None:
+            raise ChainError(f"chain {self.chain}: block {number} is not available yet")
+        return BlockRef(number, h)
+
+    # ------------------------------------------------------------------ optional abilities
+    async def pending_deposits(self) -> list[Observation]:
+        """Payments in the best chain above the finalized head (for a payment's ``seen``
+        state only; never attested): at most ``PENDING_MAX_BLOCKS`` blocks."""
+        final, head = await self.client.call(self._final_and_head, "heads")
+        out: list[Observation] = []
+        for n in range(final + 1, min(head, final + PENDING_MAX_BLOCKS) + 1):
+            try:
+                scan = await self.client.call(functools.partial(self._scan_number, n), f"block {n}")
+            except ChainError as e:
+                if e.retryable:
+                    break  # the best chain moved; best effort
+                raise
+            out.extend(self._observations(scan))
+        return out
+
+    async def block_time(self, number: int) -> int | None:
+        """``Timestamp.set`` of the canonical block ``number`` in seconds (None for genesis)."""
+        ms = await self.client.call(functools.partial(self._block_time_ms, number), f"block time {number}")
+        return None if ms is None else ms // 1000
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    # ------------------------------------------------------------------ internals
+    def _observations(self, scan: BlockScan) -> list[Observation]:
+        return [
+            Observation(
+                chain=self.chain,
+                source=self.source,
+                sequence=sequence_of(scan.number, p.index),
+                tx_id=tx_id_of(scan.hash, p.index),
+                event_index=p.index,
+                block_number=scan.number,
+                block_hash=scan.hash,
+                timestamp=scan.timestamp,
+                token=self.token,
+                amount=p.amount,
+                payer=p.call.payer,
+                reference=p.call.reference,
+            )
+            for p in scan.paid
+        ]
+
+    # --- these run on the client's thread, with its SubstrateInterface ---------------------------
+    def _final_number(self, si: SubstrateInterface) -> int:
+        h = si.rpc_request("chain_getFinalizedHead", []).get("result")
+        _bytes32(h, "finalized head")
+        header = si.rpc_request("chain_getHeader", [h]).get("result")
+        if header is None:
+            raise ChainError(f"chain {self.chain}: finalized head {h} has no header")
+        return _number(header)
+
+    def _final_and_head(self, si: SubstrateInterface) -> tuple[int, int]:
+        final = self._final_number(si)
+        header = si.rpc_request("chain_getHeader", []).get("result")
+        return final, (_number(header) if header is not None else final)
+
+    def _hash_at(self, number: int, si: SubstrateInterface) -> bytes | None:
+        h = si.rpc_request("chain_getBlockHash", [number]).get("result")
+        return None if h is None else _bytes32(h, "block hash")
+
+    def _block_time_ms(self, number: int, si: SubstrateInterface) -> int | None:
+        h = self._hash_at(number, si)
+        if h is None:
+            raise ChainError(f"chain {self.chain}: block {number} is not available yet")
+        if number == 0:
+            return None
+        res = si.rpc_request("chain_getBlock", [_hex(h)]).get("result")
+        if res is None:
+            raise ChainError(f"chain {self.chain}: block {number} vanished while reading")
+        self._init_runtime(si, _hex(h), number)
+        try:
+            # Timestamp.set is an inherent near the start of the block: decode until found
+            for x in res["block"]["extrinsics"]:
+                ms = timestamp_ms([decode_extrinsic(si.runtime_config, si.metadata, x)])
+                if ms is not None:
+                    return ms
+        except (KeyError, TypeError):
+            raise ChainError(f"chain {self.chain}: malformed block {number}") from None
+        except Exception as e:  # scalecodec's many exception types
+            raise ChainError(f"chain {self.chain}: cannot decode block {number} ({e.__class__.__name__})",
+                             retryable=False) from None
+        return None
+
+    def _init_runtime(self, si: SubstrateInterface, block_hash: str, number: int) -> None:
+        try:
+            si.init_runtime(block_hash=block_hash)
+        except (BlockNotFound, SubstrateRequestException, *CONNECTION_ERRORS):
+            raise  # converted by the client (retryable)
+        except Exception as e:  # metadata or type registry the SDK cannot handle
+            raise ChainError(f"chain {self.chain}: cannot load the runtime of block {number} "
+                             f"({e.__class__.__name__}: {str(e)[:120]})", retryable=False) from None
+
+    def _scan_number(self, number: int, si: SubstrateInterface) -> BlockScan:
+        h = self._hash_at(number, si)
+        if h is None:
+            raise ChainError(f"chain {self.chain}: block {number} is not available yet")
+        scan = self._scan(si, _hex(h))
+        if scan is None or scan.number != number:
+            raise ChainError(f"chain {self.chain}: block {number} (0x{h.hex()[:12]}..) changed while reading")
+        return scan
+
+    def _scan_final(self, block_hash: str, si: SubstrateInterface) -> BlockScan | None:
+        """The block, if it is final and canonical (for ``reobserve``)."""
+        header = si.rpc_request("chain_getHeader", [block_hash]).get("result")
+        if header is None:
+            return None
+        number = _number(header)
+        if number > self._final_number(si):
+            return None
+        canonical = si.rpc_request("chain_getBlockHash", [number]).get("result")
+        if not isinstance(canonical, str) or canonical.lower() != block_hash:
+            return None
+        return self._scan(si, block_hash)
+
+    def _scan(self, si: SubstrateInterface, block_hash: str) -> BlockScan | None:
+        res = si.rpc_request("chain_getBlock", [block_hash]).get("result")
+        if res is None:
+            return None
+        try:
+            block = res["block"]
+            header, raw_extrinsics = block["header"], block["extrinsics"]
+            number = _number(header)
+            parent = _bytes32(header["parentHash"], "parent hash")
+        except (KeyError, TypeError):
+            raise ChainError(f"chain {self.chain}: malformed block {block_hash}") from None
+        h = _bytes32(block_hash, "block hash")
+        if number == 0:  # a genesis block has no extrinsics
+            return BlockScan(0, h, parent, 0, ())
+        self._init_runtime(si, block_hash, number)  # metadata of the runtime that built the block
+        try:
+            extrinsics = [decode_extrinsic(si.runtime_config, si.metadata, x) for x in raw_extrinsics]
+        except Exception as e:  # scalecodec raises many types; the whole block is unreadable
+            raise ChainError(f"chain {self.chain}: cannot decode block {number} ({e.__class__.__name__}: "
+                             f"{str(e)[:120]})", retryable=False) from None
+        candidates = [(i, p) for i, x in enumerate(extrinsics) if (p := find_payment(x, self.committee))]
+        if not candidates:
+            return BlockScan(number, h, parent, 0, ())
+        ts = timestamp_ms(extrinsics)
+        if ts is None:
+            raise ChainError(f"chain {self.chain}: block {number} has no Timestamp.set", retryable=False)
+        raw_events = si.rpc_request("state_getStorage", [EVENTS_STORAGE_KEY, block_hash]).get("result")
+        try:
+            events = decode_events(si.runtime_config, si.metadata, raw_events)
+        except Exception as e:  # as above: scalecodec's many exception types
+            raise ChainError(f"chain {self.chain}: cannot decode the events of block {number} "
+                             f"({e.__class__.__name__})", retryable=False) from None
+        paid = []
+        for i, call in candidates:
+            amount = confirmed_amount(call, events_of(events, i), self.committee)
+            if amount > 0:
+                paid.append(Paid(i, call, amount))
+            else:
+                log.debug("chain %s: block %d extrinsic %d (%s to the committee) failed or moved nothing: ignored",
+                          self.chain, number, i, call.kind)
+        return BlockScan(number, h, parent, ts // 1000, tuple(paid))

@@ -1,0 +1,134 @@
+"""DOT and KSM payments end to end over the real devnet (see conftest): two chopsticks chains
+running the real Asset Hub runtime, paid by signed ``Utility.batch_all`` extrinsics exactly as
+the API's instructions say, credited once on the settlement contract by the 4-signer
+committee (threshold 3). Bad payments -- no remark, another destination, a failed extrinsic
+-- are never credited; an underpayment is credited pro-rata
+(``pricing.credits.credits_for_deposit``)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from bridge.config import SubstrateCommittee
+from bridge.pricing.credits import credits_for_deposit
+from relayers.substrate.multisig import committee_address
+from relayers.substrate.wallet import Receipt, connect, payment_call, submit
+from tests.e2e.conftest import Devnet
+from tests.e2e.test_devnet import assert_each_deposit_credited_once, balance
+
+CHAINS = {"DOT": "polkadot", "KSM": "kusama"}
+
+
+async def open_payment(net: Devnet, token: str, account: int, credits: str = "500") -> dict:
+    beneficiary = net.info["accounts"]["settlement"][account]["address"]
+    q = await net.call("POST", "/v1/quotes", {"token": token, "credits": credits}, expect=201)
+    return await net.call("POST", "/v1/payments", {"quote_id": q["id"], "beneficiary": beneficiary}, expect=201)
+
+
+async def pay(net: Devnet, payment: dict, seed: str, *, amount: int | None = None, remark: bool = True,
+              to: str | None = None) -> Receipt:
+    """Sign and submit the payment as the instructions say (or deliberately not)."""
+    ins = payment["instructions"]
+    chain = net.info["chains"][ins["chain"]]
+
+    def job() -> Receipt:
+        si = connect(chain["rpc"], chain["ss58_prefix"])
+        try:
+            call = payment_call(si, to or ins["to"], int(ins["amount"]) if amount is None else amount,
+                                bytes.fromhex(ins["remark"][2:]) if remark else None)
+            return submit(si, seed, call)
+        finally:
+            si.close()
+
+    return await asyncio.to_thread(job)
+
+
+async def wait_for(predicate, what: str, timeout: float = 120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = await predicate()
+        if got:
+            return got
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{what} did not happen within {timeout:.0f}s")
+
+
+async def state_is(net: Devnet, pid: str, want: str):
+    p = await net.call("GET", f"/v1/payments/{pid}")
+    return p if p.get("state") == want else None
+
+
+async def test_devnet_json_describes_both_asset_hub_chains(devnet: Devnet):
+    info = devnet.info
+    members = ["0x" + k for k in info["committee"]["ed25519_public_keys"]]
+    committee = SubstrateCommittee(members=members, threshold=info["committee"]["threshold"])
+    for token, name in CHAINS.items():
+        chain = info["chains"][name]
+        prefix = {"DOT": 0, "KSM": 2}[token]
+        assert {k: chain[k] for k in ("family", "ss58_prefix", "token")} == {
+            "family": "substrate", "ss58_prefix": prefix, "token": token}
+        assert chain["rpc"].startswith("ws://127.0.0.1:")
+        assert chain["committee_account"] == committee_address(committee, prefix)
+        accounts = info["accounts"][name]
+        assert [a["seed"] for a in accounts] == ["//Alice", "//Bob", "//Charlie", "//Dave"]
+        assert all(a["address"] for a in accounts)
+
+
+async def test_dot_payment_is_credited_exactly_once(devnet: Devnet):
+    before = await balance(devnet, 0)
+    p = await open_payment(devnet, "DOT", 0)
+    ins = p["instructions"]
+    assert set(ins) == {"chain", "to", "amount", "remark"} and ins["chain"] == "polkadot"
+    assert ins["to"] == devnet.info["chains"]["polkadot"]["committee_account"]
+    assert ins["remark"] == p["reference"]
+    r = await pay(devnet, p, "//Alice")
+    assert r.success
+    done = await wait_for(lambda: state_is(devnet, p["id"], "credited"), "DOT payment credited")
+    assert int(done["settlement"]["credits"]) == 500
+    assert await balance(devnet, 0) - before == 500
+    await asyncio.sleep(3)  # the aggregator keeps running: still nothing more
+    assert await balance(devnet, 0) - before == 500
+    await assert_each_deposit_credited_once(devnet)
+
+
+async def test_ksm_payment_is_credited(devnet: Devnet):
+    before = await balance(devnet, 1)
+    p = await open_payment(devnet, "KSM", 1, credits="300")
+    assert p["instructions"]["chain"] == "kusama"
+    assert (await pay(devnet, p, "//Bob")).success
+    await wait_for(lambda: state_is(devnet, p["id"], "credited"), "KSM payment credited")
+    assert await balance(devnet, 1) - before == 300
+
+
+async def test_bad_payments_are_never_credited_and_an_underpayment_is_prorated(devnet: Devnet):
+    before = {a: await balance(devnet, a) for a in (2, 3)}
+    no_remark = await open_payment(devnet, "DOT", 2)
+    elsewhere = await open_payment(devnet, "DOT", 2)
+    failed = await open_payment(devnet, "DOT", 2)
+    under = await open_payment(devnet, "DOT", 3)
+    assert (await pay(devnet, no_remark, "//Charlie", remark=False)).success
+    dave = devnet.info["accounts"]["polkadot"][3]["address"]
+    assert (await pay(devnet, elsewhere, "//Charlie", to=dave)).success
+    r = await pay(devnet, failed, "//Charlie", amount=10**30)  # more than Charlie has
+    assert not r.success, r
+    paid = int(under["instructions"]["amount"]) // 3
+    assert (await pay(devnet, under, "//Dave", amount=paid)).success
+    want = credits_for_deposit(paid, int(under["amount"]), int(under["credits"]))
+    assert 0 < want < 500
+
+    async def prorated():
+        return await balance(devnet, 3) - before[3] == want
+
+    await wait_for(prorated, "the underpayment credited pro-rata")
+    # a good payment made after the bad ones: once it is credited, every watcher has passed them
+    good = await open_payment(devnet, "DOT", 0)
+    assert (await pay(devnet, good, "//Alice")).success
+    await wait_for(lambda: state_is(devnet, good["id"], "credited"), "good payment credited")
+    for p in (no_remark, elsewhere, failed):
+        assert (await devnet.call("GET", f"/v1/payments/{p['id']}"))["state"] == "new"
+    assert await balance(devnet, 2) == before[2]
+    u = await devnet.call("GET", f"/v1/payments/{under['id']}")
+    assert int(u["paid_amount"]) == paid
+    assert await balance(devnet, 3) - before[3] == want
+    await assert_each_deposit_credited_once(devnet)
