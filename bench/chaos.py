@@ -5,13 +5,19 @@ chains misbehave, then reconciliation from the chains themselves.
     .venv/bin/python bench/chaos.py --quick --seed 7    # CI: tens of payments, every fault kind
 
 It starts the devnet in this process (every component is still its own OS process, restarted
-by the devnet when it dies), with a TCP proxy in front of each chain's RPC for the components,
-and pays from several payer accounts as a dApp would: POST /v1/quotes, POST /v1/payments, then
-``lock(reference)`` on the Ethereum lock contract. A seeded schedule injects:
+by the devnet when it dies), with a TCP proxy in front of each chain's endpoint for the
+components (EVM and Asset Hub RPC, the TON liteserver's ADNL port), and pays from several payer
+accounts per token as a dApp would: POST /v1/quotes, POST /v1/payments, then on the source
+chain: ``lock(reference)`` on the Ethereum lock contract, a WalletV4R2 transfer to the TON lock
+contract, or ``batch_all(transfer_keep_alive, remark_with_event)`` to the committee multisig on
+the Asset Hub chains (DOT, KSM). ``--other-share`` of the payments go to the non-ETH tokens.
+A seeded schedule injects:
 
 * ``kill_signer`` / ``kill_relay`` / ``kill_api``: SIGKILL (never more than n - t signers down);
-* ``reorg``: ``anvil_reorg`` below the finality point (the payer re-sends a payment whose
-  transaction the reorg removed, as a wallet would);
+* ``reorg``: ``anvil_reorg`` on Ethereum below the finality point (the payer re-broadcasts a
+  transaction the reorg removed, as a wallet would). Not on the other chains: chopsticks
+  finalizes every block at once (a ``dev_setHead`` rewind there is a finality violation, which
+  the Asset Hub relayer's own tests cover) and the local TON chain has no forks;
 * ``rpc_cut`` / ``rpc_flap``: a chain's RPC proxy cut for seconds, or flapping;
 * ``settlement_drop``: the aggregator's settlement transaction is dropped from the mempool;
 * ``settlement_fail``: the aggregator's gas account is emptied, so its transactions fail;
@@ -19,8 +25,9 @@ and pays from several payer accounts as a dApp would: POST /v1/quotes, POST /v1/
   required price sources) stops answering a fresh round, or answers a price 15% off; quotes
   must then be refused (503), never priced from one source or from the bad one.
 
-Reconciliation reads every ``Locked`` event of the lock contract and every ``Credited`` event of
-the ledger: each deposit must be credited exactly once, to the payment's beneficiary, with the
+Reconciliation reads every deposit from the source chains (``Locked`` events on Ethereum; the TON
+lock's and the committee account's transactions walked by the relayers' watchers pointed
+straight at the nodes) and every ``Credited`` event of the ledger: each deposit must be credited exactly once, to the payment's beneficiary, with the
 credits its quote promised (``credits_for_deposit``); nothing may be credited that was not paid;
 nothing may stay uncredited longer than ``--drain-bound`` seconds after the faults stop.
 Exit status 1 on any lost, doubled, mispriced or phantom credit.
@@ -50,7 +57,7 @@ sys.path.insert(0, str(ROOT))
 from eth_account import Account  # noqa: E402
 
 from bridge.devnet import DevnetOptions, run_devnet  # noqa: E402
-from bridge.hashing import keccak256  # noqa: E402
+from bridge.hashing import keccak256, source_id  # noqa: E402
 from bridge.pricing.credits import amount_for_credits, credits_for_deposit  # noqa: E402
 
 log = logging.getLogger("chaos")
@@ -135,6 +142,7 @@ class Payment:
     id: str
     reference: str
     payer: int
+    token: str
     beneficiary: str
     quote_amount: int
     quote_credits: int
@@ -173,7 +181,7 @@ class Harness:
         self.nonces: dict[int, int] = {}
 
     async def proxy(self, name: str, url: str) -> str:
-        host, port = url.split("//")[1].split(":")
+        host, port = url.split("//")[1].split("/")[0].split(":")
         p = TcpProxy(name, host, int(port))
         self.proxies[name] = p
         return await p.start()
@@ -231,29 +239,125 @@ class Harness:
     async def payer(self, index: int, count: int, pace: float) -> None:
         beneficiary = self.info["accounts"]["settlement"][index]["address"]
         for _ in range(count):
-            credits = self.rng.randint(1, 2000)
-            for _attempt in range(40):  # a dApp retries a refused quote after a moment
-                status, q = await self.api("POST", "/v1/quotes", {"token": "ETH", "credits": str(credits)})
-                if status == 201:
-                    break
-                self.stats.quotes_refused += 1
-                why = f"{status} {q.get('type', '').rsplit('/', 1)[-1]}" if isinstance(q, dict) else str(status)
-                self.stats.refusals[why] = self.stats.refusals.get(why, 0) + 1
-                await asyncio.sleep(0.5)
-            else:
+            credits = self.rng.randint(10, 2000)
+            q = await self.quote("ETH", credits, 18)
+            if q is None:
                 continue
-            expect = amount_for_credits(credits, Decimal("0.01"), Decimal(self.eth_usd), 18)
-            if int(q["amount"]) != expect:
-                self.stats.mispriced_quotes.append(q["id"])
             status, pay = await self.api("POST", "/v1/payments", {"quote_id": q["id"], "beneficiary": beneficiary})
             if status not in (200, 201):
                 raise RuntimeError(f"payment refused: {pay}")
-            p = Payment(pay["id"], pay["reference"], index, beneficiary.lower(), int(q["amount"]),
+            p = Payment(pay["id"], pay["reference"], index, "ETH", beneficiary.lower(), int(q["amount"]),
                         int(q["credits"]), int(pay["instructions"]["value"]))
             async with self.pay_lock:
                 await self.send(p)
                 self.payments[p.reference] = p
             await asyncio.sleep(pace)
+
+    async def ton_payer(self, index: int, count: int, pace: float) -> None:
+        """Pays in TON like a wallet app: a signed WalletV4R2 transfer built from the API's
+        instructions, one at a time (the wallet's seqno must move before the next)."""
+        import base64
+
+        from pytoniq_core import Cell
+
+        from relayers.ton import wallet as tw
+
+        account = self.info["accounts"]["ton"][index]
+        beneficiary = self.info["accounts"]["settlement"][index]["address"]
+        lb = await tw.connect(self.info["chains"]["ton"]["liteserver_config"], trust_level=2)
+        try:
+            wallet = await tw.open_wallet(lb, account["mnemonic"])
+            for _ in range(count):
+                credits = self.rng.randint(10, 2000)
+                q = await self.quote("TON", credits, 9)
+                if q is None:
+                    continue
+                status, pay = await self.api("POST", "/v1/payments", {"quote_id": q["id"], "beneficiary": beneficiary})
+                if status not in (200, 201):
+                    raise RuntimeError(f"payment refused: {pay}")
+                ins = pay["instructions"]
+                p = Payment(pay["id"], pay["reference"], index, "TON", beneficiary.lower(), int(q["amount"]),
+                            int(q["credits"]), int(ins["amount"]))
+                self.payments[p.reference] = p
+                await wallet.update()
+                seqno = await wallet.get_seqno() if wallet.is_active else 0
+                for _attempt in range(5):  # an external message can be lost: re-send until seqno moves
+                    await tw.transfer(wallet, ins["contract"], p.value, Cell.one_from_boc(base64.b64decode(ins["body"])))
+                    p.sends += 1
+                    try:
+                        await tw.wait_for(lambda: self._seqno_moved(wallet, seqno), timeout=10)
+                        break
+                    except Exception:  # noqa: BLE001 - retried: the chain's own seqno guards against doubles
+                        self.stats.effect("ton_transfers_resent")
+                await asyncio.sleep(pace)
+        finally:
+            await lb.close_all()
+
+    async def substrate_payer(self, chain: str, index: int, count: int, pace: float) -> None:
+        """Pays DOT or KSM like a wallet: ``Utility.batch_all([transfer_keep_alive(committee
+        multisig, amount), remark_with_event(reference)])`` signed by a dev account, waiting for
+        inclusion (substrate-interface is synchronous: it runs in a thread)."""
+        from relayers.substrate import wallet as sw
+
+        info = self.info["chains"][chain]
+        token, seed = info["token"], self.info["accounts"][chain][index]["seed"]
+        beneficiary = self.info["accounts"]["settlement"][index]["address"]
+        decimals = {"DOT": 10, "KSM": 12}[token]
+        for _ in range(count):
+            credits = self.rng.randint(10, 2000)
+            q = await self.quote(token, credits, decimals)
+            if q is None:
+                continue
+            status, pay = await self.api("POST", "/v1/payments", {"quote_id": q["id"], "beneficiary": beneficiary})
+            if status not in (200, 201):
+                raise RuntimeError(f"payment refused: {pay}")
+            ins = pay["instructions"]
+            p = Payment(pay["id"], pay["reference"], index, token, beneficiary.lower(), int(q["amount"]),
+                        int(q["credits"]), int(ins["amount"]))
+            self.payments[p.reference] = p
+            receipt = await asyncio.to_thread(sw.pay, info["rpc"], seed, ins["to"], p.value,
+                                              bytes.fromhex(ins["remark"][2:]), ss58_format=info["ss58_prefix"])
+            p.sends += 1
+            if not receipt.success:
+                raise RuntimeError(f"{token} payment extrinsic failed: {receipt.error}")
+            await asyncio.sleep(pace)
+
+    async def substrate_deposits(self, chain: str) -> list[dict]:
+        """Every deposit to the committee account on an Asset Hub chain, walked block by block
+        by the relayer's watcher pointed straight at the node (not through the chaos proxy)."""
+        from bridge.config import SubstrateChainConfig
+        from relayers.substrate.watcher import SubstrateWatcher
+
+        cfg = next(c for c in self.api_cfg["chains"] if c["name"] == chain)
+        w = SubstrateWatcher(SubstrateChainConfig.model_validate({**cfg, "rpc": [self.info["chains"][chain]["rpc"]]}))
+        try:
+            final = await w.finalized_height()
+            obs = await w.fetch_deposits(1, final)
+        finally:
+            await w.aclose()
+        return [{"source": "0x" + o.source.hex(), "sequence": o.sequence, "reference": "0x" + o.reference.hex(),
+                 "amount": o.amount} for o in obs]
+
+    @staticmethod
+    async def _seqno_moved(wallet, seqno: int) -> bool:
+        await wallet.update()
+        return wallet.is_active and await wallet.get_seqno() > seqno
+
+    async def quote(self, token: str, credits: int, decimals: int) -> dict | None:
+        for _attempt in range(40):  # a dApp retries a refused quote after a moment
+            status, q = await self.api("POST", "/v1/quotes", {"token": token, "credits": str(credits)})
+            if status == 201:
+                expect = amount_for_credits(credits, Decimal("0.01"), self.prices[token], decimals)
+                if int(q["amount"]) != expect:
+                    self.stats.mispriced_quotes.append(q["id"])
+                return q
+            self.stats.quotes_refused += 1
+            why = f"{status} {q.get('type', '').rsplit('/', 1)[-1]}" if isinstance(q, dict) else str(status)
+            self.stats.refusals[why] = self.stats.refusals.get(why, 0) + 1
+            if status < 500 and status != 429:
+                raise RuntimeError(f"quote for {credits} {token} credits refused: {q}")  # the harness's fault
+            await asyncio.sleep(0.5)
+        return None
 
     async def rebroadcaster(self) -> None:
         """What a wallet does: re-broadcast a signed transaction that has no receipt (a reorg
@@ -347,7 +451,7 @@ class Harness:
 
             feed = self.info["price_feeds"]["ETH"]
             rpc = self.info["chains"][feed["chain"]]["rpc"]
-            true_answer = int(Decimal(self.eth_usd) * 10 ** feed["decimals"])
+            true_answer = int(self.prices["ETH"] * 10 ** feed["decimals"])
             refused_before = self.stats.quotes_refused
             if kind == "price_stale":
                 await start_round(rpc, feed["owner_private_key"], feed["address"])
@@ -385,44 +489,71 @@ class Harness:
             await self.fault(kinds.pop())
 
     # --- reconciliation ----------------------------------------------------------------------------
-    async def chain_state(self) -> tuple[list[dict], list[dict]]:
+    async def chain_state(self) -> tuple[list[dict], list[dict], list[dict]]:
+        """Deposits on every source chain and the ledger's credits, read from the chains."""
         locked = await self.eth("eth_getLogs", {"address": self.lock, "fromBlock": "0x0", "toBlock": "latest",
                                                 "topics": [LOCKED_TOPIC]})
+        eth_source = "0x" + source_id("evm", self.chain_id, bytes.fromhex(self.lock[2:])).hex()
+        deposits = [{"source": eth_source, "sequence": int(e["topics"][1], 16), "reference": e["topics"][3],
+                     "amount": int(e["data"], 16)} for e in locked]
+        if "TON" in self.tokens:
+            deposits += await self.ton_deposits()
+        for chain in self.substrate_chains:
+            deposits += await self.substrate_deposits(chain)
         credited = await self.st("eth_getLogs", {"address": self.ledger, "fromBlock": "0x0", "toBlock": "latest",
                                                  "topics": [CREDITED_TOPIC]})
-        return locked, credited
+        return deposits, credited, locked
 
-    def reconcile(self, locked: list[dict], credited: list[dict]) -> dict:
-        credits: dict[int, list[dict]] = {}
+    async def ton_deposits(self) -> list[dict]:
+        """Every deposit of the TON lock contract, walked from its transactions (the relayer's
+        watcher, pointed straight at the liteserver, not through the chaos proxy)."""
+        from bridge.config import TonChainConfig
+        from relayers.ton.watcher import TonWatcher
+
+        info = self.info["chains"]["ton"]
+        w = TonWatcher(TonChainConfig(family="ton", name="ton", liteserver_config=info["liteserver_config"],
+                                      trust_level=2, contracts=info["contracts"]))
+        try:
+            final = await w.finalized_height()
+            obs = await w.fetch_deposits(1, final)
+        finally:
+            await w.aclose()
+        return [{"source": "0x" + o.source.hex(), "sequence": o.sequence, "reference": "0x" + o.reference.hex(),
+                 "amount": o.amount} for o in obs]
+
+    def reconcile(self, deposits: list[dict], credited: list[dict]) -> dict:
+        credits: dict[tuple[str, int], list[dict]] = {}
         for e in credited:
-            credits.setdefault(int(e["topics"][2], 16), []).append(e)
+            credits.setdefault((e["topics"][1], int(e["topics"][2], 16)), []).append(e)
         lost, doubled, mispriced, phantom, unknown = [], [], [], [], []
-        deposits = {}
-        for e in locked:
-            seq = int(e["topics"][1], 16)
-            ref = e["topics"][3]
-            amount = int(e["data"], 16)
-            deposits[seq] = e
-            p = self.payments.get(ref)
+        seen = set()
+        for d in deposits:
+            key = (d["source"], d["sequence"])
+            seen.add(key)
+            p = self.payments.get(d["reference"])
             if p is None:
-                unknown.append(seq)
+                unknown.append(key)
                 continue
-            got = credits.get(seq, [])
+            got = credits.get(key, [])
             if not got:
-                lost.append({"sequence": seq, "payment": p.id})
+                lost.append({"token": p.token, "sequence": d["sequence"], "payment": p.id})
             elif len(got) > 1:
-                doubled.append({"sequence": seq, "payment": p.id, "times": len(got)})
+                doubled.append({"token": p.token, "sequence": d["sequence"], "payment": p.id, "times": len(got)})
             else:
-                want = credits_for_deposit(amount, p.quote_amount, p.quote_credits)
+                want = credits_for_deposit(d["amount"], p.quote_amount, p.quote_credits)
                 have = int(got[0]["data"][2:66], 16)
                 benef = "0x" + got[0]["topics"][3][-40:]
                 if have != want or benef != p.beneficiary:
-                    mispriced.append({"sequence": seq, "payment": p.id, "want": want, "got": have})
-        for seq in credits:
-            if seq not in deposits:
-                phantom.append(seq)
+                    mispriced.append({"token": p.token, "sequence": d["sequence"], "payment": p.id,
+                                      "want": want, "got": have})
+        phantom = [list(k) for k in credits if k not in seen]
+        by_token: dict[str, int] = {}
+        for d in deposits:
+            p = self.payments.get(d["reference"])
+            if p is not None:
+                by_token[p.token] = by_token.get(p.token, 0) + 1
         return {"lost": lost, "doubled": doubled, "mispriced": mispriced, "phantom": phantom,
-                "unknown_reference": unknown, "deposits": len(deposits)}
+                "unknown_reference": unknown, "deposits": len(deposits), "deposits_by_token": by_token}
 
     def latencies(self, locked: list[dict]) -> dict:
         quiet, faulty = [], []
@@ -453,12 +584,15 @@ class Harness:
         directory = Path(a.dir)
         stop_devnet, ready = asyncio.Event(), asyncio.Event()
         opts = DevnetOptions(directory=directory, api_port=0, confirmations=a.confirmations, block_time=a.block_time,
-                             families=False, rpc_proxy=self.proxy, min_sources=2, price_refresh_seconds=1.0)
+                             families=a.families, rpc_proxy=self.proxy, min_sources=2, price_refresh_seconds=1.0)
         devnet = asyncio.create_task(run_devnet(opts, ready=ready, stop=stop_devnet))
         done, _ = await asyncio.wait([devnet, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
         if devnet in done:
             devnet.result()
         self.info = json.loads((directory / "devnet.json").read_text())
+        self.substrate_chains = [n for n, c in self.info["chains"].items() if c.get("family") == "substrate"]
+        self.tokens = {"ETH"} | ({"TON"} if "ton" in self.info["chains"] else set()) | {
+            self.info["chains"][n]["token"] for n in self.substrate_chains}
         self.session = aiohttp.ClientSession()
         try:
             return await self._run()
@@ -475,7 +609,9 @@ class Harness:
         self.lock, self.ledger = eth["contracts"]["lock"], st["contracts"]["credits"]
         self.chain_id = eth["chain_id"]
         self.gas_price = int(await self.eth("eth_gasPrice"), 16) * 4
-        self.eth_usd = "3000"
+        self.api_cfg = api_cfg = json.loads(
+            (Path(self.info["processes"]["logs_dir"]).parent / "config" / "api.json").read_text())
+        self.prices = {k: Decimal(v) for k, v in api_cfg["pricing"]["fixed_usd"].items()}
         self.relay_address = Account.from_key(
             "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6").address
         for i in range(a.payers):
@@ -485,14 +621,44 @@ class Harness:
                      asyncio.create_task(self.watch_credits(self.st, self.ledger)),
                      asyncio.create_task(self.rebroadcaster())]
         t_start = time.monotonic()
-        per_payer = [a.payments // a.payers + (1 if i < a.payments % a.payers else 0) for i in range(a.payers)]
-        quiet = [max(1, n // 5) for n in per_payer]
-        log.info("phase 1: %d payments without faults", sum(quiet))
-        await asyncio.gather(*(self.payer(i, n, a.pace) for i, n in enumerate(quiet)))
+        # payers: one per (token, account); TON takes a share of the payments when the devnet has it
+        payers = [("ETH", i) for i in range(a.payers)]
+        if "TON" in self.tokens:
+            payers += [("TON", i) for i in range(min(a.payers, len(self.info["accounts"]["ton"])))]
+        for chain in self.substrate_chains:
+            payers += [(chain, i) for i in range(min(a.payers, len(self.info["accounts"][chain])))]
+        others = ["TON"] * ("TON" in self.tokens) + self.substrate_chains
+        n_other = round(a.payments * a.other_share / len(others)) if others else 0
+        counts = {}
+        for token, n_token in (("ETH", a.payments - n_other * len(others)), *((o, n_other) for o in others)):
+            mine = [p for p in payers if p[0] == token]
+            for j, p in enumerate(mine):
+                counts[p] = n_token // len(mine) + (1 if j < n_token % len(mine) else 0)
+
+        def job(token: str, i: int, k: int):
+            if token == "ETH":
+                return self.payer(i, k, a.pace)
+            if token == "TON":
+                return self.ton_payer(i, k, a.pace)
+            return self.substrate_payer(token, i, k, a.pace)
+
+        def run_payers(share) -> list:
+            jobs = []
+            for (token, i), n in counts.items():
+                k = share(n)
+                if k > 0:
+                    jobs.append(job(token, i, k))
+            return jobs
+
+        quiet = {p: max(1, n // 5) if n else 0 for p, n in counts.items()}
+        log.info("phase 1: %d payments without faults", sum(quiet.values()))
+        it = iter(quiet.values())
+        await asyncio.gather(*run_payers(lambda n: next(it)))
         stop_chaos = asyncio.Event()
         chaos = asyncio.create_task(self.chaos(stop_chaos))
-        log.info("phase 2: %d payments under faults", sum(per_payer) - sum(quiet))
-        await asyncio.gather(*(self.payer(i, n - q, a.pace) for i, (n, q) in enumerate(zip(per_payer, quiet))))
+        log.info("phase 2: %d payments under faults", sum(counts.values()) - sum(quiet.values()))
+        it2 = iter(quiet.values())
+        await asyncio.gather(*run_payers(lambda n: n - next(it2)))
         stop_chaos.set()
         await chaos
         faults_stopped = time.monotonic()
@@ -500,19 +666,20 @@ class Harness:
         # after the last fault: every deposit must be credited within the bound
         drained_at = None
         while time.monotonic() - faults_stopped < a.drain_bound:
-            locked, credited = await self.chain_state()
-            r = self.reconcile(locked, credited)
+            deposits, credited, _ = await self.chain_state()
+            r = self.reconcile(deposits, credited)
             if not r["lost"] and r["deposits"] >= len(self.payments):
                 drained_at = time.monotonic()
                 break
             await asyncio.sleep(1)
         await asyncio.sleep(3)  # late doubles would show up here
-        locked, credited = await self.chain_state()
-        result = self.reconcile(locked, credited)
+        deposits, credited, locked = await self.chain_state()
+        result = self.reconcile(deposits, credited)
         for t in observers:
             t.cancel()
         report = {
-            "seed": a.seed, "payments": len(self.payments), "deposits": result["deposits"],
+            "seed": a.seed, "tokens": sorted(self.tokens), "payments": len(self.payments),
+            "deposits": result["deposits"], "deposits_by_token": result["deposits_by_token"],
             "quotes_refused": self.stats.quotes_refused, "quote_refusals": self.stats.refusals,
             "fault_effects": self.stats.effects,
             "faults": dict(sorted(self.stats.faults.items())), "faults_total": sum(self.stats.faults.values()),
@@ -553,11 +720,17 @@ def main(argv=None) -> int:
     ap.add_argument("--block-time", type=float, default=0.5)
     ap.add_argument("--pace", type=float, default=0.05, help="seconds between one payer's payments")
     ap.add_argument("--drain-bound", type=int, default=180)
+    ap.add_argument("--evm-only", dest="families", action="store_false",
+                    help="only the EVM chains (no TON or Asset Hub devnet chains)")
+    ap.add_argument("--other-share", type=float, default=0.3,
+                    help="share of the payments made in the other tokens (TON, DOT, KSM), split evenly")
     args = ap.parse_args(argv)
     args.fault_gap = (1.0, 3.0)
     if args.quick:
         args.payments, args.pace = min(args.payments, 40), 4.0  # spread payments over the faults
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("LiteClient", "LiteBalancer", "pytoniq", "substrateinterface", "websocket"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     report = asyncio.run(Harness(args).run())
     text = json.dumps(report, indent=2)
     if args.out:

@@ -216,6 +216,26 @@ async def _keep_feed_fresh(rpc: str, key: str, feed: str, answer: int) -> None:
             await asyncio.sleep(60)
 
 
+async def _proxied(config: dict, proxy) -> dict:
+    """A family chain's config with its endpoints routed through the chaos proxy: ws/http RPC
+    URLs, and TON liteservers (ADNL over TCP)."""
+    import copy
+
+    cfg = copy.deepcopy(config)
+    if isinstance(cfg.get("rpc"), list):
+        out = []
+        for url in cfg["rpc"]:
+            scheme = url.split("://", 1)[0]
+            proxied = await proxy(cfg["name"], "http://" + url.split("://", 1)[1])
+            out.append(scheme + "://" + proxied.split("://", 1)[1])
+        cfg["rpc"] = out
+    ls = (cfg.get("liteserver_config") or {}).get("liteservers")
+    for server in ls or []:
+        proxied = await proxy(cfg["name"], f"http://127.0.0.1:{server['port']}")
+        server["port"] = int(proxied.rsplit(":", 1)[1])
+    return cfg
+
+
 async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
                      stop: asyncio.Event | None = None) -> None:
     from relayers.evm.anvil import DEV_PRIVATE_KEYS, AnvilNode
@@ -292,14 +312,21 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
         ]
         fixed_usd, min_amount = {"ETH": ETH_USD}, {"ETH": 10**13}
         for c in extra:
-            chains.append(c.config)
+            chains.append(await _proxied(c.config, component_rpc) if opts.rpc_proxy else c.config)
             fixed_usd.update(c.fixed_usd)
             min_amount.update(c.min_amount)
+        extra_sources = []
+        if opts.min_sources > 1 and len(fixed_usd) > 1:
+            # tokens without an on-chain feed get a second (reference) fixed source, so the
+            # "several fresh sources" rule can be asked of every token on the devnet
+            extra_sources.append({"kind": "fixed", "name": "reference",
+                                  "prices": {k: v for k, v in fixed_usd.items() if k != "ETH"}})
         base = {"chains": chains, "settlement_chain": "settlement",
                 "pricing": {"credit_price_usd": "0.01", "fixed_usd": fixed_usd, "min_amount": min_amount,
                             "min_sources": opts.min_sources, "refresh_seconds": opts.price_refresh_seconds,
                             "sources": [{"kind": "chainlink", "chain": "settlement", "feeds": {
-                                "ETH": {"address": eth_feed, "heartbeat_seconds": FEED_HEARTBEAT_SECONDS}}}]}}
+                                "ETH": {"address": eth_feed, "heartbeat_seconds": FEED_HEARTBEAT_SECONDS}}},
+                                *extra_sources]}}
 
         def write_cfg(name: str, extra: dict) -> Path:
             p = d / "config" / f"{name}.json"
