@@ -24,7 +24,11 @@ try {
   });
   await page.goto(url);
   await page.waitForFunction(() => document.getElementById("state").dataset.state !== "");
-  const qrOk = await page.evaluate(() => document.getElementById("qr").complete && document.getElementById("qr").naturalWidth > 0);
+  // the QR code image is requested once the first status arrives: wait for it to load
+  const qrOk = await page.waitForFunction(() => {
+    const q = document.getElementById("qr");
+    return q.getAttribute("src") && q.complete && q.naturalWidth > 0;
+  }, null, { timeout: 20000 }).then(() => true, () => false);
   console.log("READY " + (await page.textContent("#state")) + " qr=" + qrOk + " amount=" + (await page.textContent("#amount-base")));
   let last = "";
   const deadline = Date.now() + 150000;
