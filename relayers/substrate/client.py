@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, TypeVar
 
@@ -58,6 +59,18 @@ class MetadataCache:
 
     def set(self, key: str, value: object) -> None:
         self._d[key] = value
+
+
+# scalecodec keeps its type registry and decoder classes in process-wide state that is not
+# thread-safe: two chains' watchers (one thread each) loading runtimes at the same time were
+# seen to corrupt it ("Decoder class for Compact<u32> not found", then no portable registry
+# ever again). All substrate-interface work of a process goes through this lock.
+SDK_LOCK = threading.Lock()
+
+
+class DecodeFailure(ChainError):
+    """The SDK could not load a runtime or decode a block. The client drops its connection
+    (and with it the SDK's half-built runtime state) so the retry starts afresh."""
 
 
 def _short(e: BaseException) -> str:
@@ -112,7 +125,11 @@ class SubstrateClient:
         for _ in range(len(self.urls)):
             url = self.url
             try:
-                return fn(self._connected())
+                with SDK_LOCK:
+                    return fn(self._connected())
+            except DecodeFailure:
+                self._drop()
+                raise
             except BridgeError:
                 raise
             except SubstrateRequestException as e:

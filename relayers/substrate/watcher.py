@@ -42,7 +42,7 @@ from bridge.config import SubstrateChainConfig
 from bridge.errors import ChainError, ReorgDetected
 from bridge.hashing import source_id
 from bridge.types import Observation
-from relayers.substrate.client import CONNECTION_ERRORS, SubstrateClient
+from relayers.substrate.client import CONNECTION_ERRORS, DecodeFailure, SubstrateClient
 from relayers.substrate.decode import (
     EVENTS_STORAGE_KEY,
     PaymentCall,
@@ -253,7 +253,7 @@ class SubstrateWatcher(WatcherDefaults):
         except (KeyError, TypeError):
             raise ChainError(f"chain {self.chain}: malformed block {number}") from None
         except Exception as e:  # scalecodec's many exception types
-            raise ChainError(f"chain {self.chain}: cannot decode block {number} ({e.__class__.__name__})",
+            raise DecodeFailure(f"chain {self.chain}: cannot decode block {number} ({e.__class__.__name__})",
                              retryable=False) from None
         return None
 
@@ -263,7 +263,7 @@ class SubstrateWatcher(WatcherDefaults):
         except (BlockNotFound, SubstrateRequestException, *CONNECTION_ERRORS):
             raise  # converted by the client (retryable)
         except Exception as e:  # metadata or type registry the SDK cannot handle
-            raise ChainError(f"chain {self.chain}: cannot load the runtime of block {number} "
+            raise DecodeFailure(f"chain {self.chain}: cannot load the runtime of block {number} "
                              f"({e.__class__.__name__}: {str(e)[:120]})", retryable=False) from None
 
     def _scan_number(self, number: int, si: SubstrateInterface) -> BlockScan:
@@ -306,7 +306,7 @@ class SubstrateWatcher(WatcherDefaults):
         try:
             extrinsics = [decode_extrinsic(si.runtime_config, si.metadata, x) for x in raw_extrinsics]
         except Exception as e:  # scalecodec raises many types; the whole block is unreadable
-            raise ChainError(f"chain {self.chain}: cannot decode block {number} ({e.__class__.__name__}: "
+            raise DecodeFailure(f"chain {self.chain}: cannot decode block {number} ({e.__class__.__name__}: "
                              f"{str(e)[:120]})", retryable=False) from None
         candidates = [(i, p) for i, x in enumerate(extrinsics) if (p := find_payment(x, self.committee))]
         if not candidates:
