@@ -297,30 +297,52 @@ class Harness:
         """Pays DOT or KSM like a wallet: ``Utility.batch_all([transfer_keep_alive(committee
         multisig, amount), remark_with_event(reference)])`` signed by a dev account, waiting for
         inclusion (substrate-interface is synchronous: it runs in a thread)."""
+        from concurrent.futures import ThreadPoolExecutor
+
         from relayers.substrate import wallet as sw
+        from relayers.substrate.client import SDK_LOCK
 
         info = self.info["chains"][chain]
         token, seed = info["token"], self.info["accounts"][chain][index]["seed"]
         beneficiary = self.info["accounts"]["settlement"][index]["address"]
         decimals = {"DOT": 10, "KSM": 12}[token]
-        for _ in range(count):
-            credits = self.rng.randint(10, 2000)
-            q = await self.quote(token, credits, decimals)
-            if q is None:
-                continue
-            status, pay = await self.api("POST", "/v1/payments", {"quote_id": q["id"], "beneficiary": beneficiary})
-            if status not in (200, 201):
-                raise RuntimeError(f"payment refused: {pay}")
-            ins = pay["instructions"]
-            p = Payment(pay["id"], pay["reference"], index, token, beneficiary.lower(), int(q["amount"]),
-                        int(q["credits"]), int(ins["amount"]))
-            self.payments[p.reference] = p
-            receipt = await asyncio.to_thread(sw.pay, info["rpc"], seed, ins["to"], p.value,
-                                              bytes.fromhex(ins["remark"][2:]), ss58_format=info["ss58_prefix"])
-            p.sends += 1
-            if not receipt.success:
-                raise RuntimeError(f"{token} payment extrinsic failed: {receipt.error}")
-            await asyncio.sleep(pace)
+        loop = asyncio.get_running_loop()
+        # one SubstrateInterface per payer, used on one thread; scalecodec's registry is
+        # process-wide and not thread-safe, so SDK work is serialized by the relayer's lock
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"payer-{chain}-{index}")
+
+        def locked(fn, *args):
+            with SDK_LOCK:
+                return fn(*args)
+
+        si = await loop.run_in_executor(pool, locked, sw.connect, info["rpc"], info["ss58_prefix"])
+
+        def pay(to: str, amount: int, remark: bytes):
+            return sw.submit(si, seed, sw.payment_call(si, to, amount, remark))
+
+        try:
+            for _ in range(count):
+                credits = self.rng.randint(10, 2000)
+                q = await self.quote(token, credits, decimals)
+                if q is None:
+                    continue
+                status, pay_ = await self.api("POST", "/v1/payments",
+                                              {"quote_id": q["id"], "beneficiary": beneficiary})
+                if status not in (200, 201):
+                    raise RuntimeError(f"payment refused: {pay_}")
+                ins = pay_["instructions"]
+                p = Payment(pay_["id"], pay_["reference"], index, token, beneficiary.lower(), int(q["amount"]),
+                            int(q["credits"]), int(ins["amount"]))
+                self.payments[p.reference] = p
+                receipt = await loop.run_in_executor(pool, locked, pay, ins["to"], p.value,
+                                                     bytes.fromhex(ins["remark"][2:]))
+                p.sends += 1
+                if not receipt.success:
+                    raise RuntimeError(f"{token} payment extrinsic failed: {receipt.error}")
+                await asyncio.sleep(pace)
+        finally:
+            await loop.run_in_executor(pool, si.close)
+            pool.shutdown(wait=False)
 
     async def substrate_deposits(self, chain: str) -> list[dict]:
         """Every deposit to the committee account on an Asset Hub chain, walked block by block

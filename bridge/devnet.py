@@ -160,7 +160,10 @@ class ProcessSupervisor:
             try:
                 await asyncio.wait_for(p.wait(), max(0.1, deadline - time.monotonic()))
             except TimeoutError:
-                p.kill()
+                try:
+                    p.kill()
+                except ProcessLookupError:  # it exited meanwhile
+                    pass
                 await p.wait()
 
 
