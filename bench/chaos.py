@@ -317,8 +317,13 @@ class Harness:
 
         si = await loop.run_in_executor(pool, locked, sw.connect, info["rpc"], info["ss58_prefix"])
 
+        address = sw.keypair(seed, info["ss58_prefix"]).ss58_address
+
+        def nonce() -> int:
+            return int(si.query("System", "Account", [address]).value["nonce"])
+
         def pay(to: str, amount: int, remark: bytes):
-            return sw.submit(si, seed, sw.payment_call(si, to, amount, remark))
+            return sw.submit(si, seed, sw.payment_call(si, to, amount, remark), wait=False)
 
         try:
             for _ in range(count):
@@ -334,11 +339,16 @@ class Harness:
                 p = Payment(pay_["id"], pay_["reference"], index, token, beneficiary.lower(), int(q["amount"]),
                             int(q["credits"]), int(ins["amount"]))
                 self.payments[p.reference] = p
-                receipt = await loop.run_in_executor(pool, locked, pay, ins["to"], p.value,
-                                                     bytes.fromhex(ins["remark"][2:]))
+                before = await loop.run_in_executor(pool, locked, nonce)
+                # submit, then wait for the devnet's next block (one per 12 s slot) without
+                # holding the SDK lock, so other payers' extrinsics join the same block
+                await loop.run_in_executor(pool, locked, pay, ins["to"], p.value, bytes.fromhex(ins["remark"][2:]))
                 p.sends += 1
-                if not receipt.success:
-                    raise RuntimeError(f"{token} payment extrinsic failed: {receipt.error}")
+                deadline = time.monotonic() + 60
+                while await loop.run_in_executor(pool, locked, nonce) <= before:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{token} payment {p.id} not included within 60 s")
+                    await asyncio.sleep(1.0)
                 await asyncio.sleep(pace)
         finally:
             await loop.run_in_executor(pool, si.close)
