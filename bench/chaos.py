@@ -291,7 +291,10 @@ class Harness:
                         self.stats.effect("ton_transfers_resent")
                 await asyncio.sleep(pace)
         finally:
-            await lb.close_all()
+            try:  # pytoniq's close can hang after its listener crashed: bound it
+                await asyncio.wait_for(lb.close_all(), 10)
+            except (TimeoutError, OSError) as e:
+                log.warning("ton payer %d: closing the liteserver client: %r", index, e)
 
     async def substrate_payer(self, chain: str, index: int, count: int, pace: float) -> None:
         """Pays DOT or KSM like a wallet: ``Utility.batch_all([transfer_keep_alive(committee
@@ -351,7 +354,10 @@ class Harness:
                     await asyncio.sleep(1.0)
                 await asyncio.sleep(pace)
         finally:
-            await loop.run_in_executor(pool, si.close)
+            try:
+                await asyncio.wait_for(loop.run_in_executor(pool, si.close), 10)
+            except TimeoutError:
+                log.warning("%s payer %d: closing the connection timed out", chain, index)
             pool.shutdown(wait=False)
 
     async def substrate_deposits(self, chain: str) -> list[dict]:
@@ -688,7 +694,7 @@ class Harness:
         await asyncio.gather(*run_payers(lambda n: next(it)))
         stop_chaos = asyncio.Event()
         chaos = asyncio.create_task(self.chaos(stop_chaos))
-        log.info("phase 2: %d payments under faults", sum(counts.values()) - sum(quiet.values()))
+        log.info("phase 1 done; phase 2: %d payments under faults", sum(counts.values()) - sum(quiet.values()))
         it2 = iter(quiet.values())
         await asyncio.gather(*run_payers(lambda n: n - next(it2)))
         stop_chaos.set()
