@@ -4,8 +4,16 @@
 #   scripts/pg.sh start   -> prints the SQLAlchemy URL to use
 #   scripts/pg.sh stop
 set -euo pipefail
-PGPORT=${PGPORT:-55432}
-PGDATA=${PGDATA:-${TMPDIR:-/tmp}/creditbridge-pg-$PGPORT}
+# one cluster per checkout (two clones testing at once must not share, or stop, one server)
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PGDATA=${PGDATA:-${TMPDIR:-/tmp}/creditbridge-pg-$(printf %s "$ROOT" | sha1sum | cut -c1-10)}
+if [ -z "${PGPORT:-}" ]; then
+  if [ -f "$PGDATA/postmaster.pid" ]; then
+    PGPORT=$(sed -n 4p "$PGDATA/postmaster.pid")
+  else
+    PGPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  fi
+fi
 
 pgbin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 
