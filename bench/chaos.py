@@ -151,6 +151,8 @@ class Payment:
     raw: str = ""  # the signed transaction, re-broadcast if a reorg removes it
     sent_at: float = 0.0
     sends: int = 0
+    included_at: float = 0.0  # TON / Asset Hub: when the payer saw its transfer in a block
+    instructions: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -236,18 +238,27 @@ class Harness:
         p.sends += 1
         self.nonces[p.payer] = nonce + 1
 
-    async def payer(self, index: int, count: int, pace: float) -> None:
+    async def open_payment(self, token: str, decimals: int, index: int, value_field: str) -> Payment | None:
+        """What a dApp does first: a quote for a random number of credits, then a payment for
+        payer ``index``'s beneficiary; None when quotes stay refused (a price fault)."""
         beneficiary = self.info["accounts"]["settlement"][index]["address"]
+        q = await self.quote(token, self.rng.randint(10, 2000), decimals)
+        if q is None:
+            return None
+        status, pay = await self.api("POST", "/v1/payments", {"quote_id": q["id"], "beneficiary": beneficiary})
+        if status not in (200, 201):
+            raise RuntimeError(f"payment refused: {pay}")
+        ins = pay["instructions"]
+        p = Payment(pay["id"], pay["reference"], index, token, beneficiary.lower(), int(q["amount"]),
+                    int(q["credits"]), int(ins[value_field]))
+        p.instructions = ins
+        return p
+
+    async def payer(self, index: int, count: int, pace: float) -> None:
         for _ in range(count):
-            credits = self.rng.randint(10, 2000)
-            q = await self.quote("ETH", credits, 18)
-            if q is None:
+            p = await self.open_payment("ETH", 18, index, "value")
+            if p is None:
                 continue
-            status, pay = await self.api("POST", "/v1/payments", {"quote_id": q["id"], "beneficiary": beneficiary})
-            if status not in (200, 201):
-                raise RuntimeError(f"payment refused: {pay}")
-            p = Payment(pay["id"], pay["reference"], index, "ETH", beneficiary.lower(), int(q["amount"]),
-                        int(q["credits"]), int(pay["instructions"]["value"]))
             async with self.pay_lock:
                 await self.send(p)
                 self.payments[p.reference] = p
@@ -263,21 +274,14 @@ class Harness:
         from relayers.ton import wallet as tw
 
         account = self.info["accounts"]["ton"][index]
-        beneficiary = self.info["accounts"]["settlement"][index]["address"]
         lb = await tw.connect(self.info["chains"]["ton"]["liteserver_config"], trust_level=2)
         try:
             wallet = await tw.open_wallet(lb, account["mnemonic"])
             for _ in range(count):
-                credits = self.rng.randint(10, 2000)
-                q = await self.quote("TON", credits, 9)
-                if q is None:
+                p = await self.open_payment("TON", 9, index, "amount")
+                if p is None:
                     continue
-                status, pay = await self.api("POST", "/v1/payments", {"quote_id": q["id"], "beneficiary": beneficiary})
-                if status not in (200, 201):
-                    raise RuntimeError(f"payment refused: {pay}")
-                ins = pay["instructions"]
-                p = Payment(pay["id"], pay["reference"], index, "TON", beneficiary.lower(), int(q["amount"]),
-                            int(q["credits"]), int(ins["amount"]))
+                ins = p.instructions
                 self.payments[p.reference] = p
                 await wallet.update()
                 seqno = await wallet.get_seqno() if wallet.is_active else 0
@@ -286,6 +290,7 @@ class Harness:
                     p.sends += 1
                     try:
                         await tw.wait_for(lambda: self._seqno_moved(wallet, seqno), timeout=10)
+                        p.included_at = time.monotonic()
                         break
                     except Exception:  # noqa: BLE001 - retried: the chain's own seqno guards against doubles
                         self.stats.effect("ton_transfers_resent")
@@ -307,7 +312,6 @@ class Harness:
 
         info = self.info["chains"][chain]
         token, seed = info["token"], self.info["accounts"][chain][index]["seed"]
-        beneficiary = self.info["accounts"]["settlement"][index]["address"]
         decimals = {"DOT": 10, "KSM": 12}[token]
         loop = asyncio.get_running_loop()
         # one SubstrateInterface per payer, used on one thread; scalecodec's registry is
@@ -330,17 +334,10 @@ class Harness:
 
         try:
             for _ in range(count):
-                credits = self.rng.randint(10, 2000)
-                q = await self.quote(token, credits, decimals)
-                if q is None:
+                p = await self.open_payment(token, decimals, index, "amount")
+                if p is None:
                     continue
-                status, pay_ = await self.api("POST", "/v1/payments",
-                                              {"quote_id": q["id"], "beneficiary": beneficiary})
-                if status not in (200, 201):
-                    raise RuntimeError(f"payment refused: {pay_}")
-                ins = pay_["instructions"]
-                p = Payment(pay_["id"], pay_["reference"], index, token, beneficiary.lower(), int(q["amount"]),
-                            int(q["credits"]), int(ins["amount"]))
+                ins = p.instructions
                 self.payments[p.reference] = p
                 before = await loop.run_in_executor(pool, locked, nonce)
                 # submit, then wait for the devnet's next block (one per 12 s slot) without
@@ -352,6 +349,7 @@ class Harness:
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"{token} payment {p.id} not included within 60 s")
                     await asyncio.sleep(1.0)
+                p.included_at = time.monotonic()
                 await asyncio.sleep(pace)
         finally:
             try:
@@ -593,19 +591,29 @@ class Harness:
         return {"lost": lost, "doubled": doubled, "mispriced": mispriced, "phantom": phantom,
                 "unknown_reference": unknown, "deposits": len(deposits), "deposits_by_token": by_token}
 
-    def latencies(self, locked: list[dict]) -> dict:
-        quiet, faulty = [], []
-        credit_at = {seq: t for (_src, seq), t in self.credit_seen.items()}
+    def latencies(self, locked: list[dict], deposits: list[dict]) -> tuple[dict, dict]:
+        """ETH: time from the deposit's finality (its block + confirmations seen by the head
+        watcher) to the ``Credited`` event. TON and Asset Hub: from the payer seeing its transfer
+        in a block (final at once on these devnet chains) to the credit. Each split by whether a
+        fault window overlapped."""
+        eth_source = "0x" + source_id("evm", self.chain_id, bytes.fromhex(self.lock[2:])).hex()
+        samples: dict[str, tuple[list[float], list[float]]] = {}
+
+        def add(token: str, start: float, end: float) -> None:
+            quiet, faulty = samples.setdefault(token, ([], []))
+            overlapped = any(a <= end and b >= start for a, b in self.stats.windows)
+            (faulty if overlapped else quiet).append(max(0.0, end - start))
+
         for e in locked:
-            seq = int(e["topics"][1], 16)
-            final_block = int(e["blockNumber"], 16) + self.args.confirmations
-            t_final = self.block_seen.get(final_block)
-            t_credit = credit_at.get(seq)
-            if t_final is None or t_credit is None:
-                continue
-            lat = max(0.0, t_credit - t_final)
-            overlapped = any(a <= t_credit and b >= t_final for a, b in self.stats.windows)
-            (faulty if overlapped else quiet).append(lat)
+            t_final = self.block_seen.get(int(e["blockNumber"], 16) + self.args.confirmations)
+            t_credit = self.credit_seen.get((eth_source, int(e["topics"][1], 16)))
+            if t_final is not None and t_credit is not None:
+                add("ETH", t_final, t_credit)
+        for d in deposits:
+            p = self.payments.get(d["reference"])
+            t_credit = self.credit_seen.get((d["source"], d["sequence"]))
+            if p is not None and p.token != "ETH" and p.included_at and t_credit is not None:
+                add(p.token, p.included_at, t_credit)
 
         def summary(xs: list[float]) -> dict:
             if not xs:
@@ -614,7 +622,11 @@ class Harness:
             return {"n": len(xs), "p50": round(statistics.median(xs), 2),
                     "p99": round(xs[min(len(xs) - 1, int(0.99 * len(xs)))], 2), "max": round(xs[-1], 2)}
 
-        return {"without_faults": summary(quiet), "with_faults": summary(faulty)}
+        def pair(token: str) -> dict:
+            quiet, faulty = samples.get(token, ([], []))
+            return {"without_faults": summary(quiet), "with_faults": summary(faulty)}
+
+        return pair("ETH"), {t: pair(t) for t in sorted(samples) if t != "ETH"}
 
     # --- the run ------------------------------------------------------------------------------------
     async def run(self) -> dict:
@@ -715,6 +727,7 @@ class Harness:
         result = self.reconcile(deposits, credited)
         for t in observers:
             t.cancel()
+        eth_latency, other_latency = self.latencies(locked, deposits)
         report = {
             "seed": a.seed, "tokens": sorted(self.tokens), "payments": len(self.payments),
             "deposits": result["deposits"], "deposits_by_token": result["deposits_by_token"],
@@ -726,7 +739,8 @@ class Harness:
             "unknown_reference": result["unknown_reference"],
             "drain_bound_seconds": a.drain_bound,
             "drain_seconds": None if drained_at is None else round(drained_at - faults_stopped, 1),
-            "finality_to_credit_seconds": self.latencies(locked),
+            "finality_to_credit_seconds": eth_latency,
+            "inclusion_to_credit_seconds": other_latency,
             "run_seconds": round(time.monotonic() - t_start, 1),
         }
         report["ok"] = not (report["lost"] or report["doubled"] or report["mispriced"] or report["phantom"]
@@ -742,7 +756,11 @@ def summary_line(r: dict) -> str:
             f"{r['faults_total']} faults ({faults}); lost {len(r['lost'])}, doubled {len(r['doubled'])}, "
             f"mispriced {len(r['mispriced']) + len(r['mispriced_quotes'])}, phantom {len(r['phantom'])}; "
             f"finality->credit p50/p99/max {nf.get('p50')}/{nf.get('p99')}/{nf.get('max')}s without faults, "
-            f"{wf.get('p50')}/{wf.get('p99')}/{wf.get('max')}s with; drained in {r['drain_seconds']}s "
+            f"{wf.get('p50')}/{wf.get('p99')}/{wf.get('max')}s with (ETH)"
+            + "".join(f"; {t} inclusion->credit p50/max {v['without_faults'].get('p50')}/"
+                      f"{v['without_faults'].get('max')}s without faults, {v['with_faults'].get('p50')}/"
+                      f"{v['with_faults'].get('max')}s with" for t, v in r.get("inclusion_to_credit_seconds", {}).items())
+            + f"; drained in {r['drain_seconds']}s "
             f"(bound {r['drain_bound_seconds']}s)")
 
 
