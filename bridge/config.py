@@ -237,6 +237,9 @@ class SignerConfig(_Model):
     gateway_public_key: str = Field(pattern=r"^[0-9a-f]{64}$")  # Ed25519, hex
     # how long after a payment's expiry a deposit is still honoured (block time vs expiry)
     late_grace_seconds: int = Field(default=0, ge=0)
+    # the member's Ed25519 key: TON lock releases and Asset Hub multisig approvals (refunds on
+    # those chains need it; without it this node authorizes Ethereum refunds only)
+    refund_key: KeyRef | None = None
 
 
 class AggregatorConfig(_Model):
@@ -267,6 +270,10 @@ class PaymentsConfig(_Model):
     # must equal the signers' signer.late_grace_seconds: the API predicts their decisions
     late_grace_seconds: int = Field(default=0, ge=0)
     webhooks: WebhooksConfig = WebhooksConfig()
+    # late deposits (after expires_at + grace): credited at a fresh quote when the price of the
+    # quoted credits moved at most this many basis points (bridge/payments/late.py); 0: every
+    # late deposit is held for refund
+    late_tolerance_bps: int = Field(default=0, ge=0, le=10000)
 
 
 class GovernorLimits(_Model):

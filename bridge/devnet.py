@@ -342,7 +342,7 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
         cli = [sys.executable, "-m", "bridge.cli"]
         p = write_cfg("api", {"api": {"host": "127.0.0.1", "port": api_port, "quote_key": kref("quote"),
                                       "rate_limit_per_minute": 6000, "rate_limit_burst": 600},
-                              "payments": {"webhooks": {"allow_loopback": True}}})
+                              "payments": {"webhooks": {"allow_loopback": True}, "late_tolerance_bps": 200}})
         admin_key = await _devnet_admin_key(p)
         argv["api"] = [*cli, "api", "--config", str(p)]
         health["api"] = f"{api_url}/v1/health"
@@ -353,7 +353,8 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
             signer_urls.append(url)
             p = write_cfg(f"signer-{i}", {"signer": {
                 "name": f"signer-{i}", "host": "127.0.0.1", "port": port, "key": kref(f"signer-{i}"),
-                "gateway_url": api_url, "gateway_public_key": quote_pub}})
+                "refund_key": kref(f"signer-{i}-ed25519"), "gateway_url": api_url,
+                "gateway_public_key": quote_pub}})
             argv[f"signer-{i}"] = [*cli, "signer", "--config", str(p)]
             health[f"signer-{i}"] = f"{url}/v1/health"
         relay_port = _free_port()

@@ -41,6 +41,13 @@ class NotFound(InputError):
     http_status = 404
 
 
+class DepositNotSeen(NotFound):
+    """This node has not (yet) observed the deposit as final; ask again later."""
+
+    code = "deposit-not-seen"
+    retryable = True
+
+
 class Conflict(InputError):
     """The request conflicts with the current state."""
 

@@ -117,32 +117,53 @@ async def run_signer(settings: Settings) -> None:
         start_block={c.name: c.start_block for c in settings.source_chains()},
         poll_interval=min(c.poll_interval for c in settings.source_chains()),
         metrics=SignerMetrics(registry),
-        **lifecycle_options(settings),
+        **lifecycle_options(settings, load_key(cfg.refund_key) if cfg.refund_key else None, sup),
     )
     await _serve(sup, create_signer_app(node, registry), cfg.host, cfg.port)
     sup.add("signer", node.run)
     await sup.run()
 
 
-def lifecycle_options(settings: Settings) -> dict:
-    """A signer's refund domains (EVM source chains' lock contracts) and governor limits."""
+def lifecycle_options(settings: Settings, refund_key=None, sup: Supervisor | None = None) -> dict:
+    """A signer's refund authorizations per source chain and its governor limits: EVM locks by
+    their EIP-712 domain (the signer key), and with an Ed25519 ``refund_key`` TON locks
+    (signed releases) and Asset Hub multisig accounts (approved on chain by the node)."""
     from bridge import governor
     from bridge.payments.refunds import lock_domain
 
     domains = {c.name: lock_domain(c.chain_id, bytes.fromhex(c.contracts["lock"][2:]))
                for c in settings.source_chains() if c.family == "evm" and "lock" in c.contracts}
+    refund_signers, approvers = {}, {}
+    if refund_key is not None:
+        if refund_key.kind != "ed25519":
+            raise ConfigError("signer.refund_key must be an ed25519 keystore")
+        for c in settings.source_chains():
+            if c.family == "ton":
+                from relayers.ton.release import TonRefundSigner
+
+                refund_signers[c.name] = TonRefundSigner(c.contracts["lock"], refund_key.secret)
+            elif c.family == "substrate":
+                from relayers.substrate.refund import SignerApprovals
+
+                approvers[c.name] = SignerApprovals(c, refund_key.secret)
+        if sup is not None:
+            _close_on_stop(sup, list(approvers.values()))
     limits = {name: governor.Limits.from_config(g) for name, g in settings.governor.chains.items()}
-    return {"lock_domains": domains, "governor": limits, "credit_price_usd": settings.pricing.credit_price_usd}
+    return {"lock_domains": domains, "refund_signers": refund_signers, "approvers": approvers, "governor": limits,
+            "credit_price_usd": settings.pricing.credit_price_usd}
 
 
 def refund_worker(settings: Settings, key: bytes, session, sup: Supervisor):
-    """The aggregator's refund worker over the EVM source chains' lock contracts."""
+    """The aggregator's refund worker over the source chains' lock contracts (EVM, TON)."""
     from relayers.evm.release import EvmLockReleaser
+    from relayers.ton.release import TonLockReleaser
 
     from bridge.payments.refunds import RefundWorker, ReleasesClient
 
     releasers = {c.name: EvmLockReleaser(c, key) for c in settings.source_chains()
                  if c.family == "evm" and "lock" in c.contracts}
+    releasers.update({c.name: TonLockReleaser(c) for c in settings.source_chains()
+                      if c.family == "ton" and c.liteserver_config is not None})
     _close_on_stop(sup, list(releasers.values()))
     return RefundWorker(signers=[ReleasesClient(u, session) for u in settings.aggregator.signers],
                         releasers=releasers, poll_interval=settings.aggregator.poll_interval)

@@ -17,6 +17,9 @@ Routes::
     POST /v1/payments                        payment for {"quote_id", "beneficiary"}
     GET  /v1/payments/{id}
     GET  /v1/payments/by-reference/{ref}     signed terms (signer nodes; not rate limited)
+    GET  /v1/payments/by-reference/{ref}/late/{source}/{sequence}
+                                             signed decision on a late deposit (signer nodes;
+                                             not rate limited; bridge/payments/late.py)
     GET  /v1/gateway                         the quote key: {"key_id", "public_key"}
     GET  /v1/tokens                          payable tokens: symbol, chain, decimals, min_amount
     GET  /v1/prices                          aggregated prices, their sources and age
@@ -58,8 +61,9 @@ CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 MAX_BODY = 64 * 1024
 DEFAULT_RATE_PER_MINUTE = 600
 DEFAULT_BURST = 60
-# routes every client may call without limit: monitoring, and the signer nodes' terms look-up
-UNLIMITED_ROUTES = frozenset({"health", "metrics", "terms_by_reference"})
+# routes every client may call without limit: monitoring, and the signer nodes' look-ups (terms,
+# late deposits' decisions: a fresh quote only while a late deposit is undecided, then the stored one)
+UNLIMITED_ROUTES = frozenset({"health", "metrics", "terms_by_reference", "late_terms"})
 
 
 def create_app(
@@ -111,6 +115,8 @@ def create_app(
     r.add_get("/v1/quotes/{id}", handlers.get_quote, name="quote")
     r.add_post("/v1/payments", handlers.create_payment, name="payments")
     r.add_get("/v1/payments/by-reference/{reference}", handlers.get_terms_by_reference, name="terms_by_reference")
+    r.add_get("/v1/payments/by-reference/{reference}/late/{source}/{sequence}", handlers.get_late_terms,
+              name="late_terms")
     r.add_get("/v1/payments/{id}", handlers.get_payment, name="payment")
     r.add_get("/v1/gateway", handlers.gateway, name="gateway")
     r.add_get("/v1/tokens", handlers.tokens, name="tokens")

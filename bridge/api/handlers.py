@@ -22,22 +22,27 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.api.keys import CLOCK, DB, DOCS, INSTRUCTIONS, METRICS, QUOTE_WRITER, QUOTES, SETTINGS, SIGNER
 from bridge.config import Settings
-from bridge.errors import ConfigError, Conflict, InputError, NotFound, StorageError
+from bridge.errors import ConfigError, Conflict, DepositNotSeen, InputError, NotFound, PriceUnavailable, StorageError
 from bridge.hashing import keccak256
+from bridge.payments import rules
+from bridge.payments.late import LateTerms, decide_late
 from bridge.pricing.quotes import (
     MAX_AMOUNT,
     MAX_CREDITS,
     ensure_not_expired,
+    late_terms_to_json,
     quote_to_json,
     rfc3339,
     terms_to_json,
 )
+from bridge.storage import late as late_repo
+from bridge.storage import observations as obs_repo
 from bridge.storage import payments as payments_repo
 from bridge.storage import quotes as quotes_repo
 from bridge.storage.db import Database
 from bridge.storage.payments import PaymentRecord
 from bridge.payments.instructions import Instructions
-from bridge.types import PaymentTerms, hex_to_bytes
+from bridge.types import UINT64_MAX, PaymentTerms, Quote, hex_to_bytes
 
 evm_default = Instructions()
 
@@ -47,6 +52,8 @@ _DIGITS = re.compile(r"^[0-9]{1,78}$")
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _TOKEN = re.compile(r"^[A-Z]{2,10}$")
 _REFERENCE = re.compile(r"^0x[0-9a-fA-F]{64}$")
+_SEQUENCE = re.compile(r"^(0|[1-9][0-9]{0,19})$")
+MAX_STORED_SEQUENCE = 2**63 - 1  # deposit sequences are BIGINT columns: none beyond is ever stored
 
 
 # --- request parsing ------------------------------------------------------------------------
@@ -213,16 +220,24 @@ async def create_quote(request: web.Request) -> web.Response:
         amount = parse_uint(body["amount"], "amount", MAX_AMOUNT)
     else:
         raise InputError("give one of credits and amount")
-    quote = await request.app[QUOTES].make_quote(token, credits=credits, amount=amount, now=_now(request))
-    try:  # durable before it is returned: the group-commit writer answers after the commit
-        await request.app[QUOTE_WRITER].add(quote)
+    quote = await issue_quote(request.app, token, credits=credits, amount=amount, now=_now(request))
+    return web.json_response(quote_to_json(quote), status=201, headers={"Location": f"/v1/quotes/{quote.id}"})
+
+
+async def issue_quote(app: web.Application, token: str, *, credits: int | None = None, amount: int | None = None,
+                      now: datetime) -> Quote:
+    """Make a signed quote and store it (durable before it is returned: the group-commit
+    writer answers after the commit). ``POST /v1/quotes`` and the late deposits' fresh quotes."""
+    quote = await app[QUOTES].make_quote(token, credits=credits, amount=amount, now=now)
+    try:
+        await app[QUOTE_WRITER].add(quote)
     except IntegrityError:
         raise Conflict("a concurrent request changed the same object; retry") from None
     except SQLAlchemyError as e:
         log.warning("database error: %s", e.__class__.__name__)
         raise StorageError("the database is unavailable") from None
-    request.app[METRICS].quotes_issued.labels(quote.token).inc()
-    return web.json_response(quote_to_json(quote), status=201, headers={"Location": f"/v1/quotes/{quote.id}"})
+    app[METRICS].quotes_issued.labels(quote.token).inc()
+    return quote
 
 
 async def get_quote(request: web.Request) -> web.Response:
@@ -285,17 +300,88 @@ async def get_payment(request: web.Request) -> web.Response:
     return web.json_response(payment_json(rec, request.app[SETTINGS], request.app[INSTRUCTIONS]))
 
 
+def _path_bytes32(request: web.Request, name: str) -> bytes:
+    raw = request.match_info[name]
+    if not _REFERENCE.fullmatch(raw):
+        raise InputError(f"{name} must be 0x followed by 64 hex digits")
+    return hex_to_bytes(raw, 32, what=name)
+
+
 async def get_terms_by_reference(request: web.Request) -> web.Response:
     """The gateway-signed terms of a payment reference (what signer nodes verify)."""
-    raw = request.match_info["reference"]
-    if not _REFERENCE.fullmatch(raw):
-        raise InputError("reference must be 0x followed by 64 hex digits")
-    reference = hex_to_bytes(raw, 32, what="reference")
+    reference = _path_bytes32(request, "reference")
     async with transaction(request.app[DB]) as s:
         rec = await payments_repo.get_payment_by_reference(s, reference)
     if rec is None:
         raise NotFound("no payment has this reference")
     return web.json_response(terms_to_json(rec.terms()))
+
+
+async def get_late_terms(request: web.Request) -> web.Response:
+    """The gateway-signed decision on a late deposit of a payment (``bridge/payments/late.py``):
+    credit it at a fresh quote or hold it for refund. Signer nodes ask for it when a deposit is
+    late; the first decision for a deposit is stored and answered to everyone after."""
+    reference = _path_bytes32(request, "reference")
+    source = _path_bytes32(request, "source")
+    raw = request.match_info["sequence"]
+    if not _SEQUENCE.fullmatch(raw) or int(raw) > UINT64_MAX:
+        raise InputError("sequence must be a decimal integer below 2**64")
+    sequence = int(raw)
+    app = request.app
+    grace = app[SETTINGS].payments.late_grace_seconds
+    async with transaction(app[DB]) as s:
+        rec = await payments_repo.get_payment_by_reference(s, reference)
+        if rec is None:
+            raise NotFound("no payment has this reference")
+        stored = None
+        if sequence <= MAX_STORED_SEQUENCE:
+            stored = await obs_repo.observation_by_deposit(s, source, sequence)
+        if stored is None:
+            raise DepositNotSeen("the gateway has not observed this deposit as final (yet); ask again later")
+        obs = stored.observation
+        if obs.reference != rec.reference:
+            raise Conflict("the deposit carries another payment reference")
+        if obs.chain != rec.chain or obs.token != rec.token:
+            raise Conflict("the deposit is not on the payment's chain and token (invalid, not late)")
+        if obs.timestamp <= rules.deadline(rec.expires_at, grace):
+            raise Conflict("the deposit is not late: its block time is not after the payment's deadline")
+        decided = await late_repo.get_late_decision(s, source, sequence)
+        others = sum(1 for o in await obs_repo.observations_by_reference(s, reference)
+                     if o.observation.deposit_id != (source, sequence))
+    if decided is None:
+        decided = await _decide_late(app, rec, obs.source, obs.sequence, obs.amount, obs.timestamp, others,
+                                     _now(request))
+    return web.json_response(late_terms_to_json(decided))
+
+
+async def _decide_late(app: web.Application, rec: PaymentRecord, source: bytes, sequence: int, amount: int,
+                       block_time: int, others: int, now: datetime) -> LateTerms:
+    """Decide a late deposit now, sign and store the decision; the stored one (first write wins)."""
+    tolerance = app[SETTINGS].payments.late_tolerance_bps
+    fresh: Quote | None = None
+    no_quote = ""
+    if tolerance > 0 and others == 0:  # a fresh quote could change the outcome: make a real one
+        try:
+            fresh = await issue_quote(app, rec.token, credits=rec.credits, now=now)
+        except PriceUnavailable as e:
+            log.info("late deposit of payment %s: no fresh quote: %s", rec.id, e.detail)
+        except InputError as e:  # e.g. the token is no longer payable, or below its minimum now
+            no_quote = f"no fresh quote ({e.detail})"[:200]
+    d = decide_late(terms_amount=rec.amount, terms_credits=rec.credits, deposit_amount=amount,
+                    other_deposits=others, fresh_amount=None if fresh is None else fresh.amount,
+                    tolerance_bps=tolerance)
+    lt = app[SIGNER].sign_late_terms(LateTerms(
+        payment_id=rec.id, reference=rec.reference, source=source, sequence=sequence, amount=amount,
+        block_time=block_time, decision=d.decision, credits=d.credits, counted=d.counted, refundable=d.refundable,
+        fresh_quote_id="" if fresh is None else fresh.id, fresh_amount=None if fresh is None else fresh.amount,
+        tolerance_bps=tolerance, reason=no_quote or d.reason,  # no_quote: only when d held for want of a price
+        created_at=now.replace(microsecond=0),
+    ))
+    async with transaction(app[DB]) as s:
+        stored = await late_repo.add_late_decision(s, lt)
+    log.info("late deposit %s/%d of payment %s: %s (%s; credits %d, refundable %d)", source.hex()[:16], sequence,
+             rec.id, stored.decision, stored.reason, stored.credits, stored.refundable)
+    return stored
 
 
 async def gateway(request: web.Request) -> web.Response:

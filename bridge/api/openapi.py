@@ -187,6 +187,39 @@ def _schemas(tokens: list[str]) -> dict[str, Any]:
                 "signature": {"type": "string", "pattern": "^[0-9a-f]{128}$"},
             },
         },
+        "LateTerms": {
+            "type": "object",
+            "description": "The gateway-signed decision on one late deposit (block time after `expires_at` "
+                           "+ grace) of a payment: `credit` it at a fresh quote (the price of the quoted "
+                           "credits moved at most `tolerance_bps`, and it is the payment's only deposit) or "
+                           "`hold` it for refund. Signed like the terms (domain `creditbridge/late-terms/v1`); "
+                           "`counted` + `refundable` = `amount`.",
+            "required": ["payment_id", "reference", "source", "sequence", "amount", "block_time", "decision",
+                         "credits", "counted", "refundable", "fresh_quote_id", "fresh_amount", "tolerance_bps",
+                         "reason", "created_at", "key_id", "signature"],
+            "properties": {
+                "payment_id": {"type": "string", "format": "uuid"},
+                "reference": {"type": "string", "pattern": _HEX32},
+                "source": {"type": "string", "pattern": _HEX32},
+                "sequence": uint_out,
+                "amount": {**uint_out, "description": "The deposit's amount, base units."},
+                "block_time": {**uint_out, "description": "The deposit's block time, unix seconds."},
+                "decision": {"type": "string", "enum": ["credit", "hold"]},
+                "credits": {**uint_out, "description": "Credits for the deposit (0 when held)."},
+                "counted": {**uint_out, "description": "Base units counted at the fresh quote."},
+                "refundable": {**uint_out, "description": "Base units held for refund."},
+                "fresh_quote_id": {"type": "string", "description": "The stored fresh quote (a UUID), or "
+                                                                    "empty when none was made."},
+                "fresh_amount": {"type": "string", "pattern": r"^(|0|[1-9][0-9]*)$",
+                                 "description": "What the quoted credits cost at the fresh quote; empty "
+                                                "when there was no fresh price."},
+                "tolerance_bps": uint_out,
+                "reason": {"type": "string"},
+                "created_at": ts,
+                "key_id": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+                "signature": {"type": "string", "pattern": "^[0-9a-f]{128}$"},
+            },
+        },
         "Instructions": {
             "type": "object",
             "description": "What the payer's wallet must do; the fields depend on the chain family. "
@@ -392,10 +425,32 @@ def build_spec(tokens: Iterable[str] = ()) -> dict[str, Any]:
                           "404": _problem("No payment has this reference."),
                           "503": _UNAVAILABLE_DB},
         }},
+        "/v1/payments/by-reference/{reference}/late/{source}/{sequence}": {"get": {
+            "operationId": "getLateTerms",
+            "summary": "Signed decision on a late deposit",
+            "description": "For signer nodes: whether the late deposit `(source, sequence)` of the payment is "
+                           "credited at a fresh quote or held for refund, signed with the gateway key. Decided "
+                           "once, on the first request, and stored: every later request gets the same "
+                           "decision. Not rate limited.",
+            "parameters": [reference,
+                           {"name": "source", "in": "path", "required": True,
+                            "schema": {"type": "string", "pattern": "^0x[0-9a-fA-F]{64}$"}},
+                           {"name": "sequence", "in": "path", "required": True,
+                            "schema": {"type": "string", "pattern": "^(0|[1-9][0-9]{0,19})$"}}],
+            "responses": {"200": _json("The signed decision.", _ref("LateTerms")),
+                          "400": _problem("A malformed reference or source (0x + 64 hex digits) or "
+                                          "sequence (a decimal integer below 2**64)."),
+                          "404": _problem("No payment has this reference (problem `not-found`), or the gateway "
+                                          "has not observed the deposit as final yet (problem "
+                                          "`deposit-not-seen`: ask again later)."),
+                          "409": _problem("The deposit is not late for this payment (problem `conflict`): in "
+                                          "time, another reference, or another chain or token."),
+                          "503": _UNAVAILABLE_DB},
+        }},
         "/v1/gateway": {"get": {
             "operationId": "getGateway",
             "summary": "The gateway's quote key",
-            "description": "The Ed25519 public key that signs quotes and payment terms.",
+            "description": "The Ed25519 public key that signs quotes, payment terms and late deposits' decisions.",
             "responses": {"200": _json("The key.", _ref("Gateway")), "429": _RATE_LIMITED},
         }},
         "/v1/health": {"get": {

@@ -1,10 +1,12 @@
-"""The signer's client of the gateway API: fetch the signed terms of a payment reference."""
+"""The signer's client of the gateway API: fetch the signed terms of a payment reference, and
+the signed decision on a late deposit of it."""
 
 from __future__ import annotations
 
 import aiohttp
 
 from bridge.errors import GatewayUnavailable, VerificationError
+from bridge.payments.late import LateTerms
 from bridge.types import PaymentTerms
 
 
@@ -14,24 +16,41 @@ class GatewayClient:
         self.session = session
         self.timeout = aiohttp.ClientTimeout(total=timeout)
 
-    async def terms(self, reference: bytes) -> PaymentTerms | None:
-        """The gateway-signed terms for ``reference``; None if the gateway knows no such payment.
-
-        The signature is *not* checked here; the caller verifies it with the pinned key.
-        """
-        url = f"{self.base_url}/v1/payments/by-reference/0x{reference.hex()}"
+    async def _get(self, url: str) -> dict | None:
+        """The JSON body of a 200 answer; None on 404; GatewayUnavailable otherwise."""
         try:
             async with self.session.get(url, timeout=self.timeout) as r:
                 if r.status == 404:
                     return None
                 if r.status != 200:
                     raise GatewayUnavailable(f"gateway answered HTTP {r.status}")
-                body = await r.json()
+                return await r.json()
         except (aiohttp.ClientError, TimeoutError) as e:
             raise GatewayUnavailable(f"gateway unreachable ({e.__class__.__name__})") from None
         except ValueError:
             raise GatewayUnavailable("gateway answered malformed JSON") from None
-        return terms_from_json(body)
+
+    async def terms(self, reference: bytes) -> PaymentTerms | None:
+        """The gateway-signed terms for ``reference``; None if the gateway knows no such payment.
+
+        The signature is *not* checked here; the caller verifies it with the pinned key.
+        """
+        body = await self._get(f"{self.base_url}/v1/payments/by-reference/0x{reference.hex()}")
+        return None if body is None else terms_from_json(body)
+
+    async def late_terms(self, reference: bytes, source: bytes, sequence: int) -> LateTerms | None:
+        """The gateway-signed decision on the late deposit ``(source, sequence)`` of ``reference``.
+
+        None on 404: the gateway knows no such payment (``not-found``) or has not observed the
+        deposit as final yet (``deposit-not-seen``): ask again later. GatewayUnavailable on any
+        other non-200 answer (409: the gateway does not consider the deposit late) or a network
+        failure; VerificationError when the answer is not well-formed late terms. The signature
+        is *not* checked here: the caller verifies it (``verify_late_terms``) with the pinned key,
+        then the bounds (``LateTerms.within_bounds``, the deposit's own amount and id).
+        """
+        url = f"{self.base_url}/v1/payments/by-reference/0x{reference.hex()}/late/0x{source.hex()}/{int(sequence)}"
+        body = await self._get(url)
+        return None if body is None else late_terms_from_json(body)
 
 
 def terms_from_json(d: dict) -> PaymentTerms:
@@ -41,3 +60,12 @@ def terms_from_json(d: dict) -> PaymentTerms:
         return parse(d)
     except (KeyError, TypeError, ValueError) as e:
         raise VerificationError(f"malformed payment terms ({e.__class__.__name__})") from None
+
+
+def late_terms_from_json(d: dict) -> LateTerms:
+    from bridge.pricing.quotes import late_terms_from_json as parse
+
+    try:
+        return parse(d)
+    except (KeyError, TypeError, ValueError) as e:
+        raise VerificationError(f"malformed late terms ({e.__class__.__name__})") from None

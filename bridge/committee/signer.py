@@ -11,10 +11,15 @@ It runs its own watchers (its own RPC endpoints), and for every final deposit:
    state machine applies too: invalid (wrong chain or token), late (block time after expiry +
    grace), or counted towards the quote, whose credits are the cumulative pro-rata share
    (``credits_for_deposit``, floored, never more than quoted in total) -- so honest signers
-   produce byte-identical messages;
-4. if part of the deposit is held (overpayment, late, invalid) and the source chain has a lock
-   contract with a committee, signs the refund ``Release(payer, held, releaseId)`` (release id
-   = hash of the deposit id and the purpose, so each refund happens once) and stores it;
+   produce byte-identical messages. A late deposit follows the gateway's signed late decision
+   (``bridge.payments.late``: credited at a fresh quote if the price moved less than the
+   tolerance, else held), checked with the pinned key and against the deposit's own facts;
+   until the gateway has decided, the deposit waits (others are not held up);
+4. if part of the deposit is held (overpayment, late, invalid), authorizes its refund to the
+   payer (release id = hash of the deposit id and the purpose, so each refund happens once):
+   on chains with a lock contract (Ethereum, TON) it signs ``Release(payer, held, releaseId)``
+   and serves it to the aggregator's refund worker; on Asset Hub it approves the refund call of
+   the committee's multisig account on chain itself (``_approval_loop``);
 5. asks the governor (``bridge.governor``) when the credit may be attested: a deposit held
    by it is ``queued`` and decided again once its release time has passed;
 6. signs the one-credit EIP-712 message and stores the attestation, in one transaction with
@@ -64,6 +69,8 @@ class SignerNode:
         gateway_public_key: str,
         late_grace_seconds: int = 0,
         lock_domains: dict[str, SettlementDomain] | None = None,
+        refund_signers: dict[str, refunds.RefundSigner] | None = None,
+        approvers: dict | None = None,
         governor: dict[str, gov.Limits] | None = None,
         credit_price_usd=None,
         wall_clock=time.time,
@@ -84,7 +91,13 @@ class SignerNode:
         self.gateway = gateway
         self.gateway_public_key = gateway_public_key
         self.late_grace = late_grace_seconds
-        self.lock_domains = lock_domains or {}  # source chain -> its lock contract's EIP-712 domain
+        # source chain -> how this node authorizes refunds there: a signature the refund worker
+        # collects (EVM locks by their EIP-712 domain, TON locks) or its own on-chain approval
+        # (Asset Hub multisig: ``approvers[chain].step(...)``, see relayers/substrate/refund.py)
+        self.refund_signers: dict[str, refunds.RefundSigner] = {
+            chain: refunds.EvmRefundSigner(d, key.secret, self.address) for chain, d in (lock_domains or {}).items()}
+        self.refund_signers.update(refund_signers or {})
+        self.approvers = approvers or {}
         self.governor = governor or {}
         self.credit_price_usd = credit_price_usd
         self.wall_clock = wall_clock
@@ -128,6 +141,8 @@ class SignerNode:
             for f in self.followers:
                 tg.create_task(f.run())
             tg.create_task(self._process_loop())
+            if self.approvers:
+                tg.create_task(self._approval_loop())
 
     async def _process_loop(self) -> None:
         backoff = self.poll_interval
@@ -167,8 +182,14 @@ class SignerNode:
         return decided
 
     async def _decide(self, row_id: int, obs: Observation) -> int:
+        quote_id = None
         try:
             terms, decision = await self._check(obs)
+            if decision.outcome == rules.LATE:
+                decision, quote_id = await self._late(obs, terms, decision)
+        except _NotYet as e:
+            log.info("signer %s: deposit %s/%d waits: %s", self.name, obs.chain, obs.sequence, e)
+            return 0
         except VerificationError as e:
             async with self.db.begin() as s:
                 await obs_repo.set_observation_status(s, row_id, "rejected", e.detail[:200])
@@ -187,7 +208,8 @@ class SignerNode:
             log.info("signer %s: deposit %s/%d not attested: %s", self.name, obs.chain, obs.sequence, detail)
             self._count(decision.outcome)
             return 1
-        credit = Credit(obs.source, obs.sequence, terms.beneficiary, decision.credits, quote_id_bytes(terms.quote_id))
+        credit = Credit(obs.source, obs.sequence, terms.beneficiary, decision.credits,
+                        quote_id_bytes(quote_id or terms.quote_id))
         release_at = await self._govern(obs, decision.credits)
         # held only when the governor delays it past its block time (clock skew cannot hold others)
         if release_at is not None and release_at > obs.timestamp and release_at > int(self.wall_clock()):
@@ -228,23 +250,75 @@ class SignerNode:
         return release
 
     async def _sign_release(self, obs: Observation, terms, decision: rules.Decision) -> None:
-        """Sign the refund of the held part of a deposit, if its chain's lock can release."""
+        """Authorize the refund of the held part of a deposit, if its chain can refund."""
         purpose = decision.refund_purpose
-        domain = self.lock_domains.get(obs.chain)
-        if purpose is None or domain is None:
-            return
-        to = refunds.payer_address(obs.payer)
-        if to is None:
+        if purpose is None:
             return
         rid = refunds.release_id(obs.source, obs.sequence, purpose)
-        sig = digest.sign_digest(self._key.secret, digest.release_digest(domain, to, decision.refundable, rid))
+        signer = self.refund_signers.get(obs.chain)
+        if signer is not None:
+            signed = signer.sign(obs.payer, decision.refundable, rid)
+            if signed is None:
+                return
+            to, sig = signed
+        elif obs.chain in self.approvers:
+            to, sig = obs.payer, b""  # approved on chain by _approval_loop
+        else:
+            return
         async with self.db.begin() as s:
             added = await rel_repo.add_release(s, source=obs.source, sequence=obs.sequence, chain=obs.chain,
                                                purpose=purpose, to=to, amount=decision.refundable, release_id=rid,
                                                signature=sig, payment_id=terms.payment_id, now=utcnow())
         if added:
-            log.info("signer %s: signed refund of %d (%s) for deposit %s seq %d to 0x%s", self.name,
-                     decision.refundable, purpose, obs.chain, obs.sequence, to.hex())
+            log.info("signer %s: %s refund of %d (%s) for deposit %s seq %d to 0x%s", self.name,
+                     "signed" if sig else "queued the approval of", decision.refundable, purpose, obs.chain,
+                     obs.sequence, to.hex())
+
+    async def _approval_loop(self, interval: float = 3.0) -> None:
+        """Drive this node's own approvals of Asset Hub refunds until each is done (or failed,
+        which needs an operator); progress is kept in the node's database, so a restart resumes
+        where it stopped without approving anything twice."""
+        import json
+
+        while True:
+            async with self.db.begin() as s:
+                rows = await rel_repo.open_approvals(s, list(self.approvers))
+            for r in rows:
+                last = json.loads(r.progress) if r.progress else {"state": "none"}
+                try:
+                    new = await self.approvers[r.chain].step(release_id=r.release_id, payer=r.to, amount=r.amount,
+                                                             sequence=r.sequence, progress=last)
+                except BridgeError as e:
+                    if not e.retryable:
+                        raise
+                    log.warning("signer %s: refund 0x%s on %s: %s", self.name, r.release_id.hex()[:16], r.chain, e)
+                    continue
+                if new != last:
+                    async with self.db.begin() as s:
+                        await rel_repo.set_progress(s, r.release_id, new["state"], json.dumps(new, sort_keys=True))
+                    log.info("signer %s: refund 0x%s of %d on %s: %s %s", self.name, r.release_id.hex()[:16],
+                             r.amount, r.chain, new["state"], new.get("detail", ""))
+                    self._count(f"refund-{new['state']}")
+            await asyncio.sleep(interval)
+
+    async def _late(self, obs: Observation, terms, held: rules.Decision) -> tuple[rules.Decision, str | None]:
+        """Follow the gateway's signed decision on a late deposit: (decision, fresh quote id)."""
+        from bridge.payments import late
+        from bridge.pricing.quotes import verify_late_terms
+
+        lt = await self.gateway.late_terms(obs.reference, obs.source, obs.sequence)
+        if lt is None:
+            raise _NotYet("the gateway has not decided this late deposit yet")
+        verify_late_terms(lt, self.gateway_public_key)
+        if (lt.deposit_id != (obs.source, obs.sequence) or lt.amount != obs.amount or lt.reference != obs.reference
+                or lt.payment_id != terms.payment_id or not lt.within_bounds(terms.credits)):
+            log.warning("signer %s: late decision for deposit %s/%d does not match the deposit or its bounds; "
+                        "holding it for refund", self.name, obs.chain, obs.sequence)
+            return held, None
+        if lt.decision != late.CREDIT:
+            return held, None
+        # still a late deposit (its refund purpose stays "late"), credited at the fresh quote
+        return rules.Decision(rules.LATE, lt.credits, lt.counted, lt.refundable), lt.fresh_quote_id
 
     def _count(self, outcome: str) -> None:
         if self.metrics is not None:
@@ -290,8 +364,11 @@ class SignerNode:
     async def releases_after(self, after: int, limit: int) -> list[dict]:
         async with self.db.begin() as s:
             rows = await rel_repo.releases_after(s, after, limit)
-        signer = "0x" + self.address.hex()
-        return [{"id": r.id, "signer": signer, "chain": r.chain, "source": "0x" + r.source.hex(),
+        def signer(chain: str) -> str:
+            s = self.refund_signers.get(chain)
+            return "0x" + (s.signer_id if s is not None else self.address).hex()
+
+        return [{"id": r.id, "signer": signer(r.chain), "chain": r.chain, "source": "0x" + r.source.hex(),
                  "sequence": r.sequence, "purpose": r.purpose, "to": "0x" + r.to.hex(), "amount": str(r.amount),
                  "release_id": "0x" + r.release_id.hex(), "payment_id": r.payment_id,
                  "signature": "0x" + r.signature.hex()} for r in rows]
@@ -310,6 +387,10 @@ class SignerNode:
                 if mine != c:
                     raise VerificationError(f"credit for sequence {c.sequence} was not attested as given")
         return digest.sign_digest(self._key.secret, digest.credit_digest(self.domain, message))
+
+
+class _NotYet(Exception):
+    """A deposit cannot be decided yet (the gateway has not decided a late deposit)."""
 
 
 def _fact(o: Observation) -> rules.DepositFact:

@@ -1,19 +1,28 @@
-"""Refunds of held funds: committee-signed ``Release`` on the source chain's lock contract.
+"""Refunds of held funds: committee-signed releases on the source chain.
 
 Held funds are what ``bridge.payments.rules.decide`` does not count: the overpaid part of a
 deposit (``excess``), a deposit after the deadline (``late``), a deposit naming a payment of
-another chain or token (``invalid``). Each signer, when it decides a deposit, signs
-``Release(to = the payer, amount = the held part, releaseId)`` under the lock contract's
-EIP-712 domain ("CreditBridge Lock", version 1, the source chain's id and lock address) --
-only for the amount its *own* records justify, from the same rule it credits with.
+another chain or token (``invalid``). Each signer, when it decides a deposit, authorizes the
+refund of the held part to the payer -- only for the amount its *own* records justify, from
+the same rule it credits with:
+
+* **Ethereum** (lock contract): ``Release(to, amount, releaseId)`` signed under the lock's
+  EIP-712 domain ("CreditBridge Lock", version 1, chain id, lock address) with the signer's
+  secp256k1 key (``EvmRefundSigner`` here, ``relayers/evm/release.py`` submits);
+* **TON** (lock contract): the same release as a cell signed with the member's Ed25519 key
+  (``relayers/ton/release.py``);
+* **Asset Hub** (pallet_multisig account): no signature to collect; each signer approves the
+  refund call on chain itself (``relayers/substrate/refund.py``, driven by the signer node).
 
 ``releaseId = keccak256("creditbridge/refund/v1" | source | sequence (8 bytes) | purpose)``:
-one refund per deposit and purpose; the lock contract refuses a release id twice.
+one refund per deposit and purpose; both lock contracts refuse a release id twice, and the
+Asset Hub refund call carries it in a remark (one multisig operation per release id).
 
 The refund worker (run by the aggregator, untrusted like it) collects t matching signatures
-from the signers' ``GET /v1/releases`` feeds and submits ``release`` through a ``Releaser``
-(``relayers/evm/release.py``). Running two workers is harmless: the second submission of a
-release id reverts with ``ReleaseUsed``, which counts as done.
+from the signers' ``GET /v1/releases`` feeds, checks each with the chain's ``Releaser``
+against the committee the lock contract itself stores, and submits. Running two workers is
+harmless: the second submission of a release id fails with ``ReleaseUsed``, which counts as
+done.
 """
 
 from __future__ import annotations
@@ -48,17 +57,50 @@ def lock_domain(chain_id: int, lock: bytes) -> SettlementDomain:
     return SettlementDomain(chain_id=chain_id, contract=lock, name=LOCK_NAME, version="1")
 
 
+class RefundSigner(Protocol):
+    """A signer node's refund authorizations for one source chain's lock."""
+
+    signer_id: bytes  # what the lock knows the member by (EVM address, Ed25519 public key)
+
+    def sign(self, payer: bytes, amount: int, release_id: bytes) -> tuple[bytes, bytes] | None:
+        """(destination as the chain names it, signature), or None if ``payer`` cannot be paid
+        back on this chain."""
+        ...
+
+
+class EvmRefundSigner:
+    """EIP-712 ``Release`` signatures for an EVM lock contract."""
+
+    def __init__(self, domain: SettlementDomain, secret: bytes, address: bytes) -> None:
+        self.domain = domain
+        self._secret = secret
+        self.signer_id = address
+
+    def sign(self, payer: bytes, amount: int, release_id: bytes) -> tuple[bytes, bytes] | None:
+        to = payer_address(payer)
+        if to is None or amount <= 0:
+            return None
+        return to, digest.sign_digest(self._secret, digest.release_digest(self.domain, to, amount, release_id))
+
+
 class Releaser(Protocol):
     """Submits committee-signed releases on one source chain's lock contract."""
 
     chain: str
-    domain: SettlementDomain
 
-    async def committee(self) -> tuple[int, list[bytes], int]: ...
+    async def committee(self) -> tuple[int, list[bytes], int]:
+        """(committee index, members' signer ids in the lock's order, threshold)."""
+        ...
 
-    async def release(self, to: bytes, amount: int, release_id: bytes, signatures: bytes) -> bytes:
-        """Send ``release``; the tx hash once mined. Raises TransactionFailed (not retryable,
-        "ReleaseUsed" in its detail) when the release id was used already."""
+    def verify(self, to: bytes, amount: int, release_id: bytes, signer: bytes, signature: bytes) -> None:
+        """Raise VerificationError unless ``signature`` is ``signer``'s over this release."""
+        ...
+
+    async def release(self, to: bytes, amount: int, release_id: bytes,
+                      signatures: list[tuple[bytes, bytes]]) -> bytes:
+        """Send the release with ``(signer id, signature)`` pairs (threshold of them); the tx
+        hash once made. Raises TransactionFailed (not retryable, "ReleaseUsed" in its detail)
+        when the release id was used already."""
         ...
 
 
@@ -127,8 +169,7 @@ class RefundWorker:
         amount = int(item["amount"])
         sig = bytes.fromhex(item["signature"][2:])
         claimed = bytes.fromhex(item["signer"][2:])
-        if digest.recover(digest.release_digest(releaser.domain, to, amount, rid), sig) != claimed:
-            raise VerificationError("release signature does not match its signer")
+        releaser.verify(to, amount, rid, claimed, sig)
         p = self._pending.setdefault((rid, to, amount), _Pending(chain, to, amount, rid, item.get("purpose", ""),
                                                                   item.get("payment_id", "")))
         p.sigs[claimed] = sig
@@ -150,9 +191,8 @@ class RefundWorker:
             sigs = [(a, s) for a, s in p.sigs.items() if a in set(members)]
             if len(sigs) < threshold:
                 continue
-            packed = digest.pack_signatures(sorted(sigs)[:threshold])
             try:
-                tx = await releaser.release(p.to, p.amount, p.release_id, packed)
+                tx = await releaser.release(p.to, p.amount, p.release_id, sorted(sigs)[:threshold])
             except TransactionFailed as e:
                 if e.retryable or "ReleaseUsed" not in e.detail:
                     raise

@@ -13,9 +13,13 @@ after the deadline, lower deposit sequence):
 
 * **invalid**: the deposit's chain or token is not the payment's. Nothing is credited; the
   whole amount is held for refund.
-* **late**: its block time is after ``expires_at + grace``. Nothing is credited; the whole
-  amount is held for refund. (Crediting late deposits at a fresh quote is deferred: see
-  the README, "Payment lifecycle".)
+* **late**: its block time is after ``expires_at + grace``. By this rule nothing is credited
+  and the whole amount is held for refund: the signed quote no longer holds. Whether it is
+  credited at a *fresh* quote instead is not decided here (signers have no price feed): the
+  gateway decides and signs that per late deposit (``bridge/payments/late.py``, within the
+  configured price tolerance); signers verify the gateway's signature and the decision's
+  bounds and follow it, and the API's state machine reads the stored decision. See the
+  README, "Payment lifecycle".
 * otherwise it is **counted** up to the quote: ``counted = min(before + d, A) - min(before, A)``
   and it buys ``credits = cr(min(before + d, A)) - cr(min(before, A))`` where
   ``cr = credits_for_deposit(., A, C)`` (pro-rata, floored, at most C). The rest

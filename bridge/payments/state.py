@@ -17,6 +17,8 @@ prediction of what the committee does, computed from the same chain facts::
     excess (quote already covered)     nothing; sign a refund        refundable (excess)
     credit with overpaid part          attest; sign refund of part   refundable (excess)
     late  (block time > expiry+grace)  nothing; sign a refund        refundable (late)
+    late, gateway decided "credit"     attest its `credits` (fresh   expected credits;
+      at a fresh quote (late.py)         quote); refund the remainder  refundable (late) remainder
     invalid (wrong chain / token)      nothing; sign a refund        refundable (invalid)
 
 States (``paid`` = sum of counted deposits' amounts, A = quoted amount)::
@@ -28,6 +30,8 @@ States (``paid`` = sum of counted deposits' amounts, A = quoted amount)::
      ├──window closed, nothing paid──> expired       underpaid ──window closed, due credits
      ├──window closed, only late deposits──> late                   recorded──> credited (partial)
      └──window closed, only invalid deposits──> invalid
+
+    expired / late / invalid ──a late deposit decided "credit"──> late ──its credit recorded──> credited
 
 * The **window** closes when the payment chain's *final* block time passes the deadline
   (``expires_at + grace``, the signers' lateness rule): only then is every deposit that
@@ -42,8 +46,20 @@ States (``paid`` = sum of counted deposits' amounts, A = quoted amount)::
   the committee signs its refund. It ends ``credited`` with ``balance: "overpaid"``.
 * ``late`` and ``invalid`` are final and hold the funds for refund. A late or invalid
   deposit next to counted ones does not change the state; it only adds to ``refundable``.
+* **Late deposits at a fresh quote** (``bridge/payments/late.py``): the gateway may decide,
+  and sign, that a late deposit is credited at a fresh quote (``Deposit.late``, the stored
+  decision; signers follow it). Such a deposit is due its decided ``credits`` like a counted
+  one (``expected_credits``, and ``credited`` waits for its credit to be recorded) and only
+  its ``refundable`` remainder is held (as ``late``); it is not part of ``paid_amount`` (the
+  amount counted towards the *signed* quote). A payment with nothing counted and such a
+  deposit is ``late`` until the credit is recorded, then ``credited``. A decision to hold,
+  or one whose figures do not add up (``counted + refundable != amount``, no credits -- the
+  bounds signers check too), changes nothing: the deposit is late as before.
 * Final states: credited, expired, late, invalid. Deposits arriving after that are still
-  decided (and refunded) by the committee per deposit; the payment is no longer watched.
+  decided (and refunded) by the committee per deposit; the payment is no longer watched --
+  except that ``expired``, ``late`` and ``invalid`` are evaluated again when the facts show a
+  late deposit decided "credit" (the watcher looks those payments up until they are
+  ``credited``): the committee credits it, so the payment must show it.
 * Skipped states are not replayed: a ``new`` payment whose facts already show recorded
   credits goes straight to ``credited`` in one event. At most one event per evaluation.
 """
@@ -54,6 +70,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bridge.errors import InputError
+from bridge.payments import late as late_rule
 from bridge.payments import rules
 
 NEW = "new"
@@ -68,6 +85,8 @@ INVALID = "invalid"
 
 STATES = (NEW, SEEN, UNDERPAID, CONFIRMED, OVERPAID, CREDITED, EXPIRED, LATE, INVALID)
 FINAL_STATES = frozenset({CREDITED, EXPIRED, LATE, INVALID})
+# final states left again when a late deposit is decided "credit" at a fresh quote
+REOPENED_BY_LATE_CREDIT = (EXPIRED, LATE, INVALID)
 OPEN_STATES = (NEW, SEEN, UNDERPAID, CONFIRMED, OVERPAID)  # the states a watcher keeps looking at
 PAID_STATES = frozenset({UNDERPAID, CONFIRMED, OVERPAID})  # something counted: never back to new/seen
 
@@ -115,6 +134,7 @@ class Deposit:
     chain: str = ""
     token: str = ""
     settled: Settled | None = None  # credits recorded for this deposit, if any
+    late: late_rule.LateDecision | None = None  # the gateway's stored decision, if it was late
 
     def __post_init__(self) -> None:
         if isinstance(self.amount, bool) or not isinstance(self.amount, int) or self.amount <= 0:
@@ -124,6 +144,8 @@ class Deposit:
             raise InputError("settled credits must be non-negative integers")
         if self.settled is not None and not self.final:
             raise InputError("a deposit with recorded credits is final")
+        if self.late is not None and not self.final:
+            raise InputError("a deposit with a late decision is final")
 
     def fact(self) -> rules.DepositFact:
         return rules.DepositFact(self.key, self.chain, self.token, self.amount, self.timestamp)
@@ -157,6 +179,7 @@ class Event:
     late_amount: int = 0
     invalid_amount: int = 0
     expected_credits: int = 0  # what the committee attests in total for the counted deposits
+    late_counted: int = 0  # late deposits' base units counted at a fresh quote (not in paid_amount)
 
 
 def _balance(paid: int, amount: int) -> str:
@@ -170,19 +193,32 @@ def _with_defaults(payment: PaymentView, d: Deposit) -> Deposit:
     if d.chain and d.token:
         return d
     return Deposit(d.key, d.amount, d.timestamp, d.final, d.chain or payment.chain, d.token or payment.token,
-                   d.settled)
+                   d.settled, d.late)
+
+
+def _late_credit(d: Deposit, dec: rules.Decision, quoted_credits: int) -> rules.Decision:
+    """The deposit's decision, with a late one replaced by the gateway's decision to credit it
+    at a fresh quote -- only if that decision is within the bounds signers check."""
+    lt = d.late
+    if (dec.outcome != rules.LATE or lt is None or lt.decision != late_rule.CREDIT
+            or not 0 < lt.credits <= quoted_credits or lt.counted <= 0 or lt.refundable < 0
+            or lt.counted + lt.refundable != d.amount):
+        return dec
+    return rules.Decision(rules.LATE, lt.credits, lt.counted, lt.refundable)
 
 
 def evaluate(payment: PaymentView, facts: Facts, now: datetime) -> tuple[str, list[Event]]:
     """The payment's state given ``facts`` at ``now``, and the events that lead there.
 
-    Returns ``(payment.state, [])`` when nothing changed (and always for final states), so
-    the caller can save only when the event list is non-empty. At most one event is returned.
+    Returns ``(payment.state, [])`` when nothing changed (and for final states, unless a late
+    deposit decided "credit" reopens one), so the caller can save only when the event list is
+    non-empty. At most one event is returned.
     """
     state = payment.state
     if state not in STATES:
         raise InputError(f"unknown payment state {state!r}")
-    if state in FINAL_STATES:
+    if state in FINAL_STATES and (state not in REOPENED_BY_LATE_CREDIT
+                                  or not any(d.late is not None and d.final for d in facts.deposits)):
         return state, []
 
     terms = payment.terms()
@@ -191,11 +227,16 @@ def evaluate(payment: PaymentView, facts: Facts, now: datetime) -> tuple[str, li
     final = sorted((d for d in deposits if d.final), key=lambda d: d.key)
     pending = [d for d in deposits if not d.final]
     facts_final = [d.fact() for d in final]
-    decisions = rules.decide_all(terms, facts_final, grace)
+    decisions = [_late_credit(d, dec, payment.credits)
+                 for d, dec in zip(final, rules.decide_all(terms, facts_final, grace))]
+    late_due = any(dec.outcome == rules.LATE and dec.credits > 0 for dec in decisions)
+    if state in FINAL_STATES and not late_due:
+        return state, []
 
     paid = sum(d.amount for d, dec in zip(final, decisions) if dec.outcome in (rules.CREDIT, rules.BELOW_ONE_CREDIT,
                                                                             rules.EXCESS))
     late = sum(dec.refundable for dec in decisions if dec.outcome == rules.LATE)
+    late_counted = sum(dec.counted for dec in decisions if dec.outcome == rules.LATE)
     invalid = sum(dec.refundable for dec in decisions if dec.outcome == rules.INVALID)
     refundable = sum(dec.refundable for dec in decisions)
     expected = sum(dec.credits for dec in decisions)
@@ -220,12 +261,17 @@ def evaluate(payment: PaymentView, facts: Facts, now: datetime) -> tuple[str, li
             target = UNDERPAID
     elif state in PAID_STATES:
         target = state  # counted deposits never vanish: this snapshot is incomplete, wait
+    elif late_due:  # a final late deposit: the window is closed on the payment chain
+        target = CREDITED if all_due_settled else LATE
     elif pending:
         target = SEEN
     elif window_closed:
         target = LATE if late else INVALID if invalid else EXPIRED
     else:
         target = NEW
+
+    if state in FINAL_STATES and target != CREDITED:
+        target = LATE  # reopened by a late deposit decided "credit": late until that credit is recorded
 
     if state in PAID_STATES and paid < payment.paid_amount:
         return state, []  # an incomplete snapshot (never less than was counted before)
@@ -237,4 +283,4 @@ def evaluate(payment: PaymentView, facts: Facts, now: datetime) -> tuple[str, li
     kind = target if target != state else UPDATED
     return target, [Event(kind, payment.id, state, target, paid, seen_amount, credited, tx,
                           _balance(paid, payment.amount), refundable, max(0, paid - payment.amount), late,
-                          invalid, expected)]
+                          invalid, expected, late_counted)]

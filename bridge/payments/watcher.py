@@ -7,12 +7,17 @@ payment, to the pure ``evaluate``:
 * credits the settlement contract recorded: a follower of its ``Credited`` events, cursor and
   rows saved in one transaction;
 * deposits seen above the finality point (``watcher.pending_deposits``), kept in memory only
-  (they are re-read every round, and may vanish in a reorg).
+  (they are re-read every round, and may vanish in a reorg);
+* and, from the API's own table, the gateway's signed decisions on late deposits
+  (``bridge/payments/late.py``, stored when a signer first asks for one): a late deposit
+  decided "credit" is due its credits, and its credit is looked up by deposit id (it may name
+  the fresh quote rather than the payment's).
 
 A payment is saved only when ``evaluate`` returns events (compare-and-set on the old state,
 so two API processes cannot fight). The events are written to the webhook outbox in the same
 transaction (``record``), and published (``publish``: wakes the delivery worker) after the
-commit. Payments in final states are no longer looked at.
+commit. Payments in final states are no longer looked at -- except expired, late or invalid
+ones with a late deposit decided "credit", until that credit is recorded (``credited``).
 
 Crash safety: final deposits and the follower's cursor are stored in one transaction before
 any evaluation, and each evaluation reads them back from the database, so a process that dies
@@ -36,7 +41,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.chains import Submitter, Watcher
 from bridge.errors import BridgeError
-from bridge.payments.state import Deposit, Event, Facts, PaymentView, Settled, evaluate
+from bridge.payments.late import CREDIT, LateTerms
+from bridge.payments.state import REOPENED_BY_LATE_CREDIT, Deposit, Event, Facts, PaymentView, Settled, evaluate
+from bridge.storage import late as late_repo
 from bridge.storage import observations as obs_repo
 from bridge.storage import payments as pay_repo
 from bridge.storage.db import Database
@@ -191,14 +198,27 @@ class PaymentWatcher:
             async with self.db.begin() as s:
                 batch = await pay_repo.list_open_payments(s, limit=200, after_id=after)
             if not batch:
-                return changed
+                break
             after = batch[-1].id
             for p in batch:
                 changed += await self._evaluate(p)
+        after = ""
+        while True:  # final payments a late deposit decided "credit" reopens, until credited
+            async with self.db.begin() as s:
+                ids = await late_repo.payments_with_late_credits(s, REOPENED_BY_LATE_CREDIT, limit=200,
+                                                                 after_id=after)
+                batch = [p for p in [await pay_repo.get_payment(s, i) for i in ids] if p is not None]
+            if not ids:
+                return changed
+            after = ids[-1]
+            for p in batch:
+                changed += await self._evaluate(p)
 
-    def facts_for(self, p: pay_repo.PaymentRecord, final, credits) -> Facts:
+    def facts_for(self, p: pay_repo.PaymentRecord, final, credits, late: list[LateTerms] | tuple = ()) -> Facts:
         settled = {c.credit.deposit_id: Settled(c.credit.credits, c.tx_hash) for c in credits}
-        deposits = [Deposit(o.deposit_id, o.amount, o.timestamp, True, o.chain, o.token, settled.get(o.deposit_id))
+        decided = {lt.deposit_id: lt.outcome() for lt in late}
+        deposits = [Deposit(o.deposit_id, o.amount, o.timestamp, True, o.chain, o.token, settled.get(o.deposit_id),
+                            decided.get(o.deposit_id))
                     for o in (f.observation for f in final)]
         final_ids = {d.key for d in deposits}
         deposits += [Deposit(o.deposit_id, o.amount, o.timestamp, False, o.chain, o.token)
@@ -213,7 +233,11 @@ class PaymentWatcher:
         async with self.db.begin() as s:
             final = await obs_repo.observations_by_reference(s, p.reference)
             credits = await pay_repo.credits_for_quote(s, p.quote_id)
-        state, events = evaluate(self.view(p), self.facts_for(p, final, credits), self.clock())
+            late = await late_repo.late_decisions_for_payment(s, p.id)
+            late_credit_ids = [lt.deposit_id for lt in late if lt.decision == CREDIT]
+            if late_credit_ids:  # recorded under the fresh quote's id, perhaps: look them up by deposit
+                credits = [*credits, *await late_repo.credits_for_deposits(s, late_credit_ids)]
+        state, events = evaluate(self.view(p), self.facts_for(p, final, credits, late), self.clock())
         if not events:
             return 0
         ev = events[-1]

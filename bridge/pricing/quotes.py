@@ -1,12 +1,15 @@
 """Signed quotes and payment terms.
 
-The gateway signs two things with its Ed25519 quote key:
+The gateway signs three things with its Ed25519 quote key:
 
 * a ``Quote`` -- "``amount`` base units of ``token`` buy ``credits`` until ``expires_at``";
 * a payment's ``PaymentTerms`` -- "reference R pays for quote Q, credits go to beneficiary B".
   Signer nodes fetch the terms by reference and check them with ``verify_terms`` against the
   gateway public key pinned in their config, so they need not trust the API's transport or
-  database.
+  database;
+* a late deposit's ``LateTerms`` (``bridge/payments/late.py``) -- "the late deposit (S, n) of
+  reference R is credited at a fresh quote / held for refund"; checked with
+  ``verify_late_terms`` against the same pinned key.
 
 Canonical bytes (what is signed) are a domain prefix followed by compact JSON with sorted
 keys, ASCII only, in which every value is a string: integers as decimal strings, ``Decimal``
@@ -21,6 +24,12 @@ signature cannot be re-attributed to another key.
     "creditbridge/payment/v1\\n" + {"amount":..,"beneficiary":..,"chain":..,"credits":..,
                                     "expires_at":..,"key_id":..,"payment_id":..,"quote_id":..,
                                     "reference":..,"token":..}
+    "creditbridge/late-terms/v1\\n" + {"amount":..,"block_time":..,"counted":..,"created_at":..,
+                                    "credits":..,"decision":..,"fresh_amount":..,"fresh_quote_id":..,
+                                    "key_id":..,"payment_id":..,"reason":..,"reference":..,
+                                    "refundable":..,"sequence":..,"source":..,"tolerance_bps":..}
+    (``fresh_amount`` is "" when there was no fresh price, ``fresh_quote_id`` "" when no fresh
+    quote was made)
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from bridge.config import KeyRef, PricingConfig, Settings
 from bridge.errors import ConfigError, InputError, KeystoreError, PriceUnavailable, QuoteExpired, VerificationError
 from bridge.keystore import SecretKey, load_key, public_of
+from bridge.payments.late import LateTerms
 from bridge.pricing.aggregate import PriceAggregator
 from bridge.pricing.credits import amount_for_credits, credits_for_amount
 from bridge.pricing.sources.base import PriceSource
@@ -46,6 +56,7 @@ from bridge.types import TOKEN_DECIMALS, PaymentTerms, Quote, utcnow
 
 QUOTE_DOMAIN = b"creditbridge/quote/v1\n"
 TERMS_DOMAIN = b"creditbridge/payment/v1\n"
+LATE_DOMAIN = b"creditbridge/late-terms/v1\n"
 
 MAX_CREDITS = 2**128 - 1  # the settlement contract's bound (see types.Credit)
 MAX_AMOUNT = 2**256 - 1
@@ -130,6 +141,28 @@ def terms_fields(t: PaymentTerms) -> dict[str, str]:
     }
 
 
+def late_fields(t: LateTerms) -> dict[str, str]:
+    """The signed fields of a late deposit's decision, every value a string."""
+    return {
+        "payment_id": str(t.payment_id),
+        "reference": _hex(t.reference),
+        "source": _hex(t.source),
+        "sequence": str(int(t.sequence)),
+        "amount": str(int(t.amount)),
+        "block_time": str(int(t.block_time)),
+        "decision": str(t.decision),
+        "credits": str(int(t.credits)),
+        "counted": str(int(t.counted)),
+        "refundable": str(int(t.refundable)),
+        "fresh_quote_id": str(t.fresh_quote_id),
+        "fresh_amount": "" if t.fresh_amount is None else str(int(t.fresh_amount)),
+        "tolerance_bps": str(int(t.tolerance_bps)),
+        "reason": str(t.reason),
+        "created_at": rfc3339(t.created_at),
+        "key_id": str(t.key_id),
+    }
+
+
 def _canonical_json(fields: dict[str, str]) -> bytes:
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
@@ -140,6 +173,10 @@ def canonical_quote_bytes(q: Quote) -> bytes:
 
 def canonical_terms_bytes(t: PaymentTerms) -> bytes:
     return TERMS_DOMAIN + _canonical_json(terms_fields(t))
+
+
+def canonical_late_bytes(t: LateTerms) -> bytes:
+    return LATE_DOMAIN + _canonical_json(late_fields(t))
 
 
 # --- signing and verifying --------------------------------------------------------------------
@@ -177,6 +214,10 @@ class QuoteSigner:
         t = replace(t, key_id=self.key_id, signature=b"")
         return replace(t, signature=self.sign_bytes(canonical_terms_bytes(t)))
 
+    def sign_late_terms(self, t: LateTerms) -> LateTerms:
+        t = replace(t, key_id=self.key_id, signature=b"")
+        return replace(t, signature=self.sign_bytes(canonical_late_bytes(t)))
+
 
 def _public_key(public_key_hex: str) -> Ed25519PublicKey:
     if not isinstance(public_key_hex, str) or not _PUB_RE.fullmatch(public_key_hex):
@@ -213,6 +254,13 @@ def verify_terms(terms: PaymentTerms, public_key_hex: str) -> None:
     _verify("payment terms", terms.key_id, terms.signature, lambda: canonical_terms_bytes(terms), public_key_hex)
 
 
+def verify_late_terms(t: LateTerms, public_key_hex: str) -> None:
+    """Raise VerificationError unless the late deposit's decision ``t`` carries a valid signature
+    of ``public_key_hex`` (signer nodes: the gateway key from their config). The decision's
+    bounds are the caller's to check (``LateTerms.within_bounds`` and the deposit's facts)."""
+    _verify("late terms", t.key_id, t.signature, lambda: canonical_late_bytes(t), public_key_hex)
+
+
 def ensure_not_expired(q: Quote | PaymentTerms, now: datetime) -> None:
     """Raise QuoteExpired if ``now`` is at or after the expiry."""
     if now >= q.expires_at:
@@ -229,6 +277,12 @@ def quote_to_json(q: Quote) -> dict[str, str]:
 
 def terms_to_json(t: PaymentTerms) -> dict[str, str]:
     d = terms_fields(t)
+    d["signature"] = bytes(t.signature).hex()
+    return d
+
+
+def late_terms_to_json(t: LateTerms) -> dict[str, str]:
+    d = late_fields(t)
     d["signature"] = bytes(t.signature).hex()
     return d
 
@@ -327,6 +381,35 @@ def terms_from_json(d: Mapping) -> PaymentTerms:
         )
     except KeyError as e:
         raise VerificationError(f"payment terms lack field {e.args[0]!r}") from None
+
+
+def late_terms_from_json(d: Mapping) -> LateTerms:
+    """Parse the JSON form of a late deposit's decision (raises VerificationError; does not
+    check the signature -- call ``verify_late_terms`` next)."""
+    d = _mapping(d)
+    try:
+        fresh = _str(d, "fresh_amount")
+        return LateTerms(
+            payment_id=_str(d, "payment_id"),
+            reference=_bytes(d, "reference", 32),
+            source=_bytes(d, "source", 32),
+            sequence=_uint(d, "sequence"),
+            amount=_uint(d, "amount"),
+            block_time=_uint(d, "block_time"),
+            decision=_str(d, "decision"),
+            credits=_uint(d, "credits"),
+            counted=_uint(d, "counted"),
+            refundable=_uint(d, "refundable"),
+            fresh_quote_id=_str(d, "fresh_quote_id"),
+            fresh_amount=None if fresh == "" else _uint(d, "fresh_amount"),
+            tolerance_bps=_uint(d, "tolerance_bps"),
+            reason=_str(d, "reason"),
+            created_at=_time(d, "created_at"),
+            key_id=_str(d, "key_id"),
+            signature=_bytes(d, "signature"),
+        )
+    except KeyError as e:
+        raise VerificationError(f"late terms lack field {e.args[0]!r}") from None
 
 
 # --- the quote service ------------------------------------------------------------------------

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, PrimaryKeyConstraint, String,
+                        Text, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from bridge.storage.types import U256, UTCDateTime
@@ -219,7 +220,9 @@ class GovernorItemRow(Base):
 
 
 class ReleaseRow(Base):
-    """A signer's signature over a refund (``Release`` on the source chain's lock contract)."""
+    """A signer's authorization of a refund: its signature over a ``Release`` for the source
+    chain's lock contract (EVM, TON), or, on Asset Hub, an empty signature and the progress of
+    its own multisig approval (``progress``: JSON, see relayers/substrate/refund.py)."""
 
     __tablename__ = "releases"
     __table_args__ = (UniqueConstraint("release_id", name="uq_release_id"),)
@@ -228,9 +231,37 @@ class ReleaseRow(Base):
     sequence: Mapped[int] = mapped_column(BigInteger)
     chain: Mapped[str] = mapped_column(String(32))
     purpose: Mapped[str] = mapped_column(String(16))
-    to: Mapped[bytes] = mapped_column(LargeBinary(20))
+    to: Mapped[bytes] = mapped_column(LargeBinary(32))  # 20-byte EVM address or 32-byte account id
     amount: Mapped[int] = mapped_column(U256)
     release_id: Mapped[bytes] = mapped_column(LargeBinary(32))
     signature: Mapped[bytes] = mapped_column(LargeBinary(65))
     payment_id: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(String(16), default="", server_default="")  # Asset Hub: done/failed/...
+    progress: Mapped[str] = mapped_column(Text, default="", server_default="")
+
+
+# --- 0004: late deposits credited at a fresh quote ---------------------------------------------------
+class LateDecisionRow(Base):
+    """The gateway's signed decision for one late deposit (``bridge/payments/late.py``): credit it
+    at a fresh quote or hold it for refund. One per deposit id; the first decision stored wins."""
+
+    __tablename__ = "late_decisions"
+    __table_args__ = (PrimaryKeyConstraint("source", "sequence", name="pk_late_decisions"),)
+    source: Mapped[bytes] = mapped_column(LargeBinary(32))
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    reference: Mapped[bytes] = mapped_column(LargeBinary(32))
+    payment_id: Mapped[str] = mapped_column(String(36), index=True)
+    amount: Mapped[int] = mapped_column(U256)  # the deposit's amount, base units
+    block_time: Mapped[int] = mapped_column(BigInteger)  # the deposit's block time, unix seconds
+    decision: Mapped[str] = mapped_column(String(8), index=True)  # credit | hold
+    credits: Mapped[int] = mapped_column(U256)
+    counted: Mapped[int] = mapped_column(U256)
+    refundable: Mapped[int] = mapped_column(U256)
+    fresh_quote_id: Mapped[str] = mapped_column(String(36))  # "" when no fresh quote was made
+    fresh_amount: Mapped[int | None] = mapped_column(U256, nullable=True)
+    tolerance_bps: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(200))
+    key_id: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[bytes] = mapped_column(LargeBinary(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.storage.models import ReleaseRow
@@ -23,11 +23,14 @@ class StoredRelease:
     release_id: bytes
     signature: bytes
     payment_id: str
+    state: str = ""
+    progress: str = ""
 
 
 def _release(r: ReleaseRow) -> StoredRelease:
     return StoredRelease(r.id, bytes(r.source), r.sequence, r.chain, r.purpose, bytes(r.to), r.amount,
-                         bytes(r.release_id), bytes(r.signature), r.payment_id)
+                         bytes(r.release_id), bytes(r.signature), r.payment_id, r.state or "",
+                         r.progress or "")
 
 
 async def add_release(s: AsyncSession, *, source: bytes, sequence: int, chain: str, purpose: str, to: bytes,
@@ -42,5 +45,21 @@ async def add_release(s: AsyncSession, *, source: bytes, sequence: int, chain: s
 
 
 async def releases_after(s: AsyncSession, after: int, limit: int) -> list[StoredRelease]:
-    rows = await s.scalars(select(ReleaseRow).where(ReleaseRow.id > after).order_by(ReleaseRow.id).limit(limit))
+    """Signed releases (the aggregator's feed); Asset Hub approvals have no signature to share."""
+    rows = await s.scalars(select(ReleaseRow).where(ReleaseRow.id > after, func.length(ReleaseRow.signature) > 0)
+                           .order_by(ReleaseRow.id).limit(limit))
     return [_release(r) for r in rows]
+
+
+async def open_approvals(s: AsyncSession, chains: list[str], limit: int = 100) -> list[StoredRelease]:
+    """Refunds this signer approves on chain itself (Asset Hub) that are not finished yet."""
+    rows = await s.scalars(select(ReleaseRow).where(ReleaseRow.chain.in_(chains),
+                                                    ReleaseRow.state.not_in(("done", "failed")))
+                           .order_by(ReleaseRow.id).limit(limit))
+    return [_release(r) for r in rows]
+
+
+async def set_progress(s: AsyncSession, release_id: bytes, state: str, progress: str) -> None:
+    row = await s.scalar(select(ReleaseRow).where(ReleaseRow.release_id == release_id))
+    if row is not None:
+        row.state, row.progress = state, progress

@@ -13,8 +13,9 @@ from eth_utils import keccak, to_checksum_address
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.exceptions import Web3Exception
 
+from bridge.committee import digest
 from bridge.config import EvmChainConfig
-from bridge.errors import ChainError, ConfigError
+from bridge.errors import ChainError, ConfigError, VerificationError
 from bridge.payments.refunds import lock_domain
 from relayers.evm.contracts import send_transaction
 
@@ -50,9 +51,15 @@ class EvmLockReleaser:
         (threshold,) = abi_decode(["uint256"], thr)
         return index, [bytes.fromhex(a[2:]) for a in addrs], threshold
 
-    async def release(self, to: bytes, amount: int, release_id: bytes, signatures: bytes) -> bytes:
+    def verify(self, to: bytes, amount: int, release_id: bytes, signer: bytes, signature: bytes) -> None:
+        if len(to) != 20 or digest.recover(digest.release_digest(self.domain, to, amount, release_id),
+                                           signature) != signer:
+            raise VerificationError("release signature does not match its signer")
+
+    async def release(self, to: bytes, amount: int, release_id: bytes, signatures: list[tuple[bytes, bytes]]) -> bytes:
+        packed = digest.pack_signatures(sorted(signatures))  # the lock wants ascending signers
         data = RELEASE + abi_encode(["address", "uint256", "bytes32", "bytes"],
-                                    [to_checksum_address(to), amount, release_id, signatures])
+                                    [to_checksum_address(to), amount, release_id, packed])
         receipt = await send_transaction(self.w3, {"to": to_checksum_address(self.lock), "data": data}, self._key,
                                          timeout=self.timeout)
         return bytes(receipt["transactionHash"])

@@ -24,7 +24,7 @@ from substrateinterface.utils.hasher import xxh128
 from bridge.config import SubstrateCommittee
 from bridge.errors import ChainError
 from relayers.substrate.chopsticks import ChopsticksNode
-from relayers.substrate.multisig import committee_address
+from relayers.substrate.multisig import committee_address, ss58
 from relayers.substrate.networks import CHOPSTICKS_GENESIS
 from relayers.substrate.wallet import DEV_SEEDS, keypair
 
@@ -36,6 +36,7 @@ DEV_CHAINS = (
     ("kusama", "KSM", 2, "20", 10**9),  # 0.001 KSM
 )
 DEV_BALANCE = 10**18  # base units per dev account (10^6 tokens at the runtime's 12 decimals)
+MEMBER_BALANCE = 10**15  # per committee member (10^3 tokens): fees and multisig deposits
 
 # chopsticks sets each block's Timestamp.set to the parent's plus the slot duration (12 s for
 # this runtime, measured between consecutive blocks). In "Instant" mode it builds a block per
@@ -98,6 +99,9 @@ async def start_devchains(directory: Path, committee: Any) -> list[DevChain]:
     members = ["0x" + k.lower().removeprefix("0x") for k in committee.ed25519_public]
     committee_cfg = {"members": members, "threshold": committee.threshold}
     balances = {keypair(s, 42).ss58_address: DEV_BALANCE for s in DEV_SEEDS}
+    # the members approve refunds from the committee account themselves: they pay fees and the
+    # multisig deposit
+    balances.update({ss58(bytes.fromhex(m[2:]), 42): MEMBER_BALANCE for m in members})
     where = directory / "chopsticks"
     started = await asyncio.gather(
         *(ChopsticksNode.start(where, name, balances=balances, build_block_mode="Manual")

@@ -7,7 +7,6 @@ Constants mirror lock.fc; tests/unit/ton checks every exit code on the real TVM.
 from __future__ import annotations
 
 import functools
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -29,8 +28,8 @@ LOG_DEPOSIT = 0x43424C31  # "CBL1": the log's topic (addr_extern of 32 bits) and
 ERR_SHORT_BODY = 401
 ERR_UNKNOWN_OP = 402
 ERR_TOO_SMALL = 403
-ERR_BAD_SEQNO = 410
-ERR_EXPIRED = 411
+ERR_NOT_BASECHAIN = 404
+ERR_RELEASE_USED = 410
 ERR_WRONG_CONTRACT = 412
 ERR_UNKNOWN_SIGNER = 413
 ERR_BAD_SIGNATURE = 414
@@ -39,7 +38,7 @@ ERR_INSUFFICIENT_BALANCE = 416
 ERR_NOT_RELEASE = 417
 EXIT_CODES = {
     ERR_SHORT_BODY: "short body", ERR_UNKNOWN_OP: "unknown op", ERR_TOO_SMALL: "amount below minimum",
-    ERR_BAD_SEQNO: "wrong release seqno", ERR_EXPIRED: "release expired",
+    ERR_NOT_BASECHAIN: "sender not on the basechain", ERR_RELEASE_USED: "release id used already",
     ERR_WRONG_CONTRACT: "release signed for another contract", ERR_UNKNOWN_SIGNER: "unknown signer",
     ERR_BAD_SIGNATURE: "invalid signature", ERR_NOT_ENOUGH_SIGNATURES: "not enough signatures",
     ERR_INSUFFICIENT_BALANCE: "balance too small", ERR_NOT_RELEASE: "not a release payload",
@@ -70,7 +69,7 @@ def initial_data(public_keys: Sequence[bytes], threshold: int, min_amount: int) 
     if min_amount <= 0:
         raise InputError("min_amount must be positive")
     return (Builder().store_uint(0, 64).store_uint(0, 32).store_coins(min_amount).store_uint(threshold, 8)
-            .store_maybe_ref(_keys_dict(public_keys)).end_cell())
+            .store_maybe_ref(_keys_dict(public_keys)).store_maybe_ref(None).end_cell())
 
 
 def state_init(public_keys: Sequence[bytes], threshold: int, min_amount: int) -> StateInit:
@@ -134,15 +133,23 @@ def parse_deposit_log(body: Cell) -> DepositLog:
 
 
 # ---------------------------------------------------------------------------------- releases
-def release_payload(*, seqno: int, lock: Address, destination: Address, amount: int, release_id: bytes,
-                    valid_until: int | None = None) -> Cell:
+def release_payload(*, lock: Address, destination: Address, amount: int, release_id: bytes) -> Cell:
+    """The signed part of a release. No seqno and no expiry: the lock pays each release id
+    once, so committee members sign a refund when they decide it, in any order."""
     if len(release_id) != 32:
         raise InputError("release id must be 32 bytes")
-    if valid_until is None:
-        valid_until = int(time.time()) + 300
-    return (Builder().store_uint(OP_RELEASE, 32).store_uint(seqno, 32).store_uint(valid_until, 32)
-            .store_address(lock).store_address(destination).store_coins(amount).store_bytes(release_id)
-            .end_cell())
+    if amount <= 0:
+        raise InputError("a release amount must be positive")
+    return (Builder().store_uint(OP_RELEASE, 32).store_address(lock).store_address(destination)
+            .store_coins(amount).store_bytes(release_id).end_cell())
+
+
+def basechain(account_id: bytes) -> Address:
+    """The basechain (workchain 0) address of a 32-byte account id: where the lock's deposits
+    come from (lock.fc refuses others) and so where refunds go."""
+    if len(account_id) != 32:
+        raise InputError("a TON account id is 32 bytes")
+    return Address((0, account_id))
 
 
 def sign_release(payload: Cell, private_key: bytes) -> bytes:

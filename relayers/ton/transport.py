@@ -68,6 +68,11 @@ class Transport(Protocol):
 
 
 # ---------------------------------------------------------------------------------- liteservers
+class LiteServerAnswer(ChainError):
+    """The liteserver answered the query with an error (``liteServer.error``): retryable for
+    reads (a block not there yet), final for a refused external message."""
+
+
 class LiteTransport:
     """Reads through pytoniq's LiteBalancer, started lazily on first use."""
 
@@ -109,12 +114,20 @@ class LiteTransport:
             return lb
 
     async def _call(self, what: str, method: str, *args, **kwargs):
-        from pytoniq.liteclient.client import LiteClientError
+        from pytoniq.liteclient.client import LiteClientError, LiteServerError
 
         lb = await self._balancer()
         try:
             return await asyncio.wait_for(getattr(lb, method)(*args, **kwargs), self.timeout * 2)
+        except LiteServerError as e:
+            raise LiteServerAnswer(f"liteserver {what}: the server answered {e}") from None
         except (LiteClientError, asyncio.TimeoutError, ConnectionError, OSError, AssertionError, KeyError) as e:
+            raise ChainError(f"liteserver {what} failed: {e.__class__.__name__}: {e}") from None
+        except Exception as e:
+            # pytoniq keeps using a peer whose connection it closed (its listener crashed, or a
+            # cut connection): AttributeError on a None writer, seen in the chaos harness. That
+            # balancer is broken: drop it, the next call connects afresh.
+            await self._close_lb()
             raise ChainError(f"liteserver {what} failed: {e.__class__.__name__}: {e}") from None
 
     async def last_seqno(self) -> int:
@@ -143,6 +156,17 @@ class LiteTransport:
     async def transactions(self, address: Address, start: TxPointer, count: int) -> list[Cell]:
         txs, _ = await self._call("getTransactions", "raw_get_transactions", address, min(count, 16), start.lt, start.hash)
         return [t.cell for t in txs]
+
+    async def run_get_method(self, address: Address, method: str, stack: list) -> list:
+        return await self._call(f"runGetMethod {method}", "run_get_method", address, method, stack)
+
+    async def send_message(self, boc: bytes) -> None:
+        """Send an external message (BOC); the liteserver refuses it if the contract throws
+        before accepting it (ChainError, the exit code in the detail)."""
+        try:
+            await self._call("sendMessage", "raw_send_message", boc)
+        except LiteServerAnswer as e:
+            raise ChainError(f"liteserver refused the message: {e.detail}", retryable=False) from None
 
     async def aclose(self) -> None:
         await self._close_lb()

@@ -132,3 +132,40 @@ async def test_bad_payments_are_never_credited_and_an_underpayment_is_prorated(d
     assert int(u["paid_amount"]) == paid
     assert await balance(devnet, 3) - before[3] == want
     await assert_each_deposit_credited_once(devnet)
+
+
+async def test_dot_overpayment_excess_is_refunded_once_by_the_committee_multisig(devnet: Devnet):
+    """Paying 2 DOT-units more than quoted: the quoted credits are credited, and the excess goes
+    back to the payer from the committee's multisig account: each signer node approves the
+    refund call on chain with its own Ed25519 key (``relayers/substrate/refund.py``); the
+    t-th approval executes it. The payer's balance ends exactly at quote + its fee, and stays
+    there (no second refund)."""
+    chain = devnet.info["chains"]["polkadot"]
+    seed = "//Bob"  # pays nothing else on polkadot in this module
+    address = devnet.info["accounts"]["polkadot"][1]["address"]
+
+    def free() -> int:
+        si = connect(chain["rpc"], chain["ss58_prefix"])
+        try:
+            return int(si.query("System", "Account", [address]).value["data"]["free"])
+        finally:
+            si.close()
+
+    p = await open_payment(devnet, "DOT", 1, credits="200")
+    amount, excess = int(p["instructions"]["amount"]), 2 * 10**10
+    start = await asyncio.to_thread(free)
+    r = await pay(devnet, p, seed, amount=amount + excess)
+    assert r.success
+    # read right after inclusion: the refund needs the committee's approvals in later blocks
+    # (one block per 12 s slot), so this is the balance with the payment and its fee paid
+    fee = start - await asyncio.to_thread(free) - amount - excess
+    assert fee > 0
+    done = await wait_for(lambda: state_is(devnet, p["id"], "credited"), "credit")
+    assert int(done["settlement"]["credits"]) == 200 and int(done["refundable_amount"]) == excess
+
+    async def refunded():
+        return await asyncio.to_thread(free) == start - amount - fee
+
+    await wait_for(refunded, "the refund of the excess", timeout=180)
+    await asyncio.sleep(15)  # at least one more 12 s block: nothing is refunded twice
+    assert await asyncio.to_thread(free) == start - amount - fee

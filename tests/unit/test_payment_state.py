@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from bridge.errors import InputError
 from bridge.payments import rules
+from bridge.payments.late import CREDIT as LATE_CREDIT
+from bridge.payments.late import HOLD, LateDecision, decide_late
 from bridge.payments.state import (
     CONFIRMED,
     CREDITED,
@@ -27,6 +29,7 @@ from bridge.payments.state import (
     UPDATED,
     Deposit,
     Facts,
+    REOPENED_BY_LATE_CREDIT,
     PaymentView,
     Settled,
     evaluate,
@@ -50,9 +53,9 @@ def pay(state: str = NEW, **kw) -> PaymentView:
 
 
 def dep(seq: int, amount: int, ts: int = B_TS, *, final: bool = True, settled: int | None = None,
-        tx: bytes = TX, chain: str = "", token: str = "") -> Deposit:
+        tx: bytes = TX, chain: str = "", token: str = "", late: LateDecision | None = None) -> Deposit:
     return Deposit((SRC, seq), amount, ts, final, chain, token,
-                   Settled(settled, tx) if settled is not None else None)
+                   Settled(settled, tx) if settled is not None else None, late)
 
 
 def facts(*deposits: Deposit, horizon: int | None = None) -> Facts:
@@ -355,6 +358,96 @@ def test_grace_moves_the_deadline():
     assert evaluate(p, facts(), AFTER) == (NEW, [])  # window open until expiry + grace
 
 
+# --- late deposits credited at a fresh quote (bridge/payments/late.py) ---------------------------------
+LATE_TS = EXP_TS + 60
+
+
+def late_dec(amount: int, fresh: int | None, tolerance: int = 200, others: int = 0) -> LateDecision:
+    return decide_late(terms_amount=1000, terms_credits=500, deposit_amount=amount, other_deposits=others,
+                       fresh_amount=fresh, tolerance_bps=tolerance)
+
+
+def test_late_then_credited_at_a_fresh_quote():
+    d = late_dec(1000, 1000)
+    assert d.decision == LATE_CREDIT and d.credits == 500
+    # the window closed before the late deposit came: expired; the gateway decides "credit"
+    p = pay(EXPIRED)
+    state, ev = one(evaluate(p, facts(dep(1, 1000, LATE_TS, late=d)), AFTER))
+    assert state == LATE and ev.kind == LATE and ev.previous == EXPIRED
+    assert ev.expected_credits == 500 and ev.refundable == 0 and ev.late_amount == 0 and ev.late_counted == 1000
+    assert ev.paid_amount == 0 and ev.credited == 0
+    p = saved(p, state, ev)
+    assert evaluate(p, facts(dep(1, 1000, LATE_TS, late=d)), AFTER) == (LATE, [])  # waiting for the credit
+    # the committee's credit is recorded on the settlement chain
+    state, ev = one(evaluate(p, facts(dep(1, 1000, LATE_TS, late=d, settled=500)), AFTER))
+    assert state == CREDITED and ev.kind == CREDITED and ev.previous == LATE
+    assert ev.credited == 500 and ev.settlement_tx == TX and ev.refundable == 0
+    assert evaluate(saved(p, state, ev), facts(dep(1, 1000, LATE_TS, late=d, settled=500)), AFTER) == (CREDITED, [])
+
+
+def test_new_with_a_decided_late_deposit_goes_late_then_credited():
+    d = late_dec(1000, 1010)  # the price rose 1 %: pro-rata at the fresh price
+    assert d.credits == 1000 * 500 // 1010 == 495 and d.refundable == 0
+    state, ev = one(evaluate(pay(), facts(dep(1, 1000, LATE_TS, late=d)), AFTER))
+    assert state == LATE and ev.previous == NEW and ev.expected_credits == 495 and ev.refundable == 0
+    state, ev = one(evaluate(pay(), facts(dep(1, 1000, LATE_TS, late=d, settled=495)), AFTER))
+    assert state == CREDITED and ev.previous == NEW and ev.credited == 495  # skipped states are not replayed
+
+
+def test_late_credited_with_a_refundable_remainder_when_the_price_fell():
+    d = late_dec(1000, 990)  # the same 500 credits cost 990 now: 10 is held for refund
+    assert (d.decision, d.credits, d.counted, d.refundable) == (LATE_CREDIT, 500, 990, 10)
+    p = pay(LATE, refundable=1000)  # held in full before the decision
+    state, ev = one(evaluate(p, facts(dep(1, 1000, LATE_TS, late=d)), AFTER))
+    assert state == LATE and ev.kind == UPDATED and ev.refundable == 10 and ev.late_amount == 10
+    assert ev.expected_credits == 500 and ev.late_counted == 990
+    state, ev = one(evaluate(saved(p, state, ev), facts(dep(1, 1000, LATE_TS, late=d, settled=500)), AFTER))
+    assert state == CREDITED and ev.credited == 500 and ev.refundable == 10 and ev.late_amount == 10
+
+
+def test_late_held_keeps_todays_behaviour():
+    for d in (late_dec(1000, 1100), late_dec(1000, None), late_dec(1000, 1000, tolerance=0),
+              late_dec(1000, 1000, others=1)):
+        assert d.decision == HOLD
+        state, ev = one(evaluate(pay(), facts(dep(1, 1000, LATE_TS, late=d)), AFTER))
+        assert state == LATE and ev.refundable == 1000 and ev.late_amount == 1000 and ev.expected_credits == 0
+        for final in (LATE, EXPIRED, INVALID, CREDITED):  # final, and not reopened by a hold
+            assert evaluate(pay(final), facts(dep(1, 1000, LATE_TS, late=d)), AFTER) == (final, [])
+
+
+def test_a_credit_decision_outside_the_bounds_is_ignored():
+    bad = [LateDecision(LATE_CREDIT, 501, 1000, 0, "x"),  # more than the quoted credits
+           LateDecision(LATE_CREDIT, 500, 900, 0, "x"),  # counted + refundable != amount
+           LateDecision(LATE_CREDIT, 0, 1000, 0, "x")]  # no credits
+    for d in bad:
+        state, ev = one(evaluate(pay(), facts(dep(1, 1000, LATE_TS, late=d)), AFTER))
+        assert state == LATE and ev.refundable == 1000 and ev.expected_credits == 0
+        assert evaluate(pay(EXPIRED), facts(dep(1, 1000, LATE_TS, late=d)), AFTER) == (EXPIRED, [])
+
+
+def test_a_credit_decision_on_an_in_time_deposit_changes_nothing():
+    d = LateDecision(LATE_CREDIT, 400, 1000, 0, "x")
+    state, ev = one(evaluate(pay(), facts(dep(1, 1000, late=d)), AFTER))
+    assert state == CONFIRMED and ev.expected_credits == 500  # the deposit rule decides: not late
+
+
+def test_late_credit_next_to_counted_deposits_is_waited_for():
+    # (the gateway holds late deposits of a payment with other deposits; a decision stored
+    # before the API saw the others is followed by the signers all the same)
+    d = LateDecision(LATE_CREDIT, 100, 200, 0, "x")
+    p = pay(UNDERPAID, paid_amount=400)
+    deps = (dep(1, 400, settled=200), dep(2, 200, LATE_TS, late=d))
+    state, ev = one(evaluate(p, facts(*deps), AFTER))
+    assert state == UNDERPAID and ev.kind == UPDATED and ev.expected_credits == 300 and ev.credited == 200
+    state, ev = one(evaluate(p, facts(deps[0], dep(2, 200, LATE_TS, late=d, settled=100, tx=TX2)), AFTER))
+    assert state == CREDITED and ev.credited == 300 and ev.settlement_tx == TX2
+
+
+def test_late_decisions_need_a_final_deposit():
+    with pytest.raises(InputError):
+        Deposit((SRC, 1), 5, LATE_TS, final=False, late=late_dec(5, 1000))
+
+
 # --- final states -----------------------------------------------------------------------------
 @pytest.mark.parametrize("state", sorted(FINAL_STATES))
 def test_final_states_are_final(state):
@@ -428,3 +521,29 @@ def test_paid_states_are_never_left_backwards(state, deposits):
     new_state, _ = evaluate(p, Facts(deposits), AFTER)
     if state in (CONFIRMED, UNDERPAID, OVERPAID):
         assert new_state in (UNDERPAID, CONFIRMED, OVERPAID, CREDITED, EXPIRED)
+
+
+LATE_DEPS = st.lists(st.builds(
+    lambda seq, a, dt, fresh, others, s: dep(
+        seq, a, EXP_TS + dt,
+        late=late_dec(a, fresh, others=others) if dt > 0 else None,
+        settled=(late_dec(a, fresh, others=others).credits or None) if s and dt > 0 else None),
+    st.integers(0, 5), st.integers(1, 3000), st.integers(-600, 600), st.one_of(st.none(), st.integers(950, 1050)),
+    st.integers(0, 1), st.booleans()),
+    max_size=3, unique_by=lambda d: d.key).map(tuple)
+
+
+@given(st.sampled_from(STATES), LATE_DEPS, NOWS)
+def test_evaluate_with_late_decisions_is_idempotent(state, deposits, now):
+    p = pay(state)
+    new_state, events = evaluate(p, Facts(deposits), now)
+    if not events:
+        assert new_state == state
+        return
+    ev = events[-1]
+    assert state not in FINAL_STATES or state in REOPENED_BY_LATE_CREDIT
+    total = sum(d.amount for d in deposits)
+    assert ev.paid_amount + ev.late_counted + ev.late_amount + ev.invalid_amount == total
+    assert ev.refundable == ev.excess + ev.late_amount + ev.invalid_amount
+    assert ev.expected_credits <= 500 + sum(d.late.credits for d in deposits if d.late is not None)
+    assert evaluate(saved(p, new_state, ev), Facts(deposits), now) == (new_state, [])

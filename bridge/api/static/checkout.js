@@ -4,7 +4,10 @@
   const id = location.pathname.split("/").filter(Boolean)[1];
   const $ = (x) => document.getElementById(x);
   const DECIMALS = { ETH: 18, DOT: 10, KSM: 12, TON: 9 };
-  const FINAL = new Set(["credited", "expired", "late", "invalid"]);
+  // expired and late are not final: a payment made after the expiry may still be credited at
+  // a fresh quote (late -> credited), so the page keeps watching
+  const FINAL = new Set(["credited", "invalid"]);
+  const CLOSED = new Set(["credited", "invalid", "expired", "late"]);  // no countdown
   const MESSAGES = {
     new: "Waiting for your payment.",
     seen: "Payment seen on the chain; waiting for it to become final.",
@@ -13,7 +16,7 @@
     overpaid: "Overpaid: you are credited the quoted credits and the excess is refunded to the address you paid from.",
     credited: "Credited. Thank you!",
     expired: "This payment expired before any payment arrived. Get a new quote to pay.",
-    late: "Your payment arrived after the payment expired; it is held and refunded to the address you paid from.",
+    late: "Your payment arrived after the payment expired. If the price moved less than the gateway's tolerance it is credited at today's price (this page updates); otherwise it is held and refunded to the address you paid from.",
     invalid: "A payment in the wrong token or network arrived; it is refunded. Pay again with the instructions shown.",
   };
   let payment = null;
@@ -29,7 +32,7 @@
   function countdown() {
     if (!payment) return;
     const left = Math.max(0, Math.floor((Date.parse(payment.expires_at) - Date.now()) / 1000));
-    $("countdown").textContent = FINAL.has(payment.state) ? "—" :
+    $("countdown").textContent = CLOSED.has(payment.state) ? "—" :
       left > 0 ? Math.floor(left / 60) + " min " + String(left % 60).padStart(2, "0") + " s" : "expired";
   }
 
@@ -59,7 +62,7 @@
     if (p.settlement) {
       $("settlement").textContent = "Credited " + p.settlement.credits + " credits in transaction " + p.settlement.tx_hash;
     }
-    $("pay").classList.toggle("hidden", FINAL.has(p.state) && p.state !== "credited");
+    $("pay").classList.toggle("hidden", CLOSED.has(p.state) && p.state !== "credited");
     countdown();
   }
 

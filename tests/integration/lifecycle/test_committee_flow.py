@@ -30,7 +30,7 @@ from bridge.storage import attestations as att_repo
 from bridge.storage import governor as gov_repo
 from bridge.storage import observations as obs_repo
 from bridge.storage.db import Database
-from bridge.types import SettlementDomain
+from bridge.types import SettlementDomain, quote_id_bytes
 from relayers.evm.anvil import DEV_PRIVATE_KEYS, AnvilNode
 from relayers.evm.contracts import deploy
 from relayers.evm.release import EvmLockReleaser
@@ -225,6 +225,11 @@ async def test_overpaid_and_late_deposits_are_refunded_once(chain, lifecycle, co
     late = await lc.payment(None, credits="100")
     lc.clock.now = lc.clock.now + timedelta(hours=1)
     await pay(chain, late, int(late["amount"]))
+    await step_all(c)  # the gateway has not seen the late deposit yet: signers wait for its decision
+    for n in c.nodes:
+        assert sorted((await attested(n)).values()) == [500]
+        assert [r["purpose"] for r in await n.releases_after(0, 100)] == ["excess"]
+    await lc.deposit_from_chain(chain.cfg)  # now it has (late crediting is off: it says hold)
     await step_all(c)
     for n in c.nodes:
         assert sorted((await attested(n)).values()) == [500]  # credited the quote, not the excess
@@ -276,10 +281,50 @@ async def test_a_forged_or_unjustified_release_is_not_submitted(chain, lifecycle
         rid = refunds.release_id(b"\x00" * 32, 0, "excess")
         to = dg.address_of(bytes.fromhex(GAS[2:]))
         d = dg.release_digest(releaser.domain, to, 1, rid)
-        sigs = dg.pack_signatures((dg.address_of(k), dg.sign_digest(k, d)) for k in KEYS[:2])
+        sigs = [(dg.address_of(k), dg.sign_digest(k, d)) for k in KEYS[:2]]
         from bridge.errors import TransactionFailed
 
         with pytest.raises(TransactionFailed):
             await releaser.release(to, 1, rid, sigs)
     finally:
         await releaser.aclose()
+
+
+async def test_a_late_deposit_is_credited_at_a_fresh_quote_within_the_tolerance(chain, lifecycle, committee_of):
+    """Late crediting on (2% tolerance) and the price unchanged: the gateway decides "credit" at
+    a fresh quote and signs it; every signer verifies that decision with the pinned key and the
+    deposit's own facts and attests the fresh quote's credits; the overpaid remainder at the
+    fresh price is refunded as "late". The API shows the payment ``late`` while its credit is
+    pending (nothing is settled here: no aggregator), with only the remainder refundable."""
+    lc = await lifecycle(chains=chain_settings(chain)["chains"],
+                         payments={"webhooks": {"allow_loopback": True}, "late_tolerance_bps": 200})
+    c = await committee_of(lc)
+    lc.clock.now = lc.clock.now - timedelta(hours=1)
+    late = await lc.payment(None, credits="100")
+    lc.clock.now = lc.clock.now + timedelta(hours=1)
+    extra = 10**14
+    await pay(chain, late, int(late["amount"]) + extra)
+    await lc.deposit_from_chain(chain.cfg)
+    await step_all(c)
+    quote_ids, seqs = set(), set()
+    for n in c.nodes:
+        async with n.db.begin() as s:
+            atts = await att_repo.attestations_after(s, 0, 100)
+        assert [a.credit.credits for a in atts] == [100]  # the fresh quote's credits, not more
+        quote_ids |= {a.credit.quote_id for a in atts}
+        seqs |= {a.credit.sequence for a in atts}
+        rel = await n.releases_after(0, 100)
+        assert [(r["purpose"], int(r["amount"])) for r in rel if int(r["sequence"]) in seqs] == [("late", extra)]
+    (fresh,) = quote_ids  # all signers name the same, fresh quote
+    assert fresh != quote_id_bytes(late["quote_id"])
+    # the decision the signers followed is the stored, signed one; asking again gives the same
+    src = c.nodes[0].watchers["ethereum"].source
+    (seq,) = seqs
+    path = f"/v1/payments/by-reference/{late['reference']}/late/0x{src.hex()}/{seq}"
+    status, first = await lc.request("GET", path)
+    status2, second = await lc.request("GET", path)
+    assert status == status2 == 200 and first == second and first["decision"] == "credit"
+    assert first["credits"] == "100" and first["refundable"] == str(extra)
+    await lc.watcher.step()
+    _, got = await lc.request("GET", f"/v1/payments/{late['id']}")
+    assert got["state"] == "late" and got["refundable_amount"] == str(extra), got

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 
 import pytest
 from pytoniq.liteclient.client import LiteServerError
@@ -148,26 +147,51 @@ async def test_toncenter_transport_gives_the_same_observations(ton: TonEnv):
 
 
 async def test_release_needs_threshold_signatures_and_succeeds_once(ton: TonEnv):
-    dest = Address((0, os.urandom(32)))
-    seqno = (await ton.lb.run_get_method(ton.lock, "seqno", []))[0]
-    payload = L.release_payload(seqno=seqno, lock=ton.lock, destination=dest, amount=TON, release_id=os.urandom(32),
-                                valid_until=int(time.time()) + 120)
+    """The refund path end to end on the local chain: members sign with ``TonRefundSigner``
+    (as signer nodes do when they hold a deposit), the aggregator's ``TonLockReleaser`` checks
+    each signature against the lock's own committee and sends the release through an unmodified
+    LiteBalancer; the lock pays a release id once, whoever submits it and however often."""
+    from bridge.errors import TransactionFailed, VerificationError
+    from relayers.ton.release import TonLockReleaser, TonRefundSigner
 
-    async def send(sigs: dict[int, bytes]):
-        return await ton.lb.raw_send_message(L.release_message(ton.lock, L.release_body(payload, sigs)).to_boc())
+    payer = os.urandom(32)
+    dest = L.basechain(payer)
+    rid = os.urandom(32)
+    members = [TonRefundSigner(ton.lock, seed) for seed in ton.seeds]
+    releaser = TonLockReleaser(ton.config(), timeout=30)
+    try:
+        assert await releaser.committee() == (0, ton.publics, ton.threshold)
+        signed = [(m.signer_id, m.sign(payer, TON, rid)) for m in members]
+        assert all(to == payer for _, (to, _) in signed)
+        sigs = [(k, sig) for k, (_, sig) in signed]
+        for k, sig in sigs:
+            releaser.verify(payer, TON, rid, k, sig)
+        with pytest.raises(VerificationError):  # a signature over another amount
+            releaser.verify(payer, TON + 1, rid, sigs[0][0], sigs[0][1])
+        with pytest.raises(VerificationError):  # claimed by another member
+            releaser.verify(payer, TON, rid, sigs[1][0], sigs[0][1])
 
-    with pytest.raises(LiteServerError, match=f"exit code {L.ERR_NOT_ENOUGH_SIGNATURES}"):
-        await send({i: L.sign_release(payload, ton.seeds[i]) for i in (0, 1)})
-    forged = {i: L.sign_release(payload, ton.seeds[i]) for i in (0, 1)} | {2: L.sign_release(payload, os.urandom(32))}
-    with pytest.raises(LiteServerError, match=f"exit code {L.ERR_BAD_SIGNATURE}"):
-        await send(forged)
-    good = {i: L.sign_release(payload, ton.seeds[i]) for i in (1, 2, 3)}
-    assert await send(good) == 1
-    await ton.wait_block()
-    assert (await ton.lb.get_account_state(dest)).balance == TON
-    assert (await ton.lb.run_get_method(ton.lock, "seqno", []))[0] == seqno + 1
-    await ton.wait_block(3)  # past the liteserver's duplicate window: a genuine replay
-    with pytest.raises(LiteServerError, match=f"exit code {L.ERR_BAD_SEQNO}"):
-        await send(good)
-    await ton.wait_block()
-    assert (await ton.lb.get_account_state(dest)).balance == TON
+        payload = L.release_payload(lock=ton.lock, destination=dest, amount=TON, release_id=rid)
+
+        async def send(by_index: dict[int, bytes]):
+            return await ton.lb.raw_send_message(L.release_message(ton.lock, L.release_body(payload, by_index)).to_boc())
+
+        with pytest.raises(LiteServerError, match=f"exit code {L.ERR_NOT_ENOUGH_SIGNATURES}"):
+            await send({0: sigs[0][1], 1: sigs[1][1]})
+        forged = {0: sigs[0][1], 1: sigs[1][1], 2: L.sign_release(payload, os.urandom(32))}
+        with pytest.raises(LiteServerError, match=f"exit code {L.ERR_BAD_SIGNATURE}"):
+            await send(forged)
+        assert not await releaser.released(rid)
+        await releaser.release(payer, TON, rid, sigs[1:])  # members 1..3, any t of them
+        assert await releaser.released(rid)
+        assert (await ton.lb.get_account_state(dest)).balance == TON
+        # a second worker, other members' signatures: the lock pays the release id once
+        with pytest.raises(TransactionFailed, match="ReleaseUsed"):
+            await releaser.release(payer, TON, rid, sigs[:3])
+        await ton.wait_block(3)  # past the liteserver's duplicate window: a genuine replay
+        with pytest.raises(LiteServerError, match=f"exit code {L.ERR_RELEASE_USED}"):
+            await send({i: sig for i, (_, sig) in enumerate(sigs[:3])})
+        await ton.wait_block()
+        assert (await ton.lb.get_account_state(dest)).balance == TON
+    finally:
+        await releaser.aclose()

@@ -6,7 +6,6 @@ No liteserver, no network. Every exit code of lock.fc is provoked here."""
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 from pytoniq_core import Address, Builder, Cell
@@ -68,7 +67,7 @@ def get(chain, lock, method, stack=None):
 def test_get_methods_report_storage(env):
     chain, lock, seeds, pubs = env
     assert get(chain, lock, "get_deposit_seq") == [0]
-    assert get(chain, lock, "seqno") == [0]
+    assert get(chain, lock, "get_release_count") == [0]
     assert get(chain, lock, "get_min_amount") == [MIN]
     threshold, keys = get(chain, lock, "get_committee")
     assert L.parse_committee(threshold, keys) == (3, pubs)
@@ -123,6 +122,18 @@ def test_too_small_deposit_throws_and_bounces(env):
     assert get(chain, lock, "get_deposit_seq") == [0]
 
 
+def test_deposit_from_another_workchain_throws_and_bounces(env):
+    """Refunds go to the sender's basechain address, so the lock takes basechain deposits only."""
+    chain, lock, *_ = env
+    master = Address((-1, b"\x42" * 32))
+    # non-bounceable here only because the local chain models workchain 0 alone (the bounce
+    # to a masterchain sender could not be delivered); a bounceable deposit bounces back
+    recs = pay(chain, lock, TON, L.deposit_body(os.urandom(32)), src=master, bounce=False)
+    assert exit_code(recs[0]) == L.ERR_NOT_BASECHAIN
+    assert tx(recs[0]).description.aborted and deposit_of(tx(recs[0]), lock) is None
+    assert get(chain, lock, "get_deposit_seq") == [0]
+
+
 def test_bounced_messages_are_kept_silently(env):
     chain, lock, *_ = env
     recs = pay(chain, lock, TON, Builder().store_uint(0xFFFFFFFF, 32).end_cell(), bounce=False, bounced=True)
@@ -133,10 +144,13 @@ def test_bounced_messages_are_kept_silently(env):
 DEST = Address((0, b"\x77" * 32))
 
 
-def release(chain, lock, seeds, signers, *, seqno=0, amount=TON, valid_until=None, lock_addr=None,
-            payload=None, sig_override=None):
-    payload = payload or L.release_payload(seqno=seqno, lock=lock_addr or lock, destination=DEST, amount=amount,
-                                           release_id=b"\x09" * 32, valid_until=valid_until)
+RID = b"\x09" * 32
+
+
+def release(chain, lock, seeds, signers, *, amount=TON, lock_addr=None, payload=None, sig_override=None,
+            release_id=RID):
+    payload = payload or L.release_payload(lock=lock_addr or lock, destination=DEST, amount=amount,
+                                           release_id=release_id)
     sigs = {i: L.sign_release(payload, seeds[i]) for i in signers}
     sigs.update(sig_override or {})
     return chain.send_external(L.release_message(lock, L.release_body(payload, sigs)).to_boc())
@@ -154,12 +168,19 @@ def test_release_with_threshold_signatures_pays_once(env):
     recs = release(chain, lock, seeds, [0, 2, 3])
     assert exit_code(recs[0]) == 0 and not tx(recs[0]).description.aborted
     assert chain.balance(DEST) - before == TON  # non-bounceable payment to a fresh address
-    assert get(chain, lock, "seqno") == [1]
-    # the very same message again: seqno 0 is used up
+    assert get(chain, lock, "get_release_count") == [1]
+    assert get(chain, lock, "is_released", [int.from_bytes(RID, "big")]) == [-1]
+    assert get(chain, lock, "is_released", [int.from_bytes(b"\x08" * 32, "big")]) == [0]
+    # the very same message again, or the same release id signed by other members: paid once
     for _ in range(3):
         chain.seal_block()  # past the duplicate window a validator would apply
-    rejected(L.ERR_BAD_SEQNO, release, chain, lock, seeds, [0, 2, 3])
+    rejected(L.ERR_RELEASE_USED, release, chain, lock, seeds, [0, 2, 3])
+    rejected(L.ERR_RELEASE_USED, release, chain, lock, seeds, [0, 1, 2])
     assert chain.balance(DEST) - before == TON
+    # another release id is another refund; signatures made in any order are all valid
+    release(chain, lock, seeds, [1, 2, 3], release_id=b"\x08" * 32)
+    assert chain.balance(DEST) - before == 2 * TON
+    assert get(chain, lock, "get_release_count") == [2]
 
 
 def test_release_rejections(env):
@@ -167,17 +188,15 @@ def test_release_rejections(env):
     rejected(L.ERR_NOT_ENOUGH_SIGNATURES, release, chain, lock, seeds, [0, 1])
     rejected(L.ERR_NOT_ENOUGH_SIGNATURES, release, chain, lock, seeds, [])
     rejected(L.ERR_BAD_SIGNATURE, release, chain, lock, seeds, [0, 1], sig_override={2: L.sign_release(
-        L.release_payload(seqno=0, lock=lock, destination=DEST, amount=2 * TON, release_id=b"\x09" * 32), seeds[2])})
+        L.release_payload(lock=lock, destination=DEST, amount=2 * TON, release_id=RID), seeds[2])})
     rejected(L.ERR_BAD_SIGNATURE, release, chain, lock, seeds, [0, 1], sig_override={3: L.sign_release(
-        L.release_payload(seqno=0, lock=lock, destination=DEST, amount=TON, release_id=b"\x09" * 32), seeds[2])})
+        L.release_payload(lock=lock, destination=DEST, amount=TON, release_id=RID), seeds[2])})
     rejected(L.ERR_UNKNOWN_SIGNER, release, chain, lock, seeds, [0, 1], sig_override={7: b"\x01" * 64})
-    rejected(L.ERR_BAD_SEQNO, release, chain, lock, seeds, [0, 1, 2], seqno=5)
-    rejected(L.ERR_EXPIRED, release, chain, lock, seeds, [0, 1, 2], valid_until=int(time.time()) - 10)
     rejected(L.ERR_WRONG_CONTRACT, release, chain, lock, seeds, [0, 1, 2], lock_addr=Address((0, b"\x01" * 32)))
     rejected(L.ERR_INSUFFICIENT_BALANCE, release, chain, lock, seeds, [0, 1, 2], amount=100 * TON)
     not_release = Builder().store_uint(L.OP_DEPOSIT, 32).store_uint(0, 32).end_cell()
     rejected(L.ERR_NOT_RELEASE, release, chain, lock, seeds, [0, 1, 2], payload=not_release)
-    assert get(chain, lock, "seqno") == [0]  # nothing was accepted, nothing paid
+    assert get(chain, lock, "get_release_count") == [0]  # nothing was accepted, nothing paid
     assert chain.balance(DEST) == 0
 
 

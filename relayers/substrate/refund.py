@@ -1,0 +1,609 @@
+"""One committee member's side of refunds on an Asset Hub chain (``pallet_multisig``).
+
+The committee's funds sit in the ``pallet_multisig`` account of its members' Ed25519 keys
+with threshold ``t`` (``multisig.py``). To refund (part of) a deposit, each signer node
+independently calls :meth:`MultisigRefunder.step` every few seconds with the order and the
+:class:`Progress` it persisted after the previous call, until the state is ``done`` or
+``failed``. The multisig call of an order is::
+
+    Utility.batch_all([Balances.transfer_keep_alive(dest=order.to, value=order.amount),
+                       System.remark(b"creditbridge/refund/v1" + order.release_id)])
+
+so every refund has its own call hash, even for equal payer and amount.
+
+Rules of one ``step`` (everything is read at one pinned best block, so "no entry" and "not
+executed" are facts about the same state):
+
+1. **Executed?** ``System.Events`` are scanned from ``order.deposit_block`` to the pinned head
+   for ``Multisig.MultisigExecuted`` with this call hash and the committee account (raw event
+   bytes are searched for the call hash first; only blocks that contain it are decoded). A
+   per-order cursor in memory remembers how far the *finalized* part was scanned, so repeated
+   steps do not rescan; blocks above the finalized head are rescanned every step (they may
+   change). An execution in a final block gives ``done`` (``Ok``) or ``failed`` (``Err``: never
+   retried automatically, an operator must look); one in a not-yet-final block leaves the
+   progress as it was until that block is final.
+2. **An operation exists** (``Multisig.Multisigs(committee, call_hash)``): if this member is
+   among its approvals -> ``approved`` at the entry's ``when``. Else, if the member's persisted
+   progress names another timepoint, it refuses (``failed``: it already approved a different
+   operation of this refund). Else it approves: ``as_multi`` with the call (which executes) when
+   its approval is the ``t``-th, else ``approve_as_multi`` with the hash -> ``approved``.
+3. **No operation, not executed**: from ``none``/``proposed`` it creates the operation
+   (``as_multi`` with ``maybe_timepoint=None``) -> ``proposed``. From ``approved`` the
+   operation this member approved disappeared without an execution event (cancelled by its
+   depositor): ``failed`` for an operator.
+4. **One transaction in flight per order.** ``step`` submits and returns; it never waits for
+   inclusion. While a submitted transaction of the order is neither included (the member's
+   on-chain nonce did not pass it) nor known to be dropped (gone from the node's pool, or its
+   mortal era of ``MORTAL_PERIOD`` blocks expired), ``step`` submits nothing and returns the
+   progress unchanged. Nonces are tracked locally across orders (chopsticks, unlike a real
+   node, does not count pool transactions in ``system_accountNextIndex``) and re-read from the
+   chain after any rejection or drop.
+
+Every action is conditional on chain state the pallet re-checks at inclusion: a creation
+fails (``NoTimepoint``) if an operation already exists -- two members creating at once is
+harmless, the next step approves the one that won -- and an approval fails
+(``UnexpectedTimepoint`` / ``WrongTimepoint``) if the operation is gone or another one. So a
+late or duplicated transaction can cost a fee but never pays.
+
+Why a refund is never paid twice: a second payment needs a second execution, i.e. ``t``
+approvals of a *second* operation for the same call hash, which can only exist after the first
+one executed (the pallet keeps one operation per call hash). An honest member approves at most
+one operation per refund: after the first executed, its scan (rule 1) sees the
+``MultisigExecuted`` event before it looks at operations, and its persisted timepoint (rule 2)
+refuses any other operation. Even if some members lost that protection, two executions need
+``2t`` approvals from members approving at most once, impossible when ``2t > n`` (a warning is
+logged for committees with ``2t <= n``).
+
+What this does not cover:
+
+* **A member that lost its database** steps with ``Progress("none")``. It could approve a
+  second operation only if its scan missed the first execution. The scan starts at
+  ``deposit_block``; any execution of this refund happened after the deposit it refunds, so it
+  lies between ``deposit_block`` and the head the step pins, and the entry is read at that same
+  head: there is no gap. This needs the RPC endpoints to serve old blocks' state (archive
+  nodes): a pruned block's events make ``step`` raise ``ChainError``, never read as "nothing".
+  A ``deposit_block`` given too high would break this.
+* **A runtime upgrade that changes the call's encoding** (pallet or call indices of
+  ``Utility``, ``Balances``, ``System``) changes the call hash, i.e. makes a different
+  operation. The refunder notices it only within one process (it remembers each order's call
+  hash and then fails the order); across restarts, refunds must not span such an upgrade.
+* **The same key submitting elsewhere** (another refunder of the same member on the same
+  chain) breaks the local nonce tracking: one refunder per member key and chain.
+* A creation that stays in the pool for several blocks can land after another member's
+  operation was created *and* executed; it then creates a stray operation holding only this
+  member's approval (never executed: every other member sees the execution). Its deposit stays
+  reserved until the member cancels it with ``cancel_as_multi`` (manual). The short mortal era
+  bounds how late a creation can land.
+* Threshold 1 is refused: ``as_multi_threshold_1`` emits no ``MultisigExecuted`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+
+from substrateinterface import Keypair, KeypairType, SubstrateInterface
+from substrateinterface.exceptions import BlockNotFound, SubstrateRequestException
+
+from bridge.config import SubstrateChainConfig
+from bridge.errors import ChainError, ConfigError, InputError
+from relayers.substrate.client import CONNECTION_ERRORS, DecodeFailure, SubstrateClient
+from relayers.substrate.decode import EVENTS_STORAGE_KEY, account_bytes, blake2_256, decode_events
+from relayers.substrate.multisig import committee_account_id, ss58
+from relayers.substrate.networks import check_network
+
+log = logging.getLogger(__name__)
+
+REMARK_PREFIX = b"creditbridge/refund/v1"
+STATES = ("none", "proposed", "approved", "done", "failed")
+MORTAL_PERIOD = 32  # blocks a submitted transaction stays valid (a power of two, >= 4)
+SCAN_CHUNK = 32  # blocks scanned per client call (the SDK lock is held during one call)
+DEFAULT_SCAN_PER_STEP = 2048  # finalized blocks scanned at most per step; the rest next step
+WEIGHT_MARGIN = 2  # max_weight = weight the runtime reports for the call, times this
+# used when the runtime cannot report the call's weight: far above a transfer and a remark
+# (~1.8e8 ref_time on Asset Hub), far below a block's limits
+FALLBACK_WEIGHT = {"ref_time": 10**10, "proof_size": 256 * 1024}
+
+
+@dataclass(frozen=True)
+class RefundOrder:
+    release_id: bytes  # 32 bytes, unique per refund (already computed by the caller)
+    to: bytes  # 32-byte account id of the payer
+    amount: int  # base units (> 0)
+    deposit_block: int  # block number of the deposit being refunded: lower bound of event scans
+
+
+@dataclass(frozen=True)
+class Progress:
+    state: str  # "none" | "proposed" | "approved" | "done" | "failed"
+    timepoint: tuple[int, int] | None = None  # (height, index) of the op this member approved / created
+    block: int | None = None  # block where it executed (done/failed)
+    detail: str = ""
+
+
+@dataclass
+class _Pending:
+    """A transaction of this member for one order that may still be included."""
+
+    action: str  # "create" | "approve" | "execute"
+    extrinsic_hash: str
+    nonce: int
+    submitted_at: int  # best block number when submitted
+    expires_at: int  # from this best block number on it can no longer be included
+
+
+@dataclass(frozen=True)
+class _Head:
+    hash: str
+    number: int
+    final: int  # finalized block number (<= number)
+
+
+@dataclass(frozen=True)
+class _Execution:
+    block: int
+    ok: bool
+    detail: str
+    final: bool
+
+
+@dataclass
+class _OrderMemory:
+    call_hash: bytes | None = None
+    weight: Any = None
+    scanned_to: int | None = None  # every final block below this was scanned: no execution
+    execution: _Execution | None = None  # found in a final block
+    committed: tuple[int, int] | None = None  # the operation this member approved
+    pending: _Pending | None = None
+
+
+def _hex(b: bytes) -> str:
+    return "0x" + b.hex()
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).replace("\n", " ")
+    return f"{e.__class__.__name__}: {text[:200]}" if text else e.__class__.__name__
+
+
+def _number(header: Any, what: str) -> int:
+    try:
+        return int(header["number"], 16)
+    except (KeyError, TypeError, ValueError):
+        raise ChainError(f"malformed header of {what}") from None
+
+
+class MultisigRefunder:
+    """One committee member's side of Asset Hub refunds on one chain."""
+
+    def __init__(self, cfg: SubstrateChainConfig, member_seed: bytes, *, max_weight: int | dict | None = None,
+                 client: SubstrateClient | None = None, scan_per_step: int = DEFAULT_SCAN_PER_STEP) -> None:
+        if not isinstance(member_seed, (bytes, bytearray)) or len(member_seed) != 32:
+            raise ConfigError(f"chain {cfg.name}: a committee member seed is 32 bytes")
+        self.cfg = cfg
+        self.chain = cfg.name
+        self.committee = committee_account_id(cfg.committee)
+        self.members = sorted(bytes.fromhex(m[2:]) for m in cfg.committee.members)
+        self.threshold = cfg.committee.threshold
+        if self.threshold < 2:
+            raise ConfigError(f"chain {cfg.name}: refunds need a committee threshold of at least 2 "
+                              "(pallet_multisig's threshold-1 path emits no MultisigExecuted event)")
+        if 2 * self.threshold <= len(self.members):
+            log.warning("chain %s: committee threshold %d of %d members: two disjoint groups could each "
+                        "approve an operation (2t <= n)", cfg.name, self.threshold, len(self.members))
+        self.keypair = Keypair.create_from_seed(bytes(member_seed).hex(), crypto_type=KeypairType.ED25519,
+                                                ss58_format=cfg.ss58_prefix)
+        self.me = bytes(self.keypair.public_key)
+        if self.me not in self.members:
+            raise ConfigError(f"chain {cfg.name}: the member key {_hex(self.me)[:18]}.. is not one of the "
+                              "committee's members")
+        self.others = [m for m in self.members if m != self.me]
+        if max_weight is not None and not isinstance(max_weight, (int, dict)):
+            raise ConfigError("max_weight is an int (ref_time) or {'ref_time': .., 'proof_size': ..}")
+        self.max_weight = max_weight
+        if scan_per_step < 1:
+            raise ConfigError("scan_per_step must be positive")
+        self.scan_per_step = scan_per_step
+        if cfg.genesis_hash:
+            check_network(cfg.name, cfg.genesis_hash, cfg.token, cfg.ss58_prefix)
+        self.client = client or SubstrateClient(cfg.name, cfg.rpc, timeout=cfg.request_timeout,
+                                                ss58_format=cfg.ss58_prefix, genesis_hash=cfg.genesis_hash)
+        self.address = ss58(self.me, cfg.ss58_prefix)
+        self._orders: dict[bytes, _OrderMemory] = {}
+        self._next_nonce: int | None = None  # touched only on the client's thread
+        self._lock = asyncio.Lock()
+        self.submitted: list[tuple[str, str, int]] = []  # (action, extrinsic hash, nonce): observability
+
+    # ------------------------------------------------------------------ public
+    async def step(self, order: RefundOrder, last: Progress) -> Progress:
+        """Advance this member's side of ``order`` by at most one transaction (see module doc)."""
+        _check_order(order, self.committee)
+        _check_progress(last)
+        if last.state in ("done", "failed"):
+            return last
+        async with self._lock:
+            return await self._step(order, last)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    # ------------------------------------------------------------------ the rules
+    async def _step(self, order: RefundOrder, last: Progress) -> Progress:
+        rid = order.release_id
+        mem = self._orders.setdefault(rid, _OrderMemory())
+        pool: set[str] | None = None
+        if mem.pending is not None:  # read before the head is pinned (see _settle_pending)
+            pool = await self.client.call(self._pool_hashes, "pending extrinsics")
+        head = await self.client.call(self._head, "heads")
+        if head.number < order.deposit_block:
+            return replace(last, detail=f"the head {head.number} is below the deposit block {order.deposit_block}")
+
+        call_hash = await self.client.call(functools.partial(self._call_hash, order, head.hash), "refund call")
+        if mem.call_hash is None:
+            mem.call_hash = call_hash
+        elif mem.call_hash != call_hash:
+            return self._fail(rid, last, f"the refund call's hash changed from {_hex(mem.call_hash)} to "
+                                         f"{_hex(call_hash)} (runtime upgrade?): an operator must look")
+
+        # 1. executed?
+        if mem.execution is None:
+            found = await self._find_execution(order, mem, call_hash, head)
+            if isinstance(found, str):
+                return replace(last, detail=found)
+            if found is not None and not found.final:
+                return replace(last, detail=f"executed in block {found.block}; waiting for it to be final")
+            mem.execution = found
+        if mem.execution is not None:
+            ex = mem.execution
+            self._orders.pop(rid, None)
+            if ex.ok:
+                return Progress("done", timepoint=last.timepoint, block=ex.block, detail=ex.detail)
+            log.error("chain %s: refund %s executed with an error in block %d: %s", self.chain, _hex(rid),
+                      ex.block, ex.detail)
+            return Progress("failed", timepoint=last.timepoint, block=ex.block, detail=ex.detail)
+
+        entry, nonce = await self.client.call(functools.partial(self._state, call_hash, head.hash),
+                                              "multisig state")
+        if mem.pending is not None:
+            waiting = self._settle_pending(mem, nonce, head, pool)
+            if waiting:
+                return replace(last, detail=waiting)
+
+        # 2. an operation exists
+        if entry is not None:
+            when, approvals = entry
+            if self.me in approvals:
+                mem.committed = when
+                return Progress("approved", timepoint=when,
+                                detail=f"{len(approvals)} of {self.threshold} approvals")
+            mine = last.timepoint or mem.committed
+            if mine is not None and tuple(mine) != when:
+                return self._fail(rid, last, "another multisig operation for this refund exists "
+                                             f"({when[0]}, {when[1]}); this member approved ({mine[0]}, {mine[1]})")
+            mem.committed = when
+            action = "execute" if len(approvals) + 1 >= self.threshold else "approve"
+            sent = await self._submit(order, mem, action, when, head)
+            return Progress("approved", timepoint=when, detail=sent)
+
+        # 3. no operation, not executed
+        mine = last.timepoint or mem.committed
+        if last.state == "approved" or mine is not None:
+            where = f" ({mine[0]}, {mine[1]})" if mine is not None else ""
+            return self._fail(rid, last, f"the multisig operation{where} this member approved is gone without "
+                                         "an execution event (cancelled?): an operator must look")
+        sent = await self._submit(order, mem, "create", None, head)
+        return Progress("proposed", detail=sent)
+
+    def _fail(self, rid: bytes, last: Progress, detail: str) -> Progress:
+        log.error("chain %s: refund %s: %s", self.chain, _hex(rid), detail)
+        self._orders.pop(rid, None)
+        return Progress("failed", timepoint=last.timepoint, detail=detail)
+
+    def _settle_pending(self, mem: _OrderMemory, nonce: int, head: _Head, pool: set[str] | None) -> str:
+        """Forget the order's transaction in flight once it is included or dropped; else say
+        what it waits for. ``pool`` was read before ``head`` was pinned, so a transaction absent
+        from it and not included at ``head`` was dropped."""
+        p = mem.pending
+        assert p is not None
+        if nonce > p.nonce:
+            mem.pending = None  # included (or another transaction of ours took its nonce)
+            return ""
+        dropped = head.number >= p.expires_at or (pool is not None and head.number > p.submitted_at
+                                                  and p.extrinsic_hash not in pool)
+        if dropped:
+            log.info("chain %s: %s %s (nonce %d) was dropped; the refund's state is read afresh", self.chain,
+                     p.action, p.extrinsic_hash, p.nonce)
+            mem.pending = None
+            self._next_nonce = None  # later nonces of ours may be stuck behind it: re-read
+            return ""
+        return f"waiting for the {p.action} transaction {p.extrinsic_hash} (nonce {p.nonce})"
+
+    async def _find_execution(self, order: RefundOrder, mem: _OrderMemory, call_hash: bytes,
+                              head: _Head) -> _Execution | None | str:
+        """The execution of the order's operation up to ``head``; a status text if the scan
+        has not reached the head yet (the rest is scanned by the next steps)."""
+        start = max(mem.scanned_to if mem.scanned_to is not None else order.deposit_block, order.deposit_block)
+        budget = self.scan_per_step
+        # finalized blocks: scanned once, the cursor then moves past them
+        while start <= head.final:
+            if budget <= 0:
+                return f"scanning events for the execution: at block {start} of {head.number}"
+            end = min(start + SCAN_CHUNK - 1, head.final, start + budget - 1)
+            found = await self.client.call(
+                functools.partial(self._scan_final, call_hash, start, end), f"events of blocks {start}-{end}")
+            if found is not None:
+                return found
+            budget -= end - start + 1
+            start = mem.scanned_to = end + 1
+        # blocks above the finalized head: read on the pinned head's branch, every step
+        if head.number > head.final:
+            return await self.client.call(
+                functools.partial(self._scan_unfinal, call_hash, max(start, head.final + 1), head),
+                "events above the finalized head")
+        return None
+
+    async def _submit(self, order: RefundOrder, mem: _OrderMemory, action: str, when: tuple[int, int] | None,
+                      head: _Head) -> str:
+        result = await self.client.call(functools.partial(self._sign_and_submit, order, mem, action, when, head),
+                                        f"submit {action}")
+        if isinstance(result, _Pending):
+            mem.pending = result
+            self.submitted.append((action, result.extrinsic_hash, result.nonce))
+            log.info("chain %s: refund %s: submitted %s %s (nonce %d)", self.chain, _hex(order.release_id),
+                     action, result.extrinsic_hash, result.nonce)
+            return f"submitted {action} {result.extrinsic_hash} (nonce {result.nonce})"
+        log.warning("chain %s: refund %s: %s rejected: %s (retried next step)", self.chain,
+                    _hex(order.release_id), action, result)
+        return f"{action} rejected by the node: {result}; retried next step"
+
+    # ------------------------------------------------------------------ on the client's thread
+    def _head(self, si: SubstrateInterface) -> _Head:
+        final_hash = si.rpc_request("chain_getFinalizedHead", []).get("result")
+        final = _number(si.rpc_request("chain_getHeader", [final_hash]).get("result"), "the finalized head")
+        best = si.rpc_request("chain_getBlockHash", []).get("result")
+        if not isinstance(best, str):
+            raise ChainError(f"chain {self.chain}: no best block hash")
+        number = _number(si.rpc_request("chain_getHeader", [best]).get("result"), "the best block")
+        return _Head(best.lower(), number, min(final, number))
+
+    def _pool_hashes(self, si: SubstrateInterface) -> set[str] | None:
+        """Hashes of the node's pool, or None where the node does not tell (unsafe RPC)."""
+        try:
+            xs = si.rpc_request("author_pendingExtrinsics", []).get("result")
+        except SubstrateRequestException as e:
+            log.debug("chain %s: author_pendingExtrinsics unavailable (%s)", self.chain, _short(e))
+            return None
+        if not isinstance(xs, list):
+            return None
+        return {_hex(blake2_256(bytes.fromhex(x[2:]))) for x in xs if isinstance(x, str)}
+
+    def _init_runtime(self, si: SubstrateInterface, block_hash: str | None) -> None:
+        try:
+            si.init_runtime(block_hash=block_hash)
+        except (BlockNotFound, SubstrateRequestException, *CONNECTION_ERRORS):
+            raise  # converted by the client (retryable)
+        except Exception as e:  # metadata or type registry the SDK cannot handle
+            raise DecodeFailure(f"chain {self.chain}: cannot load the runtime ({_short(e)})", retryable=False) from None
+
+    def _compose(self, si: SubstrateInterface, order: RefundOrder):
+        try:
+            transfer = si.compose_call("Balances", "transfer_keep_alive", {"dest": _hex(order.to),
+                                                                           "value": order.amount})
+            remark = si.compose_call("System", "remark", {"remark": _hex(REMARK_PREFIX + order.release_id)})
+            return si.compose_call("Utility", "batch_all", {"calls": [transfer, remark]})
+        except (ValueError, TypeError, KeyError, NotImplementedError) as e:
+            raise ChainError(f"chain {self.chain}: cannot compose the refund call ({_short(e)})",
+                             retryable=False) from None
+
+    def _call_hash(self, order: RefundOrder, block_hash: str, si: SubstrateInterface) -> bytes:
+        self._init_runtime(si, block_hash)
+        return blake2_256(bytes(self._compose(si, order).data.data))
+
+    def _events_of(self, si: SubstrateInterface, call_hash: bytes, number: int, block_hash: str) -> _Execution | None:
+        raw = si.rpc_request("state_getStorage", [EVENTS_STORAGE_KEY, block_hash]).get("result")
+        if not isinstance(raw, str):
+            # every Asset Hub block has events (its inherents'): none means the node lacks the state
+            raise ChainError(f"chain {self.chain}: no System.Events for block {number} (pruned state? "
+                             "refunds need archive nodes)")
+        if call_hash.hex() not in raw.lower():
+            return None  # cheap: the call hash's bytes are in every event naming it
+        self._init_runtime(si, block_hash)
+        try:
+            events = decode_events(si.runtime_config, si.metadata, raw)
+        except Exception as e:  # scalecodec's many exception types
+            raise DecodeFailure(f"chain {self.chain}: cannot decode the events of block {number} ({_short(e)})",
+                                retryable=False) from None
+        for ev in events:
+            if (ev.get("module_id"), ev.get("event_id")) != ("Multisig", "MultisigExecuted"):
+                continue
+            a = ev.get("attributes")
+            if not isinstance(a, dict) or account_bytes(a.get("multisig")) != self.committee:
+                continue
+            if str(a.get("call_hash", "")).lower().removeprefix("0x") != call_hash.hex():
+                continue
+            ok, detail = self._result(si, a.get("result"))
+            tp = a.get("timepoint") or {}
+            where = f"operation ({tp.get('height')}, {tp.get('index')})" if isinstance(tp, dict) else "operation"
+            return _Execution(number, ok, f"{where} executed in block {number}" + ("" if ok else f": {detail}"),
+                              final=True)
+        return None
+
+    def _result(self, si: SubstrateInterface, result: Any) -> tuple[bool, str]:
+        """(ok, error text) of a decoded ``DispatchResult``."""
+        if result == "Ok" or (isinstance(result, dict) and "Ok" in result):
+            return True, ""
+        err = result.get("Err") if isinstance(result, dict) else result
+        if isinstance(err, dict) and isinstance(err.get("Module"), dict):
+            m = err["Module"]
+            try:
+                index = int(m.get("index"))
+                e = m.get("error")
+                error = bytes.fromhex(e[2:])[0] if isinstance(e, str) else int(e)
+                found = si.metadata.get_module_error(index, error)
+                pallet = next((p.name for p in si.metadata.pallets if p["index"] == index), str(index))
+                name = found.name if found is not None and hasattr(found, "name") else str(found)
+                return False, f"{pallet}.{name}"
+            except (TypeError, ValueError, IndexError, KeyError, AttributeError):
+                pass
+        return False, str(err)
+
+    def _scan_final(self, call_hash: bytes, start: int, end: int, si: SubstrateInterface) -> _Execution | None:
+        for n in range(start, end + 1):
+            h = si.rpc_request("chain_getBlockHash", [n]).get("result")
+            if not isinstance(h, str):
+                raise ChainError(f"chain {self.chain}: finalized block {n} has no hash")
+            found = self._events_of(si, call_hash, n, h.lower())
+            if found is not None:
+                return found
+        return None
+
+    def _scan_unfinal(self, call_hash: bytes, start: int, head: _Head, si: SubstrateInterface) -> _Execution | None:
+        branch: list[tuple[int, str]] = []
+        h, n = head.hash, head.number
+        while n >= start:
+            header = si.rpc_request("chain_getHeader", [h]).get("result")
+            if header is None:
+                raise ChainError(f"chain {self.chain}: block {h} vanished while reading")
+            branch.append((n, h))
+            h, n = str(header["parentHash"]).lower(), n - 1
+        for n, h in reversed(branch):
+            found = self._events_of(si, call_hash, n, h)
+            if found is not None:
+                return replace(found, final=False)
+        return None
+
+    def _state(self, call_hash: bytes, block_hash: str,
+               si: SubstrateInterface) -> tuple[tuple[tuple[int, int], set[bytes]] | None, int]:
+        """(the operation's (when, approvals) or None, this member's nonce) at ``block_hash``."""
+        entry = si.query("Multisig", "Multisigs", [_hex(self.committee), _hex(call_hash)], block_hash=block_hash)
+        account = si.query("System", "Account", [self.address], block_hash=block_hash)
+        nonce = int(account.value["nonce"])
+        v = entry.value if entry is not None else None
+        if not v:
+            return None, nonce
+        try:
+            when = (int(v["when"]["height"]), int(v["when"]["index"]))
+            approvals = {account_bytes(a) for a in v["approvals"]}
+        except (KeyError, TypeError, ValueError):
+            raise ChainError(f"chain {self.chain}: malformed Multisig.Multisigs entry", retryable=False) from None
+        return (when, approvals), nonce
+
+    def _weight_arg(self, si: SubstrateInterface, mem: _OrderMemory, call, type_string: str) -> Any:
+        """``max_weight`` in the runtime's own shape (``u64`` before Weight v2, else a struct)."""
+        w = self.max_weight if self.max_weight is not None else mem.weight
+        if w is None:
+            try:
+                info = si.get_payment_info(call, self.keypair)
+                reported = info["weight"]
+                if isinstance(reported, int):
+                    w = {"ref_time": reported * WEIGHT_MARGIN}
+                else:
+                    w = {k: int(v) * WEIGHT_MARGIN for k, v in reported.items()}
+            except (SubstrateRequestException, KeyError, TypeError, ValueError, AttributeError) as e:
+                log.warning("chain %s: the runtime did not report the refund call's weight (%s); using %s",
+                            self.chain, _short(e), FALLBACK_WEIGHT)
+                w = dict(FALLBACK_WEIGHT)
+            mem.weight = w
+        if isinstance(w, int):
+            w = {"ref_time": w}
+        fields = getattr(si.runtime_config.create_scale_object(type_string), "type_mapping", None) or []
+        names = [f[0] for f in fields if isinstance(f, (list, tuple)) and f]
+        if "ref_time" not in names:  # Weight v1: a plain u64
+            return int(w.get("ref_time", FALLBACK_WEIGHT["ref_time"]))
+        return {n: int(w.get(n, FALLBACK_WEIGHT.get(n, 0))) for n in names}
+
+    def _sign_and_submit(self, order: RefundOrder, mem: _OrderMemory, action: str, when: tuple[int, int] | None,
+                         head: _Head, si: SubstrateInterface) -> _Pending | str:
+        self._init_runtime(si, None)  # the runtime that will execute it
+        call = self._compose(si, order)
+        if blake2_256(bytes(call.data.data)) != mem.call_hash:
+            raise ChainError(f"chain {self.chain}: the refund call's encoding changed under the step", retryable=True)
+        pallet = si.metadata.get_metadata_pallet("Multisig")
+        function = "approve_as_multi" if action == "approve" else "as_multi"
+        spec = next((c for c in (pallet.calls if pallet else ()) if c.name == function), None)
+        if spec is None:
+            raise ChainError(f"chain {self.chain}: the runtime has no Multisig.{function}", retryable=False)
+        arg_types = {a.name: a.type for a in spec.args}
+        args: dict[str, Any] = {
+            "threshold": self.threshold,
+            "other_signatories": [_hex(m) for m in self.others],
+            "maybe_timepoint": None if when is None else {"height": when[0], "index": when[1]},
+        }
+        if action == "approve":
+            args["call_hash"] = _hex(mem.call_hash)
+        else:
+            args["call"] = call
+        if "store_call" in arg_types:  # older pallet_multisig (e.g. spec 900)
+            args["store_call"] = False
+        args["max_weight"] = self._weight_arg(si, mem, call, arg_types["max_weight"])
+        try:
+            multisig_call = si.compose_call("Multisig", function, {k: v for k, v in args.items() if k in arg_types})
+        except (ValueError, TypeError, KeyError, NotImplementedError) as e:
+            raise ChainError(f"chain {self.chain}: cannot compose Multisig.{function} ({_short(e)})",
+                             retryable=False) from None
+
+        # a real node counts its pool's ready transactions in accountNextIndex, chopsticks does
+        # not: the local count covers this refunder's own transactions in flight, the node's
+        # answer anything that moved the nonce behind its back (a restart, another process)
+        chain_next = int(si.rpc_request("system_accountNextIndex", [self.address]).get("result"))
+        nonce = max(chain_next, self._next_nonce or 0)
+        birth = head.final
+        try:
+            xt = si.create_signed_extrinsic(call=multisig_call, keypair=self.keypair, nonce=nonce,
+                                            era={"period": MORTAL_PERIOD, "current": birth})
+            receipt = si.submit_extrinsic(xt, wait_for_inclusion=False)
+        except SubstrateRequestException as e:
+            # the pool refused it (fees, stale or clashing nonce ...): nothing is in flight
+            self._next_nonce = None
+            return _short(e)
+        self._next_nonce = nonce + 1
+        return _Pending(action, str(receipt.extrinsic_hash).lower(), nonce, head.number, birth + MORTAL_PERIOD)
+
+
+# ---------------------------------------------------------------------- validation
+def _check_order(order: RefundOrder, committee: bytes) -> None:
+    if not isinstance(order, RefundOrder):
+        raise InputError("a refund order must be a RefundOrder")
+    if not isinstance(order.release_id, bytes) or len(order.release_id) != 32:
+        raise InputError("a refund's release id is 32 bytes")
+    if not isinstance(order.to, bytes) or len(order.to) != 32:
+        raise InputError("a refund's recipient is a 32-byte account id")
+    if order.to == committee:
+        raise InputError("a refund cannot pay the committee account itself")
+    if not isinstance(order.amount, int) or isinstance(order.amount, bool) or order.amount <= 0:
+        raise InputError("a refund's amount is a positive integer (base units)")
+    if order.amount >= 1 << 128:
+        raise InputError("a refund's amount does not fit a u128 balance")
+    if not isinstance(order.deposit_block, int) or isinstance(order.deposit_block, bool) or order.deposit_block < 0:
+        raise InputError("a refund's deposit block is a non-negative block number")
+
+
+def _check_progress(last: Progress) -> None:
+    if not isinstance(last, Progress) or last.state not in STATES:
+        raise InputError(f"unknown refund progress {getattr(last, 'state', last)!r}")
+    if last.timepoint is not None and (len(last.timepoint) != 2 or not all(isinstance(x, int) for x in last.timepoint)):
+        raise InputError("a refund progress timepoint is (height, index)")
+
+
+class SignerApprovals:
+    """A signer node's side (``bridge.committee.signer.SignerNode.approvers``): the refund as the
+    node stores it, its progress as a JSON-able dict, one ``MultisigRefunder`` per chain."""
+
+    def __init__(self, cfg: SubstrateChainConfig, member_seed: bytes) -> None:
+        self.refunder = MultisigRefunder(cfg, member_seed)
+
+    async def step(self, *, release_id: bytes, payer: bytes, amount: int, sequence: int, progress: dict) -> dict:
+        # the watcher's deposit sequence is (block number << 16) | extrinsic index
+        order = RefundOrder(release_id=release_id, to=payer, amount=amount, deposit_block=sequence >> 16)
+        tp = progress.get("timepoint")
+        last = Progress(progress.get("state", "none"), tuple(tp) if tp else None, progress.get("block"),
+                        progress.get("detail", ""))
+        new = await self.refunder.step(order, last)
+        return {"state": new.state, "timepoint": list(new.timepoint) if new.timepoint else None, "block": new.block,
+                "detail": new.detail}
+
+    async def aclose(self) -> None:
+        await self.refunder.aclose()

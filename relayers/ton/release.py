@@ -1,0 +1,108 @@
+"""Refunds on TON: committee-signed releases from the lock contract (contracts/ton/lock.fc).
+
+Two halves, like the EVM lock's (``bridge.payments.refunds``):
+
+* ``TonRefundSigner`` runs in a signer node: when the node decides that (part of) a TON deposit
+  is held for refund, it signs ``Release(lock, payer's basechain address, amount, releaseId)``
+  with its Ed25519 committee key (``check_signature`` over the payload cell's hash). The lock
+  pays each release id once, so there is no seqno and no expiry to agree on: every member signs
+  when it decides, in any order, and a signature stays valid until the refund is made.
+* ``TonLockReleaser`` runs in the (untrusted) aggregator's refund worker: it checks each
+  signature against the lock's own committee (``get_committee``), and once ``threshold`` of them
+  are in, sends the external message through a liteserver and waits for ``is_released``.
+
+Deposits come only from basechain senders (lock.fc throws otherwise), so the 32-byte payer of an
+observation names the refund's destination exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from pytoniq_core import Address
+
+from bridge.config import TonChainConfig
+from bridge.errors import ChainError, ConfigError, InputError, TransactionFailed, VerificationError
+from relayers.ton import lock as L
+from relayers.ton.transport import LiteTransport
+
+
+class TonRefundSigner:
+    """A committee member's refund signatures for one TON lock."""
+
+    def __init__(self, lock: str | Address, seed: bytes) -> None:
+        self.lock = lock if isinstance(lock, Address) else Address(lock)
+        self._seed = bytes(seed[:32])
+        self.signer_id = L.ed25519_public(self._seed)
+
+    def sign(self, payer: bytes, amount: int, release_id: bytes) -> tuple[bytes, bytes] | None:
+        """(destination account id, signature) for a refund of ``amount`` to ``payer``."""
+        if len(payer) != 32 or amount <= 0:
+            return None
+        payload = L.release_payload(lock=self.lock, destination=L.basechain(payer), amount=amount,
+                                    release_id=release_id)
+        return payer, L.sign_release(payload, self._seed)
+
+
+class TonLockReleaser:
+    """Submits committee-signed releases on a TON lock (``bridge.payments.refunds.Releaser``)."""
+
+    def __init__(self, cfg: TonChainConfig, *, timeout: float = 60.0) -> None:
+        if cfg.liteserver_config is None:
+            raise ConfigError(f"chain {cfg.name}: refunds are sent through a liteserver: liteserver_config is required")
+        self.chain = cfg.name
+        self.lock = Address(cfg.contracts["lock"])
+        self.timeout = timeout
+        self.transport = LiteTransport(cfg.liteserver_config, cfg.trust_level, cfg.request_timeout)
+
+    def _payload(self, to: bytes, amount: int, release_id: bytes):
+        try:
+            return L.release_payload(lock=self.lock, destination=L.basechain(to), amount=amount, release_id=release_id)
+        except InputError as e:
+            raise VerificationError(f"release cannot be built: {e.detail}") from None
+
+    async def committee(self) -> tuple[int, list[bytes], int]:
+        threshold, keys = await self.transport.run_get_method(self.lock, "get_committee", [])
+        threshold, members = L.parse_committee(int(threshold), keys)
+        return 0, members, threshold
+
+    def verify(self, to: bytes, amount: int, release_id: bytes, signer: bytes, signature: bytes) -> None:
+        from nacl.exceptions import BadSignatureError
+        from nacl.signing import VerifyKey
+
+        if len(signer) != 32 or len(signature) != 64:
+            raise VerificationError("a TON release signature is 64 bytes by a 32-byte Ed25519 key")
+        try:
+            VerifyKey(signer).verify(self._payload(to, amount, release_id).hash, signature)
+        except BadSignatureError:
+            raise VerificationError("release signature does not match its signer") from None
+
+    async def released(self, release_id: bytes) -> bool:
+        (used,) = await self.transport.run_get_method(self.lock, "is_released", [int.from_bytes(release_id, "big")])
+        return int(used) != 0
+
+    async def release(self, to: bytes, amount: int, release_id: bytes, signatures: list[tuple[bytes, bytes]]) -> bytes:
+        """Send the release; the external message's hash once the lock has paid it."""
+        if await self.released(release_id):
+            raise TransactionFailed("ReleaseUsed: the lock paid this release id already", retryable=False)
+        _, members, _ = await self.committee()
+        sigs = {members.index(k): s for k, s in signatures if k in members}
+        payload = self._payload(to, amount, release_id)
+        message = L.release_message(self.lock, L.release_body(payload, sigs))
+        try:
+            await self.transport.send_message(message.to_boc())
+        except ChainError:
+            if await self.released(release_id):  # another worker was first
+                raise TransactionFailed("ReleaseUsed: the lock paid this release id already", retryable=False) from None
+            raise
+        deadline = time.monotonic() + self.timeout
+        while not await self.released(release_id):
+            if time.monotonic() > deadline:
+                raise ChainError(f"chain {self.chain}: release 0x{release_id.hex()[:16]} not seen on the lock "
+                                 f"within {self.timeout:.0f}s")
+            await asyncio.sleep(0.5)
+        return message.hash
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
