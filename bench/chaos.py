@@ -30,7 +30,16 @@ lock's and the committee account's transactions walked by the relayers' watchers
 straight at the nodes) and every ``Credited`` event of the ledger: each deposit must be credited exactly once, to the payment's beneficiary, with the
 credits its quote promised (``credits_for_deposit``); nothing may be credited that was not paid;
 nothing may stay uncredited longer than ``--drain-bound`` seconds after the faults stop.
-Exit status 1 on any lost, doubled, mispriced or phantom credit.
+
+Refunds are held to the same standard: one payment in ``1 / --overpay-share`` (per payer, staggered
+so that every token has some, in quick runs too) pays 10% more than quoted; the committee must
+refund exactly that excess once, to the payer, on the source chain -- ``Released`` events of
+the Ethereum lock (release id, recipient and amount checked), the TON lock's ``is_released``
+and release count, the committee multisig's ``MultisigExecuted`` events on the Asset Hub chains
+(one successful execution per expected refund, no call executed twice) -- within the same
+drain bound.
+Exit status 1 on any lost, doubled, mispriced or phantom credit, or any refund missing, doubled,
+wrong or unexpected.
 """
 
 from __future__ import annotations
@@ -64,6 +73,7 @@ log = logging.getLogger("chaos")
 LOCKED_TOPIC = "0x" + keccak256(b"Locked(uint64,address,uint256,bytes32)").hex()
 CREDITED_TOPIC = "0x" + keccak256(b"Credited(bytes32,uint64,address,uint256,bytes32)").hex()
 LOCK_SELECTOR = keccak256(b"lock(bytes32)")[:4]
+RELEASED_TOPIC = "0x" + keccak256(b"Released(bytes32,address,uint256)").hex()
 FAULT_KINDS = ("kill_signer", "kill_relay", "kill_api", "reorg", "rpc_cut", "rpc_flap",
                "settlement_drop", "settlement_fail", "price_stale", "price_disagree")
 
@@ -78,6 +88,9 @@ class TcpProxy:
         self._conns: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> str:
+        from relayers.evm.anvil import free_port
+
+        self.port = self.port or free_port()  # outside the ephemeral range: restore() rebinds it
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return f"http://127.0.0.1:{self.port}"
@@ -152,6 +165,7 @@ class Payment:
     sent_at: float = 0.0
     sends: int = 0
     included_at: float = 0.0  # TON / Asset Hub: when the payer saw its transfer in a block
+    overpay: int = 0  # paid on top of the quoted amount: must come back as one refund
     instructions: dict = field(default_factory=dict)
 
 
@@ -180,6 +194,8 @@ class Harness:
         self.credit_seen: dict[tuple[str, int], float] = {}
         self.signers_down = 0
         self.pay_lock = asyncio.Lock()  # one signed transaction at a time per harness
+        self._ms_scan: dict[str, tuple[int, list]] = {}
+        self._ton_releaser = None
         self.nonces: dict[int, int] = {}
 
     async def proxy(self, name: str, url: str) -> str:
@@ -230,7 +246,7 @@ class Harness:
     async def send(self, p: Payment) -> None:
         acct = self.info["accounts"]["ethereum"][p.payer]
         nonce = self.nonces[p.payer]
-        tx = {"to": self.lock, "value": p.value, "data": "0x" + (LOCK_SELECTOR + bytes.fromhex(p.reference[2:])).hex(),
+        tx = {"to": self.lock, "value": p.value + p.overpay, "data": "0x" + (LOCK_SELECTOR + bytes.fromhex(p.reference[2:])).hex(),
               "nonce": nonce, "gas": 120_000, "gasPrice": self.gas_price, "chainId": self.chain_id}
         p.raw = "0x" + Account.sign_transaction(tx, acct["private_key"]).raw_transaction.hex()
         p.tx = await self.eth("eth_sendRawTransaction", p.raw)
@@ -238,7 +254,8 @@ class Harness:
         p.sends += 1
         self.nonces[p.payer] = nonce + 1
 
-    async def open_payment(self, token: str, decimals: int, index: int, value_field: str) -> Payment | None:
+    async def open_payment(self, token: str, decimals: int, index: int, value_field: str,
+                           number: int = 1) -> Payment | None:
         """What a dApp does first: a quote for a random number of credits, then a payment for
         payer ``index``'s beneficiary; None when quotes stay refused (a price fault)."""
         beneficiary = self.info["accounts"]["settlement"][index]["address"]
@@ -252,11 +269,14 @@ class Harness:
         p = Payment(pay["id"], pay["reference"], index, token, beneficiary.lower(), int(q["amount"]),
                     int(q["credits"]), int(ins[value_field]))
         p.instructions = ins
+        every = max(1, round(1 / self.args.overpay_share)) if self.args.overpay_share > 0 else 0
+        if every and (index + number + 1) % every == 0:
+            p.overpay = p.value // 10 + 1
         return p
 
     async def payer(self, index: int, count: int, pace: float) -> None:
-        for _ in range(count):
-            p = await self.open_payment("ETH", 18, index, "value")
+        for number in range(count):
+            p = await self.open_payment("ETH", 18, index, "value", number)
             if p is None:
                 continue
             async with self.pay_lock:
@@ -277,8 +297,8 @@ class Harness:
         lb = await tw.connect(self.info["chains"]["ton"]["liteserver_config"], trust_level=2)
         try:
             wallet = await tw.open_wallet(lb, account["mnemonic"])
-            for _ in range(count):
-                p = await self.open_payment("TON", 9, index, "amount")
+            for number in range(count):
+                p = await self.open_payment("TON", 9, index, "amount", number)
                 if p is None:
                     continue
                 ins = p.instructions
@@ -286,7 +306,8 @@ class Harness:
                 await wallet.update()
                 seqno = await wallet.get_seqno() if wallet.is_active else 0
                 for _attempt in range(5):  # an external message can be lost: re-send until seqno moves
-                    await tw.transfer(wallet, ins["contract"], p.value, Cell.one_from_boc(base64.b64decode(ins["body"])))
+                    await tw.transfer(wallet, ins["contract"], p.value + p.overpay,
+                                      Cell.one_from_boc(base64.b64decode(ins["body"])))
                     p.sends += 1
                     try:
                         await tw.wait_for(lambda: self._seqno_moved(wallet, seqno), timeout=10)
@@ -333,8 +354,8 @@ class Harness:
             return sw.submit(si, seed, sw.payment_call(si, to, amount, remark), wait=False)
 
         try:
-            for _ in range(count):
-                p = await self.open_payment(token, decimals, index, "amount")
+            for number in range(count):
+                p = await self.open_payment(token, decimals, index, "amount", number)
                 if p is None:
                     continue
                 ins = p.instructions
@@ -342,7 +363,8 @@ class Harness:
                 before = await loop.run_in_executor(pool, locked, nonce)
                 # submit, then wait for the devnet's next block (one per 12 s slot) without
                 # holding the SDK lock, so other payers' extrinsics join the same block
-                await loop.run_in_executor(pool, locked, pay, ins["to"], p.value, bytes.fromhex(ins["remark"][2:]))
+                await loop.run_in_executor(pool, locked, pay, ins["to"], p.value + p.overpay,
+                                           bytes.fromhex(ins["remark"][2:]))
                 p.sends += 1
                 deadline = time.monotonic() + 60
                 while await loop.run_in_executor(pool, locked, nonce) <= before:
@@ -557,6 +579,116 @@ class Harness:
         return [{"source": "0x" + o.source.hex(), "sequence": o.sequence, "reference": "0x" + o.reference.hex(),
                  "amount": o.amount} for o in obs]
 
+    # --- refunds ------------------------------------------------------------------------------------
+    def expected_refunds(self, deposits: list[dict]) -> dict[bytes, dict]:
+        """Release id -> what must be refunded: the part of each deposit above its quote."""
+        from bridge.payments.refunds import release_id
+
+        out = {}
+        for d in deposits:
+            p = self.payments.get(d["reference"])
+            if p is not None and d["amount"] > p.quote_amount:
+                rid = release_id(bytes.fromhex(d["source"][2:]), d["sequence"], "excess")
+                out[rid] = {"token": p.token, "payment": p.id, "payer": p.payer, "amount": d["amount"] - p.quote_amount}
+        return out
+
+    async def multisig_executions(self, chain: str) -> list[tuple[str, bool]]:
+        """(call hash, ok) of every ``Multisig.MultisigExecuted`` of the committee account on an
+        Asset Hub chain, read block by block from the node (cached up to the last block read)."""
+        from relayers.substrate import wallet as sw
+        from relayers.substrate.client import SDK_LOCK
+        from relayers.substrate.decode import account_bytes
+
+        info = self.info["chains"][chain]
+        committee = account_bytes(info["committee_account"])
+        start, found = self._ms_scan.get(chain, (1, []))
+
+        def job() -> tuple[int, list]:
+            with SDK_LOCK:
+                si = sw.connect(info["rpc"], info["ss58_prefix"])
+                try:
+                    head = si.get_block_number(si.get_chain_finalised_head())
+                    out = []
+                    for n in range(start, head + 1):
+                        for e in si.get_events(si.get_block_hash(n)):
+                            v = e.value
+                            if (v.get("module_id"), v.get("event_id")) != ("Multisig", "MultisigExecuted"):
+                                continue
+                            a = v["attributes"]
+                            if account_bytes(a["multisig"]) == committee:
+                                out.append((str(a["call_hash"]), "Ok" in str(a["result"])))
+                    return head + 1, out
+                finally:
+                    si.close()
+
+        nxt, new = await asyncio.to_thread(job)
+        self._ms_scan[chain] = (nxt, found + new)
+        return found + new
+
+    async def refund_state(self, deposits: list[dict]) -> dict:
+        """Every expected refund against what the source chains show was paid back."""
+        expected = self.expected_refunds(deposits)
+        done: set[bytes] = set()
+        doubled, wrong, phantom = [], [], []
+        logs = await self.eth("eth_getLogs", {"address": self.lock, "fromBlock": "0x0", "toBlock": "latest",
+                                              "topics": [RELEASED_TOPIC]})
+        seen: dict[bytes, list] = {}
+        for e in logs:
+            seen.setdefault(bytes.fromhex(e["topics"][1][2:]), []).append(
+                ("0x" + e["topics"][2][-40:], int(e["data"], 16)))
+        for rid, got in seen.items():
+            exp = expected.get(rid)
+            if exp is None or exp["token"] != "ETH":
+                phantom.append({"token": "ETH", "release_id": "0x" + rid.hex()})
+                continue
+            if len(got) > 1:
+                doubled.append({"token": "ETH", "payment": exp["payment"], "times": len(got)})
+            to = self.info["accounts"]["ethereum"][exp["payer"]]["address"].lower()
+            if got[0] != (to, exp["amount"]):
+                wrong.append({"token": "ETH", "payment": exp["payment"], "want": [to, exp["amount"]],
+                              "got": list(got[0])})
+            done.add(rid)
+        ton = [rid for rid, e in expected.items() if e["token"] == "TON"]
+        if "TON" in self.tokens:
+            releaser = await self.ton_releaser()
+            for rid in ton:
+                if await releaser.released(rid):
+                    done.add(rid)
+            (count,) = await releaser.transport.run_get_method(releaser.lock, "get_release_count", [])
+            if int(count) > len([r for r in ton if r in done]):
+                phantom.append({"token": "TON", "releases": int(count), "expected_done": len(ton)})
+        missing_n: dict[str, int] = {}
+        for chain in self.substrate_chains:
+            token = self.info["chains"][chain]["token"]
+            want = [rid for rid, e in expected.items() if e["token"] == token]
+            execs = await self.multisig_executions(chain)
+            ok = [h for h, good in execs if good]
+            wrong += [{"token": token, "call_hash": h, "result": "Err"} for h, good in execs if not good]
+            doubled += [{"token": token, "call_hash": h, "times": ok.count(h)} for h in sorted(set(ok)) if ok.count(h) > 1]
+            if len(set(ok)) > len(want):
+                phantom.append({"token": token, "executions": len(set(ok)), "expected": len(want)})
+            # Asset Hub refunds are matched by count (the call hashes are the refunder's)
+            missing_n[token] = max(0, len(want) - len(set(ok)))
+            done.update(want[:len(set(ok))])
+        by_token: dict[str, int] = {}
+        for e in expected.values():
+            by_token[e["token"]] = by_token.get(e["token"], 0) + 1
+        missing = [{"token": e["token"], "payment": e["payment"], "amount": e["amount"]}
+                   for rid, e in expected.items() if rid not in done]
+        return {"expected": len(expected), "expected_by_token": by_token, "done": len(done),
+                "missing": missing, "doubled": doubled, "wrong": wrong, "phantom": phantom}
+
+    async def ton_releaser(self):
+        from bridge.config import TonChainConfig
+        from relayers.ton.release import TonLockReleaser
+
+        if self._ton_releaser is None:
+            info = self.info["chains"]["ton"]
+            self._ton_releaser = TonLockReleaser(TonChainConfig(
+                family="ton", name="ton", liteserver_config=info["liteserver_config"], trust_level=2,
+                contracts=info["contracts"]))
+        return self._ton_releaser
+
     def reconcile(self, deposits: list[dict], credited: list[dict]) -> dict:
         credits: dict[tuple[str, int], list[dict]] = {}
         for e in credited:
@@ -700,7 +832,9 @@ class Harness:
                     jobs.append(job(token, i, k))
             return jobs
 
-        quiet = {p: max(1, n // 5) if n else 0 for p, n in counts.items()}
+        # a fifth of each payer's payments before the faults start (the quiet baseline); payers
+        # with fewer than 5 (quick runs) leave theirs to the fault phase, but for the first one
+        quiet = {p: n // 5 if n >= 5 else (1 if p[1] == 0 and n else 0) for p, n in counts.items()}
         log.info("phase 1: %d payments without faults", sum(quiet.values()))
         it = iter(quiet.values())
         await asyncio.gather(*run_payers(lambda n: next(it)))
@@ -715,16 +849,25 @@ class Harness:
         log.info("faults stopped; draining (bound %ds)", a.drain_bound)
         # after the last fault: every deposit must be credited within the bound
         drained_at = None
+        refunds_drained_at = None
         while time.monotonic() - faults_stopped < a.drain_bound:
             deposits, credited, _ = await self.chain_state()
             r = self.reconcile(deposits, credited)
-            if not r["lost"] and r["deposits"] >= len(self.payments):
+            if drained_at is None and not r["lost"] and r["deposits"] >= len(self.payments):
                 drained_at = time.monotonic()
+            if drained_at is not None and not (await self.refund_state(deposits))["missing"]:
+                refunds_drained_at = time.monotonic()
                 break
             await asyncio.sleep(1)
         await asyncio.sleep(3)  # late doubles would show up here
         deposits, credited, locked = await self.chain_state()
         result = self.reconcile(deposits, credited)
+        refunds = await self.refund_state(deposits)
+        if self._ton_releaser is not None:
+            try:
+                await asyncio.wait_for(self._ton_releaser.aclose(), 10)
+            except TimeoutError:
+                log.warning("closing the TON releaser timed out")
         for t in observers:
             t.cancel()
         eth_latency, other_latency = self.latencies(locked, deposits)
@@ -739,13 +882,21 @@ class Harness:
             "unknown_reference": result["unknown_reference"],
             "drain_bound_seconds": a.drain_bound,
             "drain_seconds": None if drained_at is None else round(drained_at - faults_stopped, 1),
+            "refunds": refunds,
+            "refunds_drain_seconds": (None if refunds_drained_at is None
+                                      else round(refunds_drained_at - faults_stopped, 1)),
             "finality_to_credit_seconds": eth_latency,
             "inclusion_to_credit_seconds": other_latency,
             "run_seconds": round(time.monotonic() - t_start, 1),
         }
         report["ok"] = not (report["lost"] or report["doubled"] or report["mispriced"] or report["phantom"]
-                            or report["mispriced_quotes"]) and report["deposits"] >= report["payments"]
+                            or report["mispriced_quotes"] or refunds["missing"] or refunds["doubled"]
+                            or refunds["wrong"] or refunds["phantom"]) and report["deposits"] >= report["payments"]
         return report
+
+
+def _pm(x: dict) -> str:
+    return f"{x['p50']}/{x['max']}s" if x.get("n") else "-"
 
 
 def summary_line(r: dict) -> str:
@@ -757,9 +908,11 @@ def summary_line(r: dict) -> str:
             f"mispriced {len(r['mispriced']) + len(r['mispriced_quotes'])}, phantom {len(r['phantom'])}; "
             f"finality->credit p50/p99/max {nf.get('p50')}/{nf.get('p99')}/{nf.get('max')}s without faults, "
             f"{wf.get('p50')}/{wf.get('p99')}/{wf.get('max')}s with (ETH)"
-            + "".join(f"; {t} inclusion->credit p50/max {v['without_faults'].get('p50')}/"
-                      f"{v['without_faults'].get('max')}s without faults, {v['with_faults'].get('p50')}/"
-                      f"{v['with_faults'].get('max')}s with" for t, v in r.get("inclusion_to_credit_seconds", {}).items())
+            + "".join(f"; {t} inclusion->credit p50/max {_pm(v['without_faults'])} without faults, "
+                      f"{_pm(v['with_faults'])} with" for t, v in r.get("inclusion_to_credit_seconds", {}).items())
+            + f"; refunds {r['refunds']['done']}/{r['refunds']['expected']} (missing {len(r['refunds']['missing'])}, "
+            f"doubled {len(r['refunds']['doubled'])}, wrong {len(r['refunds']['wrong'])}, "
+            f"phantom {len(r['refunds']['phantom'])}, all in {r['refunds_drain_seconds']}s)"
             + f"; drained in {r['drain_seconds']}s "
             f"(bound {r['drain_bound_seconds']}s)")
 
@@ -780,10 +933,13 @@ def main(argv=None) -> int:
                     help="only the EVM chains (no TON or Asset Hub devnet chains)")
     ap.add_argument("--other-share", type=float, default=0.3,
                     help="share of the payments made in the other tokens (TON, DOT, KSM), split evenly")
+    ap.add_argument("--overpay-share", type=float, default=0.05,
+                    help="share of the payments that pay 10%% more than quoted (the excess must be refunded once)")
     args = ap.parse_args(argv)
     args.fault_gap = (1.0, 3.0)
     if args.quick:
         args.payments, args.pace = min(args.payments, 40), 4.0  # spread payments over the faults
+        args.overpay_share = max(args.overpay_share, 0.25)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("LiteClient", "LiteBalancer", "pytoniq", "substrateinterface", "websocket"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -66,9 +66,32 @@ def anvil_binary(root: Path | None = None) -> Path:
     )
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A TCP port on 127.0.0.1 that is free now, chosen *outside* the OS's ephemeral range.
+
+    Devnet components are restarted on the port they had. A port the OS handed out for
+    listening (bind to 0) comes from the ephemeral range, the same pool outgoing connections
+    take their local ports from: a long-lived connection of another component could then hold
+    the port when the component comes back ("address already in use", seen in CI after a
+    SIGKILL of the aggregator). Ports below that range are never used for outgoing connections.
+    """
+    import random
+
+    low, high = _ephemeral_range()
+    lo, hi = (10_000, low - 1) if low > 11_000 else (high + 1, 65_535)
+    for _ in range(200):
+        port = random.randint(lo, hi)
+        if _port_is_free(port):
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # crowded: let the OS pick
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 

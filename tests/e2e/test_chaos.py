@@ -2,7 +2,8 @@
 and KSM through the public API of a real devnet (anvil, the local TON chain, two chopsticks
 Asset Hub chains) while every fault kind is injected at least once; reconciliation from the
 chains must find nothing lost, doubled, mispriced or credited without a deposit, in every
-token."""
+token; and every overpayment (at least one per token) refunded exactly once, to the payer, with
+the excess, on its own chain (Ethereum and TON locks, the Asset Hub committee multisig)."""
 
 from __future__ import annotations
 
@@ -33,5 +34,9 @@ def test_quick_chaos_run_loses_and_doubles_nothing(tmp_path):
     assert report["deposits"] >= report["payments"] > 0
     assert set(report["deposits_by_token"]) == {"ETH", "TON", "DOT", "KSM"}, report["deposits_by_token"]
     assert report["drain_seconds"] is not None, "not every deposit was credited within the bound"
+    refunds = report["refunds"]
+    assert set(refunds["expected_by_token"]) == {"ETH", "TON", "DOT", "KSM"}, refunds
+    assert refunds["missing"] == [] and refunds["doubled"] == [] and refunds["wrong"] == [], refunds
+    assert refunds["phantom"] == [] and refunds["done"] == refunds["expected"], refunds
     assert report["ok"] is True and proc.returncode == 0, summary
     assert summary.startswith("chaos OK:")
