@@ -179,7 +179,8 @@ def test_release_with_threshold_signatures_pays_once(env):
     assert chain.balance(DEST) - before == TON
     # another release id is another refund; signatures made in any order are all valid
     release(chain, lock, seeds, [1, 2, 3], release_id=b"\x08" * 32)
-    assert chain.balance(DEST) - before == 2 * TON
+    # DEST now exists (uninitialized) and pays a few nanotons of storage fee per second held
+    assert 2 * TON - 10**4 < chain.balance(DEST) - before <= 2 * TON
     assert get(chain, lock, "get_release_count") == [2]
 
 
