@@ -143,6 +143,11 @@ class SubstrateWatcher(WatcherDefaults):
     async def finalized_height(self) -> int:
         return await self.client.call(self._final_number, "finalized head")
 
+    async def head_height(self) -> int:
+        """The best block's number (operators' lag view: ``creditbridge status``)."""
+        _, head = await self.client.call(self._final_and_head, "heads")
+        return head
+
     async def fetch_deposits(self, start: int, end: int) -> list[Observation]:
         if start < 0:
             raise ValueError("start must be >= 0")

@@ -162,6 +162,7 @@ async def test_reobserve_returns_the_same_deposit_only(cases, watcher):
 async def test_heights_and_block_refs(chain, cases, watcher):
     head = await chain.head()
     assert await watcher.finalized_height() == head  # chopsticks finalizes every block at once
+    assert await watcher.head_height() == head  # the best block, for operators' lag view
     ref_ = await watcher.block_ref(cases["end"])
     assert ref_.number == cases["end"] and "0x" + ref_.hash.hex() == cases["sent"]["batch_all"].block_hash
     with pytest.raises(ChainError) as e:
