@@ -23,10 +23,9 @@ from pathlib import Path
 import segno
 from aiohttp import web
 
-from bridge.api.handlers import payment_json, transaction
+from bridge.api.handlers import payment_json, payment_view, transaction
 from bridge.api.keys import DB, INSTRUCTIONS, SETTINGS
 from bridge.errors import NotFound
-from bridge.storage import payments as payments_repo
 
 STATIC = Path(__file__).parent / "static"
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -61,10 +60,10 @@ async def _payment(request: web.Request) -> dict:
     except ValueError:
         raise NotFound("no such payment") from None
     async with transaction(request.app[DB]) as s:
-        rec = await payments_repo.get_payment(s, pid)
+        rec, late = await payment_view(s, pid)
     if rec is None:
         raise NotFound("no such payment")
-    return payment_json(rec, request.app[SETTINGS], request.app[INSTRUCTIONS])
+    return payment_json(rec, request.app[SETTINGS], request.app[INSTRUCTIONS], late)
 
 
 async def page(request: web.Request) -> web.Response:

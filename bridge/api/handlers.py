@@ -176,7 +176,8 @@ def _now(request: web.Request) -> datetime:
     return request.app[CLOCK]()
 
 
-def payment_json(rec: PaymentRecord, settings: Settings, instructions=evm_default) -> dict:
+def payment_json(rec: PaymentRecord, settings: Settings, instructions=evm_default,
+                 late: list[LateTerms] | None = None) -> dict:
     try:
         chain = settings.chain(rec.chain)
     except ValueError:
@@ -201,7 +202,21 @@ def payment_json(rec: PaymentRecord, settings: Settings, instructions=evm_defaul
     }
     if rec.settlement_tx is not None:
         d["settlement"] = {"tx_hash": "0x" + rec.settlement_tx.hex(), "credits": str(rec.credited)}
+    if late:
+        # what the gateway decided for deposits made after the expiry (see "Late deposits")
+        d["late_deposits"] = [{"source": "0x" + lt.source.hex(), "sequence": str(lt.sequence),
+                               "amount": str(lt.amount), "decision": lt.decision, "credits": str(lt.credits),
+                               "refundable": str(lt.refundable), "reason": lt.reason,
+                               "fresh_quote_id": lt.fresh_quote_id} for lt in late]
     return d
+
+
+async def payment_view(s, payment_id: str) -> tuple[PaymentRecord | None, list[LateTerms]]:
+    """A stored payment and the late-deposit decisions made for it (one transaction)."""
+    rec = await payments_repo.get_payment(s, payment_id)
+    if rec is None:
+        return None, []
+    return rec, await late_repo.late_decisions_for_payment(s, payment_id)
 
 
 # --- handlers -------------------------------------------------------------------------------
@@ -294,10 +309,10 @@ async def create_payment(request: web.Request) -> web.Response:
 async def get_payment(request: web.Request) -> web.Response:
     payment_id = _path_id(request, "payment")
     async with transaction(request.app[DB]) as s:
-        rec = await payments_repo.get_payment(s, payment_id)
+        rec, late = await payment_view(s, payment_id)
     if rec is None:
         raise NotFound("no such payment")
-    return web.json_response(payment_json(rec, request.app[SETTINGS], request.app[INSTRUCTIONS]))
+    return web.json_response(payment_json(rec, request.app[SETTINGS], request.app[INSTRUCTIONS], late))
 
 
 def _path_bytes32(request: web.Request, name: str) -> bytes:

@@ -254,8 +254,27 @@ def _schemas(tokens: list[str]) -> dict[str, Any]:
                 "expires_at": ts,
                 "created_at": ts,
                 "paid_amount": uint_out,
+                "refundable_amount": {**uint_out, "description": "Base units held for refund (overpaid part, "
+                                                                 "late or invalid deposits)."},
                 "instructions": _ref("Instructions"),
                 "terms": _ref("PaymentTerms"),
+                "late_deposits": {
+                    "type": "array",
+                    "description": "The gateway's decision for each deposit made after the expiry: "
+                                   "`credit` at a fresh quote (`credits`, `refundable` remainder) or `hold` "
+                                   "(all refundable), with the reason.",
+                    "items": {
+                        "type": "object",
+                        "required": ["source", "sequence", "amount", "decision", "credits", "refundable", "reason",
+                                     "fresh_quote_id"],
+                        "properties": {
+                            "source": {"type": "string", "pattern": _HEX32}, "sequence": uint_out,
+                            "amount": uint_out, "decision": {"type": "string", "enum": ["credit", "hold"]},
+                            "credits": uint_out, "refundable": uint_out, "reason": {"type": "string"},
+                            "fresh_quote_id": {"type": "string"},
+                        },
+                    },
+                },
                 "settlement": {
                     "type": "object",
                     "required": ["tx_hash", "credits"],

@@ -43,6 +43,13 @@
     $("state").textContent = p.state;
     $("state").dataset.state = p.state;
     let msg = MESSAGES[p.state] || "";
+    const late = p.late_deposits || [];
+    if (p.state === "late" && late.length) {  // the gateway has decided the late deposit
+      const credit = late.find((d) => d.decision === "credit");
+      msg = credit
+        ? "Your payment arrived after the payment expired; the price moved little, so it is being credited at today's price (" + credit.credits + " credits)."
+        : "Your payment arrived after the payment expired (" + late[0].reason + "); it is held and refunded to the address you paid from.";
+    }
     if (BigInt(p.refundable_amount || "0") > 0n && !["late", "invalid", "overpaid"].includes(p.state)) {
       msg += " " + units(p.refundable_amount, p.token) + " " + p.token + " is held for refund.";
     }

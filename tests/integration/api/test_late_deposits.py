@@ -299,6 +299,13 @@ async def test_watcher_expired_then_late_then_credited_at_the_fresh_quote(gw):
     assert await watcher.step() == 1
     rec = await state()
     assert rec.state == LATE and rec.refundable == 0 and rec.credited == 0
+    # the payment (and so the checkout page) shows the decision while the credit is pending
+    status, shown, _ = await gw.get(f"/v1/payments/{p['id']}")
+    assert status == 200 and shown["state"] == "late"
+    assert shown["late_deposits"] == [{"source": "0x" + SOURCE.hex(), "sequence": "0", "amount": p["amount"],
+                                       "decision": "credit", "credits": "500", "refundable": "0",
+                                       "reason": late_rule.CREDITED_AT_FRESH_QUOTE,
+                                       "fresh_quote_id": lt.fresh_quote_id}]
     assert await watcher.step() == 0  # waiting for the credit
     # the committee credits the deposit under the fresh quote's id; the settlement follower stores it
     credit = Credit(SOURCE, 0, bytes.fromhex(p["beneficiary"][2:]), lt.credits, quote_id_bytes(lt.fresh_quote_id))
@@ -325,3 +332,5 @@ async def test_watcher_held_late_deposit_stays_late(start):
         rec = await payments_repo.get_payment(s, p["id"])
     assert rec.state == LATE and rec.refundable == int(p["amount"])
     assert await watcher.step() == 0
+    shown = (await gw.get(f"/v1/payments/{p['id']}"))[1]
+    assert [(d["decision"], d["refundable"]) for d in shown["late_deposits"]] == [("hold", p["amount"])]
