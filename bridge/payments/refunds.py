@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -113,6 +114,8 @@ class _Pending:
     purpose: str
     payment_id: str
     sigs: dict[bytes, bytes] = field(default_factory=dict)
+    failures: int = 0
+    retry_at: float = 0.0  # monotonic time before which a failed release is not tried again
 
 
 class RefundWorker:
@@ -180,24 +183,33 @@ class RefundWorker:
         await self.poll()
         done = 0
         committees: dict[str, tuple[int, list[bytes], int]] = {}
+        now = time.monotonic()
         for key, p in list(self._pending.items()):
             if p.release_id in self._done:
                 self._pending.pop(key, None)
                 continue
-            releaser = self.releasers[p.chain]
-            if p.chain not in committees:
-                committees[p.chain] = await releaser.committee()
-            _, members, threshold = committees[p.chain]
-            sigs = [(a, s) for a, s in p.sigs.items() if a in set(members)]
-            if len(sigs) < threshold:
+            if p.retry_at > now:
                 continue
+            releaser = self.releasers[p.chain]
             try:
+                if p.chain not in committees:
+                    committees[p.chain] = await releaser.committee()
+                _, members, threshold = committees[p.chain]
+                sigs = [(a, s) for a, s in p.sigs.items() if a in set(members)]
+                if len(sigs) < threshold:
+                    continue
                 tx = await releaser.release(p.to, p.amount, p.release_id, sorted(sigs)[:threshold])
             except TransactionFailed as e:
                 if e.retryable or "ReleaseUsed" not in e.detail:
-                    raise
+                    self._failed(p, e)
+                    continue
                 tx = b""
                 log.info("refund worker: release 0x%s was made already", p.release_id.hex()[:16])
+            except BridgeError as e:
+                # one release that cannot go through now (lock short of funds, a chain down) must
+                # not hold up the others: it is tried again after a growing pause
+                self._failed(p, e)
+                continue
             self._done.add(p.release_id)
             self._pending.pop(key, None)
             self.submitted.append((p.release_id, tx))
@@ -206,6 +218,14 @@ class RefundWorker:
                 log.info("refund worker: refunded %d (%s, payment %s) to 0x%s in tx 0x%s", p.amount, p.purpose,
                          p.payment_id, p.to.hex(), tx.hex())
         return done
+
+
+    def _failed(self, p: _Pending, e: BridgeError) -> None:
+        p.failures += 1
+        pause = min(2.0 ** p.failures, 300.0)
+        p.retry_at = time.monotonic() + pause
+        log.warning("refund worker: release 0x%s on %s (%s, payment %s) failed (%s); retrying in %.0fs",
+                    p.release_id.hex()[:16], p.chain, p.purpose, p.payment_id, e, pause)
 
 
 class ReleasesClient:

@@ -195,3 +195,45 @@ async def test_release_needs_threshold_signatures_and_succeeds_once(ton: TonEnv)
         assert (await ton.lb.get_account_state(dest)).balance == TON
     finally:
         await releaser.aclose()
+
+
+async def test_refund_worker_pays_what_it_can_and_retries_the_rest(ton: TonEnv):
+    """The aggregator's RefundWorker over the real TON lock: a release the lock cannot pay
+    (more than its balance: exit 416, refused before acceptance) does not hold up a good one,
+    and is tried again later instead of stopping the worker."""
+    from bridge.payments.refunds import RefundWorker
+    from relayers.ton.release import TonLockReleaser, TonRefundSigner
+
+    class Feed:  # one signer node's GET /v1/releases, as the worker reads it
+        def __init__(self, base_url: str, items: list[dict]) -> None:
+            self.base_url, self.items = base_url, items
+
+        async def releases(self, after: int) -> list[dict]:
+            return [i for i in self.items if i["id"] > after]
+
+    await ton.pay(0, 2 * TON, L.top_up_body())  # the lock can pay the good one whatever ran before
+    await ton.wait_block()
+    members = [TonRefundSigner(ton.lock, seed) for seed in ton.seeds]
+    good_payer, big_payer = os.urandom(32), os.urandom(32)
+    good = (good_payer, TON, os.urandom(32))
+    too_big = (big_payer, 10**6 * TON, os.urandom(32))
+    feeds = []
+    for n, m in enumerate(members):
+        items = []
+        for i, (payer, amount, rid) in enumerate((too_big, good), start=1):
+            to, sig = m.sign(payer, amount, rid)
+            items.append({"id": i, "chain": "ton", "release_id": "0x" + rid.hex(), "to": "0x" + to.hex(),
+                          "amount": str(amount), "signature": "0x" + sig.hex(), "signer": "0x" + m.signer_id.hex(),
+                          "purpose": "excess", "payment_id": f"p{i}"})
+        feeds.append(Feed(f"signer-{n}", items))
+    releaser = TonLockReleaser(ton.config(), timeout=30)
+    try:
+        worker = RefundWorker(signers=feeds, releasers={"ton": releaser})
+        assert await worker.step() == 1  # the good one; the big one failed and waits
+        assert await releaser.released(good[2]) and not await releaser.released(too_big[2])
+        assert (await ton.lb.get_account_state(L.basechain(good_payer))).balance == TON
+        assert await worker.step() == 0  # the big one is not due again yet, the good one is done
+        (pending,) = worker._pending.values()
+        assert pending.release_id == too_big[2] and pending.failures == 1 and pending.retry_at > 0
+    finally:
+        await releaser.aclose()
