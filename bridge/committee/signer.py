@@ -289,10 +289,12 @@ class SignerNode:
                     new = await self.approvers[r.chain].step(release_id=r.release_id, payer=r.to, amount=r.amount,
                                                              sequence=r.sequence, progress=last)
                 except BridgeError as e:
-                    if not e.retryable:
-                        raise
-                    log.warning("signer %s: refund 0x%s on %s: %s", self.name, r.release_id.hex()[:16], r.chain, e)
-                    continue
+                    if e.retryable:
+                        log.warning("signer %s: refund 0x%s on %s: %s", self.name, r.release_id.hex()[:16], r.chain, e)
+                        continue
+                    # this refund cannot be made as stored (e.g. a payer that is the committee
+                    # itself): park it for an operator rather than stop every other one
+                    new = {**last, "state": "failed", "detail": str(e)[:300]}
                 if new != last:
                     async with self.db.begin() as s:
                         await rel_repo.set_progress(s, r.release_id, new["state"], json.dumps(new, sort_keys=True))
