@@ -375,6 +375,18 @@ class SignerNode:
                  "release_id": "0x" + r.release_id.hex(), "payment_id": r.payment_id,
                  "signature": "0x" + r.signature.hex()} for r in rows]
 
+    async def refunds(self) -> dict:
+        """The operator's view of this node's refunds (``GET /v1/refunds``)."""
+        import json
+
+        async with self.db.begin() as s:
+            by_chain, failed = await rel_repo.refund_summary(s)
+        return {"by_chain": by_chain,
+                "failed": [{"chain": r.chain, "release_id": "0x" + r.release_id.hex(), "payment_id": r.payment_id,
+                            "purpose": r.purpose, "amount": str(r.amount), "to": "0x" + r.to.hex(),
+                            "detail": json.loads(r.progress).get("detail", "") if r.progress else ""}
+                           for r in failed]}
+
     async def sign_batch(self, committee_index: int, credits: list[Credit]) -> bytes:
         """Sign a batch made only of credits this node attested, byte for byte."""
         index, _, _ = await self.committee()

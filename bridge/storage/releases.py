@@ -63,3 +63,17 @@ async def set_progress(s: AsyncSession, release_id: bytes, state: str, progress:
     row = await s.scalar(select(ReleaseRow).where(ReleaseRow.release_id == release_id))
     if row is not None:
         row.state, row.progress = state, progress
+
+
+async def refund_summary(s: AsyncSession) -> tuple[dict[str, dict[str, int]], list[StoredRelease]]:
+    """Per chain, how many refunds this signer signed (lock contracts) or is approving / has
+    approved on chain, by state; and the failed ones (they need an operator)."""
+    signed = func.length(ReleaseRow.signature) > 0
+    rows = await s.execute(select(ReleaseRow.chain, ReleaseRow.state, signed, func.count())
+                           .group_by(ReleaseRow.chain, ReleaseRow.state, signed))
+    out: dict[str, dict[str, int]] = {}
+    for chain, state, has_sig, n in rows:
+        label = "signed" if has_sig else (state or "pending")
+        out.setdefault(chain, {})[label] = out.get(chain, {}).get(label, 0) + int(n)
+    failed = await s.scalars(select(ReleaseRow).where(ReleaseRow.state == "failed").order_by(ReleaseRow.id).limit(100))
+    return out, [_release(r) for r in failed]

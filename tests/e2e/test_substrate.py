@@ -169,3 +169,16 @@ async def test_dot_overpayment_excess_is_refunded_once_by_the_committee_multisig
     await wait_for(refunded, "the refund of the excess", timeout=180)
     await asyncio.sleep(15)  # at least one more 12 s block: nothing is refunded twice
     assert await asyncio.to_thread(free) == start - amount - fee
+
+    async def every_node_done():  # each node's own view (GET /v1/refunds): its part is done
+        import aiohttp
+
+        async with aiohttp.ClientSession() as s:
+            for node in devnet.info["committee"]["nodes"]:
+                async with s.get(node["url"] + "/v1/refunds") as r:
+                    view = await r.json()
+                if view["by_chain"].get("polkadot") != {"done": 1} or view["failed"]:
+                    return False
+        return True
+
+    await wait_for(every_node_done, "every signer seeing its refund done", timeout=60)
