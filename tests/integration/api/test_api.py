@@ -62,7 +62,8 @@ class BrokenSource:
         raise RuntimeError("internal detail that must not leak: db password hunter2")
 
 
-def make_settings(home: Path, keystore: Path, pricing: dict | None = None, **api) -> Settings:
+def make_settings(home: Path, keystore: Path, pricing: dict | None = None, payments: dict | None = None,
+                  **api) -> Settings:
     return settings_from_dict({
         "chains": [
             {"family": "evm", "name": "ethereum", "chain_id": 1, "rpc": ["http://127.0.0.1:1"], "token": "ETH",
@@ -76,6 +77,7 @@ def make_settings(home: Path, keystore: Path, pricing: dict | None = None, **api
                     "min_amount": {"ETH": 1000}, **(pricing or {})},
         "api": {"quote_key": {"keystore": str(keystore), "password_env": PASSWORD_ENV},
                 "rate_limit_per_minute": 6000, "rate_limit_burst": 1000, **api},
+        **({"payments": payments} if payments else {}),
     })
 
 
@@ -125,10 +127,10 @@ async def start(tmp_path, monkeypatch):
     runners: list[web.AppRunner] = []
     sessions: list[aiohttp.ClientSession] = []
 
-    async def _start(source=None, pricing=None, **api) -> Gateway:
+    async def _start(source=None, pricing=None, payments=None, **api) -> Gateway:
         home = tmp_path / f"gateway{len(runners)}"  # each gateway its own database, one key file
         home.mkdir()
-        settings = make_settings(home, tmp_path / "quote-key.json", pricing, **api)
+        settings = make_settings(home, tmp_path / "quote-key.json", pricing, payments, **api)
         db = Database(settings.storage.url)
         await db.migrate()
         signer = QuoteSigner.from_ref(settings.api.quote_key)

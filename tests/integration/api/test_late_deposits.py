@@ -11,22 +11,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
-import aiohttp
 import pytest
-from aiohttp import web
 
-from bridge.api.app import create_app
 from bridge.chains import CreditRecord
 from bridge.committee.gateway import GatewayClient
-from bridge.config import PaymentsConfig
 from bridge.errors import GatewayUnavailable
 from bridge.payments import late as late_rule
 from bridge.payments.state import CREDITED, EXPIRED, LATE
 from bridge.payments.watcher import PaymentWatcher
 from bridge.pricing.credits import amount_for_credits
 from bridge.pricing.quotes import (
-    QuoteService,
-    QuoteSigner,
     late_terms_from_json,
     parse_rfc3339,
     quote_from_json,
@@ -38,9 +32,9 @@ from bridge.pricing.sources.fixed import FixedPriceSource
 from bridge.storage import late as late_repo
 from bridge.storage import observations as obs_repo
 from bridge.storage import payments as payments_repo
-from bridge.storage.db import Database
 from bridge.types import Credit, Observation, quote_id_bytes
-from tests.integration.api.test_api import PASSWORD_ENV, SECRET, Clock, Gateway, assert_problem, make_settings
+from tests.integration.api.test_api import Clock, Gateway, assert_problem
+from tests.integration.api.test_api import start as api_start  # noqa: F401 - the gateway fixture
 
 SOURCE = b"\x5a" * 32
 PRICE = Decimal("3000")
@@ -79,43 +73,17 @@ class LateGateway(Gateway):
 
 
 @pytest.fixture
-async def start(tmp_path, monkeypatch):
-    """``await start(tolerance_bps=..., grace=...)`` serves a fresh gateway whose price can move."""
-    from bridge.keystore import write_keystore
-
-    monkeypatch.setenv(PASSWORD_ENV, "api test password")
-    write_keystore(tmp_path / "quote-key.json", "ed25519", SECRET, "api test password", n=2**10)
-    runners: list[web.AppRunner] = []
-    sessions: list[aiohttp.ClientSession] = []
+async def start(api_start):
+    """``await start(tolerance_bps=..., grace=...)``: test_api's gateway, with late crediting
+    configured and a price that can move."""
 
     async def _start(tolerance_bps: int = 200, grace: int = 0, **api) -> LateGateway:
-        home = tmp_path / f"gateway{len(runners)}"
-        home.mkdir()
-        settings = make_settings(home, tmp_path / "quote-key.json", **api)
-        settings = settings.model_copy(update={"payments": PaymentsConfig(late_tolerance_bps=tolerance_bps,
-                                                                           late_grace_seconds=grace)})
-        db = Database(settings.storage.url)
-        await db.migrate()
-        signer = QuoteSigner.from_ref(settings.api.quote_key)
         source = FixedPriceSource({"ETH": PRICE})
-        clock = Clock()
-        app = create_app(settings, db=db, quote_service=QuoteService.from_settings(settings, source, signer),
-                         signer=signer, clock=clock)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        runners.append(runner)
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        http = aiohttp.ClientSession()
-        sessions.append(http)
-        return LateGateway(f"http://{host}:{port}", http, app, db, clock, signer, settings, source)
+        g = await api_start(source=source, payments={"late_tolerance_bps": tolerance_bps,
+                                                     "late_grace_seconds": grace}, **api)
+        return LateGateway(g.url, g.http, g.app, g.db, g.clock, g.signer, g.settings, source)
 
-    yield _start
-    for s in sessions:
-        await s.close()
-    for r in runners:
-        await r.cleanup()
+    return _start
 
 
 @pytest.fixture
