@@ -78,6 +78,16 @@ FAULT_KINDS = ("kill_signer", "kill_relay", "kill_api", "reorg", "rpc_cut", "rpc
                "settlement_drop", "settlement_fail", "price_stale", "price_disagree")
 
 
+async def _all_deposits(watcher) -> list[dict]:
+    """Every deposit a source-chain watcher finds up to its final block (then closes it)."""
+    try:
+        obs = await watcher.fetch_deposits(1, await watcher.finalized_height())
+    finally:
+        await watcher.aclose()
+    return [{"source": "0x" + o.source.hex(), "sequence": o.sequence, "reference": "0x" + o.reference.hex(),
+             "amount": o.amount} for o in obs]
+
+
 # --- a TCP proxy the harness can cut ------------------------------------------------------------
 class TcpProxy:
     def __init__(self, name: str, upstream_host: str, upstream_port: int) -> None:
@@ -387,14 +397,8 @@ class Harness:
         from relayers.substrate.watcher import SubstrateWatcher
 
         cfg = next(c for c in self.api_cfg["chains"] if c["name"] == chain)
-        w = SubstrateWatcher(SubstrateChainConfig.model_validate({**cfg, "rpc": [self.info["chains"][chain]["rpc"]]}))
-        try:
-            final = await w.finalized_height()
-            obs = await w.fetch_deposits(1, final)
-        finally:
-            await w.aclose()
-        return [{"source": "0x" + o.source.hex(), "sequence": o.sequence, "reference": "0x" + o.reference.hex(),
-                 "amount": o.amount} for o in obs]
+        return await _all_deposits(SubstrateWatcher(SubstrateChainConfig.model_validate(
+            {**cfg, "rpc": [self.info["chains"][chain]["rpc"]]})))
 
     @staticmethod
     async def _seqno_moved(wallet, seqno: int) -> bool:
@@ -565,19 +569,17 @@ class Harness:
     async def ton_deposits(self) -> list[dict]:
         """Every deposit of the TON lock contract, walked from its transactions (the relayer's
         watcher, pointed straight at the liteserver, not through the chaos proxy)."""
-        from bridge.config import TonChainConfig
         from relayers.ton.watcher import TonWatcher
 
+        return await _all_deposits(TonWatcher(self.ton_config()))
+
+    def ton_config(self):
+        """The devnet TON chain, straight at its liteserver (not through the chaos proxy)."""
+        from bridge.config import TonChainConfig
+
         info = self.info["chains"]["ton"]
-        w = TonWatcher(TonChainConfig(family="ton", name="ton", liteserver_config=info["liteserver_config"],
-                                      trust_level=2, contracts=info["contracts"]))
-        try:
-            final = await w.finalized_height()
-            obs = await w.fetch_deposits(1, final)
-        finally:
-            await w.aclose()
-        return [{"source": "0x" + o.source.hex(), "sequence": o.sequence, "reference": "0x" + o.reference.hex(),
-                 "amount": o.amount} for o in obs]
+        return TonChainConfig(family="ton", name="ton", liteserver_config=info["liteserver_config"], trust_level=2,
+                              contracts=info["contracts"])
 
     # --- refunds ------------------------------------------------------------------------------------
     def expected_refunds(self, deposits: list[dict]) -> dict[bytes, dict]:
@@ -679,14 +681,10 @@ class Harness:
                 "missing": missing, "doubled": doubled, "wrong": wrong, "phantom": phantom}
 
     async def ton_releaser(self):
-        from bridge.config import TonChainConfig
         from relayers.ton.release import TonLockReleaser
 
         if self._ton_releaser is None:
-            info = self.info["chains"]["ton"]
-            self._ton_releaser = TonLockReleaser(TonChainConfig(
-                family="ton", name="ton", liteserver_config=info["liteserver_config"], trust_level=2,
-                contracts=info["contracts"]))
+            self._ton_releaser = TonLockReleaser(self.ton_config())
         return self._ton_releaser
 
     def reconcile(self, deposits: list[dict], credited: list[dict]) -> dict:

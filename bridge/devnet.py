@@ -26,6 +26,7 @@ from typing import Awaitable, Callable
 import aiohttp
 
 from bridge.committee.digest import address_of
+from bridge.devchains import DevChain, DevCommittee
 from bridge.errors import BridgeError
 from bridge.keystore import write_keystore
 
@@ -42,30 +43,6 @@ ETH_USD = "3000"
 FEED_DECIMALS = 8
 FEED_HEARTBEAT_SECONDS = 86_400
 FEED_OWNER_INDEX = 8  # anvil dev account that owns the feed (no other devnet role)
-
-
-@dataclass(frozen=True)
-class DevCommittee:
-    """The devnet committee as chain families need it: EVM addresses (settlement, ETH lock)
-    and one Ed25519 key per signer (Asset Hub multisig members, TON lock release keys)."""
-
-    threshold: int
-    evm_addresses: tuple[str, ...]
-    ed25519_public: tuple[str, ...]  # 64 hex digits each, no 0x
-    keystores: tuple[Path, ...]  # signer-i-ed25519.json, encrypted with the devnet password
-
-
-@dataclass
-class DevChain:
-    """One extra source chain a family plug-in started for the devnet."""
-
-    name: str
-    config: dict  # the chains[] entry of every component's config
-    info: dict  # devnet.json chains.<name>
-    accounts: list[dict]  # devnet.json accounts.<name>
-    fixed_usd: dict[str, str]  # devnet prices of its token
-    min_amount: dict[str, int]
-    stop: Callable[[], Awaitable[None]]
 
 
 # Chain families that add source chains to the devnet: module with

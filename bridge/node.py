@@ -148,6 +148,10 @@ def lifecycle_options(settings: Settings, refund_key=None, sup: Supervisor | Non
                 approvers[c.name] = SignerApprovals(c, refund_key.secret)
         if sup is not None:
             _close_on_stop(sup, list(approvers.values()))
+    else:
+        others = [c.name for c in settings.source_chains() if c.family in ("ton", "substrate")]
+        if others:
+            log.warning("signer has no refund_key: it will not authorize refunds on %s", ", ".join(others))
     limits = {name: governor.Limits.from_config(g) for name, g in settings.governor.chains.items()}
     return {"lock_domains": domains, "refund_signers": refund_signers, "approvers": approvers, "governor": limits,
             "credit_price_usd": settings.pricing.credit_price_usd}

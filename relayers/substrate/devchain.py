@@ -15,13 +15,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
 
 from substrateinterface.utils.hasher import xxh128
 
 from bridge.config import SubstrateCommittee
+from bridge.devchains import DevChain, DevCommittee
 from bridge.errors import ChainError
 from relayers.substrate.chopsticks import ChopsticksNode
 from relayers.substrate.multisig import committee_address, ss58
@@ -76,22 +75,8 @@ async def keep_clock(node: ChopsticksNode, interval: float = CLOCK_CHECK_SECONDS
         await asyncio.sleep(interval)
 
 
-@dataclass
-class DevChain:
-    """The shape of ``bridge.devnet.DevChain`` (relayers may not import bridge.devnet, the
-    composition root; it reads these attributes only)."""
-
-    name: str
-    config: dict
-    info: dict
-    accounts: list[dict]
-    fixed_usd: dict[str, str]
-    min_amount: dict[str, int]
-    stop: Callable[[], Awaitable[None]]
-
-
-async def start_devchains(directory: Path, committee: Any) -> list[DevChain]:
-    """``committee`` is a ``bridge.devnet.DevCommittee`` (its ``ed25519_public`` keys as hex
+async def start_devchains(directory: Path, committee: DevCommittee) -> list[DevChain]:
+    """``committee`` is a ``bridge.devchains.DevCommittee`` (its ``ed25519_public`` keys as hex
     and its ``threshold`` are used)."""
     if len(committee.ed25519_public) < 2:
         log.warning("substrate devchains need a committee of 2 or more (pallet_multisig): not started")

@@ -22,12 +22,11 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
 
 from pytoniq_core.crypto.keys import mnemonic_new, mnemonic_to_private_key
 
+from bridge.devchains import DevChain, DevCommittee
 from bridge.errors import BridgeError
 from relayers.ton import lock as lockc
 from relayers.ton import wallet as tw
@@ -44,19 +43,6 @@ DEV_BALANCE = 1_000 * 10**9
 DEPLOYER_BALANCE = 100 * 10**9
 LOCK_DEPLOY_VALUE = 10**9
 BLOCK_INTERVAL = 0.5
-
-
-@dataclass
-class DevChain:
-    """The shape of ``bridge.devnet.DevChain`` (relayers may not import bridge.devnet)."""
-
-    name: str
-    config: dict
-    info: dict
-    accounts: list[dict]
-    fixed_usd: dict[str, str]
-    min_amount: dict[str, int]
-    stop: Callable[[], Awaitable[None]]
 
 
 def _v4r2_address(public_key: bytes):
@@ -135,8 +121,8 @@ async def deploy_lock(config: dict, deployer_mnemonic: str, public_keys: list[by
     return lockc.bounceable(address)
 
 
-async def start_devchains(directory: Path, committee: Any) -> list[DevChain]:
-    """``committee`` is a ``bridge.devnet.DevCommittee`` (``ed25519_public`` hex keys, threshold)."""
+async def start_devchains(directory: Path, committee: DevCommittee) -> list[DevChain]:
+    """``committee`` is a ``bridge.devchains.DevCommittee`` (``ed25519_public`` hex keys, threshold)."""
     state_dir = directory / "ton"
     deployer = mnemonic_new(24)
     dev = [mnemonic_new(24) for _ in range(DEV_WALLETS)]

@@ -1,0 +1,35 @@
+"""What the devnet and the chain families' devnet plug-ins share (``relayers/*/devchain.py``).
+
+Plain data, no chain SDK: the plug-ins may import it (they may not import ``bridge.devnet``,
+the composition root), and the devnet builds its extra source chains from what they return.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Awaitable, Callable
+
+
+@dataclass(frozen=True)
+class DevCommittee:
+    """The devnet committee as chain families need it: EVM addresses (settlement, ETH lock)
+    and one Ed25519 key per signer (Asset Hub multisig members, TON lock release keys)."""
+
+    threshold: int
+    evm_addresses: tuple[str, ...]
+    ed25519_public: tuple[str, ...]  # 64 hex digits each, no 0x
+    keystores: tuple[Path, ...]  # signer-i-ed25519.json, encrypted with the devnet password
+
+
+@dataclass
+class DevChain:
+    """One extra source chain a family plug-in started for the devnet."""
+
+    name: str
+    config: dict  # the chains[] entry of every component's config
+    info: dict  # devnet.json chains.<name>
+    accounts: list[dict]  # devnet.json accounts.<name>
+    fixed_usd: dict[str, str]  # devnet prices of its token
+    min_amount: dict[str, int]
+    stop: Callable[[], Awaitable[None]]
