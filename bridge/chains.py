@@ -43,11 +43,17 @@ class Watcher(Protocol):
         ...
 
 
+PENDING_LOOKBACK = 64  # blocks below the finality point pending_deposits covers for a lagging follower
+
+
 class WatcherDefaults:
     """Defaults of optional watcher abilities."""
 
-    async def pending_deposits(self) -> list[Observation]:
-        """Deposits seen above the finality point (for a payment's ``seen`` state)."""
+    async def pending_deposits(self, after: int | None = None) -> list[Observation]:
+        """Deposits not stored as final yet (for a payment's ``seen`` state): those above the
+        finality point, and -- when ``after`` (the caller's stored cursor) lags behind it -- the
+        final ones after ``after`` that the follower has not stored yet (a bounded look back),
+        so a deposit never drops out of view between "pending" and "stored"."""
         return []
 
     async def block_time(self, number: int) -> int | None:

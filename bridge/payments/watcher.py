@@ -6,7 +6,7 @@ payment, to the pure ``evaluate``:
 * final deposits: one ``DepositFollower`` per source chain (component ``api``);
 * credits the settlement contract recorded: a follower of its ``Credited`` events, cursor and
   rows saved in one transaction;
-* deposits seen above the finality point (``watcher.pending_deposits``), kept in memory only
+* deposits not stored as final yet (``watcher.pending_deposits`` from the stored cursor), kept in memory only
   (they are re-read every round, and may vanish in a reorg);
 * and, from the API's own table, the gateway's signed decisions on late deposits
   (``bridge/payments/late.py``, stored when a signer first asks for one): a late deposit
@@ -158,7 +158,11 @@ class PaymentWatcher:
         seen: dict[bytes, list] = {}
         for name, w in self.watchers.items():
             try:
-                for o in await w.pending_deposits():
+                async with self.db.begin() as s:
+                    cur = await obs_repo.get_cursor(s, "api", name)
+                # from what the follower stored: a deposit just past finality but not stored yet
+                # stays "seen" instead of dropping back to "new" for a moment
+                for o in await w.pending_deposits(None if cur is None or cur[0] < 0 else cur[0]):
                     seen.setdefault(o.reference, []).append(o)
             except BridgeError as e:  # best effort: "seen" is a courtesy, "confirmed" is what counts
                 log.info("payment watcher: pending deposits of %s unavailable: %s", name, e)

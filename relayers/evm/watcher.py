@@ -23,7 +23,7 @@ from eth_abi import decode as abi_decode
 from eth_abi.exceptions import DecodingError
 from eth_utils import keccak
 
-from bridge.chains import BlockRef, WatcherDefaults
+from bridge.chains import PENDING_LOOKBACK, BlockRef, WatcherDefaults
 from bridge.config import EvmChainConfig
 from bridge.errors import ChainError, ConfigError, ReorgDetected
 from bridge.hashing import source_id
@@ -136,13 +136,13 @@ class EvmWatcher(WatcherDefaults):
             raise ChainError(f"chain {self.chain}: block {number} is not available yet")
         return hdr.timestamp
 
-    async def pending_deposits(self) -> list[Observation]:
-        """Locked logs above the finality point up to the head: best effort, not re-checked
-        against receipts (for a payment's ``seen`` state only; never attested)."""
+    async def pending_deposits(self, after: int | None = None) -> list[Observation]:
+        """Locked logs not stored as final yet, up to the head (``WatcherDefaults``): best effort,
+        not re-checked against receipts (for a payment's ``seen`` state only; never attested)."""
         final = await self.finalized_height()
         head = await self.pool.block_number()
         out: list[Observation] = []
-        a = final + 1
+        a = final + 1 if after is None else max(min(final, after) + 1, final + 1 - PENDING_LOOKBACK)
         while a <= head:
             b = min(a + self.max_range - 1, head)
             logs = await self._get_locked_logs(a, b)

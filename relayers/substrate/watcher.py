@@ -37,7 +37,7 @@ from typing import Any
 from substrateinterface import SubstrateInterface
 from substrateinterface.exceptions import BlockNotFound, SubstrateRequestException
 
-from bridge.chains import BlockRef, WatcherDefaults
+from bridge.chains import PENDING_LOOKBACK, BlockRef, WatcherDefaults
 from bridge.config import SubstrateChainConfig
 from bridge.errors import ChainError, ReorgDetected
 from bridge.hashing import source_id
@@ -178,12 +178,14 @@ class SubstrateWatcher(WatcherDefaults):
         return BlockRef(number, h)
 
     # ------------------------------------------------------------------ optional abilities
-    async def pending_deposits(self) -> list[Observation]:
-        """Payments in the best chain above the finalized head (for a payment's ``seen``
-        state only; never attested): at most ``PENDING_MAX_BLOCKS`` blocks."""
+    async def pending_deposits(self, after: int | None = None) -> list[Observation]:
+        """Payments in the best chain not stored as final yet (``WatcherDefaults``; for a
+        payment's ``seen`` state only; never attested): at most ``PENDING_MAX_BLOCKS`` blocks
+        above the finalized head."""
         final, head = await self.client.call(self._final_and_head, "heads")
         out: list[Observation] = []
-        for n in range(final + 1, min(head, final + PENDING_MAX_BLOCKS) + 1):
+        first = final + 1 if after is None else max(min(final, after) + 1, final + 1 - PENDING_LOOKBACK)
+        for n in range(first, min(head, final + PENDING_MAX_BLOCKS) + 1):
             try:
                 scan = await self.client.call(functools.partial(self._scan_number, n), f"block {n}")
             except ChainError as e:

@@ -234,10 +234,15 @@ async def test_pending_deposits_show_unfinal_ones(anvil, lock):
     tx = await send_lock(anvil, lock, ref(300))
     pending = await watcher.pending_deposits()
     assert [o.tx_id for o in pending] == [tx]
+    mined_at = pending[0].block_number
     await anvil.mine(3)
     assert await watcher.pending_deposits() == []
     final = await watcher.finalized_height()
     assert [o.tx_id for o in await watcher.fetch_deposits(final - 3, final)] == [tx]
+    # final now, but a follower whose cursor is still below its block has not stored it: it
+    # stays in view (the API's payment must not drop back from "seen" to "new")
+    assert [o.tx_id for o in await watcher.pending_deposits(after=mined_at - 1)] == [tx]
+    assert await watcher.pending_deposits(after=mined_at) == []
 
 
 # ------------------------------------------------------------------------------ restart
