@@ -8,11 +8,17 @@ the table grows past ``max_clients``), which bounds memory under address scans.
 The client IP is the peer address; with ``trust_forwarded_for`` (the API runs behind one
 reverse proxy) it is the last ``X-Forwarded-For`` entry -- the one that proxy appended.
 Entries further left are written by the client and are not trusted.
+
+Buckets are keyed by ``bucket_key``: an IPv4 address counts on its own, an IPv6 address by
+its /64 (one end site gets a whole /64 and can pick any of its 2**64 addresses, so keying by
+the full address would give it unlimited buckets), and an IPv4-mapped IPv6 address
+(``::ffff:a.b.c.d``, what a dual-stack listener reports for IPv4 clients) as its IPv4 address.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import math
 import time
@@ -67,13 +73,31 @@ class TokenBucketLimiter:
             self.sweep()
 
 
+IPV6_PREFIX = 64
+
+
+def bucket_key(ip: str) -> str:
+    """The rate-limit bucket of client address ``ip``: the IPv4 address itself, the /64 of an
+    IPv6 address (zone id dropped), the IPv4 address of an IPv4-mapped one. Anything that is
+    not an address is its own key."""
+    try:
+        a = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return ip
+    if isinstance(a, ipaddress.IPv6Address):
+        if a.ipv4_mapped is not None:
+            return str(a.ipv4_mapped)
+        return str(ipaddress.IPv6Network((a, IPV6_PREFIX), strict=False))
+    return str(a)
+
+
 def client_key(request: web.Request, trust_forwarded_for: bool) -> str:
     if trust_forwarded_for:
         forwarded = request.headers.getall("X-Forwarded-For", [])
         hops = [h.strip() for line in forwarded for h in line.split(",") if h.strip()]
         if hops:
-            return hops[-1]
-    return request.remote or "unknown"
+            return bucket_key(hops[-1])
+    return bucket_key(request.remote or "unknown")
 
 
 def ratelimit_middleware(limiter: TokenBucketLimiter, *, exempt_routes: Container[str],

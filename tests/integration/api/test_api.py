@@ -18,6 +18,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from bridge.api.app import create_app
+from bridge.api.keys import LIMITER
 from bridge.config import Settings, settings_from_dict
 from bridge.errors import PriceUnavailable
 from bridge.payments.state import CREDITED
@@ -127,7 +128,7 @@ async def start(tmp_path, monkeypatch):
     runners: list[web.AppRunner] = []
     sessions: list[aiohttp.ClientSession] = []
 
-    async def _start(source=None, pricing=None, payments=None, **api) -> Gateway:
+    async def _start(source=None, pricing=None, payments=None, host="127.0.0.1", **api) -> Gateway:
         home = tmp_path / f"gateway{len(runners)}"  # each gateway its own database, one key file
         home.mkdir()
         settings = make_settings(home, tmp_path / "quote-key.json", pricing, payments, **api)
@@ -141,12 +142,13 @@ async def start(tmp_path, monkeypatch):
         runner = web.AppRunner(app)
         await runner.setup()
         runners.append(runner)
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, host, 0)
         await site.start()
         host, port = runner.addresses[0][:2]
         http = aiohttp.ClientSession()
         sessions.append(http)
-        return Gateway(f"http://{host}:{port}", http, app, db, clock, signer, settings)
+        netloc = f"[{host}]" if ":" in host else host
+        return Gateway(f"http://{netloc}:{port}", http, app, db, clock, signer, settings)
 
     yield _start
     for s in sessions:
@@ -429,6 +431,49 @@ async def test_forwarded_for_is_ignored_unless_trusted(start):
         assert (await trusting.request("GET", "/v1/gateway", headers=h))[0] == 200
     h = {"X-Forwarded-For": "7.7.7.7, 10.0.0.1"}  # a spoofed left part does not buy a new bucket
     assert (await trusting.request("GET", "/v1/gateway", headers=h))[0] == 429
+
+
+async def test_ipv6_clients_are_limited_by_their_64(start):
+    # a real IPv6 peer (::1) is limited like any client
+    gw = await start(host="::1", rate_limit_per_minute=1, rate_limit_burst=1)
+    assert (await gw.get("/v1/gateway"))[0] == 200
+    assert (await gw.get("/v1/gateway"))[0] == 429
+    assert list(gw.app[LIMITER]._buckets) == ["::/64"]
+    # behind a proxy: every address of one /64 shares a bucket; another /64 has its own;
+    # an IPv4-mapped address is its IPv4 address
+    trusting = await start(host="::1", rate_limit_per_minute=1, rate_limit_burst=1, trust_forwarded_for=True)
+
+    async def from_(ip: str) -> int:
+        return (await trusting.request("GET", "/v1/gateway", headers={"X-Forwarded-For": ip}))[0]
+
+    assert await from_("2001:db8:1:2::1") == 200
+    assert await from_("2001:db8:1:2:ffff:ffff:ffff:fffe") == 429
+    assert await from_("2001:db8:1:3::1") == 200
+    assert await from_("::ffff:10.0.0.1") == 200
+    assert await from_("10.0.0.1") == 429
+    assert await from_("10.0.0.2") == 200  # IPv4 addresses count one by one
+
+
+async def test_ipv4_peer_of_a_dual_stack_listener_counts_as_ipv4(start):
+    import socket
+
+    gw = await start(rate_limit_per_minute=1, rate_limit_burst=1)
+    # a dual-stack IPv6 socket reports an IPv4 peer as ::ffff:127.0.0.1
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sock.bind(("::ffff:127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    runner = web.AppRunner(gw.app)  # a second listener on the same app
+    await runner.setup()
+    try:
+        await web.SockSite(runner, sock).start()
+        async with gw.http.get(f"http://127.0.0.1:{port}/v1/gateway") as r:
+            assert r.status == 200
+        assert list(gw.app[LIMITER]._buckets) == ["127.0.0.1"]
+        # the same client through the plain IPv4 listener shares that bucket
+        assert (await gw.get("/v1/gateway"))[0] == 429
+    finally:
+        await runner.cleanup()
 
 
 async def test_unknown_exception_is_a_clean_500(start, caplog):
