@@ -256,7 +256,7 @@ class WebhooksConfig(_Model):
 
     # target addresses: public ones only, unless these allow more (the devnet allows loopback)
     allow_loopback: bool = False
-    allow_private: bool = False  # RFC 1918 / ULA / link-local / CGNAT ...
+    allow_private: bool = False  # RFC 1918 / ULA / CGNAT; never link-local or metadata (webhooks/targets.py)
     max_attempts: int = Field(default=8, ge=1, le=50)
     backoff_initial_seconds: float = Field(default=1.0, gt=0)
     backoff_max_seconds: float = Field(default=600.0, gt=0)

@@ -6,6 +6,13 @@ link-local, multicast, reserved or unspecified -- unless the config allows loopb
 (the devnet) or private targets. The check runs at registration *and* at every delivery,
 inside the HTTP client's resolver (``GuardedResolver``), so a DNS answer that changes after
 registration (rebinding) is refused too.
+
+Some ranges are refused whatever the config says (``NEVER``): link-local (169.254.0.0/16,
+fe80::/10: the cloud metadata services live there), "this network" 0.0.0.0/8 (connecting to
+0.0.0.0 reaches the host itself), multicast, broadcast and the other reserved ranges, and
+the known metadata addresses outside them (AWS's fd00:ec2::254, Alibaba's 100.100.100.200).
+An IPv6 address that embeds an IPv4 one (IPv4-mapped, NAT64 64:ff9b::/96, 6to4, Teredo) is
+judged as that IPv4 address too.
 """
 
 from __future__ import annotations
@@ -28,19 +35,51 @@ class TargetRefused(InputError):
     code = "webhook-target-refused"
 
 
+NEVER = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8",           # "this network": 0.0.0.0 reaches the host itself
+    "169.254.0.0/16",      # IPv4 link-local, cloud metadata (169.254.169.254)
+    "100.100.100.200/32",  # Alibaba Cloud metadata (inside CGNAT space)
+    "192.0.0.0/24",        # IETF protocol assignments (Oracle Cloud's legacy metadata 192.0.0.192)
+    "224.0.0.0/4",         # multicast
+    "240.0.0.0/4",         # reserved, and broadcast 255.255.255.255
+    "fe80::/10",           # IPv6 link-local
+    "fec0::/10",           # deprecated site-local
+    "ff00::/8",            # IPv6 multicast
+    "fd00:ec2::254/128",   # AWS metadata over IPv6 (inside ULA space)
+))
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded_ipv4(a: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if a.ipv4_mapped is not None:
+        return a.ipv4_mapped
+    if a in NAT64:
+        return ipaddress.IPv4Address(int(a) & 0xFFFFFFFF)
+    if a.sixtofour is not None:
+        return a.sixtofour
+    if a.teredo is not None:
+        return a.teredo[1]  # (server, client): the client is where packets go
+    return None
+
+
 def address_allowed(ip: str, *, allow_loopback: bool, allow_private: bool) -> bool:
     try:
         a = ipaddress.ip_address(ip.split("%", 1)[0])
     except ValueError:
         return False
-    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None:
-        a = a.ipv4_mapped
+    if isinstance(a, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(a)
+        if embedded is not None:
+            if a.ipv4_mapped is not None or a in NAT64:  # packets go to that IPv4 address
+                return address_allowed(str(embedded), allow_loopback=allow_loopback, allow_private=allow_private)
+            if not address_allowed(str(embedded), allow_loopback=False, allow_private=False):
+                return False  # a 6to4 / Teredo wrapper around a non-public IPv4 address
+    if any(a in n for n in NEVER if n.version == a.version):
+        return False
     if a.is_loopback:
         return allow_loopback
-    if a.is_unspecified or a.is_multicast or a.is_reserved:
+    if a.is_unspecified or a.is_multicast or a.is_reserved or a.is_link_local:
         return False
-    if a.is_link_local:
-        return allow_private
     if a.is_private or (isinstance(a, ipaddress.IPv4Address) and a in ipaddress.ip_network("100.64.0.0/10")):
         return allow_private
     return a.is_global

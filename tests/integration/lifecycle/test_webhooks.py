@@ -11,7 +11,7 @@ import pytest
 
 from bridge.payments.state import CONFIRMED, UNDERPAID
 from bridge.webhooks import signing
-from bridge.webhooks.targets import address_allowed, parse_target, TargetRefused
+from bridge.webhooks.targets import GuardedResolver, address_allowed, parse_target, TargetRefused
 
 
 async def register(lc, key: str, url: str | None = None) -> dict:
@@ -182,6 +182,96 @@ async def test_loopback_refused_at_delivery_time_too(lifecycle):
     assert lc.receiver.received == [] and "not allowed" in log["deliveries"][0]["last_error"]
 
 
+def _link_local_address() -> str | None:
+    """A link-local IPv6 address of this machine with its zone ("fe80::...%eth0"), if any."""
+    import ipaddress
+
+    try:
+        with open("/proc/net/if_inet6") as f:
+            rows = [line.split() for line in f]
+    except OSError:
+        return None
+    for addr, _index, _prefix, scope, _flags, dev in rows:
+        if scope == "20":  # link scope
+            return f"{ipaddress.IPv6Address(bytes.fromhex(addr))}%{dev}"
+    return None
+
+
+@pytest.fixture
+async def link_local_receiver():
+    """A real HTTP server on this machine's link-local IPv6 address; records every hit."""
+    from aiohttp import web
+
+    address = _link_local_address()
+    if address is None:
+        pytest.skip("no link-local IPv6 address on this machine")
+    hits: list[str] = []
+
+    async def handle(request):
+        hits.append(request.path)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, address, 0).start()
+    port = runner.addresses[0][1]
+    yield f"http://[{address}]:{port}/hook", hits
+    await runner.cleanup()
+
+
+PERMISSIVE = {"webhooks": {"allow_loopback": True, "allow_private": True, "max_attempts": 2,
+                           "backoff_initial_seconds": 0.05, "backoff_max_seconds": 0.1, "timeout_seconds": 5}}
+
+
+@pytest.mark.parametrize("url", [
+    "http://169.254.169.254/latest/meta-data", "http://[fe80::1]/x", "http://0.0.0.1/x", "http://[fd00:ec2::254]/x",
+    "http://100.100.100.200/x", "http://[::ffff:169.254.169.254]/x", "http://[64:ff9b::a9fe:a9fe]/x",
+    "http://224.0.0.1/x", "http://255.255.255.255/x",
+])
+async def test_never_allowed_targets_are_refused_even_when_private_is_allowed(lifecycle, url):
+    lc = await lifecycle(payments=PERMISSIVE)
+    key = await lc.merchant()
+    status, body = await lc.request("POST", "/v1/webhooks", key, json={"url": url})
+    assert status == 400 and body["type"].endswith("webhook-target-refused"), body
+    # private and loopback targets stay allowed under this config
+    assert (await lc.request("POST", "/v1/webhooks", key, json={"url": "http://10.0.0.1/x"}))[0] == 201
+
+
+async def test_link_local_receiver_is_refused_at_registration_and_delivery(lifecycle, link_local_receiver):
+    url, hits = link_local_receiver
+    lc = await lifecycle(payments=PERMISSIVE)
+    key = await lc.merchant()
+    status, body = await lc.request("POST", "/v1/webhooks", key, json={"url": url})
+    assert status == 400 and body["type"].endswith("webhook-target-refused"), body
+    from bridge.storage import webhooks as repo
+
+    async with lc.db.begin() as s:  # as if registered before this rule
+        w = await repo.add_webhook(s, "00000000-0000-4000-8000-000000000002", key.split("_")[1], url,
+                                   "whsec_x", lc.clock.now)
+    p = await lc.payment(key)
+    await lc.deposit(p, int(p["amount"]))
+    await lc.watcher.step()
+    deadline = time.monotonic() + 10
+    while True:
+        _, log = await lc.request("GET", f"/v1/webhooks/{w.id}/deliveries", key)
+        if log["deliveries"] and log["deliveries"][0]["status"] in ("failed", "succeeded"):
+            break
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    assert hits == [] and "not allowed" in log["deliveries"][0]["last_error"], log
+    # the delivery client's own resolver refuses it too (DNS rebinding to link-local)
+    host = url.split("[", 1)[1].split("]", 1)[0]
+    resolver = GuardedResolver(allow_loopback=True, allow_private=True)
+    try:
+        with pytest.raises(OSError):
+            await resolver.resolve(host, 80, 0)
+        assert await resolver.resolve("127.0.0.1", 80, 0)
+    finally:
+        await resolver.close()
+
+
 async def test_authentication(lifecycle):
     lc = await lifecycle()
     key = await lc.merchant()
@@ -219,6 +309,16 @@ def test_signature_verification():
     ("::1", True, False, True), ("10.1.2.3", True, False, False), ("10.1.2.3", False, True, True),
     ("100.64.0.1", False, False, False), ("::ffff:127.0.0.1", False, False, False), ("224.0.0.1", True, True, False),
     ("169.254.1.1", True, False, False), ("fc00::1", False, False, False), ("2001:4860::8888", False, False, True),
+    # never allowed, whatever the config
+    ("169.254.169.254", True, True, False), ("169.254.1.1", False, True, False), ("fe80::1", True, True, False),
+    ("fe80::1%eth0", True, True, False), ("0.0.0.0", True, True, False), ("0.1.2.3", True, True, False),
+    ("fd00:ec2::254", True, True, False), ("100.100.100.200", True, True, False), ("192.0.0.192", True, True, False),
+    ("ff02::1", True, True, False), ("239.1.1.1", True, True, False), ("255.255.255.255", True, True, False),
+    ("::ffff:169.254.169.254", True, True, False), ("64:ff9b::a9fe:a9fe", True, True, False),
+    ("2002:a9fe:a9fe::1", True, True, False), ("fec0::1", True, True, False),
+    # still allowed when the config says so
+    ("fd00::1", False, True, True), ("100.64.0.1", False, True, True), ("::ffff:10.0.0.1", False, True, True),
+    ("64:ff9b::808:808", False, False, True), ("2002:808:808::1", False, False, True),
 ])
 def test_address_rules(ip, loop, private, ok):
     assert address_allowed(ip, allow_loopback=loop, allow_private=private) is ok
