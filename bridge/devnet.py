@@ -216,6 +216,22 @@ async def _proxied(config: dict, proxy) -> dict:
     return cfg
 
 
+def check_port_free(port: int, host: str = "127.0.0.1") -> None:
+    """Refuse to start when something listens on ``host:port`` (one-line BridgeError).
+
+    The probe sets SO_REUSEADDR, as the API's own listener does (asyncio sets it on Unix), so
+    connections of a devnet stopped a moment ago, still in TIME_WAIT, do not count as "in use";
+    only a live listener (or a bound socket) does."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise BridgeError(f"devnet: port {port} is in use; pass --api-port N (0 = any)") from None
+
+
 async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
                      stop: asyncio.Event | None = None) -> None:
     from relayers.evm.anvil import DEV_PRIVATE_KEYS, AnvilNode
@@ -223,13 +239,7 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
     if not 1 <= opts.threshold <= opts.signers:
         raise BridgeError("devnet: threshold must be between 1 and the number of signers")
     if opts.api_port:
-        import socket
-
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", opts.api_port))
-            except OSError:
-                raise BridgeError(f"devnet: port {opts.api_port} is in use; pass --api-port N (0 = any)") from None
+        check_port_free(opts.api_port)
     d = opts.directory.resolve()
     if d.exists():
         shutil.rmtree(d)
