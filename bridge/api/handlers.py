@@ -46,6 +46,12 @@ from bridge.types import UINT64_MAX, PaymentTerms, Quote, hex_to_bytes
 
 evm_default = Instructions()
 
+
+class QuoteUsed(Conflict):
+    """The quote belongs to a payment another caller (merchant key or anonymous) opened."""
+
+    code = "quote-used"
+
 log = logging.getLogger("creditbridge.api")
 
 _DIGITS = re.compile(r"^[0-9]{1,78}$")
@@ -265,8 +271,10 @@ async def get_quote(request: web.Request) -> web.Response:
 
 
 async def create_payment(request: web.Request) -> web.Response:
-    """Create the payment (invoice) for a quote. Idempotent per quote: asking again with the
-    same beneficiary answers the existing payment (200); another beneficiary is a 409."""
+    """Create the payment (invoice) for a quote. Idempotent per quote: the same caller (the
+    same merchant key, or anonymous again) asking again with the same beneficiary gets the
+    existing payment (200), another beneficiary a 409 ``conflict``; any other caller a 409
+    ``quote-used`` (a quote id is public: it must not reveal or hand over someone's payment)."""
     from bridge.api.auth import authenticate
 
     # a merchant's key (optional) makes the payment the merchant's: its webhooks get the events
@@ -283,6 +291,9 @@ async def create_payment(request: web.Request) -> web.Response:
             raise NotFound("no such quote")
         existing = await payments_repo.get_payment_by_quote(s, quote_id)
         if existing is not None:
+            if existing.merchant_id != (merchant.key_id if merchant else None):
+                # another merchant's (or an anonymous) payment: never answer it to this caller
+                raise QuoteUsed("the quote is used by another payment already; ask for a new quote")
             if existing.beneficiary != beneficiary:
                 raise Conflict("the quote is used by another payment already")
             return web.json_response(payment_json(existing, app[SETTINGS], app[INSTRUCTIONS]), status=200,

@@ -411,8 +411,9 @@ def build_spec(tokens: Iterable[str] = ()) -> dict[str, Any]:
         "/v1/payments": {"post": {
             "operationId": "createPayment",
             "summary": "Open a payment for a quote",
-            "description": "Idempotent per quote: asking again with the same beneficiary answers the "
-                           "existing payment (200).",
+            "description": "Idempotent per quote and caller: the same caller (the same merchant key, or "
+                           "anonymous again) asking again with the same beneficiary gets the existing payment "
+                           "(200); a quote another caller already used is a 409 `quote-used`.",
             "requestBody": {"required": True, "content": {JSON: {"schema": _ref("PaymentRequest")}}},
             "responses": {
                 "201": _json("The new payment with its instructions.", _ref("Payment"), _LOCATION, _PAYMENT_LINKS),
@@ -420,7 +421,9 @@ def build_spec(tokens: Iterable[str] = ()) -> dict[str, Any]:
                              _PAYMENT_LINKS),
                 "400": _problem("Invalid input (problem `invalid-input`)."),
                 "404": _problem("No such quote (problem `not-found`)."),
-                "409": _problem("The quote expired (`quote-expired`) or pays another beneficiary (`conflict`)."),
+                "409": _problem("The quote expired (`quote-expired`), pays another beneficiary (`conflict`) "
+                                "or is used by another caller's payment (`quote-used`: another merchant key, "
+                                "or anonymous vs. a key)."),
                 "413": _TOO_LARGE,
                 "429": _RATE_LIMITED,
                 "503": _UNAVAILABLE_DB,

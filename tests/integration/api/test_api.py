@@ -287,6 +287,40 @@ async def test_payment_creation_is_idempotent_per_quote(gw):
     assert_problem(status, body, resp, 409, "conflict")
 
 
+async def test_a_quote_used_by_another_caller_is_a_409_not_their_payment(gw):
+    from bridge.api.auth import create_key
+
+    _, key_a = await create_key(gw.db, "shop-a", "merchant")
+    _, key_b = await create_key(gw.db, "shop-b", "merchant")
+
+    async def pay(quote_id: str, key: str | None):
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return await gw.request("POST", "/v1/payments", json={"quote_id": quote_id, "beneficiary": BENEFICIARY},
+                                headers=headers)
+
+    # merchant A's payment: B and an anonymous caller get 409 quote-used, never A's payment
+    q = await gw.quote(credits="10")
+    status, mine, _ = await pay(q["id"], key_a)
+    assert status == 201
+    for other in (key_b, None):
+        status, body, resp = await pay(q["id"], other)
+        assert_problem(status, body, resp, 409, "quote-used")
+        assert mine["id"] not in json.dumps(body) and mine["reference"] not in json.dumps(body)
+    status, again, _ = await pay(q["id"], key_a)  # A itself keeps the idempotent answer
+    assert status == 200 and again == mine
+
+    # an anonymous payment: a merchant gets 409; anonymous again keeps the idempotent answer
+    q = await gw.quote(credits="10")
+    status, anon, _ = await pay(q["id"], None)
+    assert status == 201
+    status, body, resp = await pay(q["id"], key_a)
+    assert_problem(status, body, resp, 409, "quote-used")
+    status, again, _ = await pay(q["id"], None)
+    assert status == 200 and again == anon
+    async with gw.db.begin() as s:
+        assert (await payments_repo.get_payment(s, anon["id"])).merchant_id is None
+
+
 async def test_terms_by_reference_verify_with_the_gateway_key(gw):
     p = await gw.payment((await gw.quote(credits="42"))["id"])
     status, body, _ = await gw.get(f"/v1/payments/by-reference/{p['reference']}")
