@@ -226,6 +226,11 @@ class ApiConfig(_Model):
     rate_limit_per_minute: int = Field(default=600, gt=0)
     rate_limit_burst: int = Field(default=60, gt=0)
     trust_forwarded_for: bool = False
+    # quote retention (bridge/storage/quotes.py): quotes expired longer ago than this that no
+    # payment, late decision or credit uses are deleted, every interval, in batches
+    quote_retention_seconds: int = Field(default=7 * 86_400, ge=0, le=10 * 365 * 86_400)
+    quote_prune_interval_seconds: float = Field(default=600.0, gt=0, le=86_400)
+    quote_prune_batch: int = Field(default=1000, ge=1, le=100_000)
 
 
 class SignerConfig(_Model):

@@ -328,7 +328,8 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
         argv: dict[str, list[str]] = {}
         cli = [sys.executable, "-m", "bridge.cli"]
         p = write_cfg("api", {"api": {"host": "127.0.0.1", "port": api_port, "quote_key": kref("quote"),
-                                      "rate_limit_per_minute": 6000, "rate_limit_burst": 600},
+                                      "rate_limit_per_minute": 6000, "rate_limit_burst": 600,
+                                      "quote_retention_seconds": 3600, "quote_prune_interval_seconds": 300},
                               "payments": {"webhooks": {"allow_loopback": True}, "late_tolerance_bps": 200}})
         admin_key = await _devnet_admin_key(p)
         argv["api"] = [*cli, "api", "--config", str(p)]

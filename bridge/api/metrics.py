@@ -24,6 +24,9 @@ class ApiMetrics:
                                      ["token"], registry=self.registry)
         self.payments_created = Counter(PREFIX + "payments_created_total", "Payments created, by token",
                                         ["token"], registry=self.registry)
+        self.quotes_pruned = Counter(PREFIX + "quotes_pruned_total",
+                                     "Expired quotes no payment used, deleted by the retention job",
+                                     registry=self.registry)
 
     def render(self) -> web.Response:
         resp = web.Response(body=generate_latest(self.registry))

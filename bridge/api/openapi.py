@@ -405,7 +405,9 @@ def build_spec(tokens: Iterable[str] = ()) -> dict[str, Any]:
             "summary": "A stored quote",
             "parameters": [quote_id],
             "responses": {"200": _json("The quote.", _ref("Quote")),
-                          "404": _problem("No such quote (problem `not-found`)."),
+                          "404": _problem("No such quote (problem `not-found`). A quote no payment used is "
+                                          "deleted once expired for the retention period "
+                                          "(`api.quote_retention_seconds`, default 7 days)."),
                           "429": _RATE_LIMITED, "503": _UNAVAILABLE_DB},
         }},
         "/v1/payments": {"post": {

@@ -18,6 +18,7 @@ from bridge.pricing.aggregate import PriceAggregator
 from bridge.pricing.factory import build_aggregator
 from bridge.pricing.quotes import QuoteService, QuoteSigner
 from bridge.storage.db import open_database
+from bridge.storage.quotes import QuotePruner
 from bridge.supervisor import Supervisor
 
 log = logging.getLogger("creditbridge.api")
@@ -51,7 +52,15 @@ async def build_api(settings: Settings, sup: Supervisor) -> tuple[web.Applicatio
     )
     refresh = timedelta(seconds=settings.pricing.refresh_seconds)
     return app, [("payment-watcher", watcher.run), ("price-aggregator", lambda: aggregator.run(refresh)),
-                 ("webhook-deliveries", deliveries.run)]
+                 ("webhook-deliveries", deliveries.run), ("quote-pruner", quote_pruner(settings, db, metrics).run)]
+
+
+def quote_pruner(settings: Settings, db, metrics: ApiMetrics) -> QuotePruner:
+    """The quote retention job (bridge/storage/quotes.py) with the API's settings and metric."""
+    api = settings.api
+    return QuotePruner(db, retention=timedelta(seconds=api.quote_retention_seconds),
+                       interval=api.quote_prune_interval_seconds, batch=api.quote_prune_batch,
+                       metric=metrics.quotes_pruned)
 
 
 async def build_pricing(settings: Settings, sup: Supervisor, registry: CollectorRegistry) -> PriceAggregator:

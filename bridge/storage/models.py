@@ -19,6 +19,7 @@ class Base(DeclarativeBase):
 
 class QuoteRow(Base):
     __tablename__ = "quotes"
+    __table_args__ = (Index("ix_quotes_expires_at", "expires_at"),)  # 0006: retention (storage/quotes.py)
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     token: Mapped[str] = mapped_column(String(16))
     chain: Mapped[str] = mapped_column(String(32))
@@ -247,7 +248,8 @@ class LateDecisionRow(Base):
     at a fresh quote or hold it for refund. One per deposit id; the first decision stored wins."""
 
     __tablename__ = "late_decisions"
-    __table_args__ = (PrimaryKeyConstraint("source", "sequence", name="pk_late_decisions"),)
+    __table_args__ = (PrimaryKeyConstraint("source", "sequence", name="pk_late_decisions"),
+                      Index("ix_late_decisions_fresh_quote", "fresh_quote_id"))  # 0006: quote retention
     source: Mapped[bytes] = mapped_column(LargeBinary(32))
     sequence: Mapped[int] = mapped_column(BigInteger)
     reference: Mapped[bytes] = mapped_column(LargeBinary(32))

@@ -1,4 +1,12 @@
-"""Repository of signed quotes (the API's database)."""
+"""Repository of signed quotes (the API's database), and their retention.
+
+Every ``POST /v1/quotes`` stores a quote, and the endpoint is public: without retention the
+table grows without bound. ``prune_quotes`` deletes quotes whose expiry is older than the
+retention period and that nothing references; what an audit needs stays for ever: a quote a
+payment uses (``payments.quote_id``), a late deposit's fresh quote (``late_decisions``), and
+a quote a recorded credit names (``credits.quote_id``). ``QuotePruner`` runs it periodically
+under the API's supervisor, in small batches (one short transaction each).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +14,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import insert, text
+from sqlalchemy import delete, exists, insert, select, text, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bridge.errors import StorageError
-from bridge.storage.models import QuoteRow
-from bridge.types import Quote
+from bridge.storage.models import CreditRow, LateDecisionRow, PaymentRow, QuoteRow
+from bridge.types import Quote, quote_id_bytes, utcnow
 
 log = logging.getLogger("creditbridge.storage")
 
@@ -176,3 +185,69 @@ async def get_quote(s: AsyncSession, quote_id: str) -> Quote | None:
 async def ping(s: AsyncSession) -> None:
     """A trivial round trip to the database (health checks)."""
     await s.execute(text("SELECT 1"))
+
+
+# --- retention ----------------------------------------------------------------------------------
+async def prune_quotes(s: AsyncSession, *, expired_before: datetime, limit: int = 1000,
+                       after: tuple[datetime, str] | None = None) -> tuple[int, tuple[datetime, str] | None]:
+    """Delete up to ``limit`` candidates: quotes that expired before ``expired_before`` and that
+    no payment, late decision or recorded credit references. Candidates are taken in
+    ``(expires_at, id)`` order after ``after``; returns ``(deleted, cursor)``, the cursor being
+    the last candidate looked at (None when there were none left)."""
+    q = (select(QuoteRow.id, QuoteRow.expires_at)
+         .where(QuoteRow.expires_at < expired_before,
+                ~exists().where(PaymentRow.quote_id == QuoteRow.id),
+                ~exists().where(LateDecisionRow.fresh_quote_id == QuoteRow.id))
+         .order_by(QuoteRow.expires_at, QuoteRow.id).limit(limit))
+    if after is not None:
+        q = q.where(tuple_(QuoteRow.expires_at, QuoteRow.id) > tuple_(*after))
+    rows = (await s.execute(q)).all()
+    if not rows:
+        return 0, None
+    cursor = (rows[-1].expires_at, rows[-1].id)
+    # credits name quotes in their on-chain bytes32 form: keep the (rare) candidates one names
+    by_bytes = {quote_id_bytes(r.id): r.id for r in rows}
+    credited = set(await s.scalars(select(CreditRow.quote_id).where(CreditRow.quote_id.in_(list(by_bytes)))))
+    doomed = [qid for b, qid in by_bytes.items() if b not in credited]
+    if doomed:
+        await s.execute(delete(QuoteRow).where(QuoteRow.id.in_(doomed)).execution_options(synchronize_session=False))
+    return len(doomed), cursor
+
+
+class QuotePruner:
+    """Every ``interval`` seconds, delete the quotes ``prune_quotes`` may delete, ``batch`` at a
+    time (each batch its own transaction), counting them in ``metric`` (a Counter) if given."""
+
+    def __init__(self, db, *, retention: timedelta, interval: float, batch: int = 1000, metric=None,
+                 clock=utcnow) -> None:
+        self.db = db
+        self.retention = retention
+        self.interval = interval
+        self.batch = batch
+        self.metric = metric
+        self.clock = clock
+
+    async def prune(self) -> int:
+        """One full pass; returns how many quotes were deleted."""
+        cutoff = self.clock() - self.retention
+        total, cursor = 0, None
+        while True:
+            async with self.db.begin() as s:
+                deleted, cursor = await prune_quotes(s, expired_before=cutoff, limit=self.batch, after=cursor)
+            total += deleted
+            if self.metric is not None and deleted:
+                self.metric.inc(deleted)
+            if cursor is None:
+                break
+            await asyncio.sleep(0)  # let requests run between batches
+        if total:
+            log.info("pruned %d unused quote(s) expired before %s", total, cutoff.isoformat())
+        return total
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.prune()
+            except SQLAlchemyError as e:  # the database is away: try again next round
+                log.warning("quote pruning failed: %s", e.__class__.__name__)
+            await asyncio.sleep(self.interval)

@@ -510,6 +510,17 @@ async def test_ipv4_peer_of_a_dual_stack_listener_counts_as_ipv4(start):
         await runner.cleanup()
 
 
+@pytest.mark.parametrize("field, value", [("quote_retention_seconds", -1), ("quote_prune_interval_seconds", 0),
+                                          ("quote_prune_batch", 0), ("quote_retention_seconds", "a week")])
+def test_quote_retention_config_is_validated(tmp_path, field, value):
+    from bridge.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        make_settings(tmp_path, tmp_path / "k.json", **{field: value})
+    assert f"config: api.{field}: " in str(e.value) and "\n" not in str(e.value)
+    assert make_settings(tmp_path, tmp_path / "k.json").api.quote_retention_seconds == 7 * 86_400
+
+
 async def test_unknown_exception_is_a_clean_500(start, caplog):
     gw = await start(source=BrokenSource())
     with caplog.at_level(logging.ERROR, logger="creditbridge.http"):
