@@ -254,6 +254,10 @@ class AggregatorConfig(_Model):
     poll_interval: float = Field(default=1.0, gt=0)
     # largest age (s) of attestations worth collecting before a batch is cut anyway
     max_batch_wait: float = Field(default=2.0, ge=0)
+    # refunds on EVM locks: most gas a release may use (one whose estimate is above is parked
+    # as failed: a payer contract burning gas), and how many mined reverts park a release
+    refund_gas_cap: int = Field(default=300_000, ge=100_000, le=30_000_000)
+    refund_max_reverts: int = Field(default=3, ge=1, le=100)
 
 
 class WebhooksConfig(_Model):

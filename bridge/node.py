@@ -157,20 +157,25 @@ def lifecycle_options(settings: Settings, refund_key=None, sup: Supervisor | Non
             "credit_price_usd": settings.pricing.credit_price_usd}
 
 
-def refund_worker(settings: Settings, key: bytes, session, sup: Supervisor):
+def refund_worker(settings: Settings, key: bytes, session, sup: Supervisor, registry: CollectorRegistry | None = None):
     """The aggregator's refund worker over the source chains' lock contracts (EVM, TON)."""
+    from prometheus_client import Counter
     from relayers.evm.release import EvmLockReleaser
     from relayers.ton.release import TonLockReleaser
 
     from bridge.payments.refunds import RefundWorker, ReleasesClient
 
-    releasers = {c.name: EvmLockReleaser(c, key) for c in settings.source_chains()
+    cfg = settings.aggregator
+    releasers = {c.name: EvmLockReleaser(c, key, gas_cap=cfg.refund_gas_cap) for c in settings.source_chains()
                  if c.family == "evm" and "lock" in c.contracts}
     releasers.update({c.name: TonLockReleaser(c) for c in settings.source_chains()
                       if c.family == "ton" and c.liteserver_config is not None})
     _close_on_stop(sup, list(releasers.values()))
-    return RefundWorker(signers=[ReleasesClient(u, session) for u in settings.aggregator.signers],
-                        releasers=releasers, poll_interval=settings.aggregator.poll_interval)
+    failed = Counter("creditbridge_relay_refunds_failed_total", "Refunds parked as failed (never retried), by chain",
+                     ["chain"], registry=registry) if registry is not None else None
+    return RefundWorker(signers=[ReleasesClient(u, session) for u in cfg.signers],
+                        releasers=releasers, poll_interval=cfg.poll_interval,
+                        max_reverts=cfg.refund_max_reverts, failed_metric=failed)
 
 
 async def run_relay(settings: Settings) -> None:
@@ -199,7 +204,7 @@ async def run_relay(settings: Settings) -> None:
     if settings.metrics_port is not None:
         await _serve(sup, create_ops_app(lambda: agg.ready, registry), "127.0.0.1", settings.metrics_port)
     sup.add("aggregator", agg.run)
-    sup.add("refunds", refund_worker(settings, key.secret, session, sup).run)
+    sup.add("refunds", refund_worker(settings, key.secret, session, sup, registry).run)
     await sup.run()
 
 

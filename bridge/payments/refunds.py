@@ -84,6 +84,21 @@ class EvmRefundSigner:
         return to, digest.sign_digest(self._secret, digest.release_digest(self.domain, to, amount, release_id))
 
 
+class RefundRefused(TransactionFailed):
+    """A release that can never go through as signed: the payout itself reverts (the payer is
+    a contract that refuses the refund) or needs more gas than the configured cap. Not
+    retryable: the refund worker parks it as failed for an operator."""
+
+    code = "refund-refused"
+    retryable = False
+
+
+class ReleaseReverted(TransactionFailed):
+    """A release transaction was mined and reverted (its gas is spent); why is unknown."""
+
+    retryable = False
+
+
 class Releaser(Protocol):
     """Submits committee-signed releases on one source chain's lock contract."""
 
@@ -101,7 +116,7 @@ class Releaser(Protocol):
                       signatures: list[tuple[bytes, bytes]]) -> bytes:
         """Send the release with ``(signer id, signature)`` pairs (threshold of them); the tx
         hash once made. Raises TransactionFailed (not retryable, "ReleaseUsed" in its detail)
-        when the release id was used already."""
+        when the release id was used already, RefundRefused when it can never be made."""
         ...
 
 
@@ -116,20 +131,28 @@ class _Pending:
     sigs: dict[bytes, bytes] = field(default_factory=dict)
     failures: int = 0
     retry_at: float = 0.0  # monotonic time before which a failed release is not tried again
+    reverts: int = 0  # transactions of this release mined and reverted (they cost gas)
 
 
 class RefundWorker:
     """Collects signed releases from the signers and submits those with t signatures."""
 
-    def __init__(self, *, signers: list, releasers: dict[str, Releaser], poll_interval: float = 1.0) -> None:
+    def __init__(self, *, signers: list, releasers: dict[str, Releaser], poll_interval: float = 1.0,
+                 max_reverts: int = 3, failed_metric=None) -> None:
         self.signers = signers  # SignerClient-like: .base_url, .releases(after)
         self.releasers = releasers
         self.poll_interval = poll_interval
+        # a release whose transactions were mined and reverted this many times is parked: each
+        # such attempt burns gas, and one that keeps reverting is not a passing fault
+        self.max_reverts = max_reverts
+        self.failed_metric = failed_metric  # Counter creditbridge_relay_refunds_failed_total ["chain"]
         self._cursor = {s.base_url: 0 for s in signers}
         # (release id, to, amount) -> pending; several contents for one id = signers disagree
         self._pending: dict[tuple[bytes, bytes, int], _Pending] = {}
         self._done: set[bytes] = set()
         self.submitted: list[tuple[bytes, bytes]] = []  # (release id, tx hash)
+        # releases parked as failed (never retried by this worker), by release id
+        self.failed: dict[bytes, dict] = {}
 
     async def run(self) -> None:
         delay = self.poll_interval
@@ -166,7 +189,7 @@ class RefundWorker:
         if releaser is None:
             return 0
         rid = bytes.fromhex(item["release_id"][2:])
-        if rid in self._done:
+        if rid in self._done or rid in self.failed:
             return 0
         to = bytes.fromhex(item["to"][2:])
         amount = int(item["amount"])
@@ -199,8 +222,16 @@ class RefundWorker:
                 if len(sigs) < threshold:
                     continue
                 tx = await releaser.release(p.to, p.amount, p.release_id, sorted(sigs)[:threshold])
+            except RefundRefused as e:
+                self._park(key, p, e.detail)
+                continue
             except TransactionFailed as e:
                 if e.retryable or "ReleaseUsed" not in e.detail:
+                    if isinstance(e, ReleaseReverted):
+                        p.reverts += 1
+                        if p.reverts >= self.max_reverts:
+                            self._park(key, p, f"reverted on chain {p.reverts} times: {e.detail}")
+                            continue
                     self._failed(p, e)
                     continue
                 tx = b""
@@ -219,6 +250,18 @@ class RefundWorker:
                          p.payment_id, p.to.hex(), tx.hex())
         return done
 
+
+    def _park(self, key: tuple[bytes, bytes, int], p: _Pending, reason: str) -> None:
+        """Give up on a release that can never go through: it stays visible (``failed``, the
+        log, the metric) for an operator, and is not tried again."""
+        self._pending.pop(key, None)
+        self.failed[p.release_id] = {"chain": p.chain, "release_id": "0x" + p.release_id.hex(),
+                                     "to": "0x" + p.to.hex(), "amount": str(p.amount), "purpose": p.purpose,
+                                     "payment_id": p.payment_id, "reason": reason}
+        if self.failed_metric is not None:
+            self.failed_metric.labels(p.chain).inc()
+        log.error("refund worker: release 0x%s on %s (%s, payment %s, %d to 0x%s) parked as failed: %s",
+                  p.release_id.hex()[:16], p.chain, p.purpose, p.payment_id, p.amount, p.to.hex(), reason)
 
     def _failed(self, p: _Pending, e: BridgeError) -> None:
         p.failures += 1

@@ -1,6 +1,19 @@
 """Submits committee-signed refunds on a CreditLock (``bridge.payments.refunds.Releaser``):
 ``release(to, amount, releaseId, signatures)``. Holds a gas-paying key only; the contract
-verifies the committee's signatures and refuses a release id twice (``ReleaseUsed``)."""
+verifies the committee's signatures and refuses a release id twice (``ReleaseUsed``).
+
+``CreditLock.release`` pays with ``to.call{value: amount}("")`` and reverts the whole
+transaction with ``TransferFailed()`` when that call fails (nothing is marked used; the funds
+stay in the lock). A payer that is a contract refusing ETH (its ``receive`` reverts, or it has
+none) therefore makes the release revert every time, and a payer whose ``receive`` burns gas
+makes every attempt expensive. So each release is first estimated: a ``TransferFailed`` while
+the lock holds enough is ``RefundRefused`` (permanent; the worker parks it), while the lock
+being short of funds stays a retryable ``ChainError``; an estimate above ``gas_cap`` is
+``RefundRefused`` without sending anything; the transaction is sent with at most ``gas_cap``
+gas. A transaction that is mined and reverts anyway (the payer changed its mind between the
+estimate and the block) is simulated again to classify it, else ``ReleaseReverted`` (the
+worker parks a release after a few of those).
+"""
 
 from __future__ import annotations
 
@@ -9,24 +22,27 @@ import asyncio
 import aiohttp
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
+from eth_account import Account
 from eth_utils import keccak, to_checksum_address
 from web3 import AsyncHTTPProvider, AsyncWeb3
-from web3.exceptions import Web3Exception
+from web3.exceptions import ContractLogicError, Web3Exception
 
 from bridge.committee import digest
 from bridge.config import EvmChainConfig
-from bridge.errors import ChainError, ConfigError, VerificationError
-from bridge.payments.refunds import lock_domain
-from relayers.evm.contracts import send_transaction
+from bridge.errors import ChainError, ConfigError, TransactionFailed, VerificationError
+from bridge.payments.refunds import RefundRefused, ReleaseReverted, lock_domain
+from relayers.evm.contracts import LOCK, decode_error, describe_revert, revert_data, send_transaction
 
 RELEASE = keccak(text="release(address,uint256,bytes32,bytes)")[:4]
 COMMITTEE_INDEX = keccak(text="committeeIndex()")[:4]
 THRESHOLD = keccak(text="threshold()")[:4]
 SIGNERS = keccak(text="signers()")[:4]
+DEFAULT_GAS_CAP = 300_000  # a t-of-n release to an EOA costs ~60-120k
 
 
 class EvmLockReleaser:
-    def __init__(self, cfg: EvmChainConfig, private_key: bytes | str, *, timeout: float = 60.0) -> None:
+    def __init__(self, cfg: EvmChainConfig, private_key: bytes | str, *, timeout: float = 60.0,
+                 gas_cap: int = DEFAULT_GAS_CAP) -> None:
         if "lock" not in cfg.contracts:
             raise ConfigError(f"chain {cfg.name}: contracts.lock is required for refunds")
         self.cfg = cfg
@@ -34,7 +50,9 @@ class EvmLockReleaser:
         self.lock = cfg.contracts["lock"]
         self.domain = lock_domain(cfg.chain_id, bytes.fromhex(self.lock[2:]))
         self._key = private_key
+        self._sender = Account.from_key(private_key).address
         self.timeout = timeout
+        self.gas_cap = gas_cap
         self.w3 = AsyncWeb3(AsyncHTTPProvider(cfg.rpc[0], request_kwargs={"timeout": cfg.request_timeout}))
 
     async def _call(self, data: bytes) -> bytes:
@@ -60,9 +78,49 @@ class EvmLockReleaser:
         packed = digest.pack_signatures(sorted(signatures))  # the lock wants ascending signers
         data = RELEASE + abi_encode(["address", "uint256", "bytes32", "bytes"],
                                     [to_checksum_address(to), amount, release_id, packed])
-        receipt = await send_transaction(self.w3, {"to": to_checksum_address(self.lock), "data": data}, self._key,
-                                         timeout=self.timeout)
+        tx = {"from": self._sender, "to": to_checksum_address(self.lock), "data": "0x" + data.hex()}
+        try:
+            gas = await self.w3.eth.estimate_gas(tx)
+        except ContractLogicError as e:
+            raise await self._refusal(e, to, amount) from None
+        except (Web3Exception, aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as e:
+            raise ChainError(f"chain {self.chain}: estimating a release failed: {e.__class__.__name__}") from None
+        if gas > self.gas_cap:
+            raise RefundRefused(f"the release to 0x{to.hex()} needs {gas} gas, above the cap of {self.gas_cap} "
+                                "(the payer's contract burns gas on receipt)")
+        tx["gas"] = min(self.gas_cap, gas + gas // 5)
+        try:
+            receipt = await send_transaction(self.w3, tx, self._key, timeout=self.timeout)
+        except TransactionFailed as e:
+            if not (e.detail.startswith("transaction 0x") and e.detail.endswith(" reverted")):
+                raise
+            # mined and reverted (status 0): its gas is spent. Why? Simulate it again.
+            try:
+                await self.w3.eth.call(tx)
+            except ContractLogicError as again:
+                raise await self._refusal(again, to, amount, mined=e.detail) from None
+            except (Web3Exception, aiohttp.ClientError, asyncio.TimeoutError, ConnectionError):
+                pass
+            raise ReleaseReverted(f"{e.detail} (gas limit {tx['gas']})") from None
         return bytes(receipt["transactionHash"])
+
+    async def _refusal(self, e: ContractLogicError, to: bytes, amount: int, mined: str = "") -> BaseException:
+        """The error for a release the lock refuses (``e``, from an estimate or a call)."""
+        decoded = decode_error(LOCK, revert_data(e))
+        name = decoded[0] if decoded else ""
+        if name == "TransferFailed":
+            try:
+                held = await self.w3.eth.get_balance(to_checksum_address(self.lock))
+            except (Web3Exception, aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as err:
+                return ChainError(f"chain {self.chain}: lock balance look-up failed: {err.__class__.__name__}")
+            if held < amount:  # not the payer's fault: the lock is short (for now)
+                return ChainError(f"chain {self.chain}: the lock holds {held}, less than the release's {amount}")
+            where = f" ({mined})" if mined else ""
+            return RefundRefused(f"the payout to 0x{to.hex()} reverts: the payer contract refuses it "
+                                 f"(TransferFailed){where}")
+        if mined:
+            return ReleaseReverted(f"{mined}: {describe_revert(e)}")
+        return TransactionFailed(f"transaction would revert: {describe_revert(e)}", retryable=False)
 
     async def aclose(self) -> None:
         await self.w3.provider.disconnect()
