@@ -87,7 +87,7 @@ class TonLockReleaser:
         if await self.released(release_id):
             raise TransactionFailed("ReleaseUsed: the lock paid this release id already", retryable=False)
         _, members, _ = await self.committee()
-        sigs = {members.index(k): s for k, s in signatures if k in members}
+        sigs = {k: s for k, s in signatures if k in members}
         payload = self._payload(to, amount, release_id)
         message = L.release_message(self.lock, L.release_body(payload, sigs))
         try:
