@@ -29,19 +29,32 @@ from relayers.ton.transport import LiteTransport
 
 
 class TonRefundSigner:
-    """A committee member's refund signatures for one TON lock."""
+    """A committee member's refund signatures for one TON lock on one network (``global_id``).
+    Refunds below ``min_release`` are not signed: they are dust (the lock would refuse them,
+    and a release pays its own fees out of its amount)."""
 
-    def __init__(self, lock: str | Address, seed: bytes) -> None:
+    def __init__(self, lock: str | Address, seed: bytes, *, global_id: int,
+                 min_release: int = L.DEFAULT_MIN_RELEASE) -> None:
         self.lock = lock if isinstance(lock, Address) else Address(lock)
+        self.global_id = L.check_global_id(global_id)
+        self.min_release = min_release
         self._seed = bytes(seed[:32])
         self.signer_id = L.ed25519_public(self._seed)
 
+    @classmethod
+    def from_config(cls, cfg: TonChainConfig, seed: bytes) -> "TonRefundSigner":
+        if cfg.global_id is None:
+            raise ConfigError(f"chain {cfg.name}: global_id is required to sign TON refunds "
+                              "(mainnet -239, testnet -3)")
+        return cls(cfg.contracts["lock"], seed, global_id=cfg.global_id, min_release=cfg.min_refund)
+
     def sign(self, payer: bytes, amount: int, release_id: bytes) -> tuple[bytes, bytes] | None:
-        """(destination account id, signature) for a refund of ``amount`` to ``payer``."""
-        if len(payer) != 32 or amount <= 0:
+        """(destination account id, signature) for a refund of ``amount`` to ``payer``; None
+        below the minimum refund."""
+        if len(payer) != 32 or amount < max(self.min_release, 1):
             return None
-        payload = L.release_payload(lock=self.lock, destination=L.basechain(payer), amount=amount,
-                                    release_id=release_id)
+        payload = L.release_payload(global_id=self.global_id, lock=self.lock, destination=L.basechain(payer),
+                                    amount=amount, release_id=release_id)
         return payer, L.sign_release(payload, self._seed)
 
 
@@ -51,18 +64,37 @@ class TonLockReleaser:
     def __init__(self, cfg: TonChainConfig, *, timeout: float = 60.0) -> None:
         if cfg.liteserver_config is None:
             raise ConfigError(f"chain {cfg.name}: refunds are sent through a liteserver: liteserver_config is required")
+        if cfg.global_id is None:
+            raise ConfigError(f"chain {cfg.name}: global_id is required to submit TON refunds "
+                              "(mainnet -239, testnet -3)")
         self.chain = cfg.name
+        self.global_id = cfg.global_id
         self.lock = Address(cfg.contracts["lock"])
         self.timeout = timeout
         self.transport = LiteTransport(cfg.liteserver_config, cfg.trust_level, cfg.request_timeout)
+        self._checked = False
 
     def _payload(self, to: bytes, amount: int, release_id: bytes):
         try:
-            return L.release_payload(lock=self.lock, destination=L.basechain(to), amount=amount, release_id=release_id)
+            return L.release_payload(global_id=self.global_id, lock=self.lock, destination=L.basechain(to),
+                                     amount=amount, release_id=release_id)
         except InputError as e:
             raise VerificationError(f"release cannot be built: {e.detail}") from None
 
+    async def check_lock(self) -> None:
+        """The lock must be bound to the configured network, which must be the chain's: else no
+        release signed under this config can ever be paid (ConfigError)."""
+        if self._checked:
+            return
+        (stored,) = await self.transport.run_get_method(self.lock, "get_global_id", [])
+        chain = await self.transport.global_id()
+        if int(stored) != self.global_id or chain != self.global_id:
+            raise ConfigError(f"chain {self.chain}: global_id {self.global_id} configured, the lock is bound to "
+                              f"{int(stored)}, the chain's is {chain}")
+        self._checked = True
+
     async def committee(self) -> tuple[int, list[bytes], int]:
+        await self.check_lock()
         threshold, keys = await self.transport.run_get_method(self.lock, "get_committee", [])
         threshold, members = L.parse_committee(int(threshold), keys)
         return 0, members, threshold
