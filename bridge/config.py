@@ -100,7 +100,7 @@ class SubstrateChainConfig(_Model):
 TON_REAL_NETWORKS = {-239: "mainnet", -3: "testnet"}
 # the smallest TON refund signed, in nanotons: relayers/ton/lock.py DEFAULT_MIN_RELEASE, the
 # lock's own minimum (a release pays its fees, < 0.02 TON, out of its amount)
-TON_DEFAULT_MIN_REFUND = 100_000_000
+TON_DEFAULT_MIN_REFUND = 50_000_000
 
 
 class TonChainConfig(_Model):

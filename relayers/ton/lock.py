@@ -55,11 +55,13 @@ REAL_GLOBAL_IDS = {MAINNET_GLOBAL_ID: "mainnet", TESTNET_GLOBAL_ID: "testnet"}
 
 # A release pays its own fees out of its amount (lock.fc: reserve, mode 128): the gas of the
 # release transaction, the import of the external message and the payout's forwarding fee.
-# Measured on the real TVM with @ton/sandbox's mainnet config (tests/unit/ton): about 0.006 TON
-# with 4 signatures. RELEASE_FEE_BOUND is a generous upper bound of them, and
-# DEFAULT_MIN_RELEASE the smallest refund worth making (the payer gets at least 4/5 of it).
+# Measured on the real TVM with @ton/sandbox's mainnet config (tests/unit/ton): 0.006-0.008 TON
+# with 3-4 signatures. RELEASE_FEE_BOUND is a generous upper bound of them (and the lowest
+# min_release a lock may be built with); DEFAULT_MIN_RELEASE is the smallest refund signed and
+# paid (the payer gets over 80% of it). Gas before acceptance (10k credit) limits a release to
+# 6 signatures: committees up to 11 members (threshold 6) can release.
 RELEASE_FEE_BOUND = 20_000_000  # 0.02 TON
-DEFAULT_MIN_RELEASE = 100_000_000  # 0.1 TON
+DEFAULT_MIN_RELEASE = 50_000_000  # 0.05 TON
 
 
 @functools.cache

@@ -3,13 +3,17 @@
 Two halves, like the EVM lock's (``bridge.payments.refunds``):
 
 * ``TonRefundSigner`` runs in a signer node: when the node decides that (part of) a TON deposit
-  is held for refund, it signs ``Release(lock, payer's basechain address, amount, releaseId)``
-  with its Ed25519 committee key (``check_signature`` over the payload cell's hash). The lock
-  pays each release id once, so there is no seqno and no expiry to agree on: every member signs
-  when it decides, in any order, and a signature stays valid until the refund is made.
-* ``TonLockReleaser`` runs in the (untrusted) aggregator's refund worker: it checks each
-  signature against the lock's own committee (``get_committee``), and once ``threshold`` of them
-  are in, sends the external message through a liteserver and waits for ``is_released``.
+  is held for refund, it signs ``Release(global_id, lock, payer's basechain address, amount,
+  releaseId)`` with its Ed25519 committee key (``check_signature`` over the payload cell's hash).
+  ``global_id`` is the configured network's (a testnet signature is no mainnet signature). The
+  lock pays each release id once, so there is no seqno and no expiry to agree on: every member
+  signs when it decides, in any order, and a signature stays valid until the refund is made.
+  Refunds below the chain's ``min_refund`` are not signed (dust: the lock refuses releases below
+  its ``min_release``, since a release pays its own fees out of its amount).
+* ``TonLockReleaser`` runs in the (untrusted) aggregator's refund worker: it checks that the lock
+  is bound to the configured network (which is the chain's), checks each signature against the
+  lock's own committee (``get_committee``), and once ``threshold`` of them are in, sends the
+  external message through a liteserver and waits for ``is_released``.
 
 Deposits come only from basechain senders (lock.fc throws otherwise), so the 32-byte payer of an
 observation names the refund's destination exactly.
