@@ -579,7 +579,7 @@ class Harness:
 
         info = self.info["chains"]["ton"]
         return TonChainConfig(family="ton", name="ton", liteserver_config=info["liteserver_config"], trust_level=2,
-                              contracts=info["contracts"])
+                              global_id=info["global_id"], contracts=info["contracts"])
 
     # --- refunds ------------------------------------------------------------------------------------
     def expected_refunds(self, deposits: list[dict]) -> dict[bytes, dict]:

@@ -96,6 +96,13 @@ class SubstrateChainConfig(_Model):
         return v
 
 
+# TON networks by global id (ConfigParam 19); the local chain has its own (-217)
+TON_REAL_NETWORKS = {-239: "mainnet", -3: "testnet"}
+# the smallest TON refund signed, in nanotons: relayers/ton/lock.py DEFAULT_MIN_RELEASE, the
+# lock's own minimum (a release pays its fees, < 0.02 TON, out of its amount)
+TON_DEFAULT_MIN_REFUND = 50_000_000
+
+
 class TonChainConfig(_Model):
     """TON: a lock contract followed through liteservers (pytoniq LiteBalancer), with an
     optional toncenter v2 HTTP API as a second transport."""
@@ -104,7 +111,18 @@ class TonChainConfig(_Model):
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
     token: Literal["TON"] = "TON"
     liteserver_config: dict | None = None  # global config JSON as LiteBalancer.from_config takes it
-    trust_level: int = Field(default=2, ge=0, le=2)
+    # the network's global id (mainnet -239, testnet -3): refund signatures and the lock's
+    # address are bound to it; required to sign or submit refunds, checked against the chain
+    # and the lock at start
+    global_id: int | None = Field(default=None, ge=-(2**31), lt=2**31)
+    # pytoniq's: 0 checks every liteserver proof (the default), 2 trusts the liteserver. Only
+    # the local chain (no validator signatures) needs 2; on mainnet/testnet it also needs
+    # allow_unproven = true
+    trust_level: int = Field(default=0, ge=0, le=2)
+    allow_unproven: bool = False
+    # refunds below this (nanotons) are not signed: dust, kept and reported. At least the
+    # lock's min_release (checked at start), which covers the fees a release pays itself
+    min_refund: int = Field(default=TON_DEFAULT_MIN_REFUND, gt=0)
     toncenter: list[str] = []
     contracts: dict[str, str] = {}  # {"lock": "<raw 0:hex or user-friendly address>"}
     poll_interval: float = Field(default=2.0, gt=0)
@@ -118,6 +136,10 @@ class TonChainConfig(_Model):
             raise ValueError("a ton chain needs liteserver_config or toncenter URLs")
         if "lock" not in self.contracts:
             raise ValueError("a ton chain needs contracts.lock")
+        network = TON_REAL_NETWORKS.get(self.global_id)
+        if network and self.trust_level == 2 and not self.allow_unproven:
+            raise ValueError(f"trust_level 2 reads {network} deposits without liteserver proofs: "
+                             "use trust_level 0 (the default), or set allow_unproven = true")
         return self
 
 

@@ -141,7 +141,7 @@ def lifecycle_options(settings: Settings, refund_key=None, sup: Supervisor | Non
             if c.family == "ton":
                 from relayers.ton.release import TonRefundSigner
 
-                refund_signers[c.name] = TonRefundSigner(c.contracts["lock"], refund_key.secret)
+                refund_signers[c.name] = TonRefundSigner.from_config(c, refund_key.secret)
             elif c.family == "substrate":
                 from relayers.substrate.refund import SignerApprovals
 

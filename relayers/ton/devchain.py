@@ -6,7 +6,7 @@ wallet and four dev wallets (WalletV4R2, 24-word mnemonics made by pytoniq) in i
 deploys the lock contract with the committee's Ed25519 keys and threshold through a real wallet
 transfer (state init + top-up body), and returns the chain's config for every component:
 
-    {"family": "ton", "name": "ton", "liteserver_config": {...}, "trust_level": 2,
+    {"family": "ton", "name": "ton", "liteserver_config": {...}, "trust_level": 2, "global_id": -217,
      "toncenter": ["http://127.0.0.1:P/api/v2"], "contracts": {"lock": ADDRESS}, ...}
 
 The local chain produces a block every 0.5 s, so deposits become final within a second.
@@ -100,14 +100,16 @@ class LocalChainProcess:
 
 
 async def deploy_lock(config: dict, deployer_mnemonic: str, public_keys: list[bytes], threshold: int,
-                      min_amount: int, timeout: float = 30.0) -> str:
-    """Deploy the lock through a real wallet transfer; return its bounceable address."""
-    address = lockc.lock_address(public_keys, threshold, min_amount)
+                      min_amount: int, *, global_id: int, min_release: int = lockc.DEFAULT_MIN_RELEASE,
+                      timeout: float = 30.0) -> str:
+    """Deploy the lock (bound to the network ``global_id``) through a real wallet transfer;
+    return its bounceable address."""
+    si = lockc.state_init(public_keys, threshold, min_amount, global_id=global_id, min_release=min_release)
+    address = lockc.lock_address(public_keys, threshold, min_amount, global_id=global_id, min_release=min_release)
     lb = await tw.connect(config)
     try:
         deployer = await tw.open_wallet(lb, deployer_mnemonic)
-        await tw.transfer(deployer, address, LOCK_DEPLOY_VALUE, lockc.top_up_body(),
-                          state_init=lockc.state_init(public_keys, threshold, min_amount))
+        await tw.transfer(deployer, address, LOCK_DEPLOY_VALUE, lockc.top_up_body(), state_init=si)
 
         async def active():
             try:
@@ -138,16 +140,21 @@ async def start_devchains(directory: Path, committee: DevCommittee) -> list[DevC
     try:
         cfg = chain.info["liteserver_config"]
         keys = [bytes.fromhex(k) for k in committee.ed25519_public]
-        lock = await deploy_lock(cfg, " ".join(deployer), keys, committee.threshold, LOCK_MIN_NANOTON)
+        global_id = int(chain.info["global_id"])
+        lock = await deploy_lock(cfg, " ".join(deployer), keys, committee.threshold, LOCK_MIN_NANOTON,
+                                 global_id=global_id)
     except BaseException:
         await chain.stop()
         raise
     log.info("ton: local chain on %s, lock %s", chain.info.get("toncenter"), lock)
     toncenter = [chain.info["toncenter"]] if chain.info.get("toncenter") else []
+    # trust_level 2: the local chain's blocks carry no validator signatures, so no liteserver
+    # proof can be checked (relayers/ton/localchain.py); real networks use the default, 0
     config = {"family": "ton", "name": CHAIN_NAME, "liteserver_config": cfg, "trust_level": 2,
+              "global_id": global_id, "min_refund": lockc.DEFAULT_MIN_RELEASE,
               "toncenter": toncenter, "contracts": {"lock": lock}, "poll_interval": 0.5, "max_block_range": 200}
     info = {"family": "ton", "liteserver_config": cfg, "trust_level": 2, "toncenter": toncenter,
-            "contracts": {"lock": lock}, "global_id": chain.info.get("global_id"),
-            "lock_min_amount": str(LOCK_MIN_NANOTON)}
+            "contracts": {"lock": lock}, "global_id": global_id,
+            "lock_min_amount": str(LOCK_MIN_NANOTON), "lock_min_release": str(lockc.DEFAULT_MIN_RELEASE)}
     return [DevChain(name=CHAIN_NAME, config=config, info=info, accounts=accounts, fixed_usd={"TON": TON_USD},
                      min_amount={"TON": QUOTE_MIN_NANOTON}, stop=chain.stop)]

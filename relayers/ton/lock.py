@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CODE_BOC = REPO_ROOT / "contracts" / "ton" / "build" / "lock.boc"
 
 OP_DEPOSIT = 0x43424431  # "CBD1"
-OP_RELEASE = 0x43425231  # "CBR1"
+OP_RELEASE = 0x43425232  # "CBR2": release#43425232 global_id:int32 lock destination amount release_id
 OP_TOP_UP = 0x43424354  # "CBCT": funds the contract without a deposit log
 LOG_DEPOSIT = 0x43424C31  # "CBL1": the log's topic (addr_extern of 32 bits) and its body tag
 
@@ -36,14 +36,32 @@ ERR_BAD_SIGNATURE = 414
 ERR_NOT_ENOUGH_SIGNATURES = 415
 ERR_INSUFFICIENT_BALANCE = 416
 ERR_NOT_RELEASE = 417
+ERR_WRONG_NETWORK = 418
+ERR_BELOW_MIN_RELEASE = 419
 EXIT_CODES = {
     ERR_SHORT_BODY: "short body", ERR_UNKNOWN_OP: "unknown op", ERR_TOO_SMALL: "amount below minimum",
     ERR_NOT_BASECHAIN: "sender not on the basechain", ERR_RELEASE_USED: "release id used already",
     ERR_WRONG_CONTRACT: "release signed for another contract", ERR_UNKNOWN_SIGNER: "unknown signer",
     ERR_BAD_SIGNATURE: "invalid signature", ERR_NOT_ENOUGH_SIGNATURES: "not enough signatures",
     ERR_INSUFFICIENT_BALANCE: "balance too small", ERR_NOT_RELEASE: "not a release payload",
+    ERR_WRONG_NETWORK: "release signed for another network", ERR_BELOW_MIN_RELEASE: "release below the minimum",
 }
 MIN_RESERVE = 50_000_000  # nanotons kept after a release (lock.fc min_reserve)
+
+# TON global ids (ConfigParam 19): the lock's initial data and every release payload carry one
+MAINNET_GLOBAL_ID = -239
+TESTNET_GLOBAL_ID = -3
+REAL_GLOBAL_IDS = {MAINNET_GLOBAL_ID: "mainnet", TESTNET_GLOBAL_ID: "testnet"}
+
+# A release pays its own fees out of its amount (lock.fc: reserve, mode 128): the gas of the
+# release transaction, the import of the external message and the payout's forwarding fee.
+# Measured on the real TVM with @ton/sandbox's mainnet config (tests/unit/ton): 0.006-0.008 TON
+# with 3-4 signatures. RELEASE_FEE_BOUND is a generous upper bound of them (and the lowest
+# min_release a lock may be built with); DEFAULT_MIN_RELEASE is the smallest refund signed and
+# paid (the payer gets over 80% of it). Gas before acceptance (10k credit) limits a release to
+# 6 signatures: committees up to 11 members (threshold 6) can release.
+RELEASE_FEE_BOUND = 20_000_000  # 0.02 TON
+DEFAULT_MIN_RELEASE = 50_000_000  # 0.05 TON
 
 
 @functools.cache
@@ -55,30 +73,89 @@ def lock_code() -> Cell:
 
 
 def _keys_dict(public_keys: Sequence[bytes]) -> Cell | None:
-    hm = HashMap(8, value_serializer=lambda src, dest: dest.store_bytes(src))
-    for i, k in enumerate(public_keys):
+    """The committee as a set: ``HashmapE 256 bits0`` keyed by the Ed25519 public key."""
+    hm = HashMap(256, value_serializer=lambda src, dest: dest)
+    for k in public_keys:
         if len(k) != 32:
             raise InputError("committee keys must be 32-byte Ed25519 public keys")
-        hm.set_int_key(i, k)
+        hm.set_int_key(int.from_bytes(k, "big"), b"")
     return hm.serialize()
 
 
-def initial_data(public_keys: Sequence[bytes], threshold: int, min_amount: int) -> Cell:
-    if not 1 <= threshold <= len(public_keys) <= 255:
+def check_global_id(global_id: int) -> int:
+    if not isinstance(global_id, int) or not -(2**31) <= global_id < 2**31:
+        raise InputError("a TON global id is a signed 32-bit integer")
+    return global_id
+
+
+def initial_data(public_keys: Sequence[bytes], threshold: int, min_amount: int, *, global_id: int,
+                 min_release: int = DEFAULT_MIN_RELEASE) -> Cell:
+    """The lock's storage at deployment. The committee is fixed here (no message changes it):
+    distinct keys, ``1 <= threshold <= n <= 255`` and ``2 * threshold > n`` (it signs refunds,
+    so two disjoint groups must never both reach the threshold). ``global_id`` is the network's
+    (mainnet -239, testnet -3): it changes the lock's address per network and every release
+    must name it. ``min_release`` is the smallest release the lock pays (it pays its own fees)."""
+    n = len(public_keys)
+    if not 1 <= threshold <= n <= 255:
         raise InputError("need 1 <= threshold <= number of committee keys <= 255")
+    if 2 * threshold <= n:
+        raise InputError(f"threshold {threshold} of {n} is not a majority: need 2 * threshold > number of keys")
+    if len({bytes(k) for k in public_keys}) != n:
+        raise InputError("committee keys must be distinct (a duplicate would let one member sign twice)")
     if min_amount <= 0:
         raise InputError("min_amount must be positive")
+    if min_release < RELEASE_FEE_BOUND:
+        raise InputError(f"min_release must cover a release's fees (at least {RELEASE_FEE_BOUND} nanotons)")
     return (Builder().store_uint(0, 64).store_uint(0, 32).store_coins(min_amount).store_uint(threshold, 8)
+            .store_int(check_global_id(global_id), 32).store_coins(min_release)
             .store_maybe_ref(_keys_dict(public_keys)).store_maybe_ref(None).end_cell())
 
 
-def state_init(public_keys: Sequence[bytes], threshold: int, min_amount: int) -> StateInit:
-    return StateInit(code=lock_code(), data=initial_data(public_keys, threshold, min_amount))
+@dataclass(frozen=True)
+class LockData:
+    """The parts of a lock's storage its watchers and releasers check against their config."""
+
+    min_amount: int
+    threshold: int
+    global_id: int
+    min_release: int
+    keys: list[bytes]
 
 
-def lock_address(public_keys: Sequence[bytes], threshold: int, min_amount: int, workchain: int = 0) -> Address:
-    """The lock's address (bounceable form), a function of code and initial storage."""
-    a = Address((workchain, state_init(public_keys, threshold, min_amount).serialize().hash))
+def parse_lock_data(data: Cell) -> LockData:
+    """Decode a lock's storage (``code``/``data`` of its account state); ``InputError`` if it is
+    not this contract's layout."""
+    try:
+        s = data.begin_parse()
+        s.skip_bits(64 + 32)
+        min_amount = s.load_coins()
+        threshold = s.load_uint(8)
+        global_id = s.load_int(32)
+        min_release = s.load_coins()
+        keys = s.load_maybe_ref()
+        s.load_maybe_ref()
+        if s.remaining_bits or s.remaining_refs:
+            raise InputError("trailing data")
+        _, members = parse_committee(threshold, keys)
+    except InputError as e:
+        raise InputError(f"not a lock's storage ({e.detail})") from None
+    except Exception as e:  # pytoniq-core raises assorted errors on short slices
+        raise InputError(f"not a lock's storage ({e.__class__.__name__})") from None
+    return LockData(min_amount, threshold, global_id, min_release, members)
+
+
+def state_init(public_keys: Sequence[bytes], threshold: int, min_amount: int, *, global_id: int,
+               min_release: int = DEFAULT_MIN_RELEASE) -> StateInit:
+    return StateInit(code=lock_code(), data=initial_data(public_keys, threshold, min_amount, global_id=global_id,
+                                                         min_release=min_release))
+
+
+def lock_address(public_keys: Sequence[bytes], threshold: int, min_amount: int, *, global_id: int,
+                 min_release: int = DEFAULT_MIN_RELEASE, workchain: int = 0) -> Address:
+    """The lock's address (bounceable form), a function of code and initial storage: the same
+    committee gets a different address on each network (``global_id``)."""
+    si = state_init(public_keys, threshold, min_amount, global_id=global_id, min_release=min_release)
+    a = Address((workchain, si.serialize().hash))
     a.is_bounceable = True
     return a
 
@@ -133,15 +210,16 @@ def parse_deposit_log(body: Cell) -> DepositLog:
 
 
 # ---------------------------------------------------------------------------------- releases
-def release_payload(*, lock: Address, destination: Address, amount: int, release_id: bytes) -> Cell:
+def release_payload(*, global_id: int, lock: Address, destination: Address, amount: int, release_id: bytes) -> Cell:
     """The signed part of a release. No seqno and no expiry: the lock pays each release id
-    once, so committee members sign a refund when they decide it, in any order."""
+    once, so committee members sign a refund when they decide it, in any order. ``global_id``
+    (the network's) and ``lock`` bind it to one contract on one network."""
     if len(release_id) != 32:
         raise InputError("release id must be 32 bytes")
     if amount <= 0:
         raise InputError("a release amount must be positive")
-    return (Builder().store_uint(OP_RELEASE, 32).store_address(lock).store_address(destination)
-            .store_coins(amount).store_bytes(release_id).end_cell())
+    return (Builder().store_uint(OP_RELEASE, 32).store_int(check_global_id(global_id), 32).store_address(lock)
+            .store_address(destination).store_coins(amount).store_bytes(release_id).end_cell())
 
 
 def basechain(account_id: bytes) -> Address:
@@ -161,13 +239,14 @@ def sign_release(payload: Cell, private_key: bytes) -> bytes:
     return sign_message(payload.hash, SigningKey(seed).encode() + bytes(SigningKey(seed).verify_key))
 
 
-def release_body(payload: Cell, signatures: dict[int, bytes]) -> Cell:
-    """External message body: ``signatures:(HashmapE 8 bits512) payload:^Release``."""
-    hm = HashMap(8, value_serializer=lambda src, dest: dest.store_bytes(src))
-    for i, sig in signatures.items():
-        if len(sig) != 64:
-            raise InputError("signatures are 64 bytes")
-        hm.set_int_key(i, sig)
+def release_body(payload: Cell, signatures: dict[bytes, bytes]) -> Cell:
+    """External message body: ``signatures:(HashmapE 256 bits512) payload:^Release``, keyed by
+    the signer's public key."""
+    hm = HashMap(256, value_serializer=lambda src, dest: dest.store_bytes(src))
+    for k, sig in signatures.items():
+        if len(k) != 32 or len(sig) != 64:
+            raise InputError("signatures are 64 bytes by 32-byte keys")
+        hm.set_int_key(int.from_bytes(k, "big"), sig)
     return Builder().store_maybe_ref(hm.serialize()).store_ref(payload).end_cell()
 
 
@@ -179,12 +258,12 @@ def release_message(lock: Address, body: Cell) -> Cell:
 
 
 def parse_committee(threshold: int, keys: Cell | None) -> tuple[int, list[bytes]]:
-    """Decode ``get_committee`` results."""
-    out: dict[int, bytes] = {}
+    """Decode ``get_committee`` results: the threshold and the members' keys, sorted."""
+    members: list[bytes] = []
     if keys is not None:
-        parsed = HashMap.parse(keys.begin_parse(), 8) or {}
-        out = {k: v.load_bytes(32) for k, v in parsed.items()}
-    return threshold, [out[i] for i in sorted(out)]
+        parsed = HashMap.parse(keys.begin_parse(), 256) or {}
+        members = [k.to_bytes(32, "big") for k in sorted(parsed)]
+    return threshold, members
 
 
 def ed25519_public(seed: bytes) -> bytes:

@@ -3,13 +3,17 @@
 Two halves, like the EVM lock's (``bridge.payments.refunds``):
 
 * ``TonRefundSigner`` runs in a signer node: when the node decides that (part of) a TON deposit
-  is held for refund, it signs ``Release(lock, payer's basechain address, amount, releaseId)``
-  with its Ed25519 committee key (``check_signature`` over the payload cell's hash). The lock
-  pays each release id once, so there is no seqno and no expiry to agree on: every member signs
-  when it decides, in any order, and a signature stays valid until the refund is made.
-* ``TonLockReleaser`` runs in the (untrusted) aggregator's refund worker: it checks each
-  signature against the lock's own committee (``get_committee``), and once ``threshold`` of them
-  are in, sends the external message through a liteserver and waits for ``is_released``.
+  is held for refund, it signs ``Release(global_id, lock, payer's basechain address, amount,
+  releaseId)`` with its Ed25519 committee key (``check_signature`` over the payload cell's hash).
+  ``global_id`` is the configured network's (a testnet signature is no mainnet signature). The
+  lock pays each release id once, so there is no seqno and no expiry to agree on: every member
+  signs when it decides, in any order, and a signature stays valid until the refund is made.
+  Refunds below the chain's ``min_refund`` are not signed (dust: the lock refuses releases below
+  its ``min_release``, since a release pays its own fees out of its amount).
+* ``TonLockReleaser`` runs in the (untrusted) aggregator's refund worker: it checks that the lock
+  is bound to the configured network (which is the chain's), checks each signature against the
+  lock's own committee (``get_committee``), and once ``threshold`` of them are in, sends the
+  external message through a liteserver and waits for ``is_released``.
 
 Deposits come only from basechain senders (lock.fc throws otherwise), so the 32-byte payer of an
 observation names the refund's destination exactly.
@@ -29,19 +33,32 @@ from relayers.ton.transport import LiteTransport
 
 
 class TonRefundSigner:
-    """A committee member's refund signatures for one TON lock."""
+    """A committee member's refund signatures for one TON lock on one network (``global_id``).
+    Refunds below ``min_release`` are not signed: they are dust (the lock would refuse them,
+    and a release pays its own fees out of its amount)."""
 
-    def __init__(self, lock: str | Address, seed: bytes) -> None:
+    def __init__(self, lock: str | Address, seed: bytes, *, global_id: int,
+                 min_release: int = L.DEFAULT_MIN_RELEASE) -> None:
         self.lock = lock if isinstance(lock, Address) else Address(lock)
+        self.global_id = L.check_global_id(global_id)
+        self.min_release = min_release
         self._seed = bytes(seed[:32])
         self.signer_id = L.ed25519_public(self._seed)
 
+    @classmethod
+    def from_config(cls, cfg: TonChainConfig, seed: bytes) -> "TonRefundSigner":
+        if cfg.global_id is None:
+            raise ConfigError(f"chain {cfg.name}: global_id is required to sign TON refunds "
+                              "(mainnet -239, testnet -3)")
+        return cls(cfg.contracts["lock"], seed, global_id=cfg.global_id, min_release=cfg.min_refund)
+
     def sign(self, payer: bytes, amount: int, release_id: bytes) -> tuple[bytes, bytes] | None:
-        """(destination account id, signature) for a refund of ``amount`` to ``payer``."""
-        if len(payer) != 32 or amount <= 0:
+        """(destination account id, signature) for a refund of ``amount`` to ``payer``; None
+        below the minimum refund."""
+        if len(payer) != 32 or amount < max(self.min_release, 1):
             return None
-        payload = L.release_payload(lock=self.lock, destination=L.basechain(payer), amount=amount,
-                                    release_id=release_id)
+        payload = L.release_payload(global_id=self.global_id, lock=self.lock, destination=L.basechain(payer),
+                                    amount=amount, release_id=release_id)
         return payer, L.sign_release(payload, self._seed)
 
 
@@ -51,18 +68,37 @@ class TonLockReleaser:
     def __init__(self, cfg: TonChainConfig, *, timeout: float = 60.0) -> None:
         if cfg.liteserver_config is None:
             raise ConfigError(f"chain {cfg.name}: refunds are sent through a liteserver: liteserver_config is required")
+        if cfg.global_id is None:
+            raise ConfigError(f"chain {cfg.name}: global_id is required to submit TON refunds "
+                              "(mainnet -239, testnet -3)")
         self.chain = cfg.name
+        self.global_id = cfg.global_id
         self.lock = Address(cfg.contracts["lock"])
         self.timeout = timeout
         self.transport = LiteTransport(cfg.liteserver_config, cfg.trust_level, cfg.request_timeout)
+        self._checked = False
 
     def _payload(self, to: bytes, amount: int, release_id: bytes):
         try:
-            return L.release_payload(lock=self.lock, destination=L.basechain(to), amount=amount, release_id=release_id)
+            return L.release_payload(global_id=self.global_id, lock=self.lock, destination=L.basechain(to),
+                                     amount=amount, release_id=release_id)
         except InputError as e:
             raise VerificationError(f"release cannot be built: {e.detail}") from None
 
+    async def check_lock(self) -> None:
+        """The lock must be bound to the configured network, which must be the chain's: else no
+        release signed under this config can ever be paid (ConfigError)."""
+        if self._checked:
+            return
+        (stored,) = await self.transport.run_get_method(self.lock, "get_global_id", [])
+        chain = await self.transport.global_id()
+        if int(stored) != self.global_id or chain != self.global_id:
+            raise ConfigError(f"chain {self.chain}: global_id {self.global_id} configured, the lock is bound to "
+                              f"{int(stored)}, the chain's is {chain}")
+        self._checked = True
+
     async def committee(self) -> tuple[int, list[bytes], int]:
+        await self.check_lock()
         threshold, keys = await self.transport.run_get_method(self.lock, "get_committee", [])
         threshold, members = L.parse_committee(int(threshold), keys)
         return 0, members, threshold
@@ -87,7 +123,7 @@ class TonLockReleaser:
         if await self.released(release_id):
             raise TransactionFailed("ReleaseUsed: the lock paid this release id already", retryable=False)
         _, members, _ = await self.committee()
-        sigs = {members.index(k): s for k, s in signatures if k in members}
+        sigs = {k: s for k, s in signatures if k in members}
         payload = self._payload(to, amount, release_id)
         message = L.release_message(self.lock, L.release_body(payload, sigs))
         try:

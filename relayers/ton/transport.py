@@ -64,6 +64,11 @@ class Transport(Protocol):
         """Up to ``count`` transaction root cells from ``start`` (inclusive) backwards."""
         ...
 
+    async def account_data(self, address: Address, block: McBlock) -> Cell | None:
+        """The account's persistent data (c4) as of masterchain block ``block`` (None if the
+        account is not active)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -156,6 +161,16 @@ class LiteTransport:
     async def transactions(self, address: Address, start: TxPointer, count: int) -> list[Cell]:
         txs, _ = await self._call("getTransactions", "raw_get_transactions", address, min(count, 16), start.lt, start.hash)
         return [t.cell for t in txs]
+
+    async def account_data(self, address: Address, block: McBlock) -> Cell | None:
+        from pytoniq_core import BlockIdExt
+
+        bid = BlockIdExt(-1, MC_SHARD, block.seqno, block.root_hash, block.file_hash)
+        account, _ = await self._call("getAccountState", "raw_get_account_state", address, bid)
+        state = getattr(getattr(account, "storage", None), "state", None)
+        if state is None or getattr(state, "type_", None) != "account_active" or state.state_init is None:
+            return None
+        return state.state_init.data
 
     async def run_get_method(self, address: Address, method: str, stack: list) -> list:
         return await self._call(f"runGetMethod {method}", "run_get_method", address, method, stack)
@@ -276,6 +291,17 @@ class ToncenterTransport:
             out.append(cell)
         return out
 
+    async def account_data(self, address: Address, block: McBlock) -> Cell | None:
+        res = await self._get("getAddressInformation", {"address": address.to_str(False), "seqno": block.seqno})
+        try:
+            if res.get("state") != "active" or not res.get("data"):
+                return None
+            return Cell.one_from_boc(base64.b64decode(res["data"]))
+        except (AttributeError, TypeError, ValueError):
+            raise ChainError("toncenter getAddressInformation: malformed answer") from None
+        except Exception as e:  # pytoniq-core's BOC parser raises assorted errors
+            raise ChainError(f"toncenter getAddressInformation: bad data BOC ({e.__class__.__name__})") from None
+
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
@@ -324,6 +350,9 @@ class FallbackTransport:
 
     async def transactions(self, address: Address, start: TxPointer, count: int) -> list[Cell]:
         return await self._each("transactions", address, start, count)
+
+    async def account_data(self, address: Address, block: McBlock) -> Cell | None:
+        return await self._each("account_data", address, block)
 
     async def aclose(self) -> None:
         for t in self.transports:

@@ -31,7 +31,7 @@ from pytoniq_core import Address, Cell
 from pytoniq_core.tlb.transaction import Transaction
 
 from bridge.chains import BlockRef, WatcherDefaults
-from bridge.config import TonChainConfig
+from bridge.config import TON_REAL_NETWORKS, TonChainConfig
 from bridge.errors import ChainError, ConfigError, InputError
 from bridge.hashing import source_id
 from bridge.types import Observation
@@ -94,10 +94,42 @@ class TonWatcher(WatcherDefaults):
         self._blocks: _Lru = _Lru()  # seqno -> McBlock
         self._last_tx: _Lru = _Lru()  # seqno -> TxPointer (facts of final blocks)
         self._tx_block: _Lru = _Lru()  # tx hash -> masterchain seqno
+        self._network_checked = False
 
     # ------------------------------------------------------------------ Watcher protocol
     async def finalized_height(self) -> int:
+        if not self._network_checked:
+            await self.check_network()
         return await self.transport.last_seqno()
+
+    async def check_network(self) -> None:
+        """Once, before the first read: the chain is the configured network, the lock's stored
+        global id is the chain's (releases are bound to it), the lock pays the configured
+        minimum refund, and a real network is not read without proofs unless allowed. A
+        mismatch is a ConfigError (the watch loop stops on it); a lock not deployed yet is a
+        retryable ChainError."""
+        cfg = self.cfg
+        gid = await self.transport.global_id()
+        if cfg.global_id is not None and gid != cfg.global_id:
+            raise ConfigError(f"chain {self.chain}: global_id {cfg.global_id} configured, the chain's is {gid}")
+        network = TON_REAL_NETWORKS.get(gid)
+        if network and cfg.liteserver_config is not None and cfg.trust_level == 2 and not cfg.allow_unproven:
+            raise ConfigError(f"chain {self.chain}: trust_level 2 reads {network} deposits without liteserver "
+                              "proofs: use trust_level 0, or set allow_unproven = true")
+        data = await self.transport.account_data(self.lock, await self._mc(await self.transport.last_seqno()))
+        if data is None:
+            raise ChainError(f"chain {self.chain}: the lock {cfg.contracts['lock']} is not deployed (yet)")
+        try:
+            stored = lockc.parse_lock_data(data)
+        except InputError as e:
+            raise ConfigError(f"chain {self.chain}: {cfg.contracts['lock']} is not this version's lock: {e.detail}") from None
+        if stored.global_id != gid:
+            raise ConfigError(f"chain {self.chain}: the lock is bound to global id {stored.global_id}, "
+                              f"the chain's is {gid}: its refunds could not be paid here")
+        if cfg.min_refund < stored.min_release:
+            raise ConfigError(f"chain {self.chain}: min_refund {cfg.min_refund} is below the lock's min_release "
+                              f"{stored.min_release}: such refunds would be refused on chain")
+        self._network_checked = True
 
     async def block_ref(self, number: int) -> BlockRef:
         b = await self._mc(number)

@@ -19,7 +19,7 @@ from bridge.config import TonChainConfig
 from relayers.ton import lock as L
 from relayers.ton import wallet as tw
 from relayers.ton.liteserver import LiteServer
-from relayers.ton.localchain import wallet_state_init
+from relayers.ton.localchain import LOCAL_GLOBAL_ID, wallet_state_init
 from relayers.ton.toncenter_server import start_toncenter
 
 MIN = 10**7
@@ -41,7 +41,7 @@ class TonEnv:
 
     def config(self, **kw) -> TonChainConfig:
         base = {"family": "ton", "name": "ton", "liteserver_config": self.server.global_config(), "trust_level": 2,
-                "contracts": {"lock": L.bounceable(self.lock)}, "poll_interval": 0.2}
+                "global_id": LOCAL_GLOBAL_ID, "contracts": {"lock": L.bounceable(self.lock)}, "poll_interval": 0.2}
         base.update(kw)
         return TonChainConfig(**base)
 
@@ -92,14 +92,14 @@ async def ton():
     seeds = [os.urandom(32) for _ in range(4)]
     pubs = [L.ed25519_public(s) for s in seeds]
     lb = await tw.connect(server.global_config())
-    env = TonEnv(server, lb, url, L.lock_address(pubs, 3, MIN), seeds, pubs, 3)
+    env = TonEnv(server, lb, url, L.lock_address(pubs, 3, MIN, global_id=LOCAL_GLOBAL_ID), seeds, pubs, 3)
     try:
         for _ in range(3):
             w, words = await env.new_wallet(1_000 * TON)
             env.wallets.append(w)
             env.mnemonics.append(words)
         # deploy the lock as a wallet app would: state init + top-up body, bounceable
-        await tw.transfer(env.wallets[0], env.lock, 2 * TON, L.top_up_body(), state_init=L.state_init(pubs, 3, MIN))
+        await tw.transfer(env.wallets[0], env.lock, 2 * TON, L.top_up_body(), state_init=L.state_init(pubs, 3, MIN, global_id=LOCAL_GLOBAL_ID))
 
         async def deployed():
             try:

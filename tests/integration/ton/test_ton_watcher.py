@@ -16,6 +16,8 @@ from bridge.storage import observations as obs_repo
 from bridge.storage.db import Database
 from bridge.watch import DepositFollower
 from relayers.ton import lock as L
+from relayers.ton import wallet as tw
+from relayers.ton.localchain import LOCAL_GLOBAL_ID
 from relayers.ton.watcher import TonWatcher, split_tx_id
 
 from tests.integration.ton.conftest import MIN, TON, TonEnv
@@ -157,10 +159,10 @@ async def test_release_needs_threshold_signatures_and_succeeds_once(ton: TonEnv)
     payer = os.urandom(32)
     dest = L.basechain(payer)
     rid = os.urandom(32)
-    members = [TonRefundSigner(ton.lock, seed) for seed in ton.seeds]
+    members = [TonRefundSigner(ton.lock, seed, global_id=LOCAL_GLOBAL_ID) for seed in ton.seeds]
     releaser = TonLockReleaser(ton.config(), timeout=30)
     try:
-        assert await releaser.committee() == (0, ton.publics, ton.threshold)
+        assert await releaser.committee() == (0, sorted(ton.publics), ton.threshold)
         signed = [(m.signer_id, m.sign(payer, TON, rid)) for m in members]
         assert all(to == payer for _, (to, _) in signed)
         sigs = [(k, sig) for k, (_, sig) in signed]
@@ -171,28 +173,29 @@ async def test_release_needs_threshold_signatures_and_succeeds_once(ton: TonEnv)
         with pytest.raises(VerificationError):  # claimed by another member
             releaser.verify(payer, TON, rid, sigs[1][0], sigs[0][1])
 
-        payload = L.release_payload(lock=ton.lock, destination=dest, amount=TON, release_id=rid)
+        payload = L.release_payload(global_id=LOCAL_GLOBAL_ID, lock=ton.lock, destination=dest, amount=TON, release_id=rid)
 
-        async def send(by_index: dict[int, bytes]):
-            return await ton.lb.raw_send_message(L.release_message(ton.lock, L.release_body(payload, by_index)).to_boc())
+        async def send(by_key: dict[bytes, bytes]):
+            return await ton.lb.raw_send_message(L.release_message(ton.lock, L.release_body(payload, by_key)).to_boc())
 
         with pytest.raises(LiteServerError, match=f"exit code {L.ERR_NOT_ENOUGH_SIGNATURES}"):
-            await send({0: sigs[0][1], 1: sigs[1][1]})
-        forged = {0: sigs[0][1], 1: sigs[1][1], 2: L.sign_release(payload, os.urandom(32))}
+            await send(dict(sigs[:2]))
+        forged = {**dict(sigs[:2]), sigs[2][0]: L.sign_release(payload, os.urandom(32))}
         with pytest.raises(LiteServerError, match=f"exit code {L.ERR_BAD_SIGNATURE}"):
             await send(forged)
         assert not await releaser.released(rid)
         await releaser.release(payer, TON, rid, sigs[1:])  # members 1..3, any t of them
         assert await releaser.released(rid)
-        assert (await ton.lb.get_account_state(dest)).balance == TON
+        paid = (await ton.lb.get_account_state(dest)).balance
+        assert TON - L.RELEASE_FEE_BOUND < paid < TON  # the release paid its fees out of the amount
         # a second worker, other members' signatures: the lock pays the release id once
         with pytest.raises(TransactionFailed, match="ReleaseUsed"):
             await releaser.release(payer, TON, rid, sigs[:3])
         await ton.wait_block(3)  # past the liteserver's duplicate window: a genuine replay
         with pytest.raises(LiteServerError, match=f"exit code {L.ERR_RELEASE_USED}"):
-            await send({i: sig for i, (_, sig) in enumerate(sigs[:3])})
+            await send(dict(sigs[:3]))
         await ton.wait_block()
-        assert (await ton.lb.get_account_state(dest)).balance == TON
+        assert (await ton.lb.get_account_state(dest)).balance == paid
     finally:
         await releaser.aclose()
 
@@ -213,7 +216,7 @@ async def test_refund_worker_pays_what_it_can_and_retries_the_rest(ton: TonEnv):
 
     await ton.pay(0, 2 * TON, L.top_up_body())  # the lock can pay the good one whatever ran before
     await ton.wait_block()
-    members = [TonRefundSigner(ton.lock, seed) for seed in ton.seeds]
+    members = [TonRefundSigner(ton.lock, seed, global_id=LOCAL_GLOBAL_ID) for seed in ton.seeds]
     good_payer, big_payer = os.urandom(32), os.urandom(32)
     good = (good_payer, TON, os.urandom(32))
     too_big = (big_payer, 10**6 * TON, os.urandom(32))
@@ -231,9 +234,63 @@ async def test_refund_worker_pays_what_it_can_and_retries_the_rest(ton: TonEnv):
         worker = RefundWorker(signers=feeds, releasers={"ton": releaser})
         assert await worker.step() == 1  # the good one; the big one failed and waits
         assert await releaser.released(good[2]) and not await releaser.released(too_big[2])
-        assert (await ton.lb.get_account_state(L.basechain(good_payer))).balance == TON
+        assert TON - L.RELEASE_FEE_BOUND < (await ton.lb.get_account_state(L.basechain(good_payer))).balance < TON
         assert await worker.step() == 0  # the big one is not due again yet, the good one is done
         (pending,) = worker._pending.values()
         assert pending.release_id == too_big[2] and pending.failures == 1 and pending.retry_at > 0
     finally:
         await releaser.aclose()
+
+
+async def test_watcher_and_releaser_refuse_another_networks_lock_or_config(ton: TonEnv):
+    """Issue 11: a lock whose stored global id is not the chain's (here: a testnet-bound lock
+    deployed on the local chain), a config naming another network, or a minimum refund the lock
+    would refuse are configuration errors at start, before any deposit is read or release sent."""
+    from bridge.errors import ChainError, ConfigError
+    from relayers.ton.release import TonLockReleaser
+
+    async def refused(cfg, match):
+        w = TonWatcher(cfg)
+        try:
+            with pytest.raises(ConfigError, match=match):
+                await w.finalized_height()
+        finally:
+            await w.aclose()
+
+    await refused(ton.config(global_id=L.TESTNET_GLOBAL_ID, allow_unproven=True), "the chain's is -217")
+    await refused(ton.config(min_refund=L.DEFAULT_MIN_RELEASE - 1), "min_release")
+
+    si = L.state_init(ton.publics, 3, MIN, global_id=L.TESTNET_GLOBAL_ID)
+    testnet_lock = L.lock_address(ton.publics, 3, MIN, global_id=L.TESTNET_GLOBAL_ID)
+    assert testnet_lock.hash_part != ton.lock.hash_part
+    cfg = ton.config(contracts={"lock": L.bounceable(testnet_lock)})
+    w = TonWatcher(cfg)
+    try:
+        with pytest.raises(ChainError) as e:  # not deployed yet: retryable, not a config error
+            await w.finalized_height()
+        assert e.value.retryable and not isinstance(e.value, ConfigError)
+    finally:
+        await w.aclose()
+    await tw.transfer(ton.wallets[1], testnet_lock, TON, L.top_up_body(), state_init=si)
+
+    async def deployed():
+        try:
+            return (await ton.lb.run_get_method(testnet_lock, "get_global_id", []))[0] == L.TESTNET_GLOBAL_ID
+        except Exception:  # pytoniq raises while the account is not active
+            return False
+
+    await tw.wait_for(deployed, 20)
+    await ton.wait_block()
+    await refused(cfg, "bound to global id -3")
+    await refused(cfg.model_copy(update={"liteserver_config": None, "toncenter": [ton.toncenter]}), "bound to global id -3")
+    releaser = TonLockReleaser(cfg, timeout=10)
+    try:
+        with pytest.raises(ConfigError, match="the lock is bound to -3"):
+            await releaser.committee()
+    finally:
+        await releaser.aclose()
+    good = TonWatcher(ton.config())
+    try:
+        assert await good.finalized_height() >= 0  # the right lock on the right chain passes
+    finally:
+        await good.aclose()

@@ -11,7 +11,9 @@ import pytest
 from pytoniq_core import Address, Builder, Cell
 from pytoniq_core.tlb.transaction import Transaction
 
+from bridge.errors import InputError
 from relayers.ton import lock as L
+from relayers.ton.localchain import LOCAL_GLOBAL_ID as GID
 from relayers.ton.localchain import LocalChain, MessageRejected
 from relayers.ton.watcher import deposit_of
 
@@ -37,8 +39,8 @@ def committee():
 def env(committee):
     seeds, pubs = committee
     chain = LocalChain()
-    lock = L.lock_address(pubs, 3, MIN)
-    chain.mint(lock, 5 * TON, L.state_init(pubs, 3, MIN), L.top_up_body())
+    lock = L.lock_address(pubs, 3, MIN, global_id=GID)
+    chain.mint(lock, 5 * TON, L.state_init(pubs, 3, MIN, global_id=GID), L.top_up_body())
     chain.seal_block()
     return chain, lock, seeds, pubs
 
@@ -69,8 +71,12 @@ def test_get_methods_report_storage(env):
     assert get(chain, lock, "get_deposit_seq") == [0]
     assert get(chain, lock, "get_release_count") == [0]
     assert get(chain, lock, "get_min_amount") == [MIN]
+    assert get(chain, lock, "get_global_id") == [GID]
+    assert get(chain, lock, "get_min_release") == [L.DEFAULT_MIN_RELEASE]
     threshold, keys = get(chain, lock, "get_committee")
-    assert L.parse_committee(threshold, keys) == (3, pubs)
+    assert L.parse_committee(threshold, keys) == (3, sorted(pubs))
+    data = L.parse_lock_data(L.initial_data(pubs, 3, MIN, global_id=GID))
+    assert data == L.LockData(MIN, 3, GID, L.DEFAULT_MIN_RELEASE, sorted(pubs))
 
 
 def test_deposit_logs_and_counts_densely(env):
@@ -148,11 +154,12 @@ RID = b"\x09" * 32
 
 
 def release(chain, lock, seeds, signers, *, amount=TON, lock_addr=None, payload=None, sig_override=None,
-            release_id=RID):
-    payload = payload or L.release_payload(lock=lock_addr or lock, destination=DEST, amount=amount,
-                                           release_id=release_id)
-    sigs = {i: L.sign_release(payload, seeds[i]) for i in signers}
-    sigs.update(sig_override or {})
+            release_id=RID, global_id=GID):
+    payload = payload or L.release_payload(global_id=global_id, lock=lock_addr or lock, destination=DEST,
+                                           amount=amount, release_id=release_id)
+    sigs = {L.ed25519_public(seeds[i]): L.sign_release(payload, seeds[i]) for i in signers}
+    sigs.update({L.ed25519_public(seeds[i]) if isinstance(i, int) else i: sig
+                 for i, sig in (sig_override or {}).items()})
     return chain.send_external(L.release_message(lock, L.release_body(payload, sigs)).to_boc())
 
 
@@ -167,7 +174,8 @@ def test_release_with_threshold_signatures_pays_once(env):
     before = chain.balance(DEST)
     recs = release(chain, lock, seeds, [0, 2, 3])
     assert exit_code(recs[0]) == 0 and not tx(recs[0]).description.aborted
-    assert chain.balance(DEST) - before == TON  # non-bounceable payment to a fresh address
+    # non-bounceable payment to a fresh address; the release's fees came out of its amount
+    assert TON - L.RELEASE_FEE_BOUND < chain.balance(DEST) - before < TON
     assert get(chain, lock, "get_release_count") == [1]
     assert get(chain, lock, "is_released", [int.from_bytes(RID, "big")]) == [-1]
     assert get(chain, lock, "is_released", [int.from_bytes(b"\x08" * 32, "big")]) == [0]
@@ -176,11 +184,12 @@ def test_release_with_threshold_signatures_pays_once(env):
         chain.seal_block()  # past the duplicate window a validator would apply
     rejected(L.ERR_RELEASE_USED, release, chain, lock, seeds, [0, 2, 3])
     rejected(L.ERR_RELEASE_USED, release, chain, lock, seeds, [0, 1, 2])
-    assert chain.balance(DEST) - before == TON
+    paid = chain.balance(DEST) - before
+    assert paid < TON
     # another release id is another refund; signatures made in any order are all valid
     release(chain, lock, seeds, [1, 2, 3], release_id=b"\x08" * 32)
     # DEST now exists (uninitialized) and pays a few nanotons of storage fee per second held
-    assert 2 * TON - 10**4 < chain.balance(DEST) - before <= 2 * TON
+    assert paid + TON - L.RELEASE_FEE_BOUND < chain.balance(DEST) - before < paid + TON
     assert get(chain, lock, "get_release_count") == [2]
 
 
@@ -189,16 +198,136 @@ def test_release_rejections(env):
     rejected(L.ERR_NOT_ENOUGH_SIGNATURES, release, chain, lock, seeds, [0, 1])
     rejected(L.ERR_NOT_ENOUGH_SIGNATURES, release, chain, lock, seeds, [])
     rejected(L.ERR_BAD_SIGNATURE, release, chain, lock, seeds, [0, 1], sig_override={2: L.sign_release(
-        L.release_payload(lock=lock, destination=DEST, amount=2 * TON, release_id=RID), seeds[2])})
+        L.release_payload(global_id=GID, lock=lock, destination=DEST, amount=2 * TON, release_id=RID), seeds[2])})
     rejected(L.ERR_BAD_SIGNATURE, release, chain, lock, seeds, [0, 1], sig_override={3: L.sign_release(
-        L.release_payload(lock=lock, destination=DEST, amount=TON, release_id=RID), seeds[2])})
-    rejected(L.ERR_UNKNOWN_SIGNER, release, chain, lock, seeds, [0, 1], sig_override={7: b"\x01" * 64})
+        L.release_payload(global_id=GID, lock=lock, destination=DEST, amount=TON, release_id=RID), seeds[2])})
+    rejected(L.ERR_UNKNOWN_SIGNER, release, chain, lock, seeds, [0, 1], sig_override={b"\x07" * 32: b"\x01" * 64})
     rejected(L.ERR_WRONG_CONTRACT, release, chain, lock, seeds, [0, 1, 2], lock_addr=Address((0, b"\x01" * 32)))
     rejected(L.ERR_INSUFFICIENT_BALANCE, release, chain, lock, seeds, [0, 1, 2], amount=100 * TON)
     not_release = Builder().store_uint(L.OP_DEPOSIT, 32).store_uint(0, 32).end_cell()
     rejected(L.ERR_NOT_RELEASE, release, chain, lock, seeds, [0, 1, 2], payload=not_release)
     assert get(chain, lock, "get_release_count") == [0]  # nothing was accepted, nothing paid
     assert chain.balance(DEST) == 0
+
+
+# ------------------------------------------------------------------ issue 11: network binding
+def test_same_keys_on_two_networks_give_two_lock_addresses(committee):
+    """The address commits to code and initial data; the global id is in the data, so the same
+    committee's lock on testnet and on mainnet are two contracts."""
+    _, pubs = committee
+    addrs = {gid: L.lock_address(pubs, 3, MIN, global_id=gid)
+             for gid in (L.MAINNET_GLOBAL_ID, L.TESTNET_GLOBAL_ID, GID)}
+    assert len({a.hash_part for a in addrs.values()}) == 3
+    for gid in addrs:
+        assert L.parse_lock_data(L.initial_data(pubs, 3, MIN, global_id=gid)).global_id == gid
+
+
+def test_release_signed_for_another_network_is_refused(committee):
+    """A testnet release (public at GET /v1/releases) replayed on a mainnet lock: even a lock
+    at the very same address (same code and data but the global id) refuses it (418), and the
+    mainnet lock pays the release signed for mainnet."""
+    seeds, pubs = committee
+    chain = LocalChain(global_id=L.MAINNET_GLOBAL_ID)
+    lock = L.lock_address(pubs, 3, MIN, global_id=L.MAINNET_GLOBAL_ID)
+    chain.mint(lock, 5 * TON, L.state_init(pubs, 3, MIN, global_id=L.MAINNET_GLOBAL_ID), L.top_up_body())
+    chain.seal_block()
+    rejected(L.ERR_WRONG_NETWORK, release, chain, lock, seeds, [0, 1, 2], global_id=L.TESTNET_GLOBAL_ID)
+    assert chain.balance(DEST) == 0
+    recs = release(chain, lock, seeds, [0, 1, 2], global_id=L.MAINNET_GLOBAL_ID)
+    assert exit_code(recs[0]) == 0 and chain.balance(DEST) > 0
+
+
+# ------------------------------------------------------------------ issue 11: committee keys
+def test_initial_data_refuses_duplicate_keys_and_minority_thresholds(committee):
+    _, pubs = committee
+    with pytest.raises(InputError, match="distinct"):
+        L.initial_data([pubs[0], pubs[1], pubs[0]], 2, MIN, global_id=GID)
+    with pytest.raises(InputError, match="distinct"):
+        L.lock_address([pubs[0], pubs[0], pubs[1], pubs[2]], 3, MIN, global_id=GID)
+    with pytest.raises(InputError, match="majority"):
+        L.initial_data(pubs, 2, MIN, global_id=GID)  # 2 of 4: two disjoint pairs could each sign
+    with pytest.raises(InputError):
+        L.initial_data(pubs, 5, MIN, global_id=GID)
+    with pytest.raises(InputError):
+        L.initial_data(pubs, 0, MIN, global_id=GID)
+    with pytest.raises(InputError, match="fees"):
+        L.initial_data(pubs, 3, MIN, global_id=GID, min_release=L.RELEASE_FEE_BOUND - 1)
+    L.initial_data(pubs[:3], 2, MIN, global_id=GID)  # 2 of 3 is a majority
+
+
+def test_one_member_counts_once_on_chain(env):
+    """The committee and the signatures are dicts keyed by public key: a member cannot be
+    listed twice, so one key's signature never counts as two members' (below threshold: 415)."""
+    from pytoniq_core import HashMap
+
+    chain, lock, seeds, pubs = env
+    payload = L.release_payload(global_id=GID, lock=lock, destination=DEST, amount=TON, release_id=RID)
+    sig = L.sign_release(payload, seeds[0])
+    hm = HashMap(256, value_serializer=lambda src, dest: dest.store_bytes(src))
+    hm.set_int_key(int.from_bytes(pubs[0], "big"), sig)
+    hm.set_int_key(int.from_bytes(pubs[0], "big"), sig)  # a dict holds the key once
+    hm.set_int_key(int.from_bytes(pubs[1], "big"), L.sign_release(payload, seeds[1]))
+    body = Builder().store_maybe_ref(hm.serialize()).store_ref(payload).end_cell()
+    rejected(L.ERR_NOT_ENOUGH_SIGNATURES, chain.send_external, L.release_message(lock, body).to_boc())
+    assert chain.balance(DEST) == 0
+
+
+# ------------------------------------------------------------------ issue 11: refund fees, dust
+def test_a_release_pays_its_own_fees(env):
+    """The lock's balance drops by exactly the released amount (the storage fee due anyway
+    aside): gas, the external message's import and the payout's forwarding fee come out of the
+    amount, never out of other payers' funds."""
+    chain, lock, seeds, _ = env
+    for n, signers in enumerate(([0, 1, 2], [0, 1, 2, 3])):
+        for amount in (TON, L.DEFAULT_MIN_RELEASE):
+            chain.seal_block()
+            before, dest_before = chain.balance(lock), chain.balance(DEST)
+            rid = bytes([n, amount % 251]) + b"\x05" * 30
+            recs = release(chain, lock, seeds, signers, amount=amount, release_id=rid)
+            t = tx(recs[0])
+            assert exit_code(recs[0]) == 0 and t.description.action.success
+            storage = t.description.storage_ph.storage_fees_collected if t.description.storage_ph else 0
+            assert before - chain.balance(lock) - storage == amount
+            got = chain.balance(DEST) - dest_before
+            assert amount - L.RELEASE_FEE_BOUND < got < amount  # the payer bears the fees
+            assert amount - got >= t.total_fees.grams  # at least this transaction's fees
+
+
+def test_release_below_the_minimum_is_refused(env):
+    chain, lock, seeds, _ = env
+    rejected(L.ERR_BELOW_MIN_RELEASE, release, chain, lock, seeds, [0, 1, 2], amount=L.DEFAULT_MIN_RELEASE - 1)
+    rejected(L.ERR_BELOW_MIN_RELEASE, release, chain, lock, seeds, [0, 1, 2], amount=1)
+    assert chain.balance(DEST) == 0 and get(chain, lock, "get_release_count") == [0]
+    release(chain, lock, seeds, [0, 1, 2], amount=L.DEFAULT_MIN_RELEASE)
+    assert get(chain, lock, "get_release_count") == [1]
+
+
+def test_a_padded_release_message_pays_its_own_import(env):
+    """The only padding an untrusted submitter can add to a valid release is a state init, and
+    for an active account only the lock's own (its hash is the address) passes: the bigger
+    import is paid out of the refund as well, and the lock still loses exactly the amount."""
+    from pytoniq_core.tlb.transaction import ExternalMsgInfo, MessageAny
+
+    chain, lock, seeds, pubs = env
+    payload = L.release_payload(global_id=GID, lock=lock, destination=DEST, amount=L.DEFAULT_MIN_RELEASE,
+                                release_id=RID)
+    body = L.release_body(payload, {pubs[i]: L.sign_release(payload, seeds[i]) for i in (0, 1, 2)})
+
+    def send(init):
+        return chain.send_external(MessageAny(info=ExternalMsgInfo(None, lock, 0), init=init, body=body)
+                                   .serialize().to_boc())
+
+    other = L.state_init(pubs, 3, MIN + 1, global_id=GID)  # not the lock's: refused by the chain
+    with pytest.raises(MessageRejected):
+        send(other)
+    chain.seal_block()
+    before = chain.balance(lock)
+    recs = send(L.state_init(pubs, 3, MIN, global_id=GID))
+    t = tx(recs[0])
+    assert exit_code(recs[0]) == 0 and t.description.action.success
+    storage = t.description.storage_ph.storage_fees_collected if t.description.storage_ph else 0
+    assert before - chain.balance(lock) - storage == L.DEFAULT_MIN_RELEASE
+    assert 0 < chain.balance(DEST) < L.DEFAULT_MIN_RELEASE - t.total_fees.grams
 
 
 def test_every_exit_code_is_covered():
