@@ -255,6 +255,51 @@ class ApiConfig(_Model):
     quote_prune_batch: int = Field(default=1000, ge=1, le=100_000)
 
 
+class ChainlinkBoundConfig(_Model):
+    """A token bounded by a Chainlink feed's round in force at the quote's issue time."""
+
+    kind: Literal["chainlink"]
+    chain: str  # an evm chain of ``chains`` (its RPC pool is used): e.g. ethereum mainnet
+    address: str = Field(pattern=_HEX40)  # the feed (proxy), e.g. ETH / USD, DOT / USD
+    heartbeat_seconds: int = Field(gt=0, le=7 * 86_400)
+    # the credits may be worth at most this fraction more than the paid amount at the round's price
+    tolerance: Decimal = Field(default=Decimal("0.03"), ge=0, le=1, allow_inf_nan=False)
+    # a time is settled history on the feed's chain once that chain's head is past it, or the
+    # wall clock is past it by this many seconds (no later round can carry an earlier updatedAt)
+    settle_seconds: int = Field(default=60, ge=0, le=3600)
+
+
+class BandBoundConfig(_Model):
+    """A token without an on-chain feed: a wide band around the signer's own ``[pricing]``
+    sources' guarded median, read when the deposit is decided."""
+
+    kind: Literal["band"]
+    tolerance: Decimal = Field(default=Decimal("0.25"), ge=0, le=10, allow_inf_nan=False)
+
+
+TokenBoundConfig = Annotated[Union[ChainlinkBoundConfig, BandBoundConfig], Field(discriminator="kind")]
+
+
+class PriceBoundConfig(_Model):
+    """The signer's own bound on what a deposit may mint (bridge/committee/pricebound.py):
+    every source chain's token is bounded (``tokens``) or explicitly left to the gateway key
+    alone (``unbounded``)."""
+
+    max_deposit_usd: Decimal = Field(gt=0, allow_inf_nan=False)  # hard cap on one deposit's credits
+    tokens: dict[Annotated[str, Field(pattern=_SYMBOL)], TokenBoundConfig] = {}
+    unbounded: list[Annotated[str, Field(pattern=_SYMBOL)]] = []
+    # the API's quote TTL (a payment expires with its quote): issue time = expires_at - TTL;
+    # default: this config's pricing.quote_ttl_seconds
+    quote_ttl_seconds: int | None = Field(default=None, gt=0, le=86_400)
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> "PriceBoundConfig":
+        both = sorted(set(self.tokens) & set(self.unbounded))
+        if both:
+            raise ValueError(f"tokens both bounded and unbounded: {', '.join(both)}")
+        return self
+
+
 class SignerConfig(_Model):
     name: str
     host: str = "127.0.0.1"
@@ -267,6 +312,8 @@ class SignerConfig(_Model):
     # the member's Ed25519 key: TON lock releases and Asset Hub multisig approvals (refunds on
     # those chains need it; without it this node authorizes Ethereum refunds only)
     refund_key: KeyRef | None = None
+    # required: the committee's own bound on the terms' rate (the gateway key alone cannot mint)
+    price_bound: PriceBoundConfig | None = None
 
 
 class AggregatorConfig(_Model):
@@ -358,6 +405,8 @@ class Settings(_Model):
         for c in self.source_chains():
             if c.family in ("evm", "ton") and "lock" not in c.contracts:
                 raise ValueError(f"source chain {c.name!r} needs contracts.lock")
+        if self.signer is not None:
+            self._check_price_bound(names)
         for src in self.pricing.sources:
             if src.kind == "chainlink":
                 if src.chain not in names:
@@ -365,6 +414,29 @@ class Settings(_Model):
                 if self.chain(src.chain).family != "evm":
                     raise ValueError(f"pricing source {src.name or src.kind!r}: chain {src.chain!r} is not an evm chain")
         return self
+
+    def _check_price_bound(self, names: list[str]) -> None:
+        pb = self.signer.price_bound
+        tokens = sorted(c.token for c in self.source_chains())
+        if pb is None:
+            raise ValueError(
+                "signer.price_bound is required: without it the gateway key alone can mint credits; bound "
+                f"each source token ({', '.join(tokens)}) in price_bound.tokens or list it in price_bound.unbounded")
+        missing = [t for t in tokens if t not in pb.tokens and t not in pb.unbounded]
+        if missing:
+            raise ValueError(f"signer.price_bound: token(s) {', '.join(missing)} neither bounded (tokens) "
+                             "nor explicitly unbounded (unbounded)")
+        unknown = sorted((set(pb.tokens) | set(pb.unbounded)) - set(tokens))
+        if unknown:
+            raise ValueError(f"signer.price_bound: {', '.join(unknown)} is not paid on any source chain")
+        for token, b in pb.tokens.items():
+            if b.kind == "chainlink":
+                if b.chain not in names:
+                    raise ValueError(f"signer.price_bound.tokens.{token}: no chain named {b.chain!r}")
+                if self.chain(b.chain).family != "evm":
+                    raise ValueError(f"signer.price_bound.tokens.{token}: chain {b.chain!r} is not an evm chain")
+            elif not self.pricing.source_configs():
+                raise ValueError(f"signer.price_bound.tokens.{token}: a band needs this config's pricing sources")
 
     def chain(self, name: str):
         for c in self.chains:

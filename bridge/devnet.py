@@ -43,6 +43,7 @@ ETH_USD = "3000"
 FEED_DECIMALS = 8
 FEED_HEARTBEAT_SECONDS = 86_400
 FEED_OWNER_INDEX = 8  # anvil dev account that owns the feed (no other devnet role)
+DEVNET_MAX_DEPOSIT_USD = "1000000"  # the signers' hard cap on one deposit's credits
 
 
 # Chain families that add source chains to the devnet: module with
@@ -324,6 +325,13 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
             p.write_text(json.dumps(cfg, indent=2))
             return p
 
+        # every signer bounds every token itself: ETH by the Chainlink feed's round in force when
+        # the quote was issued, the tokens without a feed by a wide band over its own sources
+        price_bound = {"max_deposit_usd": DEVNET_MAX_DEPOSIT_USD, "tokens": {
+            "ETH": {"kind": "chainlink", "chain": "settlement", "address": eth_feed,
+                    "heartbeat_seconds": FEED_HEARTBEAT_SECONDS, "tolerance": "0.03",
+                    "settle_seconds": 2},  # the settlement anvil mines only on transactions
+            **{t: {"kind": "band", "tolerance": "0.25"} for t in sorted(fixed_usd) if t != "ETH"}}}
         health: dict[str, str] = {}
         argv: dict[str, list[str]] = {}
         cli = [sys.executable, "-m", "bridge.cli"]
@@ -342,7 +350,7 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
             p = write_cfg(f"signer-{i}", {"signer": {
                 "name": f"signer-{i}", "host": "127.0.0.1", "port": port, "key": kref(f"signer-{i}"),
                 "refund_key": kref(f"signer-{i}-ed25519"), "gateway_url": api_url,
-                "gateway_public_key": quote_pub}})
+                "gateway_public_key": quote_pub, "price_bound": price_bound}})
             argv[f"signer-{i}"] = [*cli, "signer", "--config", str(p)]
             health[f"signer-{i}"] = f"{url}/v1/health"
         relay_port = _free_port()

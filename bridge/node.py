@@ -7,6 +7,7 @@ that imports ``relayers/``: chain families are wired in here, by the config's ``
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import aiohttp
 from aiohttp import web
@@ -108,6 +109,7 @@ async def run_signer(settings: Settings) -> None:
     watchers = {c.name: make_watcher(c) for c in settings.source_chains()}
     settlement = make_submitter(settings.chain(settings.settlement_chain))
     _close_on_stop(sup, [*watchers.values(), settlement])
+    metrics = SignerMetrics(registry)
     node = SignerNode(
         name=cfg.name, key=key, db=db, watchers=watchers,
         settlement=settlement,
@@ -116,12 +118,68 @@ async def run_signer(settings: Settings) -> None:
         max_block_range={c.name: c.max_block_range for c in settings.source_chains()},
         start_block={c.name: c.start_block for c in settings.source_chains()},
         poll_interval=min(c.poll_interval for c in settings.source_chains()),
-        metrics=SignerMetrics(registry),
+        metrics=metrics,
+        price_bound=signer_price_bound(settings, sup, registry, session, metrics),
         **lifecycle_options(settings, load_key(cfg.refund_key) if cfg.refund_key else None, sup),
     )
     await _serve(sup, create_signer_app(node, registry), cfg.host, cfg.port)
     sup.add("signer", node.run)
     await sup.run()
+
+
+def chainlink_source_factory(settings: Settings, sup: Supervisor):
+    """Builds ``kind = "chainlink"`` price sources (``bridge.pricing.factory``) over the EVM relayer."""
+
+    def chainlink(cfg, name: str):
+        from relayers.evm.chainlink import ChainlinkSource
+
+        chain = settings.chain(cfg.chain)
+        source = ChainlinkSource(
+            {s: (chain, f.address, timedelta(seconds=f.heartbeat_seconds)) for s, f in cfg.feeds.items()}, name=name)
+        sup.on_stop(source.aclose)
+        return source
+
+    return chainlink
+
+
+def signer_price_bound(settings: Settings, sup: Supervisor, registry: CollectorRegistry, session, metrics=None):
+    """The signer's own price bound (``bridge/committee/pricebound.py``) from ``signer.price_bound``:
+    Chainlink history for ``kind = "chainlink"`` tokens, a band over this config's ``[pricing]``
+    sources for ``kind = "band"`` ones."""
+    from bridge.committee.pricebound import PriceBound, SourcesBand
+    from bridge.pricing.factory import build_aggregator
+    from bridge.pricing.quotes import effective_credit_price
+
+    pb = settings.signer.price_bound
+    if pb is None:  # Settings refuses a signer without it; kept for callers building Settings by hand
+        raise ConfigError("signer.price_bound is required")
+    refs: dict = {}
+    band = sorted(t for t, b in pb.tokens.items() if b.kind == "band")
+    if band:
+        aggregator = build_aggregator(settings.pricing, band, registry=registry, session=session,
+                                      chainlink=chainlink_source_factory(settings, sup))
+        for t in band:
+            refs[t] = SourcesBand(aggregator, pb.tokens[t].tolerance, refresh_seconds=settings.pricing.refresh_seconds)
+    for t, b in sorted(pb.tokens.items()):
+        if b.kind == "chainlink":
+            from relayers.evm.chainlink import ChainlinkHistory
+
+            history = ChainlinkHistory(settings.chain(b.chain), b.address, timedelta(seconds=b.heartbeat_seconds),
+                                       symbol=t, tolerance=b.tolerance, max_clock_skew=b.settle_seconds)
+            sup.on_stop(history.aclose)
+            refs[t] = history
+    for t in pb.unbounded:
+        log.warning("PRICE BOUND OFF for %s (signer.price_bound.unbounded): this signer attests whatever rate "
+                    "the gateway key signs for it", t)
+    log.info("price bound: %s; at most $%s per deposit", ", ".join(
+        f"{t} by {b.kind} (tolerance {b.tolerance})" for t, b in sorted(pb.tokens.items())) or "no token",
+        pb.max_deposit_usd)
+    return PriceBound(references=refs,
+                      credit_price_usd=effective_credit_price(settings.pricing.credit_price_usd,
+                                                              settings.pricing.credit_spread),
+                      max_deposit_usd=pb.max_deposit_usd,
+                      quote_ttl_seconds=pb.quote_ttl_seconds or settings.pricing.quote_ttl_seconds,
+                      unbounded=frozenset(pb.unbounded), metrics=metrics)
 
 
 def lifecycle_options(settings: Settings, refund_key=None, sup: Supervisor | None = None) -> dict:

@@ -27,6 +27,10 @@ class SignerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.decisions = Counter("creditbridge_signer_decisions_total", "Deposits decided by this signer",
                                  ["outcome"], registry=registry)
+        self.price_bound_violations = Counter(
+            "creditbridge_signer_price_bound_violations_total",
+            "Deposits whose signed terms were outside this signer's price bound (held for refund, not attested)",
+            ["chain", "token"], registry=registry)
 
 
 class AggregatorMetrics:

@@ -78,6 +78,7 @@ class SignerNode:
         start_block: dict[str, int] | None = None,
         poll_interval: float = 1.0,
         metrics=None,
+        price_bound=None,
     ) -> None:
         if key.kind != "secp256k1":
             raise InputError("a signer key must be secp256k1")
@@ -103,6 +104,8 @@ class SignerNode:
         self.wall_clock = wall_clock
         self.poll_interval = poll_interval
         self.metrics = metrics
+        # bridge.committee.pricebound.PriceBound: this node's own bound on the terms' rate
+        self.price_bound = price_bound
         self._wake = asyncio.Event()
         self._committee: tuple[int, list[bytes], int] | None = None
         self._committee_at = 0.0
@@ -187,6 +190,8 @@ class SignerNode:
             terms, decision = await self._check(obs)
             if decision.outcome == rules.LATE:
                 decision, quote_id = await self._late(obs, terms, decision)
+            if self.price_bound is not None:  # outside it: held for refund ("unpriced")
+                decision = await self.price_bound.apply(obs, terms, decision)
         except _NotYet as e:
             log.info("signer %s: deposit %s/%d waits: %s", self.name, obs.chain, obs.sequence, e)
             return 0
@@ -201,6 +206,7 @@ class SignerNode:
             detail = {rules.LATE: "deposit arrived after the payment expired (late); held for refund",
                       rules.INVALID: "deposit chain or token does not match the payment; held for refund",
                       rules.EXCESS: "the payment was fully paid already; deposit held for refund",
+                      rules.UNPRICED: "the terms' rate is outside this signer's price bound; held for refund",
                       rules.BELOW_ONE_CREDIT: "deposit too small for one more credit; counted towards the payment",
                       }[decision.outcome]
             async with self.db.begin() as s:

@@ -48,9 +48,12 @@ BELOW_ONE_CREDIT = "below-one-credit"  # counted, but completes no further credi
 EXCESS = "excess"  # counted nothing: the quote was fully paid already
 LATE = "late"
 INVALID = "invalid"
+# outside the signer's own price bound (bridge/committee/pricebound.py): never returned by
+# ``decide``; a signer holds the whole deposit for refund instead of attesting it
+UNPRICED = "unpriced"
 
 # purposes of a refund (release) of held funds
-REFUND_PURPOSES = (EXCESS, LATE, INVALID)
+REFUND_PURPOSES = (EXCESS, LATE, INVALID, UNPRICED)
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ class Decision:
         """Why this deposit's held part is refundable, or None if nothing is held."""
         if self.refundable == 0:
             return None
-        return self.outcome if self.outcome in (LATE, INVALID) else EXCESS
+        return self.outcome if self.outcome in (LATE, INVALID, UNPRICED) else EXCESS
 
 
 def deadline(expires_at: datetime, grace_seconds: int) -> int:

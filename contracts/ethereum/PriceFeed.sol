@@ -10,10 +10,13 @@ pragma solidity ^0.8.24;
 ///         FluxAggregator does while a round is pending or after it timed out: the round
 ///         carries the previous answer and its `updatedAt`, and `answeredInRound` is the
 ///         earlier round that produced that answer (so `answeredInRound < roundId`).
-/// @dev Round ids start at 1. Before the first round `latestRoundData` answers zeros (as
-///      Chainlink's OCR aggregators do) and `getRoundData` of an unknown round reverts with
-///      "No data present". Answers may be zero or negative (Chainlink allows it); readers
-///      must reject them for prices.
+///         `newPhase` emulates a Chainlink proxy switching to a new aggregator: round ids are
+///         `(phaseId << 64) | aggregatorRoundId`, and each phase's aggregator round ids start
+///         at 1 again, so a reader walking back through history must cross phases.
+/// @dev Round ids start at 1 (phase 0: a plain aggregator's ids). Before the first round
+///      `latestRoundData` answers zeros (as Chainlink's OCR aggregators do) and `getRoundData`
+///      of an unknown round reverts with "No data present". Answers may be zero or negative
+///      (Chainlink allows it); readers must reject them for prices.
 contract PriceFeed {
     struct Round {
         int256 answer;
@@ -35,6 +38,7 @@ contract PriceFeed {
     address public owner;
 
     uint80 private _latestRound;
+    uint16 public phaseId;
     mapping(uint80 => Round) private _rounds;
 
     modifier onlyOwner() {
@@ -51,8 +55,7 @@ contract PriceFeed {
 
     /// @notice Start a new round answered with `answer` now; returns its id.
     function submit(int256 answer) external onlyOwner returns (uint80 roundId) {
-        roundId = _latestRound + 1;
-        _latestRound = roundId;
+        roundId = _nextRound();
         uint64 nowTs = uint64(block.timestamp);
         _rounds[roundId] = Round(answer, nowTs, nowTs, roundId);
         emit NewRound(roundId, msg.sender, block.timestamp);
@@ -63,10 +66,22 @@ contract PriceFeed {
     ///         with that answer's `updatedAt` and `answeredInRound`.
     function startRound() external onlyOwner returns (uint80 roundId) {
         Round memory previous = _rounds[_latestRound];
-        roundId = _latestRound + 1;
-        _latestRound = roundId;
+        roundId = _nextRound();
         _rounds[roundId] = Round(previous.answer, uint64(block.timestamp), previous.updatedAt, previous.answeredInRound);
         emit NewRound(roundId, msg.sender, block.timestamp);
+    }
+
+    /// @notice Switch to a new phase (a proxy's new aggregator): the next round is
+    ///         `((phaseId + 1) << 64) | 1`. Rounds of earlier phases stay readable.
+    function newPhase() external onlyOwner returns (uint16) {
+        phaseId += 1;
+        return phaseId;
+    }
+
+    function _nextRound() private returns (uint80 roundId) {
+        uint80 first = uint80(phaseId) << 64;
+        roundId = _latestRound >= first ? _latestRound + 1 : first | 1;
+        _latestRound = roundId;
     }
 
     function transferOwnership(address newOwner) external onlyOwner {
@@ -82,7 +97,7 @@ contract PriceFeed {
         returns (uint80, int256 answer, uint256 startedAt, uint256 updatedAt, uint80 answeredInRound)
     {
         Round memory r = _rounds[roundId];
-        require(roundId != 0 && roundId <= _latestRound, "No data present");
+        require(r.startedAt != 0, "No data present");
         return (roundId, r.answer, r.startedAt, r.updatedAt, r.answeredInRound);
     }
 

@@ -26,12 +26,28 @@ asked feed failed. RPC and decoding errors never leave this module as anything b
 
 The devnet and tests deploy ``contracts/ethereum/PriceFeed.sol``, which implements the same
 interface (:func:`deploy_price_feed`, :func:`submit_answer`).
+
+**History** (:class:`ChainlinkHistory`, the signers' price bound, ``bridge/committee/pricebound.py``):
+the round *in force at a past time* ``t``, read with ``getRoundData`` so that every honest signer
+reads the same round. All reads of one walk are pinned to one block. A proxy's round id is
+``(phaseId << 64) | aggregatorRoundId``; within a phase, rounds' ``updatedAt`` never decreases,
+so the latest round with ``updatedAt <= t`` is found by binary search over the aggregator round
+ids (``getRoundData`` of the phase's first round, then halving); when even the phase's first
+round is after ``t``, the walk moves to the previous phase, whose last round id it finds by
+doubling probes (a missing round reverts or answers zeros) before searching it the same way. A
+round that carries an earlier round's answer (``answeredInRound < roundId``) is replaced by that
+earlier round (the answer's own round). The round is usable only if its answer is positive and
+it was no older than the heartbeat at ``t``. ``t`` must be settled history: the pinned block's
+timestamp is at least ``t``, or the wall clock is past ``t`` by more than ``max_clock_skew`` (a
+round published later cannot carry ``updatedAt <= t``). Otherwise, and on any RPC failure, the
+answer is a retryable ``PriceUnavailable``: the caller cannot tell yet.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -42,6 +58,7 @@ from eth_abi import decode as abi_decode
 from eth_abi.exceptions import DecodingError
 from eth_utils import keccak, to_checksum_address
 
+from bridge.committee.pricebound import Reference
 from bridge.config import EvmChainConfig
 from bridge.errors import ChainError, ConfigError, PriceUnavailable, TransactionFailed
 from bridge.pricing.sources.base import PricePoint
@@ -50,6 +67,7 @@ from bridge.pricing.wrappers import SourceHealth
 from relayers.evm.rpc import JsonRpcError, RpcPool
 
 __all__ = [
+    "ChainlinkHistory",
     "ChainlinkSource",
     "Feed",
     "FeedAnswerInvalid",
@@ -64,6 +82,9 @@ log = logging.getLogger("creditbridge.pricing.chainlink")
 PRICE_FEED = "PriceFeed"  # the devnet's AggregatorV3Interface contract (contracts/ethereum)
 LATEST_ROUND_DATA = keccak(text="latestRoundData()")[:4]  # 0xfeaf968c
 DECIMALS = keccak(text="decimals()")[:4]  # 0x313ce567
+GET_ROUND_DATA = keccak(text="getRoundData(uint80)")[:4]  # 0x9a6fc8f5
+PHASE_SHIFT = 64
+AGGREGATOR_ROUND_MASK = 2**PHASE_SHIFT - 1
 ROUND_DATA_TYPES = ("uint80", "int256", "uint256", "uint256", "uint80")
 MAX_FEED_DECIMALS = 36
 
@@ -298,6 +319,167 @@ class ChainlinkSource:
         self._owned.clear()
 
 
+class _Absent(Exception):
+    """getRoundData of a round the feed does not have (reverted or answered zeros)."""
+
+
+class ChainlinkHistory:
+    """One Chainlink feed (proxy) read as history: the round in force at a past time.
+
+    ``rpc`` is an :class:`RpcPool` (shared, not closed here) or an :class:`EvmChainConfig` (a
+    pool made and closed here). ``tolerance`` is what the price bound allows over this feed's
+    price (see ``bridge/committee/pricebound.py``); ``clock`` returns unix seconds.
+    """
+
+    def __init__(self, rpc: RpcPool | EvmChainConfig, address: str | bytes, heartbeat: timedelta | int, *,
+                 symbol: str, tolerance: Decimal | None = None, clock: Callable[[], float] = time.time,
+                 max_clock_skew: int = 60, max_calls: int = 512, rpc_attempts: int = 2) -> None:
+        self.symbol = symbol
+        self._address = _address(address, symbol)
+        self.heartbeat = _heartbeat(heartbeat, symbol)
+        self.tolerance = tolerance
+        self._clock = clock
+        self.max_clock_skew = max_clock_skew
+        self.max_calls = max_calls
+        if isinstance(rpc, RpcPool):
+            self._pool, self._owned = rpc, False
+        elif isinstance(rpc, EvmChainConfig):
+            self._pool, self._owned = RpcPool.from_config(rpc, attempts=rpc_attempts), True
+        else:
+            raise ConfigError(f"chainlink feed of {symbol}: rpc must be an RpcPool or an evm chain config")
+        self._what = f"chainlink history: {symbol} feed {to_checksum_address(self._address)}"
+
+    async def aclose(self) -> None:
+        if self._owned:
+            await self._pool.aclose()
+
+    async def reference(self, token: str, at: int) -> Reference:
+        """The price bound's reference (``bridge.committee.pricebound.ReferenceSource``)."""
+        from fractions import Fraction
+
+        if token != self.symbol:
+            raise PriceUnavailable(f"{self._what}: asked for {token}", retryable=False)
+        if self.tolerance is None:
+            raise ConfigError(f"{self._what}: no tolerance configured")
+        rnd, decimals = await self.round_at(at)
+        return Reference(Fraction(rnd.answer, 10**decimals), Fraction(self.tolerance),
+                         f"{self.symbol} Chainlink {to_checksum_address(self._address)} round {rnd.round_id} "
+                         f"(phase {rnd.round_id >> PHASE_SHIFT}) answer {price_from_answer(rnd.answer, decimals)} "
+                         f"updated at {rnd.updated_at}")
+
+    async def round_at(self, at: int) -> tuple[RoundData, int]:
+        """``(round, decimals)`` of the round in force at unix time ``at`` (see the module
+        docstring); PriceUnavailable (retryable) if it cannot be told now."""
+        try:
+            return await self._round_at(at)
+        except (ChainError, ConfigError) as e:
+            raise PriceUnavailable(f"{self._what}: {e.detail}", retryable=True) from e
+        except _Absent as e:
+            raise PriceUnavailable(f"{self._what}: round {e.args[0]} is missing", retryable=True) from None
+
+    async def _round_at(self, at: int) -> tuple[RoundData, int]:
+        self._calls = 0
+        head = await self._pool.get_block("latest")
+        if head is None:
+            raise PriceUnavailable(f"{self._what}: the node has no latest block", retryable=True)
+        if head.timestamp < at and self._clock() < at + self.max_clock_skew:
+            raise PriceUnavailable(f"{self._what}: time {at} is not settled history yet (head at {head.timestamp})",
+                                   retryable=True)
+        block = head.number
+        latest_raw, decimals_raw = await self._pool.request_many([
+            ("eth_call", [{"to": "0x" + self._address.hex(), "data": "0x" + LATEST_ROUND_DATA.hex()}, hex(block)]),
+            ("eth_call", [{"to": "0x" + self._address.hex(), "data": "0x" + DECIMALS.hex()}, hex(block)]),
+        ])
+        try:
+            latest = RoundData(*(int(v) for v in abi_decode(list(ROUND_DATA_TYPES), _hex(latest_raw, self._what))))
+            (decimals,) = abi_decode(["uint8"], _hex(decimals_raw, self._what))
+        except (DecodingError, ValueError, OverflowError) as e:
+            raise MalformedPriceData(f"{self._what}: answer does not decode as AggregatorV3Interface ({e})") from e
+        if not 0 <= decimals <= MAX_FEED_DECIMALS:
+            raise MalformedPriceData(f"{self._what}: decimals() = {decimals} is out of range")
+        if latest.round_id == 0 or latest.updated_at == 0:
+            raise FeedAnswerInvalid(f"{self._what}: the feed has no answered round yet")
+        found = await self._search(latest, at, block)
+        if found.answered_in_round < found.round_id:  # a carried answer: use the answer's own round
+            found = await self._get(found.answered_in_round, block)
+        if found.answer <= 0:
+            raise FeedAnswerInvalid(f"{self._what}: round {found.round_id} answered {found.answer}, not a price")
+        if at - found.updated_at > self.heartbeat.total_seconds():
+            raise FeedStale(f"{self._what}: at {at} the round in force ({found.round_id}, updated at "
+                            f"{found.updated_at}) was older than the {int(self.heartbeat.total_seconds())}s heartbeat")
+        return found, int(decimals)
+
+    async def _search(self, latest: RoundData, at: int, block: int) -> RoundData:
+        """The latest round with ``updatedAt <= at``, from ``latest`` back through phases."""
+        if latest.updated_at <= at:
+            return latest
+        phase = latest.round_id >> PHASE_SHIFT
+        hi = (latest.round_id & AGGREGATOR_ROUND_MASK) - 1  # rounds [1, hi] of this phase remain
+        while True:
+            if hi >= 1:
+                first = await self._get_or_none((phase << PHASE_SHIFT) | 1, block)
+                if first is not None and first.updated_at <= at:
+                    lo, lo_round = 1, first  # invariant: round lo is <= at, rounds > hi are > at
+                    while lo < hi:
+                        mid = (lo + hi + 1) // 2
+                        r = await self._get((phase << PHASE_SHIFT) | mid, block)
+                        if r.updated_at <= at:
+                            lo, lo_round = mid, r
+                        else:
+                            hi = mid - 1
+                    return lo_round
+            if phase == 0:
+                break
+            phase -= 1
+            hi = await self._last_of_phase(phase, block)
+        raise FeedAnswerInvalid(f"{self._what}: the feed has no round at or before {at}")
+
+    async def _last_of_phase(self, phase: int, block: int) -> int:
+        """The last aggregator round id of an earlier ``phase`` (0 if it has none): doubling
+        probes, then a binary search between the last present and the first absent id."""
+        base = phase << PHASE_SHIFT
+        if await self._get_or_none(base | 1, block) is None:
+            return 0
+        present, step = 1, 2
+        while step <= AGGREGATOR_ROUND_MASK and await self._get_or_none(base | step, block) is not None:
+            present, step = step, step * 2
+        absent = step
+        while absent - present > 1:
+            mid = (present + absent) // 2
+            if await self._get_or_none(base | mid, block) is None:
+                absent = mid
+            else:
+                present = mid
+        return present
+
+    async def _get_or_none(self, round_id: int, block: int) -> RoundData | None:
+        try:
+            return await self._get(round_id, block)
+        except _Absent:
+            return None
+
+    async def _get(self, round_id: int, block: int) -> RoundData:
+        self._calls += 1
+        if self._calls > self.max_calls:
+            raise PriceUnavailable(f"{self._what}: more than {self.max_calls} calls to find a round", retryable=True)
+        data = GET_ROUND_DATA + round_id.to_bytes(32, "big")
+        try:
+            raw = await self._pool.call(self._address, data, block)
+        except JsonRpcError as e:
+            if e.is_revert:
+                raise _Absent(round_id) from None
+            raise
+        if not raw:
+            raise MalformedPriceData(f"{self._what}: getRoundData answered nothing (is the feed there?)")
+        try:
+            r = RoundData(*(int(v) for v in abi_decode(list(ROUND_DATA_TYPES), raw)))
+        except (DecodingError, ValueError, OverflowError) as e:
+            raise MalformedPriceData(f"{self._what}: getRoundData does not decode ({e})") from e
+        if r.updated_at == 0 and r.started_at == 0:
+            raise _Absent(round_id)
+        return r
+
+
 def _hex(value: Any, what: str) -> bytes:
     if not isinstance(value, str) or not value.startswith("0x"):
         raise MalformedPriceData(f"{what}: eth_call answered {type(value).__name__}, not hex data")
@@ -328,6 +510,11 @@ async def submit_answer(rpc_url: str, private_key: str, feed: str, answer: int) 
 async def start_round(rpc_url: str, private_key: str, feed: str) -> dict:
     """``startRound()``: a round without its own answer (answeredInRound < roundId)."""
     return await _owner_call(rpc_url, private_key, feed, "startRound")
+
+
+async def new_phase(rpc_url: str, private_key: str, feed: str) -> dict:
+    """``newPhase()``: the feed's round ids continue in the next phase (a proxy's new aggregator)."""
+    return await _owner_call(rpc_url, private_key, feed, "newPhase")
 
 
 async def _owner_call(rpc_url: str, private_key: str, feed: str, fn: str, *args: Any) -> dict:

@@ -93,10 +93,11 @@ class Committee:
 
 @pytest.fixture
 async def committee_of(chain, tmp_path):
-    """``await committee_of(gateway, governor=...)``: 4 signer nodes served on 127.0.0.1."""
+    """``await committee_of(gateway, governor=...)``: 4 signer nodes served on 127.0.0.1
+    (``bound(i)``: node i's price bound; ``gateway_url``: where the nodes fetch terms)."""
     made = []
 
-    async def make(lc, *, governor=None, grace: int = 0) -> Committee:
+    async def make(lc, *, governor=None, grace: int = 0, bound=None, gateway_url: str | None = None) -> Committee:
         session = aiohttp.ClientSession()
         clock = WallClock()
         nodes, urls, runners = [], [], []
@@ -107,7 +108,7 @@ async def committee_of(chain, tmp_path):
                 name=f"s{i}", key=SecretKey("secp256k1", k, "0x" + dg.address_of(k).hex()), db=db,
                 watchers={"ethereum": EvmWatcher(chain.cfg)}, settlement=EvmSettlement(chain.settlement_cfg, None),
                 domain=SettlementDomain(CHAIN_ID, bytes.fromhex(chain.ledger[2:])),
-                gateway=GatewayClient(lc.url, session), gateway_public_key=lc.app[SIGNER_KEY].public_key,
+                gateway=GatewayClient(gateway_url or lc.url, session), price_bound=bound(i) if bound else None, gateway_public_key=lc.app[SIGNER_KEY].public_key,
                 late_grace_seconds=grace, lock_domains={"ethereum": lock_domain(CHAIN_ID, bytes.fromhex(chain.lock[2:]))},
                 governor=governor or {}, credit_price_usd=Decimal("0.01"), wall_clock=clock, poll_interval=0.1)
             runner = web.AppRunner(create_signer_app(node, __import__("prometheus_client").CollectorRegistry()))
