@@ -23,7 +23,7 @@ from bridge.types import SettlementDomain
 log = logging.getLogger("creditbridge.node")
 
 
-def make_watcher(chain) -> Watcher:
+def make_watcher(chain, registry=None) -> Watcher:
     if chain.family == "evm":
         from relayers.evm.watcher import EvmWatcher
 
@@ -31,7 +31,7 @@ def make_watcher(chain) -> Watcher:
     if chain.family == "substrate":
         from relayers.substrate.watcher import SubstrateWatcher
 
-        return SubstrateWatcher(chain)
+        return SubstrateWatcher(chain, registry=registry)
     if chain.family == "ton":
         from relayers.ton.watcher import TonWatcher
 
@@ -105,7 +105,7 @@ async def run_signer(settings: Settings) -> None:
     session = aiohttp.ClientSession()
     sup.on_stop(session.close)
     registry = CollectorRegistry()
-    watchers = {c.name: make_watcher(c) for c in settings.source_chains()}
+    watchers = {c.name: make_watcher(c, registry) for c in settings.source_chains()}
     settlement = make_submitter(settings.chain(settings.settlement_chain))
     _close_on_stop(sup, [*watchers.values(), settlement])
     node = SignerNode(
