@@ -154,7 +154,8 @@ def lifecycle_options(settings: Settings, refund_key=None, sup: Supervisor | Non
             log.warning("signer has no refund_key: it will not authorize refunds on %s", ", ".join(others))
     limits = {name: governor.Limits.from_config(g) for name, g in settings.governor.chains.items()}
     return {"lock_domains": domains, "refund_signers": refund_signers, "approvers": approvers, "governor": limits,
-            "credit_price_usd": settings.pricing.credit_price_usd}
+            "credit_price_usd": settings.pricing.credit_price_usd,
+            "min_refund": {c.name: c.min_refund for c in settings.source_chains()}}
 
 
 def refund_worker(settings: Settings, key: bytes, session, sup: Supervisor):

@@ -27,6 +27,8 @@ class SignerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.decisions = Counter("creditbridge_signer_decisions_total", "Deposits decided by this signer",
                                  ["outcome"], registry=registry)
+        self.dust = Counter("creditbridge_signer_dust_total", "Deposits whose held amount was below the chain's "
+                            "min_refund: kept in custody as dust, not refunded", ["chain"], registry=registry)
 
 
 class AggregatorMetrics:
