@@ -16,6 +16,9 @@ deposit amount is the sum of the confirmed transfers. Everything else is ignored
 debug level): unsigned extrinsics, other calls, transfers to other accounts, batches
 without a remark or with two different 32-byte remarks, nested batches.
 
+Only *candidates* need decoding (:func:`is_candidate`): an extrinsic whose encoded bytes do
+not contain the committee's 32-byte account id cannot be such a payment.
+
 The payer is the extrinsic's signer, or the proxied ``real`` account for ``Proxy.proxy``.
 Accounts are compared as 32-byte public keys, never as SS58 strings.
 

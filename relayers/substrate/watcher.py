@@ -292,17 +292,10 @@ class SubstrateWatcher(WatcherDefaults):
             raise ChainError(f"chain {self.chain}: block {number} vanished while reading")
         self._init_runtime(si, _hex(h), number)
         try:
-            # Timestamp.set is an inherent near the start of the block: decode until found
-            for x in res["block"]["extrinsics"]:
-                ms = timestamp_ms([decode_extrinsic(si.runtime_config, si.metadata, x)])
-                if ms is not None:
-                    return ms
-        except (KeyError, TypeError):
+            raws = [raw_extrinsic(x) for x in res["block"]["extrinsics"]]
+        except (KeyError, TypeError, ValueError):
             raise ChainError(f"chain {self.chain}: malformed block {number}") from None
-        except Exception as e:  # scalecodec's many exception types
-            raise DecodeFailure(f"chain {self.chain}: cannot decode block {number} ({e.__class__.__name__})",
-                             retryable=False) from None
-        return None
+        return self._timestamp(si, raws, number)
 
     def _init_runtime(self, si: SubstrateInterface, block_hash: str, number: int) -> None:
         try:

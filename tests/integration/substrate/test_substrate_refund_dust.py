@@ -5,7 +5,8 @@ Two signer nodes (threshold 2 of 3) with their own databases decide the same two
 deposits through ``SignerNode._sign_release`` and drive their real on-chain approvals
 (``_approval_loop`` -> ``relayers/substrate/refund.py``) against chopsticks running the real
 Asset Hub runtime; what the test asserts is read back from chain state and the nodes' own
-``GET /v1/refunds`` view.
+``GET /v1/refunds`` view. (The file name makes it run after ``test_substrate_multisig``,
+which needs the session chain's committee account still empty.)
 """
 
 from __future__ import annotations
