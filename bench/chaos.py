@@ -21,6 +21,9 @@ A seeded schedule injects:
 * ``rpc_cut`` / ``rpc_flap``: a chain's RPC proxy cut for seconds, or flapping;
 * ``settlement_drop``: the aggregator's settlement transaction is dropped from the mempool;
 * ``settlement_fail``: the aggregator's gas account is emptied, so its transactions fail;
+* ``undecodable_extrinsic``: an Asset Hub chain gets an extrinsic its runtime executes but
+  scalecodec cannot decode (a ``Utility.batch`` nested 150 deep: ``RecursionError``), in a
+  block among the payments; the relayers must read past it (issue 11, item 7);
 * ``price_stale`` / ``price_disagree``: the devnet's Chainlink ETH/USD feed (one of the API's two
   required price sources) stops answering a fresh round, or answers a price 15% off; quotes
   must then be refused (503), never priced from one source or from the bad one.
@@ -75,7 +78,7 @@ CREDITED_TOPIC = "0x" + keccak256(b"Credited(bytes32,uint64,address,uint256,byte
 LOCK_SELECTOR = keccak256(b"lock(bytes32)")[:4]
 RELEASED_TOPIC = "0x" + keccak256(b"Released(bytes32,address,uint256)").hex()
 FAULT_KINDS = ("kill_signer", "kill_relay", "kill_api", "reorg", "rpc_cut", "rpc_flap",
-               "settlement_drop", "settlement_fail", "price_stale", "price_disagree")
+               "settlement_drop", "settlement_fail", "price_stale", "price_disagree", "undecodable_extrinsic")
 
 
 async def _all_deposits(watcher) -> list[dict]:
@@ -390,6 +393,29 @@ class Harness:
                 log.warning("%s payer %d: closing the connection timed out", chain, index)
             pool.shutdown(wait=False)
 
+    async def send_undecodable(self, chain: str) -> None:
+        """Submit, straight to the node, a signed extrinsic the runtime runs but the SDK cannot
+        decode (``relayers.substrate.wallet.nested_batch``), from a dev account no payer uses."""
+        from relayers.substrate import wallet as sw
+        from relayers.substrate.client import SDK_LOCK
+        from relayers.substrate.devchain import FAULT_SEED
+
+        info = self.info["chains"][chain]
+
+        def job() -> str:
+            with SDK_LOCK:
+                si = sw.connect(info["rpc"], info["ss58_prefix"])
+                try:
+                    kp = sw.keypair(FAULT_SEED, info["ss58_prefix"])
+                    call = sw.nested_batch(si, si.compose_call("System", "remark", {"remark": "0x" + os.urandom(8).hex()}))
+                    raw = sw.signed_raw_extrinsic(si, kp, call, si.get_account_nonce(kp.ss58_address))
+                    return si.rpc_request("author_submitExtrinsic", ["0x" + raw.hex()]).get("result")
+                finally:
+                    si.close()
+
+        h = await asyncio.to_thread(job)
+        log.info("undecodable extrinsic %s submitted on %s", h, chain)
+
     async def substrate_deposits(self, chain: str) -> list[dict]:
         """Every deposit to the committee account on an Asset Hub chain, walked block by block
         by the relayer's watcher pointed straight at the node (not through the chaos proxy)."""
@@ -522,6 +548,12 @@ class Harness:
             await asyncio.sleep(self.rng.uniform(2, 4))
             await submit_answer(rpc, feed["owner_private_key"], feed["address"], true_answer)
             self.stats.effect(f"{kind}_quotes_refused", self.stats.quotes_refused - refused_before)
+        elif kind == "undecodable_extrinsic":
+            if not self.substrate_chains:
+                raise RuntimeError("no Asset Hub chain in this devnet")
+            chain = self.rng.choice(self.substrate_chains)
+            await self.send_undecodable(chain)
+            self.stats.effect(f"undecodable_extrinsics_{chain}")
         elif kind == "settlement_fail":
             relay = self.relay_address
             balance = await self.st("eth_getBalance", relay, "latest")

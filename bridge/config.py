@@ -20,6 +20,11 @@ from bridge.errors import ConfigError
 
 _HEX40 = r"^0x[0-9a-fA-F]{40}$"
 
+# the smallest held amount (base units of the chain's token) the committee refunds; a smaller
+# one is kept in custody as dust and reported (refunding it would cost more than it returns).
+# 0: refund everything. Recommended values per chain: README, "Refunds and dust".
+MinRefund = Annotated[int, Field(strict=True, ge=0, lt=2**256)]
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -38,6 +43,7 @@ class EvmChainConfig(_Model):
     poll_interval: float = Field(default=1.0, gt=0)
     start_block: int = Field(default=0, ge=0)
     request_timeout: float = Field(default=10.0, gt=0)
+    min_refund: MinRefund = 0
 
     @field_validator("rpc")
     @classmethod
@@ -86,6 +92,7 @@ class SubstrateChainConfig(_Model):
     start_block: int = Field(default=0, ge=0)
     request_timeout: float = Field(default=30.0, gt=0)
     contracts: dict[str, str] = {}
+    min_refund: MinRefund = 0
 
     @field_validator("rpc")
     @classmethod
@@ -122,7 +129,7 @@ class TonChainConfig(_Model):
     allow_unproven: bool = False
     # refunds below this (nanotons) are not signed: dust, kept and reported. At least the
     # lock's min_release (checked at start), which covers the fees a release pays itself
-    min_refund: int = Field(default=TON_DEFAULT_MIN_REFUND, gt=0)
+    min_refund: int = Field(default=TON_DEFAULT_MIN_REFUND, strict=True, gt=0, lt=2**256)
     toncenter: list[str] = []
     contracts: dict[str, str] = {}  # {"lock": "<raw 0:hex or user-friendly address>"}
     poll_interval: float = Field(default=2.0, gt=0)

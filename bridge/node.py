@@ -24,7 +24,7 @@ from bridge.types import SettlementDomain
 log = logging.getLogger("creditbridge.node")
 
 
-def make_watcher(chain) -> Watcher:
+def make_watcher(chain, registry=None) -> Watcher:
     if chain.family == "evm":
         from relayers.evm.watcher import EvmWatcher
 
@@ -32,7 +32,7 @@ def make_watcher(chain) -> Watcher:
     if chain.family == "substrate":
         from relayers.substrate.watcher import SubstrateWatcher
 
-        return SubstrateWatcher(chain)
+        return SubstrateWatcher(chain, registry=registry)
     if chain.family == "ton":
         from relayers.ton.watcher import TonWatcher
 
@@ -106,7 +106,7 @@ async def run_signer(settings: Settings) -> None:
     session = aiohttp.ClientSession()
     sup.on_stop(session.close)
     registry = CollectorRegistry()
-    watchers = {c.name: make_watcher(c) for c in settings.source_chains()}
+    watchers = {c.name: make_watcher(c, registry) for c in settings.source_chains()}
     settlement = make_submitter(settings.chain(settings.settlement_chain))
     _close_on_stop(sup, [*watchers.values(), settlement])
     metrics = SignerMetrics(registry)
@@ -212,7 +212,8 @@ def lifecycle_options(settings: Settings, refund_key=None, sup: Supervisor | Non
             log.warning("signer has no refund_key: it will not authorize refunds on %s", ", ".join(others))
     limits = {name: governor.Limits.from_config(g) for name, g in settings.governor.chains.items()}
     return {"lock_domains": domains, "refund_signers": refund_signers, "approvers": approvers, "governor": limits,
-            "credit_price_usd": settings.pricing.credit_price_usd}
+            "credit_price_usd": settings.pricing.credit_price_usd,
+            "min_refund": {c.name: c.min_refund for c in settings.source_chains()}}
 
 
 def refund_worker(settings: Settings, key: bytes, session, sup: Supervisor, registry: CollectorRegistry | None = None):

@@ -31,6 +31,8 @@ class SignerMetrics:
             "creditbridge_signer_price_bound_violations_total",
             "Deposits whose signed terms were outside this signer's price bound (held for refund, not attested)",
             ["chain", "token"], registry=registry)
+        self.dust = Counter("creditbridge_signer_dust_total", "Deposits whose held amount was below the chain's "
+                            "min_refund: kept in custody as dust, not refunded", ["chain"], registry=registry)
 
 
 class AggregatorMetrics:

@@ -15,7 +15,8 @@ It runs its own watchers (its own RPC endpoints), and for every final deposit:
    (``bridge.payments.late``: credited at a fresh quote if the price moved less than the
    tolerance, else held), checked with the pinned key and against the deposit's own facts;
    until the gateway has decided, the deposit waits (others are not held up);
-4. if part of the deposit is held (overpayment, late, invalid), authorizes its refund to the
+4. if part of the deposit is held (overpayment, late, invalid) and is not dust (below the
+   chain's ``min_refund``: kept in custody, recorded and counted instead), authorizes its refund to the
    payer (release id = hash of the deposit id and the purpose, so each refund happens once):
    on chains with a lock contract (Ethereum, TON) it signs ``Release(payer, held, releaseId)``
    and serves it to the aggregator's refund worker; on Asset Hub it approves the refund call of
@@ -79,6 +80,7 @@ class SignerNode:
         poll_interval: float = 1.0,
         metrics=None,
         price_bound=None,
+        min_refund: dict[str, int] | None = None,
     ) -> None:
         if key.kind != "secp256k1":
             raise InputError("a signer key must be secp256k1")
@@ -99,6 +101,7 @@ class SignerNode:
             chain: refunds.EvmRefundSigner(d, key.secret, self.address) for chain, d in (lock_domains or {}).items()}
         self.refund_signers.update(refund_signers or {})
         self.approvers = approvers or {}
+        self.min_refund = min_refund or {}  # source chain -> smallest refunded amount (below: dust)
         self.governor = governor or {}
         self.credit_price_usd = credit_price_usd
         self.wall_clock = wall_clock
@@ -261,6 +264,9 @@ class SignerNode:
         if purpose is None:
             return
         rid = refunds.release_id(obs.source, obs.sequence, purpose)
+        if rules.is_dust(decision.refundable, self.min_refund.get(obs.chain, 0)):
+            await self._keep_dust(obs, terms, purpose, decision.refundable, rid)
+            return
         signer = self.refund_signers.get(obs.chain)
         if signer is not None:
             signed = signer.sign(obs.payer, decision.refundable, rid)
@@ -279,6 +285,20 @@ class SignerNode:
             log.info("signer %s: %s refund of %d (%s) for deposit %s seq %d to 0x%s", self.name,
                      "signed" if sig else "queued the approval of", decision.refundable, purpose, obs.chain,
                      obs.sequence, to.hex())
+
+    async def _keep_dust(self, obs: Observation, terms, purpose: str, amount: int, rid: bytes) -> None:
+        """A held amount below the chain's ``min_refund`` stays in custody as dust: recorded
+        (``GET /v1/refunds``), logged and counted, never signed or approved."""
+        async with self.db.begin() as s:
+            added = await rel_repo.add_dust(s, source=obs.source, sequence=obs.sequence, chain=obs.chain,
+                                            purpose=purpose, to=obs.payer, amount=amount, release_id=rid,
+                                            payment_id=terms.payment_id, now=utcnow())
+        if added:
+            log.info("signer %s: %s amount %d of deposit %s seq %d (payment %s) is below the refund minimum %d: "
+                     "kept as dust, not refunded", self.name, purpose, amount, obs.chain, obs.sequence,
+                     terms.payment_id, self.min_refund.get(obs.chain, 0))
+            if self.metrics is not None and hasattr(self.metrics, "dust"):
+                self.metrics.dust.labels(chain=obs.chain).inc()
 
     async def _approval_loop(self, interval: float = 3.0) -> None:
         """Drive this node's own approvals of Asset Hub refunds until each is done (or failed,
@@ -387,7 +407,14 @@ class SignerNode:
 
         async with self.db.begin() as s:
             by_chain, failed = await rel_repo.refund_summary(s)
+            dust, dust_rows = await rel_repo.dust_summary(s)
         return {"by_chain": by_chain,
+                # held amounts below a chain's min_refund: kept in custody, not refunded
+                "dust": {chain: {"count": d["count"], "amount": str(d["amount"]),
+                                 "min_refund": str(self.min_refund.get(chain, 0))} for chain, d in dust.items()},
+                "dust_latest": [{"chain": r.chain, "payment_id": r.payment_id, "purpose": r.purpose,
+                                 "amount": str(r.amount), "to": "0x" + r.to.hex(), "sequence": r.sequence,
+                                 "release_id": "0x" + r.release_id.hex()} for r in dust_rows],
                 "failed": [{"chain": r.chain, "release_id": "0x" + r.release_id.hex(), "payment_id": r.payment_id,
                             "purpose": r.purpose, "amount": str(r.amount), "to": "0x" + r.to.hex(),
                             "detail": json.loads(r.progress).get("detail", "") if r.progress else ""}

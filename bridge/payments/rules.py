@@ -30,6 +30,8 @@ deposits add up exactly as one deposit of their sum would (no floor lost per dep
 more than C), and every base unit paid is either counted towards the quote or refundable.
 What is lost is the rounding remainder of an underpaid payment, below one credit's worth.
 
+A held amount below the chain's ``min_refund`` is dust (:func:`is_dust`): kept, not refunded.
+
 A deposit whose ``credits`` is 0 is not attested (nothing to credit): it is wholly excess
 (refundable), late, invalid, or a top-up too small to complete one more credit on its own
 (its value still counts towards the next deposit's credits).
@@ -91,6 +93,14 @@ class Decision:
         if self.refundable == 0:
             return None
         return self.outcome if self.outcome in (LATE, INVALID, UNPRICED) else EXCESS
+
+
+def is_dust(refundable: int, min_refund: int) -> bool:
+    """Whether a held amount is below the chain's refund minimum (``min_refund`` on its
+    ``[[chains]]`` entry): then it is not refunded but kept in custody as *dust* and reported,
+    since refunding it would cost the committee (fees, deposits) more than it returns. A pure
+    function of the deposit's decision and the shared config, so every signer agrees."""
+    return 0 < refundable < min_refund
 
 
 def deadline(expires_at: datetime, grace_seconds: int) -> int:

@@ -10,6 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.storage.models import ReleaseRow
 
+DUST = "dust"  # state of a held amount kept below the chain's min_refund (not refunded)
+
 
 @dataclass(frozen=True)
 class StoredRelease:
@@ -44,6 +46,33 @@ async def add_release(s: AsyncSession, *, source: bytes, sequence: int, chain: s
     return True
 
 
+async def add_dust(s: AsyncSession, *, source: bytes, sequence: int, chain: str, purpose: str, to: bytes,
+                   amount: int, release_id: bytes, payment_id: str, now: datetime) -> bool:
+    """Record a held amount kept as dust (below the chain's ``min_refund``): a release row with
+    no signature in state ``dust``, never signed, approved or served to the refund worker.
+    False if this release id was recorded already (first one wins)."""
+    if await s.scalar(select(ReleaseRow.id).where(ReleaseRow.release_id == release_id)) is not None:
+        return False
+    s.add(ReleaseRow(source=source, sequence=sequence, chain=chain, purpose=purpose, to=to, amount=amount,
+                     release_id=release_id, signature=b"", payment_id=payment_id, created_at=now, state=DUST,
+                     progress=""))
+    await s.flush()
+    return True
+
+
+async def dust_summary(s: AsyncSession, limit: int = 100) -> tuple[dict[str, dict], list[StoredRelease]]:
+    """Per chain, how many deposits left dust and its total (base units); the latest rows."""
+    rows = await s.scalars(select(ReleaseRow).where(ReleaseRow.state == DUST))
+    out: dict[str, dict] = {}
+    for r in rows:
+        d = out.setdefault(r.chain, {"count": 0, "amount": 0})
+        d["count"] += 1
+        d["amount"] += r.amount
+    latest = await s.scalars(select(ReleaseRow).where(ReleaseRow.state == DUST).order_by(ReleaseRow.id.desc())
+                             .limit(limit))
+    return out, [_release(r) for r in latest]
+
+
 async def releases_after(s: AsyncSession, after: int, limit: int) -> list[StoredRelease]:
     """Signed releases (the aggregator's feed); Asset Hub approvals have no signature to share."""
     rows = await s.scalars(select(ReleaseRow).where(ReleaseRow.id > after, func.length(ReleaseRow.signature) > 0)
@@ -54,7 +83,7 @@ async def releases_after(s: AsyncSession, after: int, limit: int) -> list[Stored
 async def open_approvals(s: AsyncSession, chains: list[str], limit: int = 100) -> list[StoredRelease]:
     """Refunds this signer approves on chain itself (Asset Hub) that are not finished yet."""
     rows = await s.scalars(select(ReleaseRow).where(ReleaseRow.chain.in_(chains),
-                                                    ReleaseRow.state.not_in(("done", "failed")))
+                                                    ReleaseRow.state.not_in(("done", "failed", DUST)))
                            .order_by(ReleaseRow.id).limit(limit))
     return [_release(r) for r in rows]
 

@@ -16,8 +16,11 @@ Error conversion at this boundary:
 * connection failures -> ``RpcUnavailable`` (retryable) after trying every URL;
 * a JSON-RPC error answer, a block that vanished between two calls -> ``ChainError``
   (retryable);
-* a block that cannot be decoded -> ``ChainError(retryable=False)`` (raised by the caller's
-  function, see ``watcher.py``);
+* a block that cannot be decoded -> ``DecodeFailure`` (``ChainError(retryable=False)``,
+  raised by the caller's function, see ``watcher.py``); the connection is dropped with it;
+* one extrinsic the SDK cannot decode is not an error here: the watcher skips and reports
+  it, and asks (``drop_after_call``) for a fresh connection once its call has returned, so
+  scalecodec state a failed decode may have left half-built is never reused;
 * a genesis hash other than the configured one, or two URLs of different chains ->
   ``ConfigError``.
 """
@@ -97,6 +100,7 @@ class SubstrateClient:
         self._closed = False
         self._metadata = MetadataCache()
         self.connects = 0  # how many connections were opened (observability, tests)
+        self._drop_after = False  # set on the thread by the running function
 
     @property
     def url(self) -> str:
@@ -120,13 +124,23 @@ class SubstrateClient:
             self._executor.shutdown(wait=False)
 
     # ------------------------------------------------------------------ on the thread
+    def drop_after_call(self) -> None:
+        """Called by a running function (on the thread): open a fresh connection next time,
+        because the SDK failed to decode something (its runtime state may be half-built)."""
+        self._drop_after = True
+
     def _run(self, fn: Callable[[SubstrateInterface], T], what: str) -> T:
         failures: list[str] = []
         for _ in range(len(self.urls)):
             url = self.url
             try:
                 with SDK_LOCK:
-                    return fn(self._connected())
+                    try:
+                        return fn(self._connected())
+                    finally:
+                        if self._drop_after:
+                            self._drop_after = False
+                            self._drop()
             except DecodeFailure:
                 self._drop()
                 raise

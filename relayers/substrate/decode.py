@@ -16,6 +16,9 @@ deposit amount is the sum of the confirmed transfers. Everything else is ignored
 debug level): unsigned extrinsics, other calls, transfers to other accounts, batches
 without a remark or with two different 32-byte remarks, nested batches.
 
+Only *candidates* need decoding (:func:`is_candidate`): an extrinsic whose encoded bytes do
+not contain the committee's 32-byte account id cannot be such a payment.
+
 The payer is the extrinsic's signer, or the proxied ``real`` account for ``Proxy.proxy``.
 Accounts are compared as 32-byte public keys, never as SS58 strings.
 
@@ -170,6 +173,46 @@ def find_payment(extrinsic: dict, committee: bytes) -> PaymentCall | None:
     return PaymentCall(payer=payer, reference=reference, transfers=transfers, kind=f"{kind}Utility.{function}")
 
 
+def raw_extrinsic(data: str | bytes) -> bytes:
+    """The bytes of one extrinsic as ``chain_getBlock`` lists it (``0x`` hex)."""
+    if isinstance(data, (bytes, bytearray)):
+        return bytes(data)
+    return bytes.fromhex(data[2:] if data[:2] == "0x" else data)
+
+
+def is_candidate(raw: bytes, committee: bytes) -> bool:
+    """Whether an encoded extrinsic may pay ``committee``: every payment :func:`find_payment`
+    accepts names the committee as a ``MultiAddress::Id`` transfer ``dest``, which SCALE
+    encodes as the 32 raw bytes of the account id, so an extrinsic without those bytes is
+    not a payment and need not be decoded at all."""
+    return len(committee) == 32 and committee in raw
+
+
+def is_signed(raw: bytes) -> bool:
+    """Whether an encoded extrinsic is signed (its version byte has the top bit set)."""
+    try:
+        _, k = read_compact(raw, 0)
+    except ValueError:
+        return False
+    return k < len(raw) and bool(raw[k] & 0x80)
+
+
+def transfers_to(events: list[dict], account: bytes) -> list[tuple[bytes | None, int]]:
+    """``(from, amount)`` of the ``Balances.Transfer`` events to ``account`` among one
+    extrinsic's events (see :func:`events_of`); empty if the extrinsic failed."""
+    if not any(_event_name(e) == ("System", "ExtrinsicSuccess") for e in events):
+        return []
+    out = []
+    for e in events:
+        attrs = e.get("attributes")
+        if _event_name(e) != ("Balances", "Transfer") or not isinstance(attrs, dict):
+            continue
+        amount = attrs.get("amount")
+        if account_bytes(attrs.get("to")) == account and isinstance(amount, int) and not isinstance(amount, bool):
+            out.append((account_bytes(attrs.get("from")), amount))
+    return out
+
+
 def _event_name(ev: dict) -> tuple[str, str]:
     return str(ev.get("module_id", "")), str(ev.get("event_id", ""))
 
@@ -287,7 +330,7 @@ def decode_extrinsic(runtime_config: RuntimeConfigurationObject, metadata: Any, 
     """Decode one extrinsic (hex or bytes, as in ``chain_getBlock``) into its value dict, plus
     ``extrinsic_hash``; batch and proxy calls are made exact (see module doc). Raises
     scalecodec's exceptions (or ValueError) on malformed input."""
-    raw = data if isinstance(data, (bytes, bytearray)) else bytes.fromhex(data[2:] if data[:2] == "0x" else data)
+    raw = raw_extrinsic(data)
     obj = runtime_config.create_scale_object("Extrinsic", data=ScaleBytes(bytearray(raw)), metadata=metadata)
     value = dict(obj.decode(check_remaining=True))
     value["extrinsic_hash"] = "0x" + blake2_256(bytes(raw)).hex()

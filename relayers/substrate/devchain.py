@@ -35,6 +35,8 @@ DEV_CHAINS = (
     ("kusama", "KSM", 2, "20", 10**9),  # 0.001 KSM
 )
 DEV_BALANCE = 10**18  # base units per dev account (10^6 tokens at the runtime's 12 decimals)
+# funds the chaos harness's undecodable extrinsics (bench/chaos.py), never a payer
+FAULT_SEED = "//Ferdie"
 MEMBER_BALANCE = 10**15  # per committee member (10^3 tokens): fees and multisig deposits
 
 # chopsticks sets each block's Timestamp.set to the parent's plus the slot duration (12 s for
@@ -83,7 +85,7 @@ async def start_devchains(directory: Path, committee: DevCommittee) -> list[DevC
         return []
     members = ["0x" + k.lower().removeprefix("0x") for k in committee.ed25519_public]
     committee_cfg = {"members": members, "threshold": committee.threshold}
-    balances = {keypair(s, 42).ss58_address: DEV_BALANCE for s in DEV_SEEDS}
+    balances = {keypair(s, 42).ss58_address: DEV_BALANCE for s in (*DEV_SEEDS, FAULT_SEED)}
     # the members approve refunds from the committee account themselves: they pay fees and the
     # multisig deposit
     balances.update({ss58(bytes.fromhex(m[2:]), 42): MEMBER_BALANCE for m in members})

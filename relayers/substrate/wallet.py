@@ -82,3 +82,48 @@ def pay(url: str, seed: str, to: str, amount: int, remark: bytes, *, ss58_format
         return submit(si, seed, payment_call(si, to, amount, remark, **kw))
     finally:
         si.close()
+
+
+# --- an extrinsic the runtime executes but scalecodec cannot decode (tests, chaos harness) ------
+NESTING = 150  # the runtime decodes calls nested up to 256 deep; scalecodec 1.2.12 recurses out near 60
+
+
+def nested_batch(si: SubstrateInterface, inner, depth: int = NESTING) -> bytes:
+    """The encoded call ``Utility.batch([Utility.batch([... inner ...])])``, ``depth`` batches
+    deep. The runtime runs it (``MAX_EXTRINSIC_DEPTH`` is 256); scalecodec 1.2.12 decodes nested
+    calls recursively and raises ``RecursionError`` long before that depth (about 60)."""
+    from relayers.substrate.decode import compact
+
+    raw = bytes(inner.data.data)
+    prefix = bytes(si.compose_call("Utility", "batch", {"calls": []}).data.data)[:2]  # pallet, call index
+    for _ in range(depth):
+        raw = prefix + compact(1) + raw
+    return raw
+
+
+def signed_raw_extrinsic(si: SubstrateInterface, kp: Keypair, call: bytes, nonce: int) -> bytes:
+    """A signed, immortal extrinsic (``0x84`` version) of the encoded ``call`` bytes with
+    ``nonce``, assembled without re-encoding the call (substrate-interface encodes calls from
+    their decoded value, which it cannot do for the calls :func:`nested_batch` builds)."""
+    from scalecodec.base import ScaleBytes
+
+    from relayers.substrate.decode import compact, read_compact
+
+    if kp.crypto_type not in (0, 1):  # MultiSignature::Ed25519 / Sr25519: 64-byte signatures
+        raise ChainError("signed_raw_extrinsic takes ed25519 or sr25519 keys")
+
+    class _Encoded:  # what generate_signature_payload reads of a call
+        data = ScaleBytes(bytearray(call))
+
+    signature = kp.sign(si.generate_signature_payload(call=_Encoded(), nonce=nonce))
+    # the signed extensions' bytes (era, nonce, tip, fee asset) of a plain remark with this nonce
+    remark = si.compose_call("System", "remark", {"remark": "0x00"})
+    plain = bytes(si.create_signed_extrinsic(call=remark, keypair=kp, nonce=nonce).data.data)
+    _, k = read_compact(plain, 0)
+    body, remark_bytes = plain[k:], bytes(remark.data.data)
+    signer, sig_start = body[1:34], 34  # version, MultiAddress::Id(account)
+    extra = body[sig_start + 65:len(body) - len(remark_bytes)]  # after MultiSignature::Sr25519/Ed25519
+    if body[0] != 0x84 or signer[0] != 0 or not body.endswith(remark_bytes):
+        raise ChainError("unexpected extrinsic layout; cannot assemble a raw extrinsic")
+    new = bytes([0x84]) + signer + bytes([kp.crypto_type]) + signature + extra + call
+    return compact(len(new)) + new

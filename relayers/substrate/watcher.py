@@ -23,6 +23,21 @@ Identifiers (all derived from chain facts, identical on every signer):
 * ``event_index`` = the extrinsic index; ``timestamp`` = the block's ``Timestamp.set`` in
   seconds (floored); ``payer`` = the signer's (or proxied ``real`` account's) public key.
 
+Only *candidates* are decoded: extrinsics whose encoded bytes carry the committee's 32-byte
+account id (every payment does: a ``MultiAddress::Id`` dest is those bytes verbatim), plus the
+block's inherents until ``Timestamp.set`` when a candidate pays. Whatever else a block holds
+is never decoded, so an extrinsic the SDK cannot read (scalecodec 1.2.12 recurses out on
+calls nested about 60 deep, which the runtime accepts up to 256) cannot stop the chain's
+deposits. A candidate the SDK cannot decode is skipped too, never a stall, and alerted once
+per watcher: ``creditbridge_watcher_undecodable_extrinsics_total{chain,candidate}`` with
+``candidate="true"`` and an ERROR log (block, hash, index, payer, amount) when its own events
+show a ``Balances.Transfer`` to the committee -- those funds are NOT credited and stay in
+custody unattributed until an operator refunds them -- else ``candidate="false"`` and a
+warning (it names the committee but moved nothing to it). After such a failure the client
+opens a fresh connection (a failed decode may leave the SDK's runtime state half-built).
+The events of a block are one SCALE vector: if they cannot be decoded, the block cannot be
+read (``DecodeFailure``, not retryable), as before.
+
 Amounts are base units of the chain's native token (``Balances``), whatever its decimals;
 the configured token's decimals (DOT 10, KSM 12) matter to pricing only.
 """
@@ -31,6 +46,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +68,11 @@ from relayers.substrate.decode import (
     decode_extrinsic,
     events_of,
     find_payment,
+    is_candidate,
+    is_signed,
+    raw_extrinsic,
     timestamp_ms,
+    transfers_to,
 )
 from relayers.substrate.multisig import committee_account_id
 from relayers.substrate.networks import check_network
@@ -112,10 +133,27 @@ def sequence_of(block_number: int, index: int) -> int:
     return (block_number << 16) | index
 
 
+_COUNTERS: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+
+
+def _undecodable_counter(registry: Any):
+    c = _COUNTERS.get(registry)
+    if c is None:
+        from prometheus_client import Counter
+
+        c = Counter("creditbridge_watcher_undecodable_extrinsics_total",
+                    "Extrinsics naming the committee that the SDK could not decode (skipped); candidate=true: "
+                    "they moved funds to the committee, which stay unattributed in custody",
+                    ["chain", "candidate"], registry=registry)
+        _COUNTERS[registry] = c
+    return c
+
+
 class SubstrateWatcher(WatcherDefaults):
     """Reads final payments to ``cfg.committee``'s multisig account on one Asset Hub chain."""
 
-    def __init__(self, cfg: SubstrateChainConfig, client: SubstrateClient | None = None) -> None:
+    def __init__(self, cfg: SubstrateChainConfig, client: SubstrateClient | None = None, *,
+                 registry: Any = None) -> None:
         self.cfg = cfg
         self.chain = cfg.name
         self.token = cfg.token
@@ -126,6 +164,8 @@ class SubstrateWatcher(WatcherDefaults):
             cfg.name, cfg.rpc, timeout=cfg.request_timeout, ss58_format=cfg.ss58_prefix, genesis_hash=cfg.genesis_hash
         )
         self._source: bytes | None = None
+        self._undecodable = _undecodable_counter(registry) if registry is not None else None
+        self._reported: OrderedDict[tuple[bytes, int], None] = OrderedDict()  # touched on the client's thread
 
     # ------------------------------------------------------------------ identity
     @property
@@ -252,17 +292,10 @@ class SubstrateWatcher(WatcherDefaults):
             raise ChainError(f"chain {self.chain}: block {number} vanished while reading")
         self._init_runtime(si, _hex(h), number)
         try:
-            # Timestamp.set is an inherent near the start of the block: decode until found
-            for x in res["block"]["extrinsics"]:
-                ms = timestamp_ms([decode_extrinsic(si.runtime_config, si.metadata, x)])
-                if ms is not None:
-                    return ms
-        except (KeyError, TypeError):
+            raws = [raw_extrinsic(x) for x in res["block"]["extrinsics"]]
+        except (KeyError, TypeError, ValueError):
             raise ChainError(f"chain {self.chain}: malformed block {number}") from None
-        except Exception as e:  # scalecodec's many exception types
-            raise DecodeFailure(f"chain {self.chain}: cannot decode block {number} ({e.__class__.__name__})",
-                             retryable=False) from None
-        return None
+        return self._timestamp(si, raws, number)
 
     def _init_runtime(self, si: SubstrateInterface, block_hash: str, number: int) -> None:
         try:
@@ -304,31 +337,45 @@ class SubstrateWatcher(WatcherDefaults):
             header, raw_extrinsics = block["header"], block["extrinsics"]
             number = _number(header)
             parent = _bytes32(header["parentHash"], "parent hash")
-        except (KeyError, TypeError):
+            raws = [raw_extrinsic(x) for x in raw_extrinsics]
+        except (KeyError, TypeError, ValueError):
             raise ChainError(f"chain {self.chain}: malformed block {block_hash}") from None
         h = _bytes32(block_hash, "block hash")
         if number == 0:  # a genesis block has no extrinsics
             return BlockScan(0, h, parent, 0, ())
-        self._init_runtime(si, block_hash, number)  # metadata of the runtime that built the block
-        try:
-            extrinsics = [decode_extrinsic(si.runtime_config, si.metadata, x) for x in raw_extrinsics]
-        except Exception as e:  # scalecodec raises many types; the whole block is unreadable
-            raise DecodeFailure(f"chain {self.chain}: cannot decode block {number} ({e.__class__.__name__}: "
-                             f"{str(e)[:120]})", retryable=False) from None
-        candidates = [(i, p) for i, x in enumerate(extrinsics) if (p := find_payment(x, self.committee))]
+        # only candidates (extrinsics carrying the committee's account id) are decoded: what
+        # the SDK cannot read elsewhere in the block cannot stop this chain's deposits
+        candidates = [i for i, raw in enumerate(raws) if is_candidate(raw, self.committee)]
         if not candidates:
             return BlockScan(number, h, parent, 0, ())
-        ts = timestamp_ms(extrinsics)
-        if ts is None:
-            raise ChainError(f"chain {self.chain}: block {number} has no Timestamp.set", retryable=False)
+        self._init_runtime(si, block_hash, number)  # metadata of the runtime that built the block
+        calls: list[tuple[int, PaymentCall]] = []
+        unreadable: list[tuple[int, str]] = []
+        for i in candidates:
+            try:
+                x = decode_extrinsic(si.runtime_config, si.metadata, raws[i])
+            except Exception as e:  # scalecodec's many types, RecursionError on deep nesting: reported below
+                unreadable.append((i, f"{e.__class__.__name__}: {str(e)[:120]}"))
+                continue
+            if (p := find_payment(x, self.committee)) is not None:
+                calls.append((i, p))
+        if unreadable:
+            self.client.drop_after_call()  # a fresh SDK runtime for the next call
+        if not calls and not unreadable:
+            return BlockScan(number, h, parent, 0, ())
         raw_events = si.rpc_request("state_getStorage", [EVENTS_STORAGE_KEY, block_hash]).get("result")
         try:
             events = decode_events(si.runtime_config, si.metadata, raw_events)
-        except Exception as e:  # as above: scalecodec's many exception types
-            raise ChainError(f"chain {self.chain}: cannot decode the events of block {number} "
-                             f"({e.__class__.__name__})", retryable=False) from None
+        except Exception as e:  # as above; events are one SCALE vector: all or nothing
+            raise DecodeFailure(f"chain {self.chain}: cannot decode the events of block {number} "
+                                f"({e.__class__.__name__})", retryable=False) from None
+        for i, why in unreadable:
+            self._report_unreadable(number, h, i, why, events_of(events, i))
+        if not calls:
+            return BlockScan(number, h, parent, 0, ())
+        ts = self._timestamp(si, raws, number)
         paid = []
-        for i, call in candidates:
+        for i, call in calls:
             amount = confirmed_amount(call, events_of(events, i), self.committee)
             if amount > 0:
                 paid.append(Paid(i, call, amount))
@@ -336,3 +383,38 @@ class SubstrateWatcher(WatcherDefaults):
                 log.debug("chain %s: block %d extrinsic %d (%s to the committee) failed or moved nothing: ignored",
                           self.chain, number, i, call.kind)
         return BlockScan(number, h, parent, ts // 1000, tuple(paid))
+
+    def _timestamp(self, si: SubstrateInterface, raws: list[bytes], number: int) -> int:
+        """The block's ``Timestamp.set`` (ms): an inherent near the start, decoded until found."""
+        for raw in raws:
+            try:
+                ms = timestamp_ms([decode_extrinsic(si.runtime_config, si.metadata, raw)])
+            except Exception as e:  # scalecodec's many exception types
+                if is_signed(raw):
+                    continue  # a signed extrinsic is never the timestamp inherent
+                raise DecodeFailure(f"chain {self.chain}: cannot decode the inherents of block {number} "
+                                    f"({e.__class__.__name__})", retryable=False) from None
+            if ms is not None:
+                return ms
+        raise ChainError(f"chain {self.chain}: block {number} has no Timestamp.set", retryable=False)
+
+    def _report_unreadable(self, number: int, block_hash: bytes, index: int, why: str, events: list[dict]) -> None:
+        """Alert on a candidate the SDK cannot decode (it is skipped, see the module doc)."""
+        key = (block_hash, index)
+        if key in self._reported:
+            return  # the same block is read again (pending, then final; reobserve)
+        self._reported[key] = None
+        while len(self._reported) > 4096:
+            self._reported.popitem(last=False)
+        moved = transfers_to(events, self.committee)
+        if moved:
+            total = sum(a for _, a in moved)
+            payers = ", ".join(sorted({"0x" + f.hex() if f else "?" for f, _ in moved}))
+            log.error("chain %s: block %d (0x%s) extrinsic %d moved %d to the committee from %s but cannot be "
+                      "decoded (%s): NOT credited; the funds stay in custody, unattributed, until an operator "
+                      "refunds them", self.chain, number, block_hash.hex(), index, total, payers, why)
+        else:
+            log.warning("chain %s: block %d (0x%s) extrinsic %d names the committee but cannot be decoded (%s); "
+                        "it moved nothing to the committee: skipped", self.chain, number, block_hash.hex(), index, why)
+        if self._undecodable is not None:
+            self._undecodable.labels(chain=self.chain, candidate="true" if moved else "false").inc()

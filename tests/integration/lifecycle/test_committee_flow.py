@@ -240,7 +240,8 @@ async def test_overpaid_and_late_deposits_are_refunded_once(chain, lifecycle, co
         assert all(r["to"] == "0x" + payer.hex() for r in rel)
     session = aiohttp.ClientSession()
     async with session.get(c.urls[0] + "/v1/refunds") as r:  # the operator's view of a node's refunds
-        assert r.status == 200 and await r.json() == {"by_chain": {"ethereum": {"signed": 2}}, "failed": []}
+        assert r.status == 200 and await r.json() == {"by_chain": {"ethereum": {"signed": 2}}, "failed": [],
+                                                          "dust": {}, "dust_latest": []}
     releaser = EvmLockReleaser(chain.cfg, GAS)
     try:
         before = await balance(chain, payer)

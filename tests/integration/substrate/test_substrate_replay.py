@@ -163,7 +163,12 @@ async def test_deposits_above_a_lagging_finalized_head_are_pending_not_final(ses
         await server.stop()
 
 
-async def test_an_undecodable_block_is_a_non_retryable_error(session):
+async def test_an_undecodable_payment_is_skipped_and_alerted_not_a_stall(session):
+    """A payment whose bytes the SDK cannot decode (truncated: its length prefix lies) used to
+    make its whole block a non-retryable error, stalling the chain; now it is skipped, the
+    other deposits are found, and the alert counts it as a candidate (it moved funds)."""
+    from prometheus_client import CollectorRegistry
+
     target = next(p for p in session["payments"] if p["counts"])
     edited = json.loads(json.dumps(session))
     for f in edited["frames"]:
@@ -176,11 +181,15 @@ async def test_an_undecodable_block_is_a_non_retryable_error(session):
             block["extrinsics"][target["index"]] = x[:-20]  # truncated: the length prefix lies
             f["data"] = json.dumps(msg)
     server = await started(edited)
-    w = SubstrateWatcher(config(session, server.url))
+    registry = CollectorRegistry()
+    w = SubstrateWatcher(config(session, server.url), registry=registry)
     try:
-        with pytest.raises(ChainError) as e:
-            await w.fetch_deposits(target["block"], target["block"])
-        assert not e.value.retryable
+        found = await w.fetch_deposits(target["block"], target["block"])
+        want = [o for o in session["observed"] if o["block_number"] == target["block"]
+                and o["event_index"] != target["index"]]
+        assert sorted(map(observation_json, found), key=lambda o: o["sequence"]) == want
+        assert registry.get_sample_value("creditbridge_watcher_undecodable_extrinsics_total",
+                                         {"chain": session["chain"], "candidate": "true"}) == 1
     finally:
         await w.aclose()
         await server.stop()
