@@ -622,9 +622,28 @@ class Harness:
         for d in deposits:
             p = self.payments.get(d["reference"])
             if p is not None and d["amount"] > p.quote_amount:
+                excess = d["amount"] - p.quote_amount
+                if excess < self.min_refund(p.token):
+                    continue  # dust: kept in custody and reported by the signers, never refunded
                 rid = release_id(bytes.fromhex(d["source"][2:]), d["sequence"], "excess")
-                out[rid] = {"token": p.token, "payment": p.id, "payer": p.payer, "amount": d["amount"] - p.quote_amount}
+                out[rid] = {"token": p.token, "payment": p.id, "payer": p.payer, "amount": excess}
         return out
+
+    def expected_dust(self, deposits: list[dict]) -> dict[str, int]:
+        """Token -> how many overpayments are below the chain's ``min_refund`` (dust, not refunded)."""
+        out: dict[str, int] = {}
+        for d in deposits:
+            p = self.payments.get(d["reference"])
+            if p is not None and 0 < d["amount"] - p.quote_amount < self.min_refund(p.token):
+                out[p.token] = out.get(p.token, 0) + 1
+        return out
+
+    def min_refund(self, token: str) -> int:
+        """The devnet's smallest refunded amount of ``token`` (the TON lock refuses releases below
+        its ``min_release``; the other devnet chains refund everything)."""
+        if token == "TON":
+            return int(self.info["chains"]["ton"].get("lock_min_release", 0))
+        return 0
 
     async def multisig_executions(self, chain: str) -> list[tuple[str, bool]]:
         """(call hash, ok) of every ``Multisig.MultisigExecuted`` of the committee account on an
@@ -710,6 +729,7 @@ class Harness:
         missing = [{"token": e["token"], "payment": e["payment"], "amount": e["amount"]}
                    for rid, e in expected.items() if rid not in done]
         return {"expected": len(expected), "expected_by_token": by_token, "done": len(done),
+                "dust_by_token": self.expected_dust(deposits),
                 "missing": missing, "doubled": doubled, "wrong": wrong, "phantom": phantom}
 
     async def ton_releaser(self):
