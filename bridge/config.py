@@ -240,6 +240,10 @@ class SignerConfig(_Model):
     # the member's Ed25519 key: TON lock releases and Asset Hub multisig approvals (refunds on
     # those chains need it; without it this node authorizes Ethereum refunds only)
     refund_key: KeyRef | None = None
+    # a deposit whose payment reference the gateway does not know is asked about again (a
+    # database failover must not lose it) until this long after its block time, then refunded
+    # in full to its payer (purpose "unattributed"); at least a minute, at most 30 days
+    unknown_reference_refund_after_seconds: int = Field(default=86_400, ge=60, le=30 * 86_400)
 
 
 class AggregatorConfig(_Model):

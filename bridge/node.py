@@ -117,6 +117,7 @@ async def run_signer(settings: Settings) -> None:
         start_block={c.name: c.start_block for c in settings.source_chains()},
         poll_interval=min(c.poll_interval for c in settings.source_chains()),
         metrics=SignerMetrics(registry),
+        unknown_reference_refund_after_seconds=cfg.unknown_reference_refund_after_seconds,
         **lifecycle_options(settings, load_key(cfg.refund_key) if cfg.refund_key else None, sup),
     )
     await _serve(sup, create_signer_app(node, registry), cfg.host, cfg.port)

@@ -27,6 +27,11 @@ class SignerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.decisions = Counter("creditbridge_signer_decisions_total", "Deposits decided by this signer",
                                  ["outcome"], registry=registry)
+        self.retries = Counter("creditbridge_signer_retries_total",
+                               "Deposit decisions (and Asset Hub refund approvals) left for a later attempt, by "
+                               "chain and reason (a chain or gateway that could not tell, an unknown reference, "
+                               "a late deposit not decided yet, an unexpected error)",
+                               ["chain", "reason"], registry=registry)
 
 
 class AggregatorMetrics:

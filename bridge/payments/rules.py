@@ -48,9 +48,10 @@ BELOW_ONE_CREDIT = "below-one-credit"  # counted, but completes no further credi
 EXCESS = "excess"  # counted nothing: the quote was fully paid already
 LATE = "late"
 INVALID = "invalid"
+UNATTRIBUTED = "unattributed"  # the gateway never learned the deposit's reference (signer/refunds)
 
 # purposes of a refund (release) of held funds
-REFUND_PURPOSES = (EXCESS, LATE, INVALID)
+REFUND_PURPOSES = (EXCESS, LATE, INVALID, UNATTRIBUTED)
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ class Decision:
         """Why this deposit's held part is refundable, or None if nothing is held."""
         if self.refundable == 0:
             return None
-        return self.outcome if self.outcome in (LATE, INVALID) else EXCESS
+        return self.outcome if self.outcome in (LATE, INVALID, UNATTRIBUTED) else EXCESS
 
 
 def deadline(expires_at: datetime, grace_seconds: int) -> int:
