@@ -262,3 +262,65 @@ async def test_deposits_waiting_for_a_late_decision_do_not_fill_the_window(chain
     assert await sg.process(limit=2) == [2]
     assert sorted(r["purpose"] for r in await sg.nodes[0].releases_after(0, 10)) == ["late", "late"]
     assert set((await statuses(sg.nodes[0])).values()) == {"attested", "rejected"}
+
+
+class _Approvals:
+    """The signer's approver contract (``step``) for three refund orders: the first one's chain
+    endpoint keeps failing (retryable), the second hits a bug, the third goes through."""
+
+    def __init__(self, failing: bytes, buggy: bytes) -> None:
+        self.failing, self.buggy, self.calls = failing, buggy, []
+
+    async def step(self, *, release_id: bytes, payer: bytes, amount: int, sequence: int, progress: dict) -> dict:
+        from bridge.errors import RpcUnavailable
+
+        self.calls.append(release_id)
+        if release_id == self.failing:
+            raise RpcUnavailable("chain polkadot: no endpoint answered (timeout)")
+        if release_id == self.buggy:
+            raise KeyError("timepoint")
+        return {"state": "done", "detail": ""}
+
+
+async def test_one_failing_refund_approval_does_not_starve_the_others(chain, tmp_path):
+    import asyncio
+
+    from bridge.storage import releases as rel_repo
+    from bridge.types import utcnow
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/approvals.sqlite")
+    await db.migrate()
+    rids = [refunds.release_id(b"\x07" * 32, i, "excess") for i in range(3)]
+    async with db.begin() as s:
+        for i, rid in enumerate(rids):
+            await rel_repo.add_release(s, source=b"\x07" * 32, sequence=i << 16, chain="polkadot", purpose="excess",
+                                       to=b"\x01" * 32, amount=10**10, release_id=rid, signature=b"",
+                                       payment_id="", now=utcnow())
+    approvals = _Approvals(rids[0], rids[1])
+    registry = CollectorRegistry()
+    k = KEYS[0]
+    node = SignerNode(name="s0", key=SecretKey("secp256k1", k, "0x" + dg.address_of(k).hex()), db=db, watchers={},
+                      settlement=EvmSettlement(chain.settlement_cfg, None),
+                      domain=SettlementDomain(CHAIN_ID, bytes.fromhex(chain.ledger[2:])), gateway=None,
+                      gateway_public_key="00" * 32, approvers={"polkadot": approvals}, wall_clock=WallClock(),
+                      metrics=SignerMetrics(registry))
+    loop = asyncio.create_task(node._approval_loop(interval=0.01))
+    try:
+        await asyncio.sleep(0.5)
+        assert not loop.done(), "the approval loop stopped"
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        await node.settlement.aclose()
+    async with db.begin() as s:
+        rows = {r.release_id: r for r in await rel_repo.open_approvals(s, ["polkadot"])}
+        summary, failed = await rel_repo.refund_summary(s)
+    await db.dispose()
+    assert failed == []
+    assert summary == {"polkadot": {"done": 1, "pending": 2}}
+    assert set(rows) == {rids[0], rids[1]}  # the third is done; the others wait with a backoff
+    assert all(r.attempts == 1 and r.next_attempt_at > 0 for r in rows.values())
+    assert approvals.calls.count(rids[0]) == 1 and approvals.calls.count(rids[1]) == 1  # not hammered
+    labels = {"chain": "polkadot"}
+    assert registry.get_sample_value("creditbridge_signer_retries_total", {**labels, "reason": "rpc-unavailable"}) == 1
+    assert registry.get_sample_value("creditbridge_signer_retries_total", {**labels, "reason": "internal"}) == 1
