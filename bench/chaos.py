@@ -22,8 +22,10 @@ A seeded schedule injects:
 * ``rpc_stall``: re-observation times out: the Ethereum proxy holds back its answers to single
   receipt requests (what a signer's re-observation sends) and the TON liteserver's proxy all its
   answers, for longer than a reader's retries (the components' request timeout on these chains
-  is ``REQUEST_TIMEOUT``), then recovers; signers retry with a backoff instead of rejecting (the
-  report's ``signer_retries`` shows their ``creditbridge_signer_retries_total`` by chain, reason);
+  is ``REQUEST_TIMEOUT``), then recovers; an Ethereum payment made at its start is final and
+  stored within the window, so the signers' re-observation of it times out: they must retry with
+  a backoff, not reject (the report's ``signer_retries`` shows their
+  ``creditbridge_signer_retries_total`` by chain and reason);
 * ``settlement_drop``: the aggregator's settlement transaction is dropped from the mempool;
 * ``settlement_fail``: the aggregator's gas account is emptied, so its transactions fail;
 * ``price_stale`` / ``price_disagree``: the devnet's Chainlink ETH/USD feed (one of the API's two
@@ -82,7 +84,7 @@ RELEASED_TOPIC = "0x" + keccak256(b"Released(bytes32,address,uint256)").hex()
 FAULT_KINDS = ("kill_signer", "kill_relay", "kill_api", "reorg", "rpc_cut", "rpc_flap", "rpc_stall",
                "settlement_drop", "settlement_fail", "price_stale", "price_disagree")
 REQUEST_TIMEOUT = 3.0  # the components' Ethereum and TON request timeout (s): a stall times out
-STALL_SECONDS = (16.0, 20.0)  # longer than an EVM read's whole retry schedule at that timeout
+STALL_SECONDS = (24.0, 26.0)  # a payment's finality + an EVM read's whole retry schedule at that timeout
 
 
 def _single_receipt_request(data: bytes) -> bool:
@@ -542,9 +544,18 @@ class Harness:
             if "ton" in self.proxies:
                 stalled.append((self.proxies["ton"], None))
             held = sum(p.held for p, _ in stalled)
+            until = time.monotonic() + window
             for p, when in stalled:
                 p.stall(window, when)
-            await asyncio.sleep(window)
+            # an Ethereum payment made now is final and stored by the signers within the window,
+            # so their re-observation of it is what times out
+            pay = await self.open_payment("ETH", 18, 0, "value", 1000 + self.stats.faults[kind])
+            if pay is not None:
+                async with self.pay_lock:
+                    await self.send(pay)
+                    self.payments[pay.reference] = pay
+                self.stats.effect("rpc_stall_payments")
+            await asyncio.sleep(max(0.0, until - time.monotonic()))
             self.stats.effect("rpc_stall_answers_held", sum(p.held for p, _ in stalled) - held)
         elif kind == "settlement_drop":
             await self.st("evm_setAutomine", False)
