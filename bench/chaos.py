@@ -19,6 +19,13 @@ A seeded schedule injects:
   finalizes every block at once (a ``dev_setHead`` rewind there is a finality violation, which
   the Asset Hub relayer's own tests cover) and the local TON chain has no forks;
 * ``rpc_cut`` / ``rpc_flap``: a chain's RPC proxy cut for seconds, or flapping;
+* ``rpc_stall``: re-observation times out: the Ethereum proxy holds back its answers to single
+  receipt requests (what a signer's re-observation sends) and the TON liteserver's proxy all its
+  answers, for longer than a reader's retries (the components' request timeout on these chains
+  is ``REQUEST_TIMEOUT``), then recovers; an Ethereum payment made at its start is final and
+  stored within the window, so the signers' re-observation of it times out: they must retry with
+  a backoff, not reject (the report's ``signer_retries`` shows their
+  ``creditbridge_signer_retries_total`` by chain and reason);
 * ``settlement_drop``: the aggregator's settlement transaction is dropped from the mempool;
 * ``settlement_fail``: the aggregator's gas account is emptied, so its transactions fail;
 * ``undecodable_extrinsic``: an Asset Hub chain gets an extrinsic its runtime executes but
@@ -77,8 +84,17 @@ LOCKED_TOPIC = "0x" + keccak256(b"Locked(uint64,address,uint256,bytes32)").hex()
 CREDITED_TOPIC = "0x" + keccak256(b"Credited(bytes32,uint64,address,uint256,bytes32)").hex()
 LOCK_SELECTOR = keccak256(b"lock(bytes32)")[:4]
 RELEASED_TOPIC = "0x" + keccak256(b"Released(bytes32,address,uint256)").hex()
-FAULT_KINDS = ("kill_signer", "kill_relay", "kill_api", "reorg", "rpc_cut", "rpc_flap",
-               "settlement_drop", "settlement_fail", "price_stale", "price_disagree", "undecodable_extrinsic")
+FAULT_KINDS = ("kill_signer", "kill_relay", "kill_api", "reorg", "rpc_cut", "rpc_flap", "rpc_stall",
+               "settlement_drop", "settlement_fail", "price_stale", "price_disagree",
+               "undecodable_extrinsic")
+REQUEST_TIMEOUT = 3.0  # the components' Ethereum and TON request timeout (s): a stall times out
+STALL_SECONDS = (24.0, 26.0)  # a payment's finality + an EVM read's whole retry schedule at that timeout
+
+
+def _single_receipt_request(data: bytes) -> bool:
+    """An HTTP chunk carrying a single (not batched) ``eth_getTransactionReceipt`` call: what a
+    signer's re-observation sends (the deposit follower batches its receipt requests)."""
+    return b"eth_getTransactionReceipt" in data and b"[{" not in data.replace(b" ", b"")
 
 
 async def _all_deposits(watcher) -> list[dict]:
@@ -99,6 +115,17 @@ class TcpProxy:
         self.port = 0
         self._server: asyncio.base_events.Server | None = None
         self._conns: set[asyncio.StreamWriter] = set()
+        # stall mode: until ``stall_until`` (monotonic), answers to requests ``stall_when``
+        # selects (all if None) are held back, so the clients' reads time out
+        self.stall_until = 0.0
+        self.stall_when = None
+        self.held = 0
+
+    def stall(self, seconds: float, when=None) -> None:
+        self.stall_until, self.stall_when = time.monotonic() + seconds, when
+
+    def _stalling(self) -> bool:
+        return time.monotonic() < self.stall_until
 
     async def start(self) -> str:
         from relayers.evm.anvil import free_port
@@ -108,9 +135,22 @@ class TcpProxy:
         self.port = self._server.sockets[0].getsockname()[1]
         return f"http://127.0.0.1:{self.port}"
 
-    async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter, hold: dict | None = None,
+                    answers: bool = False) -> None:
+        """Copy ``r`` to ``w``. Requests (client to upstream) mark whether their answer is to be
+        held (stall mode); answers (upstream to client) of a held request wait until the stall
+        ends or the client gives up."""
         try:
             while data := await r.read(65536):
+                if hold is not None and not answers and data.strip():
+                    hold["on"] = self._stalling() and (self.stall_when is None or self.stall_when(data))
+                if hold is not None and answers and hold["on"]:
+                    self.held += 1
+                    while self._stalling() and not w.is_closing():
+                        await asyncio.sleep(0.05)
+                    hold["on"] = False
+                    if w.is_closing():
+                        break
                 w.write(data)
                 await w.drain()
         except (ConnectionError, OSError):
@@ -125,8 +165,9 @@ class TcpProxy:
             w.close()
             return
         self._conns.update((w, uw))
+        hold = {"on": False}
         try:
-            await asyncio.gather(self._pipe(r, uw), self._pipe(ur, w))
+            await asyncio.gather(self._pipe(r, uw, hold), self._pipe(ur, w, hold, answers=True))
         finally:
             self._conns.difference_update((w, uw))
 
@@ -521,6 +562,28 @@ class Harness:
                 await asyncio.sleep(self.rng.uniform(0.2, 0.6))
                 await proxy.restore()
                 await asyncio.sleep(self.rng.uniform(0.2, 0.6))
+        elif kind == "rpc_stall":
+            # re-observation times out: Ethereum answers to single receipt requests (the signers'
+            # re-observation) and everything the TON liteserver answers are held back for a window
+            # longer than a reader's retries, then flow again; signers must retry, not reject
+            window = self.rng.uniform(*STALL_SECONDS)
+            stalled = [(self.proxies["ethereum"], _single_receipt_request)]
+            if "ton" in self.proxies:
+                stalled.append((self.proxies["ton"], None))
+            held = sum(p.held for p, _ in stalled)
+            until = time.monotonic() + window
+            for p, when in stalled:
+                p.stall(window, when)
+            # an Ethereum payment made now is final and stored by the signers within the window,
+            # so their re-observation of it is what times out
+            pay = await self.open_payment("ETH", 18, 0, "value", 1000 + self.stats.faults[kind])
+            if pay is not None:
+                async with self.pay_lock:
+                    await self.send(pay)
+                    self.payments[pay.reference] = pay
+                self.stats.effect("rpc_stall_payments")
+            await asyncio.sleep(max(0.0, until - time.monotonic()))
+            self.stats.effect("rpc_stall_answers_held", sum(p.held for p, _ in stalled) - held)
         elif kind == "settlement_drop":
             await self.st("evm_setAutomine", False)
             try:
@@ -581,6 +644,24 @@ class Harness:
                 pass
         while kinds:  # quick runs: make sure every kind happened at least once
             await self.fault(kinds.pop())
+
+    async def signer_retries(self) -> dict:
+        """The signers' ``creditbridge_signer_retries_total`` by chain and reason, summed over the
+        committee (scraped from their /metrics; a signer killed meanwhile restarted from 0)."""
+        out: dict[str, float] = {}
+        for node in self.info["committee"]["nodes"]:
+            try:
+                async with self.session.get(node["url"] + "/metrics", timeout=aiohttp.ClientTimeout(total=5)) as r:
+                    text = await r.text()
+            except (aiohttp.ClientError, TimeoutError) as e:
+                log.warning("metrics of %s: %s", node["name"], e)
+                continue
+            for line in text.splitlines():
+                if line.startswith("creditbridge_signer_retries_total{"):
+                    labels, value = line.rsplit(" ", 1)
+                    key = labels[len("creditbridge_signer_retries_total"):]
+                    out[key] = out.get(key, 0) + float(value)
+        return {k: int(v) for k, v in sorted(out.items())}
 
     # --- reconciliation ----------------------------------------------------------------------------
     async def chain_state(self) -> tuple[list[dict], list[dict], list[dict]]:
@@ -816,7 +897,8 @@ class Harness:
         directory = Path(a.dir)
         stop_devnet, ready = asyncio.Event(), asyncio.Event()
         opts = DevnetOptions(directory=directory, api_port=0, confirmations=a.confirmations, block_time=a.block_time,
-                             families=a.families, rpc_proxy=self.proxy, min_sources=2, price_refresh_seconds=1.0)
+                             families=a.families, rpc_proxy=self.proxy, min_sources=2, price_refresh_seconds=1.0,
+                             request_timeout=REQUEST_TIMEOUT)
         devnet = asyncio.create_task(run_devnet(opts, ready=ready, stop=stop_devnet))
         done, _ = await asyncio.wait([devnet, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
         if devnet in done:
@@ -920,12 +1002,14 @@ class Harness:
                 log.warning("closing the TON releaser timed out")
         for t in observers:
             t.cancel()
+        signer_retries = await self.signer_retries()
         eth_latency, other_latency = self.latencies(locked, deposits)
         report = {
             "seed": a.seed, "tokens": sorted(self.tokens), "payments": len(self.payments),
             "deposits": result["deposits"], "deposits_by_token": result["deposits_by_token"],
             "quotes_refused": self.stats.quotes_refused, "quote_refusals": self.stats.refusals,
             "fault_effects": self.stats.effects,
+            "signer_retries": signer_retries,
             "faults": dict(sorted(self.stats.faults.items())), "faults_total": sum(self.stats.faults.values()),
             "lost": result["lost"], "doubled": result["doubled"], "mispriced": result["mispriced"],
             "mispriced_quotes": self.stats.mispriced_quotes, "phantom": result["phantom"],
@@ -963,6 +1047,7 @@ def summary_line(r: dict) -> str:
             + f"; refunds {r['refunds']['done']}/{r['refunds']['expected']} (missing {len(r['refunds']['missing'])}, "
             f"doubled {len(r['refunds']['doubled'])}, wrong {len(r['refunds']['wrong'])}, "
             f"phantom {len(r['refunds']['phantom'])}, all in {r['refunds_drain_seconds']}s)"
+            + f"; signer retries {sum(r.get('signer_retries', {}).values())}"
             + f"; drained in {r['drain_seconds']}s "
             f"(bound {r['drain_bound_seconds']}s)")
 

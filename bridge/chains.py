@@ -35,7 +35,16 @@ class Watcher(Protocol):
         ...
 
     async def reobserve(self, tx_id: bytes) -> list[Observation]:
-        """Deposits of one transaction, if it is final and canonical (else ``[]``)."""
+        """Deposits of one transaction, if it is final and canonical.
+
+        ``[]`` means the chain *proves* the deposit absent: e.g. the final block at that
+        height has another hash, the receipt exists in the canonical final block with a
+        failed status, or the transaction at that point is provably not the lock's or made
+        no deposit. Whenever the endpoint cannot tell -- a timeout or RPC error, a receipt
+        or header momentarily missing, a block not final *on this endpoint* yet, a node or
+        liteserver lacking the history -- raise a retryable ``ChainError`` instead: a signer
+        rejects a deposit for good on ``[]`` and retries it (with backoff) on ``ChainError``.
+        """
         ...
 
     async def block_ref(self, number: int) -> BlockRef:

@@ -321,6 +321,10 @@ class SignerConfig(_Model):
     refund_key: KeyRef | None = None
     # required: the committee's own bound on the terms' rate (the gateway key alone cannot mint)
     price_bound: PriceBoundConfig | None = None
+    # a deposit whose payment reference the gateway does not know is asked about again (a
+    # database failover must not lose it) until this long after its block time, then refunded
+    # in full to its payer (purpose "unattributed"); at least a minute, at most 30 days
+    unknown_reference_refund_after_seconds: int = Field(default=86_400, ge=60, le=30 * 86_400)
 
 
 class AggregatorConfig(_Model):

@@ -82,6 +82,9 @@ class DevnetOptions:
     # pricing guards of the API (the chaos harness asks for 2 fresh sources and fast refresh)
     min_sources: int = 1
     price_refresh_seconds: float = 30.0
+    # chaos testing: the components' request timeout (s) on the Ethereum and TON source chains,
+    # so a stalled endpoint times out within a short fault window (None: the family default)
+    request_timeout: float | None = None
 
 
 class ProcessSupervisor:
@@ -301,9 +304,14 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
              "rpc": [await component_rpc("settlement", st.rpc_url)],
              "finality": 0, "contracts": {"credits": ledger}, "poll_interval": 0.5},
         ]
+        if opts.request_timeout is not None:  # the source chain (not the settlement chain)
+            chains[0]["request_timeout"] = opts.request_timeout
         fixed_usd, min_amount = {"ETH": ETH_USD}, {"ETH": 10**13}
         for c in extra:
-            chains.append(await _proxied(c.config, component_rpc) if opts.rpc_proxy else c.config)
+            cfg = await _proxied(c.config, component_rpc) if opts.rpc_proxy else c.config
+            if opts.request_timeout is not None and cfg.get("family") == "ton":
+                cfg = {**cfg, "request_timeout": opts.request_timeout}
+            chains.append(cfg)
             fixed_usd.update(c.fixed_usd)
             min_amount.update(c.min_amount)
         extra_sources = []
@@ -350,7 +358,8 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
             p = write_cfg(f"signer-{i}", {"signer": {
                 "name": f"signer-{i}", "host": "127.0.0.1", "port": port, "key": kref(f"signer-{i}"),
                 "refund_key": kref(f"signer-{i}-ed25519"), "gateway_url": api_url,
-                "gateway_public_key": quote_pub, "price_bound": price_bound}})
+                "gateway_public_key": quote_pub, "price_bound": price_bound,
+                "unknown_reference_refund_after_seconds": 120}})
             argv[f"signer-{i}"] = [*cli, "signer", "--config", str(p)]
             health[f"signer-{i}"] = f"{url}/v1/health"
         relay_port = _free_port()

@@ -120,6 +120,7 @@ async def run_signer(settings: Settings) -> None:
         poll_interval=min(c.poll_interval for c in settings.source_chains()),
         metrics=metrics,
         price_bound=signer_price_bound(settings, sup, registry, session, metrics),
+        unknown_reference_refund_after_seconds=cfg.unknown_reference_refund_after_seconds,
         **lifecycle_options(settings, load_key(cfg.refund_key) if cfg.refund_key else None, sup),
     )
     await _serve(sup, create_signer_app(node, registry), cfg.host, cfg.port)

@@ -3,6 +3,8 @@ the signed decision on a late deposit of it."""
 
 from __future__ import annotations
 
+import json
+
 import aiohttp
 
 from bridge.errors import GatewayUnavailable, VerificationError
@@ -16,12 +18,16 @@ class GatewayClient:
         self.session = session
         self.timeout = aiohttp.ClientTimeout(total=timeout)
 
-    async def _get(self, url: str) -> dict | None:
-        """The JSON body of a 200 answer; None on 404; GatewayUnavailable otherwise."""
+    async def _get(self, url: str, not_found: tuple[str, ...] = ("not-found",)) -> dict | None:
+        """The JSON body of a 200 answer; None on the gateway's own 404 problem answer of one of
+        the ``not_found`` types; GatewayUnavailable otherwise (any other 404 -- a proxy, a
+        load balancer or a gateway still starting -- says nothing about the payment)."""
         try:
             async with self.session.get(url, timeout=self.timeout) as r:
                 if r.status == 404:
-                    return None
+                    if _problem_code(await r.read()) in not_found:
+                        return None
+                    raise GatewayUnavailable("gateway answered HTTP 404 without a not-found problem")
                 if r.status != 200:
                     raise GatewayUnavailable(f"gateway answered HTTP {r.status}")
                 return await r.json()
@@ -31,7 +37,9 @@ class GatewayClient:
             raise GatewayUnavailable("gateway answered malformed JSON") from None
 
     async def terms(self, reference: bytes) -> PaymentTerms | None:
-        """The gateway-signed terms for ``reference``; None if the gateway knows no such payment.
+        """The gateway-signed terms for ``reference``; None if the gateway says it knows no such
+        payment (its ``not-found`` problem: maybe not *yet*, e.g. during a database failover, so
+        callers ask again later rather than treat it as final).
 
         The signature is *not* checked here; the caller verifies it with the pinned key.
         """
@@ -49,8 +57,22 @@ class GatewayClient:
         then the bounds (``LateTerms.within_bounds``, the deposit's own amount and id).
         """
         url = f"{self.base_url}/v1/payments/by-reference/0x{reference.hex()}/late/0x{source.hex()}/{int(sequence)}"
-        body = await self._get(url)
+        body = await self._get(url, ("not-found", "deposit-not-seen"))
         return None if body is None else late_terms_from_json(body)
+
+
+def _problem_code(body: bytes) -> str | None:
+    """The code of a creditbridge problem document (``.../problems/<code>``), else None."""
+    from bridge.api.problems import PROBLEM_BASE
+
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    t = doc.get("type") if isinstance(doc, dict) else None
+    if not isinstance(t, str) or not t.startswith(PROBLEM_BASE):
+        return None
+    return t[len(PROBLEM_BASE):]
 
 
 def terms_from_json(d: dict) -> PaymentTerms:

@@ -33,6 +33,11 @@ class SignerMetrics:
             ["chain", "token"], registry=registry)
         self.dust = Counter("creditbridge_signer_dust_total", "Deposits whose held amount was below the chain's "
                             "min_refund: kept in custody as dust, not refunded", ["chain"], registry=registry)
+        self.retries = Counter("creditbridge_signer_retries_total",
+                               "Deposit decisions (and Asset Hub refund approvals) left for a later attempt, by "
+                               "chain and reason (a chain or gateway that could not tell, an unknown reference, "
+                               "a late deposit not decided yet, an unexpected error)",
+                               ["chain", "reason"], registry=registry)
 
 
 class AggregatorMetrics:

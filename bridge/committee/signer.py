@@ -26,6 +26,18 @@ It runs its own watchers (its own RPC endpoints), and for every final deposit:
 6. signs the one-credit EIP-712 message and stores the attestation, in one transaction with
    the observation's status.
 
+Only proved-bad facts reject a deposit (the chain shows it absent or failed; it names a chain
+this node does not watch). Everything else leaves it undecided and tries it again with an
+exponential backoff (2 s doubling to 5 min, for ever; ``creditbridge_signer_retries_total
+{chain,reason}`` and a log line per retry): a chain endpoint or gateway that could not tell
+(timeouts, missing history, an answer that does not verify), a late deposit the gateway has not
+decided, a bug or malformed data. A payment reference the gateway does not know is asked about
+again the same way (a database failover must not lose a payment) until
+``unknown_reference_refund_after_seconds`` after the deposit's block time, when the whole
+deposit is refunded to its payer (purpose ``unattributed``). The attempt count and next attempt
+time are stored with the deposit, and each pass takes only due deposits, the longest waiting
+first, each on its own: no deposit can hold up the others (likewise the Asset Hub approvals).
+
 It serves its attestations over HTTP and signs *batches* of credits it has attested already
 (the aggregator's request): signing a subset again is safe because the settlement contract
 credits each deposit once.
@@ -81,6 +93,7 @@ class SignerNode:
         metrics=None,
         price_bound=None,
         min_refund: dict[str, int] | None = None,
+        unknown_reference_refund_after_seconds: int = 86_400,
     ) -> None:
         if key.kind != "secp256k1":
             raise InputError("a signer key must be secp256k1")
@@ -109,6 +122,7 @@ class SignerNode:
         self.metrics = metrics
         # bridge.committee.pricebound.PriceBound: this node's own bound on the terms' rate
         self.price_bound = price_bound
+        self.unknown_reference_refund_after = unknown_reference_refund_after_seconds
         self._wake = asyncio.Event()
         self._committee: tuple[int, list[bytes], int] | None = None
         self._committee_at = 0.0
@@ -171,21 +185,61 @@ class SignerNode:
 
     async def process_once(self, limit: int = 100) -> int:
         """Handle observations waiting for a decision (and queued ones whose governor release
-        time has passed); return how many were decided."""
+        time has passed); return how many were decided.
+
+        Only deposits whose next attempt time has come are taken, the longest waiting first,
+        and each is decided on its own (``_attempt``): one that cannot be decided now gets a
+        backoff and leaves the window to the others."""
+        now = int(self.wall_clock())
         async with self.db.begin() as s:
-            pending = await obs_repo.observations_by_status(s, "new", limit)
-            queued = await obs_repo.observations_by_status(s, "queued", 1000)
+            pending = await obs_repo.observations_due(s, "new", now, limit)
+            queued = await obs_repo.observations_due(s, "queued", now, 1000)
         decided = 0
         for stored in pending:
-            decided += await self._decide(stored.id, stored.observation)
-        now = int(self.wall_clock())
+            decided += await self._attempt(stored)
         for stored in queued:
             o = stored.observation
             async with self.db.begin() as s:
                 item = await gov_repo.get_item(s, o.source, o.sequence)
             if item is None or item.release_at <= now:
-                decided += await self._decide(stored.id, o)
+                decided += await self._attempt(stored)
         return decided
+
+    async def _attempt(self, stored: obs_repo.StoredObservation) -> int:
+        """Decide one deposit. What goes wrong with it stays with it: anything that is not a
+        proved-bad fact (a chain or gateway that could not tell, an unknown reference before
+        its refund time, a late deposit not decided yet, a bug or malformed data) leaves it
+        undecided with a backoff -- retried for ever, counted and logged -- never stopping the
+        others."""
+        obs = stored.observation
+        try:
+            return await self._decide(stored.id, obs)
+        except _Retry as e:
+            reason, detail, not_after = e.reason, e.detail, e.not_after
+        except BridgeError as e:  # retryable or not: the chain or gateway could not tell now
+            reason, detail, not_after = e.code, str(e), None
+        except Exception as e:  # a bug or malformed data: this deposit only
+            log.exception("signer %s: deposit %s/%d (observation %d): unexpected error; retried later",
+                          self.name, obs.chain, obs.sequence, stored.id)
+            reason, detail, not_after = "internal", f"{e.__class__.__name__}: {e}", None
+        await self._retry_later(stored, reason, detail, not_after)
+        return 0
+
+    async def _retry_later(self, stored: obs_repo.StoredObservation, reason: str, detail: str,
+                           not_after: int | None = None) -> None:
+        obs = stored.observation
+        attempts = stored.attempts + 1
+        now = int(self.wall_clock())
+        at = now + retry_delay(attempts)
+        if not_after is not None:
+            at = max(now + 1, min(at, not_after))
+        async with self.db.begin() as s:
+            await obs_repo.set_retry(s, stored.id, attempts, at, f"retrying ({reason}): {detail}")
+        if self.metrics is not None and hasattr(self.metrics, "retries"):
+            self.metrics.retries.labels(chain=obs.chain, reason=reason).inc()
+        level = logging.INFO if reason in (_NotYet.reason, _UnknownReference.reason) else logging.WARNING
+        log.log(level, "signer %s: deposit %s/%d not decided yet (%s: %s); attempt %d, next in %ds",
+                self.name, obs.chain, obs.sequence, reason, detail, attempts, at - now)
 
     async def _decide(self, row_id: int, obs: Observation) -> int:
         quote_id = None
@@ -195,9 +249,12 @@ class SignerNode:
                 decision, quote_id = await self._late(obs, terms, decision)
             if self.price_bound is not None:  # outside it: held for refund ("unpriced")
                 decision = await self.price_bound.apply(obs, terms, decision)
-        except _NotYet as e:
-            log.info("signer %s: deposit %s/%d waits: %s", self.name, obs.chain, obs.sequence, e)
-            return 0
+        except _UnknownReference as e:
+            refund_at = obs.timestamp + self.unknown_reference_refund_after
+            if int(self.wall_clock()) < refund_at:
+                e.not_after = refund_at
+                raise
+            return await self._refund_unattributed(row_id, obs)
         except VerificationError as e:
             async with self.db.begin() as s:
                 await obs_repo.set_observation_status(s, row_id, "rejected", e.detail[:200])
@@ -237,6 +294,18 @@ class SignerNode:
         log.info("signer %s: attested deposit %s seq %d: %d credits to 0x%s", self.name, obs.chain,
                  obs.sequence, credit.credits, credit.beneficiary.hex())
         self._count("attested")
+        return 1
+
+    async def _refund_unattributed(self, row_id: int, obs: Observation) -> int:
+        """The gateway still knows no payment for the deposit's reference, the configured delay
+        after its block time: refund the whole deposit to its payer, like an invalid one."""
+        await self._sign_release(obs, None, rules.Decision(rules.UNATTRIBUTED, 0, 0, obs.amount))
+        detail = (f"unknown payment reference {self.unknown_reference_refund_after}s after the deposit; "
+                  "held for refund (unattributed)")
+        async with self.db.begin() as s:
+            await obs_repo.set_observation_status(s, row_id, "rejected", detail)
+        log.info("signer %s: deposit %s/%d not attested: %s", self.name, obs.chain, obs.sequence, detail)
+        self._count(rules.UNATTRIBUTED)
         return 1
 
     async def _govern(self, obs: Observation, credits: int) -> int | None:
@@ -280,7 +349,8 @@ class SignerNode:
         async with self.db.begin() as s:
             added = await rel_repo.add_release(s, source=obs.source, sequence=obs.sequence, chain=obs.chain,
                                                purpose=purpose, to=to, amount=decision.refundable, release_id=rid,
-                                               signature=sig, payment_id=terms.payment_id, now=utcnow())
+                                               signature=sig, payment_id=terms.payment_id if terms else "",
+                                               now=utcnow())
         if added:
             log.info("signer %s: %s refund of %d (%s) for deposit %s seq %d to 0x%s", self.name,
                      "signed" if sig else "queued the approval of", decision.refundable, purpose, obs.chain,
@@ -292,11 +362,11 @@ class SignerNode:
         async with self.db.begin() as s:
             added = await rel_repo.add_dust(s, source=obs.source, sequence=obs.sequence, chain=obs.chain,
                                             purpose=purpose, to=obs.payer, amount=amount, release_id=rid,
-                                            payment_id=terms.payment_id, now=utcnow())
+                                            payment_id=terms.payment_id if terms else "", now=utcnow())
         if added:
             log.info("signer %s: %s amount %d of deposit %s seq %d (payment %s) is below the refund minimum %d: "
                      "kept as dust, not refunded", self.name, purpose, amount, obs.chain, obs.sequence,
-                     terms.payment_id, self.min_refund.get(obs.chain, 0))
+                     terms.payment_id if terms else "-", self.min_refund.get(obs.chain, 0))
             if self.metrics is not None and hasattr(self.metrics, "dust"):
                 self.metrics.dust.labels(chain=obs.chain).inc()
 
@@ -304,40 +374,67 @@ class SignerNode:
         """Drive this node's own approvals of Asset Hub refunds until each is done (or failed,
         which needs an operator); progress is kept in the node's database, so a restart resumes
         where it stopped without approving anything twice."""
+        while True:
+            now = int(self.wall_clock())
+            async with self.db.begin() as s:
+                rows = await rel_repo.open_approvals(s, list(self.approvers), now=now)
+            for r in rows:
+                await self._approve(r, now, interval)
+            await asyncio.sleep(interval)
+
+    async def _approve(self, r: rel_repo.StoredRelease, now: int, interval: float) -> None:
+        """One step of one refund's approval. Each step moves the refund's next attempt time on
+        (to now after progress, a backoff after a failure), and the window is read oldest time
+        first: refunds rotate, so one that keeps failing or waiting starves none of the others."""
         import json
 
-        while True:
-            async with self.db.begin() as s:
-                rows = await rel_repo.open_approvals(s, list(self.approvers))
-            for r in rows:
-                last = json.loads(r.progress) if r.progress else {"state": "none"}
-                try:
-                    new = await self.approvers[r.chain].step(release_id=r.release_id, payer=r.to, amount=r.amount,
-                                                             sequence=r.sequence, progress=last)
-                except BridgeError as e:
-                    if e.retryable:
-                        log.warning("signer %s: refund 0x%s on %s: %s", self.name, r.release_id.hex()[:16], r.chain, e)
-                        continue
-                    # this refund cannot be made as stored (e.g. a payer that is the committee
-                    # itself): park it for an operator rather than stop every other one
-                    new = {**last, "state": "failed", "detail": str(e)[:300]}
-                if new != last:
-                    async with self.db.begin() as s:
-                        await rel_repo.set_progress(s, r.release_id, new["state"], json.dumps(new, sort_keys=True))
-                    log.info("signer %s: refund 0x%s of %d on %s: %s %s", self.name, r.release_id.hex()[:16],
-                             r.amount, r.chain, new["state"], new.get("detail", ""))
-                    self._count(f"refund-{new['state']}")
-            await asyncio.sleep(interval)
+        try:
+            last = json.loads(r.progress) if r.progress else {"state": "none"}
+            new = await self.approvers[r.chain].step(release_id=r.release_id, payer=r.to, amount=r.amount,
+                                                     sequence=r.sequence, progress=last)
+        except BridgeError as e:
+            if e.retryable:
+                await self._approval_later(r, now, e.code, str(e))
+                return
+            # this refund cannot be made as stored (e.g. a payer that is the committee
+            # itself): park it for an operator rather than stop every other one
+            new = {**(last if isinstance(last, dict) else {}), "state": "failed", "detail": str(e)[:300]}
+        except Exception as e:  # a bug or malformed progress: this refund only
+            log.exception("signer %s: refund 0x%s on %s: unexpected error; retried later", self.name,
+                          r.release_id.hex()[:16], r.chain)
+            await self._approval_later(r, now, "internal", f"{e.__class__.__name__}: {e}")
+            return
+        async with self.db.begin() as s:
+            if new != last:
+                await rel_repo.set_progress(s, r.release_id, new["state"], json.dumps(new, sort_keys=True))
+            await rel_repo.set_next_attempt(s, r.release_id, 0, max(now, r.next_attempt_at + 1))
+        if new != last:
+            log.info("signer %s: refund 0x%s of %d on %s: %s %s", self.name, r.release_id.hex()[:16],
+                     r.amount, r.chain, new["state"], new.get("detail", ""))
+            self._count(f"refund-{new['state']}")
+
+    async def _approval_later(self, r: rel_repo.StoredRelease, now: int, reason: str, detail: str) -> None:
+        attempts = r.attempts + 1
+        delay = retry_delay(attempts)
+        async with self.db.begin() as s:
+            await rel_repo.set_next_attempt(s, r.release_id, attempts, now + delay)
+        if self.metrics is not None and hasattr(self.metrics, "retries"):
+            self.metrics.retries.labels(chain=r.chain, reason=reason).inc()
+        log.warning("signer %s: refund 0x%s on %s: %s (attempt %d, next in %ds)", self.name,
+                    r.release_id.hex()[:16], r.chain, detail, attempts, delay)
 
     async def _late(self, obs: Observation, terms, held: rules.Decision) -> tuple[rules.Decision, str | None]:
         """Follow the gateway's signed decision on a late deposit: (decision, fresh quote id)."""
         from bridge.payments import late
         from bridge.pricing.quotes import verify_late_terms
 
-        lt = await self.gateway.late_terms(obs.reference, obs.source, obs.sequence)
-        if lt is None:
-            raise _NotYet("the gateway has not decided this late deposit yet")
-        verify_late_terms(lt, self.gateway_public_key)
+        try:
+            lt = await self.gateway.late_terms(obs.reference, obs.source, obs.sequence)
+            if lt is None:
+                raise _NotYet("the gateway has not decided this late deposit yet")
+            verify_late_terms(lt, self.gateway_public_key)
+        except VerificationError as e:  # a bad gateway answer proves nothing about the deposit
+            raise _Retry(f"the gateway's late decision does not verify: {e.detail}", "gateway-invalid") from None
         if (lt.deposit_id != (obs.source, obs.sequence) or lt.amount != obs.amount or lt.reference != obs.reference
                 or lt.payment_id != terms.payment_id or not lt.within_bounds(terms.credits)):
             log.warning("signer %s: late decision for deposit %s/%d does not match the deposit or its bounds; "
@@ -358,15 +455,20 @@ class SignerNode:
         watcher = self.watchers.get(obs.chain)
         if watcher is None:
             raise VerificationError(f"chain {obs.chain!r} is not watched by this node")
+        # reobserve returns nothing only when the chain proves the deposit absent; when it
+        # cannot tell (timeouts, missing history) it raises ChainError: retried (``_attempt``)
         again = [o for o in await watcher.reobserve(obs.tx_id) if o.event_index == obs.event_index]
         if not again or again[0] != obs:
             raise VerificationError("deposit not found again on this node's chain view")
-        terms = await self.gateway.terms(obs.reference)
-        if terms is None:
-            raise VerificationError("unknown payment reference")
-        verify_terms(terms, self.gateway_public_key)
-        if terms.reference != obs.reference:
-            raise VerificationError("gateway answered terms of another reference")
+        try:
+            terms = await self.gateway.terms(obs.reference)
+            if terms is None:
+                raise _UnknownReference("the gateway knows no payment with this reference (yet)")
+            verify_terms(terms, self.gateway_public_key)
+            if terms.reference != obs.reference:
+                raise VerificationError("gateway answered terms of another reference")
+        except VerificationError as e:  # a bad gateway answer proves nothing about the deposit
+            raise _Retry(f"the gateway's terms do not verify: {e.detail}", "gateway-invalid") from None
         async with self.db.begin() as s:
             others = await obs_repo.observations_by_reference(s, obs.reference)
         earlier = [_fact(o.observation) for o in others if o.observation.deposit_id != obs.deposit_id]
@@ -436,8 +538,39 @@ class SignerNode:
         return digest.sign_digest(self._key.secret, digest.credit_digest(self.domain, message))
 
 
-class _NotYet(Exception):
+RETRY_BASE_SECONDS = 2
+RETRY_MAX_SECONDS = 300
+
+
+def retry_delay(attempts: int) -> int:
+    """Seconds before attempt ``attempts + 1``: 2, 4, 8, ... capped at 5 minutes."""
+    return min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS << min(max(attempts - 1, 0), 16))
+
+
+class _Retry(Exception):
+    """This deposit cannot be decided now; try it again later (``not_after``: unix seconds
+    by which to try again at the latest)."""
+
+    reason = "retry"
+
+    def __init__(self, detail: str, reason: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if reason is not None:
+            self.reason = reason
+        self.not_after: int | None = None
+
+
+class _NotYet(_Retry):
     """A deposit cannot be decided yet (the gateway has not decided a late deposit)."""
+
+    reason = "late-pending"
+
+
+class _UnknownReference(_Retry):
+    """The gateway knows no payment with the deposit's reference (yet: a failover may hide it)."""
+
+    reason = "unknown-reference"
 
 
 def _fact(o: Observation) -> rules.DepositFact:

@@ -53,9 +53,10 @@ INVALID = "invalid"
 # outside the signer's own price bound (bridge/committee/pricebound.py): never returned by
 # ``decide``; a signer holds the whole deposit for refund instead of attesting it
 UNPRICED = "unpriced"
+UNATTRIBUTED = "unattributed"  # the gateway never learned the deposit's reference (signer/refunds)
 
 # purposes of a refund (release) of held funds
-REFUND_PURPOSES = (EXCESS, LATE, INVALID, UNPRICED)
+REFUND_PURPOSES = (EXCESS, LATE, INVALID, UNPRICED, UNATTRIBUTED)
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ class Decision:
         """Why this deposit's held part is refundable, or None if nothing is held."""
         if self.refundable == 0:
             return None
-        return self.outcome if self.outcome in (LATE, INVALID, UNPRICED) else EXCESS
+        return self.outcome if self.outcome in (LATE, INVALID, UNPRICED, UNATTRIBUTED) else EXCESS
 
 
 def is_dust(refundable: int, min_refund: int) -> bool:

@@ -67,6 +67,7 @@ class ObservationRow(Base):
     __table_args__ = (
         UniqueConstraint("chain", "tx_id", "event_index", name="uq_observation_event"),
         UniqueConstraint("source", "sequence", name="uq_observation_deposit"),
+        Index("ix_observations_due", "status", "next_attempt_at"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     chain: Mapped[str] = mapped_column(String(32))
@@ -81,10 +82,14 @@ class ObservationRow(Base):
     amount: Mapped[int] = mapped_column(U256)
     payer: Mapped[bytes] = mapped_column(LargeBinary(32))
     reference: Mapped[bytes] = mapped_column(LargeBinary(32), index=True)
-    # signer nodes: new -> attested | rejected | waiting (terms not yet available)
+    # signer nodes: new -> attested | rejected | queued (governor); ``new`` ones not decidable yet
+    # wait with a backoff (attempts, next_attempt_at)
     status: Mapped[str] = mapped_column(String(16), default="new", index=True)
     status_detail: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # 0007: a deposit not decided yet is tried again from this unix time (backoff), attempts so far
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class CursorRow(Base):
@@ -240,6 +245,9 @@ class ReleaseRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     state: Mapped[str] = mapped_column(String(16), default="", server_default="")  # Asset Hub: done/failed/...
     progress: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # 0007: Asset Hub approvals: next step not before this unix time (rotation, backoff)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 # --- 0004: late deposits credited at a fresh quote ---------------------------------------------------

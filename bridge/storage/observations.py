@@ -33,6 +33,8 @@ class StoredObservation:
     status: str
     detail: str
     created_at: datetime
+    attempts: int = 0
+    next_attempt_at: int = 0  # unix seconds; 0: due now
 
 
 # --- cursors ---------------------------------------------------------------------------------
@@ -93,7 +95,8 @@ def _observation(r: ObservationRow) -> Observation:
 
 
 def _stored(r: ObservationRow) -> StoredObservation:
-    return StoredObservation(r.id, _observation(r), r.status, r.status_detail, r.created_at)
+    return StoredObservation(r.id, _observation(r), r.status, r.status_detail, r.created_at, r.attempts or 0,
+                             r.next_attempt_at or 0)
 
 
 def _event_key(o: Observation) -> tuple[str, bytes, int]:
@@ -195,6 +198,27 @@ async def observations_by_status(s: AsyncSession, status: str, limit: int = 100)
         select(ObservationRow).where(ObservationRow.status == status).order_by(ObservationRow.id).limit(limit)
     )
     return [_stored(r) for r in rows]
+
+
+async def observations_due(s: AsyncSession, status: str, now: int, limit: int = 100) -> list[StoredObservation]:
+    """Observations in ``status`` whose next attempt time (unix seconds) has come, the longest
+    waiting first: a deposit in backoff leaves its place in the window to the others."""
+    rows = await s.scalars(
+        select(ObservationRow)
+        .where(ObservationRow.status == status, ObservationRow.next_attempt_at <= now)
+        .order_by(ObservationRow.next_attempt_at, ObservationRow.id)
+        .limit(limit)
+    )
+    return [_stored(r) for r in rows]
+
+
+async def set_retry(s: AsyncSession, id: int, attempts: int, next_attempt_at: int, detail: str = "") -> None:
+    """Leave an observation undecided: tried again from ``next_attempt_at`` (unix seconds)."""
+    row = await s.get(ObservationRow, id)
+    if row is None:
+        raise NotFound(f"observation {id} does not exist")
+    row.attempts, row.next_attempt_at, row.status_detail = attempts, next_attempt_at, detail[:200]
+    await s.flush()
 
 
 async def set_observation_status(s: AsyncSession, id: int, status: str, detail: str = "") -> None:

@@ -27,12 +27,14 @@ class StoredRelease:
     payment_id: str
     state: str = ""
     progress: str = ""
+    attempts: int = 0
+    next_attempt_at: int = 0  # unix seconds (Asset Hub approvals)
 
 
 def _release(r: ReleaseRow) -> StoredRelease:
     return StoredRelease(r.id, bytes(r.source), r.sequence, r.chain, r.purpose, bytes(r.to), r.amount,
                          bytes(r.release_id), bytes(r.signature), r.payment_id, r.state or "",
-                         r.progress or "")
+                         r.progress or "", r.attempts or 0, r.next_attempt_at or 0)
 
 
 async def add_release(s: AsyncSession, *, source: bytes, sequence: int, chain: str, purpose: str, to: bytes,
@@ -80,12 +82,22 @@ async def releases_after(s: AsyncSession, after: int, limit: int) -> list[Stored
     return [_release(r) for r in rows]
 
 
-async def open_approvals(s: AsyncSession, chains: list[str], limit: int = 100) -> list[StoredRelease]:
-    """Refunds this signer approves on chain itself (Asset Hub) that are not finished yet."""
-    rows = await s.scalars(select(ReleaseRow).where(ReleaseRow.chain.in_(chains),
-                                                    ReleaseRow.state.not_in(("done", "failed", DUST)))
-                           .order_by(ReleaseRow.id).limit(limit))
+async def open_approvals(s: AsyncSession, chains: list[str], limit: int = 100,
+                         now: int | None = None) -> list[StoredRelease]:
+    """Refunds this signer approves on chain itself (Asset Hub) that are not finished yet; with
+    ``now`` (unix seconds) only those due then, the longest waiting first (each step moves a
+    refund's next attempt time on, so the window rotates: no refund starves the others)."""
+    q = select(ReleaseRow).where(ReleaseRow.chain.in_(chains), ReleaseRow.state.not_in(("done", "failed", DUST)))
+    if now is not None:
+        q = q.where(ReleaseRow.next_attempt_at <= now)
+    rows = await s.scalars(q.order_by(ReleaseRow.next_attempt_at, ReleaseRow.id).limit(limit))
     return [_release(r) for r in rows]
+
+
+async def set_next_attempt(s: AsyncSession, release_id: bytes, attempts: int, next_attempt_at: int) -> None:
+    row = await s.scalar(select(ReleaseRow).where(ReleaseRow.release_id == release_id))
+    if row is not None:
+        row.attempts, row.next_attempt_at = attempts, next_attempt_at
 
 
 async def set_progress(s: AsyncSession, release_id: bytes, state: str, progress: str) -> None:

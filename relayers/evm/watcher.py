@@ -98,22 +98,35 @@ class EvmWatcher(WatcherDefaults):
         return out
 
     async def reobserve(self, tx_id: bytes) -> list[Observation]:
+        """The transaction's deposits if it is final and canonical; ``[]`` only when this endpoint
+        proves it has none: its receipt is in the canonical final block of its height and failed
+        (status 0) or has no ``Locked`` log. Anything this endpoint cannot answer for sure -- no
+        receipt (momentarily missing, or a lagging endpoint), not final yet here, the block header
+        missing, or a receipt from a block that is not the canonical one -- raises ChainError
+        (retryable): the signer asks again later."""
+        where = f"chain {self.chain}: tx 0x{bytes(tx_id).hex()}"
         receipt = await self.pool.get_receipt(tx_id)
-        if receipt is None or hex_int(receipt.get("status"), "status") != 1:
-            return []
+        if receipt is None:
+            raise ChainError(f"{where}: no receipt on this endpoint (missing or not indexed yet)")
         number = hex_int(receipt.get("blockNumber"), "block number")
-        if number > await self.finalized_height():
-            return []
+        final = await self.finalized_height()
+        if number > final:
+            raise ChainError(f"{where}: block {number} is not final on this endpoint (final: {final})")
         hdr = await self.pool.get_block(number)
+        if hdr is None:
+            raise ChainError(f"{where}: block {number} header not available")
         block_hash = hex_bytes(receipt.get("blockHash"), "block hash")
-        if hdr is None or hdr.hash != block_hash:
-            return []
+        if hdr.hash != block_hash:
+            raise ReorgDetected(f"{where}: receipt in block 0x{block_hash.hex()[:12]}.. but the canonical block "
+                                f"{number} is 0x{hdr.hash.hex()[:12]}.. (inconsistent endpoint)")
+        if hex_int(receipt.get("status"), "status") != 1:
+            return []  # proved: the final canonical receipt failed
         out = []
         for raw in receipt.get("logs") or []:
             if self._is_locked(raw):
                 lg = self._decode(raw)
                 if lg.block_hash != hdr.hash or lg.tx_hash != bytes(tx_id):
-                    return []
+                    raise ReorgDetected(f"{where}: receipt log of another block or transaction (inconsistent endpoint)")
                 obs = self._observation(lg, hdr.timestamp)
                 if obs is not None:
                     out.append(obs)

@@ -203,6 +203,10 @@ class SubstrateWatcher(WatcherDefaults):
         return out
 
     async def reobserve(self, tx_id: bytes) -> list[Observation]:
+        """The payment of extrinsic ``index`` of block ``hash``; ``[]`` when the node proves there
+        is none (the canonical final block at that height has another hash, or the extrinsic is
+        no confirmed payment), ChainError (retryable) when it cannot tell (block unknown to this
+        node, not final here yet, a timeout)."""
         if len(tx_id) != TX_ID_LEN:
             return []
         block_hash, index = bytes(tx_id[:32]), int.from_bytes(tx_id[32:], "big")
@@ -316,17 +320,24 @@ class SubstrateWatcher(WatcherDefaults):
         return scan
 
     def _scan_final(self, block_hash: str, si: SubstrateInterface) -> BlockScan | None:
-        """The block, if it is final and canonical (for ``reobserve``)."""
+        """The block, if it is final and canonical (for ``reobserve``); None when the node proves
+        it is not (another canonical final block at its height); ChainError when it cannot tell."""
         header = si.rpc_request("chain_getHeader", [block_hash]).get("result")
         if header is None:
-            return None
+            raise ChainError(f"chain {self.chain}: block {block_hash} is unknown to this node (not synced or pruned?)")
         number = _number(header)
-        if number > self._final_number(si):
-            return None
+        final = self._final_number(si)
+        if number > final:
+            raise ChainError(f"chain {self.chain}: block {number} is not final on this node yet (final: {final})")
         canonical = si.rpc_request("chain_getBlockHash", [number]).get("result")
-        if not isinstance(canonical, str) or canonical.lower() != block_hash:
+        if not isinstance(canonical, str):
+            raise ChainError(f"chain {self.chain}: no canonical hash for final block {number} on this node")
+        if canonical.lower() != block_hash:
             return None
-        return self._scan(si, block_hash)
+        scan = self._scan(si, block_hash)
+        if scan is None:
+            raise ChainError(f"chain {self.chain}: block {block_hash} body not available on this node")
+        return scan
 
     def _scan(self, si: SubstrateInterface, block_hash: str) -> BlockScan | None:
         res = si.rpc_request("chain_getBlock", [block_hash]).get("result")

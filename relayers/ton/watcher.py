@@ -151,16 +151,22 @@ class TonWatcher(WatcherDefaults):
         return out
 
     async def reobserve(self, tx_id_: bytes) -> list[Observation]:
+        """The deposit of the lock's transaction ``(lt, hash)``; ``[]`` only when the endpoint
+        proves there is none: the transaction it returns at that point is another one, not the
+        lock's, or made no deposit (failed, bounced, no deposit log). If the endpoint cannot
+        answer for sure -- the lock's final state does not reach ``lt`` yet (a lagging
+        liteserver), a timeout, no transaction returned (a liteserver without that history) --
+        it raises ChainError (retryable): the signer asks again later."""
         h, lt = split_tx_id(tx_id_)
         final = await self.finalized_height()
-        if (await self._tx_at(final)).lt < lt:
-            return []  # not final yet (or never)
-        try:
-            cells = await self.transport.transactions(self.lock, TxPointer(lt, h), 1)
-        except ChainError as e:
-            log.info("chain %s: transaction %s not found again: %s", self.chain, h.hex(), e.detail)
-            return []
-        if not cells or cells[0].hash != h:
+        last = await self._tx_at(final)
+        if last.lt < lt:
+            raise ChainError(f"chain {self.chain}: the lock's state at final block {final} ends at lt {last.lt}, "
+                             f"before transaction lt {lt} (lagging endpoint?)")
+        cells = await self.transport.transactions(self.lock, TxPointer(lt, h), 1)  # ChainError: could not tell
+        if not cells:
+            raise ChainError(f"chain {self.chain}: no transaction at lt {lt} on this endpoint (no archive history?)")
+        if cells[0].hash != h:
             return []
         tx = _parse_tx(cells[0])
         if tx.lt != lt or tx.account_addr != self.lock.hash_part:

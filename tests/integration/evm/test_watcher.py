@@ -13,7 +13,7 @@ import logging
 import pytest
 import pytest_asyncio
 
-from bridge.errors import ConfigError, ReorgDetected, RpcUnavailable
+from bridge.errors import ChainError, ConfigError, ReorgDetected, RpcUnavailable
 from bridge.hashing import source_id
 from bridge.storage.db import Database
 from bridge.storage.observations import (
@@ -169,7 +169,8 @@ async def test_bounded_ranges_find_every_deposit_once(anvil, lock):
     assert [o.event_index for o in same_block] == sorted(o.event_index for o in same_block)
 
     assert await watcher.reobserve(txs[5]) == [found[5]]
-    assert await watcher.reobserve(b"\x12" * 32) == []
+    with pytest.raises(ChainError, match="no receipt"):  # no receipt: the endpoint cannot tell
+        await watcher.reobserve(b"\x12" * 32)
     await watcher.aclose()
 
 
@@ -210,7 +211,8 @@ async def test_deposit_is_invisible_until_n_confirmations(anvil, lock, sdb):
         assert await watcher.finalized_height() == block + k - n
         await f.step()
         assert await all_stored(sdb) == []
-        assert await watcher.reobserve(tx) == []
+        with pytest.raises(ChainError, match="not final"):  # not final yet: ask again later
+            await watcher.reobserve(tx)
         await anvil.mine(1)
 
     assert await watcher.finalized_height() == block
@@ -343,7 +345,8 @@ async def test_deposit_reorged_out_before_finality_is_never_emitted(anvil, lock,
     assert stored[0].observation.reference == ref(601)
     async with sdb.begin() as s:
         assert await observations_by_reference(s, ref(600)) == []
-    assert await watcher.reobserve(gone) == []
+    with pytest.raises(ChainError, match="no receipt"):  # gone before finality: never final, never proved
+        await watcher.reobserve(gone)
 
     # A lagging / load-balanced endpoint serving the orphaned log is caught by the re-check.
     async def stale_get_logs(*a, **kw):
