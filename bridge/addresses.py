@@ -84,3 +84,24 @@ def parse(family: str, value: str) -> bytes:
     if family == "ton":
         return ton_address(value)
     raise ValueError(f"unknown chain family {family!r}")
+
+
+def _b58encode(raw: bytes) -> str:
+    n = int.from_bytes(raw, "big")
+    out = ""
+    while n:
+        n, r = divmod(n, 58)
+        out = _B58[r] + out
+    return "1" * (len(raw) - len(raw.lstrip(b"\x00"))) + out
+
+
+def ss58_encode(account: bytes, prefix: int) -> str:
+    """The SS58 address of a 32-byte account id under network ``prefix`` (0..16383)."""
+    if len(account) != 32 or not 0 <= prefix < 16384:
+        raise ValueError("ss58_encode takes a 32-byte account id and a prefix in [0, 16384)")
+    if prefix < 64:
+        head = bytes([prefix])
+    else:
+        head = bytes([((prefix & 0xFC) >> 2) | 0x40, (prefix >> 8) | ((prefix & 0x03) << 6)])
+    body = head + account
+    return _b58encode(body + hashlib.blake2b(b"SS58PRE" + body, digest_size=64).digest()[:2])
