@@ -136,3 +136,44 @@ def test_facts_are_checked():
         tr.DepositFacts((SOURCE, 1), b"", -1, None)
     with pytest.raises(InputError):
         tr.cutoff(1, 0)
+
+
+# --- the [treasury] section: addresses checked per chain family -------------------------------------
+def _settings(treasury: dict):
+    from bridge.config import settings_from_dict
+
+    return settings_from_dict({
+        "chains": [
+            {"family": "evm", "name": "ethereum", "chain_id": 1, "rpc": ["http://127.0.0.1:1"], "token": "ETH",
+             "contracts": {"lock": "0x" + "11" * 20}},
+            {"family": "evm", "name": "settlement", "chain_id": 2, "rpc": ["http://127.0.0.1:1"],
+             "contracts": {"credits": "0x" + "22" * 20}},
+            {"family": "substrate", "name": "polkadot", "rpc": ["ws://127.0.0.1:1"], "token": "DOT",
+             "ss58_prefix": 0, "committee": {"members": ["0x" + "33" * 32], "threshold": 1}},
+            {"family": "ton", "name": "ton", "toncenter": ["http://127.0.0.1:1"], "contracts": {"lock": "0:" + "44" * 32}},
+        ],
+        "settlement_chain": "settlement", "treasury": treasury})
+
+
+def test_treasury_config_checks_each_address_in_its_family():
+    from bridge import addresses
+    from bridge.errors import ConfigError
+
+    dot = addresses.ss58_encode(b"\x05" * 32, 0)
+    ok = _settings({"addresses": {"ethereum": "0x" + "aa" * 20, "polkadot": dot, "ton": "0:" + "bb" * 32},
+                    "epoch_blocks": 10, "reserve": {"polkadot": 10**10}})
+    assert ok.treasury.epoch_blocks == 10 and addresses.ss58_address(dot) == b"\x05" * 32
+    bad = [
+        ({"addresses": {"ethereum": dot}}, "treasury.addresses.ethereum"),
+        ({"addresses": {"polkadot": "0x" + "aa" * 20}}, "treasury.addresses.polkadot"),
+        ({"addresses": {"polkadot": dot[:-1] + ("A" if dot[-1] != "A" else "B")}}, "checksum"),
+        ({"addresses": {"ton": "0:" + "bb" * 31}}, "treasury.addresses.ton"),
+        ({"addresses": {"settlement": "0x" + "aa" * 20}}, "not a source chain"),
+        ({"addresses": {"ethereum": "0x" + "00" * 20}}, "zero address"),
+        ({"epoch_blocks": 0}, "epoch_blocks"),
+        ({"reserve": {"ethereum": -1}}, "reserve"),
+    ]
+    for section, words in bad:
+        with pytest.raises(ConfigError) as e:
+            _settings(section)
+        assert words in str(e.value) and "\n" not in str(e.value), (section, str(e.value))
