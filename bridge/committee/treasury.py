@@ -220,6 +220,14 @@ class Sweeper:
             at = tr.cutoff(k, self.epoch_blocks)
             async with node.db.begin() as s:
                 waiting = await repo.credited_undecided(s, source, at)
+            # ... and every earlier deposit of a payment with a credit recorded by then (a
+            # below-one-credit deposit is earned with the credited deposit that completes it)
+            last_credited: dict[bytes, tuple] = {}
+            for f in facts:
+                if f.credited_at is not None and f.credited_at <= at:
+                    last_credited[f.payment] = max(last_credited.get(f.payment, f.key), f.key)
+            waiting += [f.key[1] for f in facts
+                        if f.outcome is None and f.payment in last_credited and f.key < last_credited[f.payment]]
             if waiting:
                 log.info("treasury: epoch %d of %s waits for this signer to decide deposits %s", k, chain,
                          waiting[:5])
