@@ -268,3 +268,29 @@ async def test_a_redirected_sweep_is_refused_and_an_insolvent_one_not_signed(cha
     assert await balance(chain, thief) == 0
     assert await sw.worker.step() == 1
     assert await balance(chain, treasury) == amount == int(p["amount"])
+
+
+async def test_a_below_one_credit_deposit_is_swept_with_the_deposit_that_completes_it(chain, lifecycle,
+                                                                                      committee_of, sweeps):
+    lc = await lifecycle(chains=chain_settings(chain)["chains"])
+    c = await committee_of(lc)
+    treasury = fresh_address("partial")
+    sw = await sweeps(c, treasury)
+    p = await lc.payment(None, credits="100")
+    tiny = 10**12  # below one credit's worth (0.01 USD at 3000 USD/ETH is 3.3e12 wei)
+    await pay(chain, p, tiny)
+    await step_all(c)
+    assert await sw.settle() == 0  # nothing to credit yet
+    await sw.close_epoch()
+    assert await sw.sweep_all() == [0, 0, 0, 0]
+    view = await c.nodes[0].sweeper.view()
+    assert view["chains"]["ethereum"]["stranded"] == str(tiny)  # kept and reported, not swept
+    await pay(chain, p, int(p["amount"]) - tiny)
+    await step_all(c)
+    assert await sw.settle() == 1
+    await sw.close_epoch()
+    assert await sw.sweep_all() == [1, 1, 1, 1]
+    (w,) = (await c.nodes[0].sweeper.view())["sweeps"]
+    assert sorted(int(d["earned"]) for d in w["deposits"]) == sorted([tiny, int(p["amount"]) - tiny])
+    assert await sw.worker.step() == 1
+    assert await balance(chain, treasury) == int(p["amount"])
