@@ -196,7 +196,8 @@ async def test_earned_eth_is_swept_to_the_treasury(devnet: Devnet):
         else:
             raise AssertionError(f"no paid sweep covers the payment: {view}")
     for w in view["sweeps"]:
-        assert w["to"] == treasury["ethereum"].lower() and int(w["amount"]) == sum(int(d["earned"]) for d in w["deposits"])
+        assert w["to"] == treasury["ethereum"].lower()
+        assert int(w["amount"]) == sum(int(d["earned"]) for d in w["deposits"])
     held = int(await devnet.rpc("ethereum", "eth_getBalance", treasury["ethereum"], "latest"), 16)
     assert held == sum(int(w["amount"]) for w in paid)
     assert len({w["release_id"] for w in view["sweeps"]}) == len(view["sweeps"])

@@ -149,8 +149,10 @@ def _settings(treasury: dict):
             {"family": "evm", "name": "settlement", "chain_id": 2, "rpc": ["http://127.0.0.1:1"],
              "contracts": {"credits": "0x" + "22" * 20}},
             {"family": "substrate", "name": "polkadot", "rpc": ["ws://127.0.0.1:1"], "token": "DOT",
-             "ss58_prefix": 0, "committee": {"members": ["0x" + "33" * 32], "threshold": 1}},
-            {"family": "ton", "name": "ton", "toncenter": ["http://127.0.0.1:1"], "contracts": {"lock": "0:" + "44" * 32}},
+             "ss58_prefix": 0,
+             "committee": {"members": ["0x" + "33" * 32], "threshold": 1}},
+            {"family": "ton", "name": "ton", "toncenter": ["http://127.0.0.1:1"],
+             "contracts": {"lock": "0:" + "44" * 32}},
         ],
         "settlement_chain": "settlement", "treasury": treasury})
 

@@ -200,6 +200,21 @@ async def test_a_credited_payment_is_swept_once_and_an_excess_is_refunded_not_sw
     assert view["chains"]["ethereum"]["earned"] == view["chains"]["ethereum"]["swept"] == str(earned)
     assert view["chains"]["ethereum"]["signed_unpaid"] == "0"
     assert sw.metric("creditbridge_treasury_sweeps_total") == 1
+    # the operator's command reads every signer's view; they agree
+    import asyncio
+    import contextlib
+    import io
+    import json
+
+    from bridge import cli
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        args = ["treasury", "status", *[a for u in c.urls for a in ("--signer", u)]]
+        assert await asyncio.to_thread(cli.main, args) == 0
+    status = json.loads(out.getvalue())["chains"]["ethereum"]
+    assert status["earned"] == status["swept"] == str(earned) and status["disagreeing_signers"] == []
+    assert status["last_sweep"]["state"] == "paid" and status["last_sweep"]["amount"] == str(earned)
     assert sw.metric("creditbridge_treasury_swept") == earned == sw.metric("creditbridge_treasury_earned")
 
 
