@@ -3,6 +3,7 @@ bridge/committee/treasury.py)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -11,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.payments.treasury import DepositFacts
 from bridge.storage.models import CreditRow, ObservationRow, SweepItemRow, SweepRow, TreasuryDepositRow
+
+log = logging.getLogger("creditbridge.treasury")
 
 
 @dataclass(frozen=True)
@@ -94,13 +97,19 @@ async def credited_undecided(s: AsyncSession, source: bytes, upto: int) -> list[
 
 async def facts(s: AsyncSession, chain: str) -> list[DepositFacts]:
     """Every tracked deposit of ``chain`` with the settlement block of its recorded credit."""
-    credited = {(bytes(a), b): n for a, b, n in await s.execute(
-        select(CreditRow.source, CreditRow.sequence, CreditRow.block_number))}
+    credited = {(bytes(a), b): (n, c) for a, b, n, c in await s.execute(
+        select(CreditRow.source, CreditRow.sequence, CreditRow.block_number, CreditRow.credits))}
     out = []
     for r in await s.scalars(select(TreasuryDepositRow).where(TreasuryDepositRow.chain == chain)):
         key = (bytes(r.source), r.sequence)
+        block, credits = credited.get(key, (None, None))
+        if block is not None and r.outcome is not None and credits != r.credits:
+            # the ledger recorded another credit than this signer decided: not earned by its count
+            log.error("treasury: deposit %s/%d is recorded with %d credits, this signer decided %d; "
+                      "kept out of sweeps", chain, r.sequence, credits, r.credits)
+            block = None
         out.append(DepositFacts(key, bytes(r.reference), r.amount, r.outcome, r.credits, r.counted, r.refundable,
-                                bytes(r.refund_id) if r.refund_id is not None else None, credited.get(key)))
+                                bytes(r.refund_id) if r.refund_id is not None else None, block))
     return out
 
 

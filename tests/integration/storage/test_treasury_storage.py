@@ -56,3 +56,7 @@ async def test_deposits_decisions_credits_and_sweeps(db):
         assert await repo.mark_paid(s, {b"\x0a" * 32}, NOW) == 1
     async with db.begin() as s:
         assert [w.state for w in await repo.sweeps(s)] == ["paid"]
+        # a recorded credit that differs from this signer's decision does not count as credited
+        await repo.set_decision(s, SRC, 2, outcome=rules.CREDIT, credits=2, counted=BIG, refundable=0, refund_id=None)
+    async with db.begin() as s:
+        assert [f.credited_at for f in sorted(await repo.facts(s, "ethereum"), key=lambda f: f.key)] == [40, None]
