@@ -38,12 +38,13 @@ def _sweep(r: SweepRow) -> Sweep:
 
 async def track_new_deposits(s: AsyncSession, chain: str) -> int:
     """Add a fact row (undecided) for every stored observation of ``chain`` not tracked yet."""
-    known = set((bytes(a), b) for a, b in await s.execute(
-        select(TreasuryDepositRow.source, TreasuryDepositRow.sequence).where(TreasuryDepositRow.chain == chain)))
+    untracked = (select(ObservationRow)
+                 .outerjoin(TreasuryDepositRow, (TreasuryDepositRow.source == ObservationRow.source)
+                            & (TreasuryDepositRow.sequence == ObservationRow.sequence))
+                 .where(ObservationRow.chain == chain, TreasuryDepositRow.source.is_(None))
+                 .order_by(ObservationRow.id))
     n = 0
-    for o in await s.scalars(select(ObservationRow).where(ObservationRow.chain == chain).order_by(ObservationRow.id)):
-        if (bytes(o.source), o.sequence) in known:
-            continue
+    for o in await s.scalars(untracked):
         s.add(TreasuryDepositRow(source=o.source, sequence=o.sequence, chain=chain, reference=o.reference,
                                  amount=o.amount, outcome=None, credits=0, counted=0, refundable=0))
         n += 1
