@@ -48,8 +48,10 @@ class Custody(Protocol):
 
     async def balance(self, height: int) -> int: ...
 
-    async def released(self, height: int) -> dict[bytes, int]:
-        """Release id -> amount paid, for releases in blocks up to ``height``."""
+    async def released(self, height: int, candidates: set[bytes]) -> set[bytes]:
+        """Which of ``candidates`` (release ids of refunds and sweeps) the custody paid in blocks
+        up to ``height`` (custodies that cannot list their releases check each id, e.g. a TON
+        lock's ``is_released`` get-method at that block)."""
         ...
 
 
@@ -197,6 +199,8 @@ class Sweeper:
     async def _chain_step(self, chain: str) -> int:
         node = self.node
         source = node.watchers[chain].source
+        if callable(source):  # some watchers read it from the chain (TON: the lock's address)
+            source = await source()
         token = self.tokens.get(chain, "")
         custody = self.custody[chain]
         async with node.db.begin() as s:
@@ -211,12 +215,14 @@ class Sweeper:
             blocks = await repo.credit_blocks(s, source)
             signed = await repo.sweeps(s, chain)
         top = self.final // self.epoch_blocks
-        paid = await custody.released(processed)
+        epochs = sorted(k for k in {-(-b // self.epoch_blocks) for b in blocks} if last < k <= top and k > 0)
+        ids = {k: refunds.release_id(source, k, tr.SWEEP) for k in epochs}
+        candidates = ({f.refund_id for f in facts if f.refund_id is not None} | {w.release_id for w in signed}
+                      | set(ids.values()))
+        paid = await custody.released(processed, candidates)
         await self._mark_paid(chain, token, paid, facts)
         done = 0
-        for k in sorted({-(-b // self.epoch_blocks) for b in blocks}):
-            if k <= last or k > top or k == 0:
-                continue
+        for k in epochs:
             at = tr.cutoff(k, self.epoch_blocks)
             async with node.db.begin() as s:
                 waiting = await repo.credited_undecided(s, source, at)
@@ -235,6 +241,16 @@ class Sweeper:
             items = tr.epoch_items(facts, k, self.epoch_blocks)
             amount = sum(items.values())
             if amount == 0:
+                continue
+            if ids[k] in paid:
+                # paid already (this node lost its records, or the others swept without it): kept
+                # for the audit trail, nothing to sign
+                async with node.db.begin() as s:
+                    await repo.add_sweep(s, release_id=ids[k], chain=chain, token=token, epoch=k, cutoff=at,
+                                         amount=amount, to=self.addresses[chain], items=items, now=utcnow(),
+                                         state="paid")
+                    signed = await repo.sweeps(s, chain)
+                log.info("treasury: sweep of epoch %d on %s was paid already; recorded", k, chain)
                 continue
             balance = await custody.balance(processed)
             unpaid = sum(w.amount for w in signed if w.epoch < k and w.release_id not in paid)
@@ -285,9 +301,9 @@ class Sweeper:
                 self.metrics.sweeps.labels(chain=chain, token=token).inc()
         return True
 
-    async def _mark_paid(self, chain: str, token: str, paid: dict[bytes, int], facts) -> None:
+    async def _mark_paid(self, chain: str, token: str, paid: set[bytes], facts) -> None:
         async with self.node.db.begin() as s:
-            await repo.mark_paid(s, set(paid), utcnow())
+            await repo.mark_paid(s, paid, utcnow())
             swept = sum(w.amount for w in await repo.sweeps(s, chain) if w.state == "paid")
         if self.metrics is not None:
             self.metrics.swept.labels(chain=chain, token=token).set(swept)

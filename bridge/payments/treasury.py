@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Collection, Iterable
 
 from bridge.errors import InputError
 from bridge.payments import rules
@@ -126,7 +126,7 @@ def stranded(deposits: Iterable[DepositFacts], at: int) -> int:
     return sum(d.counted for d in deposits if d.outcome == rules.BELOW_ONE_CREDIT and d.key not in got)
 
 
-def owed(deposits: Iterable[DepositFacts], paid: Mapping[bytes, int], at: int,
+def owed(deposits: Iterable[DepositFacts], paid: Collection[bytes], at: int,
          unpaid_sweeps: int = 0) -> int:
     """What the custody must still hold after sweeping up to cut-off ``at``: held parts whose
     refund is not paid (``paid``: release ids paid at the balance's block), counted parts not

@@ -115,12 +115,13 @@ async def facts(s: AsyncSession, chain: str) -> list[DepositFacts]:
 
 
 async def add_sweep(s: AsyncSession, *, release_id: bytes, chain: str, token: str, epoch: int, cutoff: int,
-                    amount: int, to: bytes, items: dict[tuple[bytes, int], int], now: datetime) -> bool:
+                    amount: int, to: bytes, items: dict[tuple[bytes, int], int], now: datetime,
+                    state: str = "signed") -> bool:
     """Record a signed sweep and the deposits it covers; False if this epoch was signed already."""
     if await s.scalar(select(SweepRow.id).where(SweepRow.chain == chain, SweepRow.epoch == epoch)) is not None:
         return False
     s.add(SweepRow(release_id=release_id, chain=chain, token=token, epoch=epoch, cutoff=cutoff, amount=amount, to=to,
-                   state="signed", created_at=now, updated_at=now))
+                   state=state, created_at=now, updated_at=now))
     for (source, sequence), v in items.items():
         s.add(SweepItemRow(release_id=release_id, source=source, sequence=sequence, amount=v))
     await s.flush()

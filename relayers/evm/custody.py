@@ -33,9 +33,9 @@ class EvmCustody:
         """The lock's balance (wei) at block ``height``."""
         return await self.pool.balance(self.lock, height)
 
-    async def released(self, height: int) -> dict[bytes, int]:
-        """Release id -> amount paid by the lock in blocks up to ``height`` (a final block: what
-        was read once is kept)."""
+    async def released(self, height: int, candidates: set[bytes] | None = None) -> set[bytes]:
+        """Release ids (of ``candidates``, or all) the lock paid in blocks up to ``height`` (a final
+        block: what was read once is kept)."""
         a = self._scanned + 1
         while a <= height:
             b = min(a + self.cfg.max_block_range - 1, height)
@@ -55,7 +55,7 @@ class EvmCustody:
         if height < self._scanned:  # asked about an older block than already read: filter is unknown
             raise ChainError(f"chain {self.chain}: released() asked for block {height} below {self._scanned}",
                              retryable=True)
-        return dict(self._paid)
+        return set(self._paid) if candidates is None else set(self._paid) & set(candidates)
 
     async def aclose(self) -> None:
         if self._own_pool:

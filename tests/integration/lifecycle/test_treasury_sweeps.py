@@ -215,6 +215,21 @@ async def test_a_credited_payment_is_swept_once_and_an_excess_is_refunded_not_sw
     status = json.loads(out.getvalue())["chains"]["ethereum"]
     assert status["earned"] == status["swept"] == str(earned) and status["disagreeing_signers"] == []
     assert status["last_sweep"]["state"] == "paid" and status["last_sweep"]["amount"] == str(earned)
+    # a signer that lost its sweep records finds the epoch paid on chain: records it, signs nothing
+    from sqlalchemy import delete
+
+    from bridge.storage.models import ReleaseRow, SweepItemRow, SweepRow
+
+    lost = c.nodes[3]
+    async with lost.db.begin() as s:
+        for table in (SweepRow, SweepItemRow):
+            await s.execute(delete(table))
+        await s.execute(delete(ReleaseRow).where(ReleaseRow.purpose == "sweep"))
+    assert await lost.sweeper.step() == 0
+    assert await sw.releases(3) == []
+    (again_row,) = (await lost.sweeper.view())["sweeps"]
+    assert (again_row["state"], again_row["amount"], again_row["release_id"]) == ("paid", str(earned),
+                                                                                 sweep["release_id"])
     assert sw.metric("creditbridge_treasury_swept") == earned == sw.metric("creditbridge_treasury_earned")
 
 
