@@ -376,12 +376,16 @@ def _check_treasury(settings: "Settings") -> None:
     if t is None:
         return
     sources = {c.name: c for c in settings.source_chains()}
-    for name, value in {**t.addresses, **t.reserve}.items():
+    for name in [*t.addresses, *t.reserve]:
         if name not in sources:
             raise ValueError(f"treasury: {name!r} is not a source chain")
     for name, value in t.addresses.items():
+        c = sources[name]
         try:
-            addresses.parse(sources[name].family, value)
+            parsed = addresses.parse(c.family, value)
+            lock = c.contracts.get("lock")
+            if lock is not None and parsed == addresses.parse(c.family, lock):
+                raise ValueError("the treasury cannot be the custody itself")
         except ValueError as e:
             raise ValueError(f"treasury.addresses.{name}: {e}") from None
 

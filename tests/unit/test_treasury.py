@@ -172,6 +172,8 @@ def test_treasury_config_checks_each_address_in_its_family():
         ({"addresses": {"ton": "0:" + "bb" * 31}}, "treasury.addresses.ton"),
         ({"addresses": {"settlement": "0x" + "aa" * 20}}, "not a source chain"),
         ({"addresses": {"ethereum": "0x" + "00" * 20}}, "zero address"),
+        ({"addresses": {"ethereum": "0x" + "11" * 20}}, "custody itself"),
+        ({"addresses": {"ton": "0:" + "44" * 32}}, "custody itself"),
         ({"epoch_blocks": 0}, "epoch_blocks"),
         ({"reserve": {"ethereum": -1}}, "reserve"),
     ]
