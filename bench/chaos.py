@@ -770,7 +770,10 @@ class Harness:
         for e in logs:
             seen.setdefault(bytes.fromhex(e["topics"][1][2:]), []).append(
                 ("0x" + e["topics"][2][-40:], int(e["data"], 16)))
+        sweep_ids = self.sweep_ids(int(await self.st("eth_blockNumber"), 16))
         for rid, got in seen.items():
+            if rid in sweep_ids:
+                continue  # a treasury sweep: reconciled by treasury_state
             exp = expected.get(rid)
             if exp is None or exp["token"] != "ETH":
                 phantom.append({"token": "ETH", "release_id": "0x" + rid.hex()})
@@ -812,6 +815,59 @@ class Harness:
         return {"expected": len(expected), "expected_by_token": by_token, "done": len(done),
                 "dust_by_token": self.expected_dust(deposits),
                 "missing": missing, "doubled": doubled, "wrong": wrong, "phantom": phantom}
+
+    # --- treasury sweeps (ETH) ------------------------------------------------------------------------
+    def sweep_ids(self, settlement_height: int) -> set[bytes]:
+        """Release ids a sweep of the ETH lock may have: one per epoch closed on the settlement chain."""
+        from bridge.payments.refunds import release_id
+
+        source = source_id("evm", self.chain_id, bytes.fromhex(self.lock[2:]))
+        return {release_id(source, k, "sweep") for k in range(1, settlement_height // self.epoch_blocks + 1)}
+
+    async def treasury_state(self, deposits: list[dict], credited: list[dict]) -> dict:
+        """ETH sweeps against the chains: every sweep paid once, to the treasury; the treasury holds
+        exactly what sweeps paid; never more swept than earned (the counted part of credited
+        deposits); and the lock still holds everything it owes (refunds not paid, counted parts not
+        swept, deposits of unknown payments)."""
+        from bridge.payments.refunds import release_id
+
+        treasury = self.info["treasury"]["ethereum"].lower()
+        sweep_ids = self.sweep_ids(int(await self.st("eth_blockNumber"), 16))
+        logs = await self.eth("eth_getLogs", {"address": self.lock, "fromBlock": "0x0", "toBlock": "latest",
+                                              "topics": [RELEASED_TOPIC]})
+        paid: dict[bytes, list] = {}
+        for e in logs:
+            paid.setdefault(bytes.fromhex(e["topics"][1][2:]), []).append(
+                ("0x" + e["topics"][2][-40:], int(e["data"], 16)))
+        sweeps = {rid: got for rid, got in paid.items() if rid in sweep_ids}
+        doubled = ["0x" + rid.hex() for rid, got in sweeps.items() if len(got) > 1]
+        wrong = [{"release_id": "0x" + rid.hex(), "to": got[0][0]} for rid, got in sweeps.items()
+                 if got[0][0] != treasury]
+        swept = sum(amount for got in sweeps.values() for _, amount in got)
+        received = int(await self.eth("eth_getBalance", treasury, "latest"), 16)
+        eth_source = "0x" + source_id("evm", self.chain_id, bytes.fromhex(self.lock[2:])).hex()
+        credited_ids = {(e["topics"][1], int(e["topics"][2], 16)) for e in credited}
+        earned = owed = 0
+        for d in deposits:
+            if d["source"] != eth_source:
+                continue
+            p = self.payments.get(d["reference"])
+            if p is None:
+                owed += d["amount"]  # unattributed: stays until refunded
+                continue
+            counted = min(d["amount"], p.quote_amount)
+            if (d["source"], d["sequence"]) in credited_ids:
+                earned += counted
+            owed += counted
+            excess = d["amount"] - counted
+            if excess and release_id(bytes.fromhex(d["source"][2:]), d["sequence"], "excess") not in paid:
+                owed += excess
+        owed -= swept
+        balance = int(await self.eth("eth_getBalance", self.lock, "latest"), 16)
+        return {"sweeps": len(sweeps), "swept": swept, "treasury_received": received, "earned": earned,
+                "not_swept_yet": earned - swept, "lock_balance": balance, "lock_owes": owed,
+                "doubled": doubled, "wrong": wrong, "over_swept": swept > earned,
+                "treasury_mismatch": received != swept, "insolvent": balance < owed}
 
     async def ton_releaser(self):
         from relayers.ton.release import TonLockReleaser
@@ -926,6 +982,7 @@ class Harness:
         self.api_cfg = api_cfg = json.loads(
             (Path(self.info["processes"]["logs_dir"]).parent / "config" / "api.json").read_text())
         self.prices = {k: Decimal(v) for k, v in api_cfg["pricing"]["fixed_usd"].items()}
+        self.epoch_blocks = int(api_cfg["treasury"]["epoch_blocks"])  # the committee's [treasury]
         self.relay_address = Account.from_key(
             "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6").address
         for i in range(a.payers):
@@ -982,19 +1039,26 @@ class Harness:
         # after the last fault: every deposit must be credited within the bound
         drained_at = None
         refunds_drained_at = None
+        swept_at = None
         while time.monotonic() - faults_stopped < a.drain_bound:
             deposits, credited, _ = await self.chain_state()
             r = self.reconcile(deposits, credited)
             if drained_at is None and not r["lost"] and r["deposits"] >= len(self.payments):
                 drained_at = time.monotonic()
-            if drained_at is not None and not (await self.refund_state(deposits))["missing"]:
+            if drained_at is not None and refunds_drained_at is None \
+                    and not (await self.refund_state(deposits))["missing"]:
                 refunds_drained_at = time.monotonic()
+            if refunds_drained_at is not None \
+                    and (await self.treasury_state(deposits, credited))["not_swept_yet"] == 0:
+                swept_at = time.monotonic()
                 break
             await asyncio.sleep(1)
         await asyncio.sleep(3)  # late doubles would show up here
         deposits, credited, locked = await self.chain_state()
         result = self.reconcile(deposits, credited)
         refunds = await self.refund_state(deposits)
+        treasury = await self.treasury_state(deposits, credited)
+        treasury["drain_seconds"] = None if swept_at is None else round(swept_at - faults_stopped, 1)
         if self._ton_releaser is not None:
             try:
                 await asyncio.wait_for(self._ton_releaser.aclose(), 10)
@@ -1017,6 +1081,7 @@ class Harness:
             "drain_bound_seconds": a.drain_bound,
             "drain_seconds": None if drained_at is None else round(drained_at - faults_stopped, 1),
             "refunds": refunds,
+            "treasury": treasury,
             "refunds_drain_seconds": (None if refunds_drained_at is None
                                       else round(refunds_drained_at - faults_stopped, 1)),
             "finality_to_credit_seconds": eth_latency,
@@ -1025,7 +1090,10 @@ class Harness:
         }
         report["ok"] = not (report["lost"] or report["doubled"] or report["mispriced"] or report["phantom"]
                             or report["mispriced_quotes"] or refunds["missing"] or refunds["doubled"]
-                            or refunds["wrong"] or refunds["phantom"]) and report["deposits"] >= report["payments"]
+                            or refunds["wrong"] or refunds["phantom"]
+                            or treasury["doubled"] or treasury["wrong"] or treasury["over_swept"]
+                            or treasury["treasury_mismatch"] or treasury["insolvent"]
+                            ) and report["deposits"] >= report["payments"]
         return report
 
 
@@ -1048,6 +1116,10 @@ def summary_line(r: dict) -> str:
             f"doubled {len(r['refunds']['doubled'])}, wrong {len(r['refunds']['wrong'])}, "
             f"phantom {len(r['refunds']['phantom'])}, all in {r['refunds_drain_seconds']}s)"
             + f"; signer retries {sum(r.get('signer_retries', {}).values())}"
+            + (f"; treasury swept {r['treasury']['swept']} of {r['treasury']['earned']} earned wei in "
+               f"{r['treasury']['sweeps']} sweeps (received {r['treasury']['treasury_received']}, doubled "
+               f"{len(r['treasury']['doubled'])}, lock holds {r['treasury']['lock_balance']} >= owes "
+               f"{r['treasury']['lock_owes']}: {not r['treasury']['insolvent']})" if "treasury" in r else "")
             + f"; drained in {r['drain_seconds']}s "
             f"(bound {r['drain_bound_seconds']}s)")
 

@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     from bridge import ops
 
     ops.add_commands(sub)
+    from bridge import treasury_ops
+
+    treasury_ops.add_commands(sub)
     for name, helptext in (("api", "run the HTTP API"), ("signer", "run one committee signer node"),
                            ("relay", "run the aggregator that settles attested credits")):
         sp = sub.add_parser(name, help=helptext)

@@ -379,6 +379,22 @@ class GovernorConfig(_Model):
     chains: dict[str, GovernorLimits] = {}
 
 
+class TreasuryConfig(_Model):
+    """Where the committee sweeps earned funds (issue 12, bridge/payments/treasury.py). Part of the
+    committee's configuration: every signer has the same section and signs a sweep only to the
+    address named here for the custody's chain; changing it takes what a committee change takes."""
+
+    # source chain name -> treasury address in that chain's own form (EVM 0x.., SS58, TON raw or
+    # user-friendly); a chain without one is never swept
+    addresses: dict[str, str] = {}
+    # epoch k covers credits recorded up to settlement block k * epoch_blocks
+    epoch_blocks: int = Field(default=7200, gt=0, le=10_000_000)
+    # base units a custody keeps whatever it owes (Asset Hub: the existential deposit)
+    reserve: dict[str, Annotated[int, Field(ge=0)]] = {}
+    # how often the sweeper looks for a closed epoch (seconds)
+    poll_interval: float = Field(default=5.0, gt=0)
+
+
 class StorageConfig(_Model):
     url: str = "sqlite+aiosqlite:///creditbridge.db"
 
@@ -396,6 +412,7 @@ class Settings(_Model):
     payments: PaymentsConfig = PaymentsConfig()
     governor: GovernorConfig = GovernorConfig()
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    treasury: TreasuryConfig | None = None  # issue 12: committee-signed sweeps of earned funds
 
     @model_validator(mode="after")
     def _cross(self) -> "Settings":
@@ -418,6 +435,7 @@ class Settings(_Model):
                 raise ValueError(f"source chain {c.name!r} needs contracts.lock")
         if self.signer is not None:
             self._check_price_bound(names)
+        _check_treasury(self)
         for src in self.pricing.sources:
             if src.kind == "chainlink":
                 if src.chain not in names:
@@ -463,6 +481,27 @@ class Settings(_Model):
             if c.token == token:
                 return c
         raise KeyError(token)
+
+
+def _check_treasury(settings: "Settings") -> None:
+    from bridge import addresses
+
+    t = settings.treasury
+    if t is None:
+        return
+    sources = {c.name: c for c in settings.source_chains()}
+    for name in [*t.addresses, *t.reserve]:
+        if name not in sources:
+            raise ValueError(f"treasury: {name!r} is not a source chain")
+    for name, value in t.addresses.items():
+        c = sources[name]
+        try:
+            parsed = addresses.parse(c.family, value)
+            lock = c.contracts.get("lock")
+            if lock is not None and parsed == addresses.parse(c.family, lock):
+                raise ValueError("the treasury cannot be the custody itself")
+        except ValueError as e:
+            raise ValueError(f"treasury.addresses.{name}: {e}") from None
 
 
 def load_settings(path: str | Path) -> Settings:

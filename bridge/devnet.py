@@ -200,6 +200,38 @@ async def _keep_feed_fresh(rpc: str, key: str, feed: str, answer: int) -> None:
             await asyncio.sleep(60)
 
 
+# treasury sweeps (issue 12): the settlement anvil mines on transactions and, so that epochs
+# close without traffic, one empty block every TREASURY_TICK seconds: an epoch is ~30 s
+TREASURY_TICK = 3.0
+TREASURY_EPOCH_BLOCKS = 10
+
+
+async def _tick(node: AnvilNode) -> None:
+    while True:
+        await asyncio.sleep(TREASURY_TICK)
+        try:
+            # not while someone holds transactions in the pool on purpose (the chaos harness's
+            # settlement_drop turns automine off): an empty block is only a clock tick
+            if await node.rpc("anvil_getAutomine"):
+                await node.mine(1)
+        except (OSError, aiohttp.ClientError, BridgeError) as e:
+            log.warning("devnet: settlement ticker: %s", e)
+
+
+def _treasury_accounts(extra: list) -> dict[str, str]:
+    """A fresh treasury address per source chain (nobody holds its key: it only receives)."""
+    from bridge.addresses import ss58_encode
+
+    out = {"ethereum": "0x" + address_of(os.urandom(32)).hex()}
+    for c in extra:
+        family = c.config.get("family")
+        if family == "substrate":
+            out[c.name] = ss58_encode(os.urandom(32), int(c.info.get("ss58_prefix", 42)))
+        elif family == "ton":
+            out[c.name] = "0:" + os.urandom(32).hex()
+    return out
+
+
 async def _proxied(config: dict, proxy) -> dict:
     """A family chain's config with its endpoints routed through the chaos proxy: ws/http RPC
     URLs, and TON liteservers (ADNL over TCP)."""
@@ -255,6 +287,7 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
     st = await AnvilNode.start(chain_id=SETTLEMENT_CHAIN_ID)
     procs: ProcessSupervisor | None = None
     keeper: asyncio.Task | None = None
+    ticker: asyncio.Task | None = None
     extra: list[DevChain] = []
     try:
         password = secrets.token_hex(16)
@@ -289,6 +322,7 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
         eth_usd = int(ETH_USD) * 10**FEED_DECIMALS
         eth_feed = await _deploy_feed(st.rpc_url, feed_key, eth_usd)
         keeper = asyncio.create_task(_keep_feed_fresh(st.rpc_url, feed_key, eth_feed, eth_usd), name="feed-keeper")
+        ticker = asyncio.create_task(_tick(st), name="settlement-ticker")
         log.info("deployed the ETH / USD PriceFeed %s on settlement", eth_feed)
 
         async def component_rpc(name: str, url: str) -> str:
@@ -320,7 +354,9 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
             # "several fresh sources" rule can be asked of every token on the devnet
             extra_sources.append({"kind": "fixed", "name": "reference",
                                   "prices": {k: v for k, v in fixed_usd.items() if k != "ETH"}})
+        treasury = _treasury_accounts(extra)
         base = {"chains": chains, "settlement_chain": "settlement",
+                "treasury": {"addresses": treasury, "epoch_blocks": TREASURY_EPOCH_BLOCKS, "poll_interval": 2.0},
                 "pricing": {"credit_price_usd": "0.01", "fixed_usd": fixed_usd, "min_amount": min_amount,
                             "min_sources": opts.min_sources, "refresh_seconds": opts.price_refresh_seconds,
                             "sources": [{"kind": "chainlink", "chain": "settlement", "feeds": {
@@ -398,6 +434,8 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
             "processes": {"pids_dir": str(d / "pids"), "logs_dir": str(d / "logs"),
                           "names": list(argv)},
             "relay_metrics": f"http://127.0.0.1:{relay_port}/metrics",
+            # one fresh account per chain with no other use: a balance change there is a sweep
+            "treasury": treasury,
             "price_feeds": {"ETH": {"chain": "settlement", "address": eth_feed, "decimals": FEED_DECIMALS,
                                     "heartbeat_seconds": FEED_HEARTBEAT_SECONDS,
                                     "owner_private_key": feed_key}},
@@ -418,6 +456,8 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
         log.info("stopping devnet")
         if keeper is not None:
             keeper.cancel()
+        if ticker is not None:
+            ticker.cancel()
         (d / "devnet.json").unlink(missing_ok=True)
         if procs is not None:
             await procs.stop()

@@ -123,6 +123,7 @@ async def run_signer(settings: Settings) -> None:
         unknown_reference_refund_after_seconds=cfg.unknown_reference_refund_after_seconds,
         **lifecycle_options(settings, load_key(cfg.refund_key) if cfg.refund_key else None, sup),
     )
+    node.sweeper = make_sweeper(settings, node, registry, sup)
     await _serve(sup, create_signer_app(node, registry), cfg.host, cfg.port)
     sup.add("signer", node.run)
     await sup.run()
@@ -181,6 +182,43 @@ def signer_price_bound(settings: Settings, sup: Supervisor, registry: CollectorR
                       max_deposit_usd=pb.max_deposit_usd,
                       quote_ttl_seconds=pb.quote_ttl_seconds or settings.pricing.quote_ttl_seconds,
                       unbounded=frozenset(pb.unbounded), metrics=metrics)
+
+
+def make_custody(chain):
+    """What a custody holds and has paid out (the treasury sweeper's solvency check), or None if
+    the family cannot tell yet."""
+    if chain.family == "evm" and "lock" in chain.contracts:
+        from relayers.evm.custody import EvmCustody
+
+        return EvmCustody(chain)
+    return None
+
+
+def make_sweeper(settings: Settings, node, registry, sup: Supervisor | None = None):
+    """The signer's treasury sweeper (issue 12), or None without a ``[treasury]`` section."""
+    from bridge import addresses
+    from bridge.committee.treasury import Sweeper, TreasuryMetrics
+
+    t = settings.treasury
+    if t is None or not t.addresses:
+        return None
+    custody = {}
+    for c in settings.source_chains():
+        if c.name not in t.addresses:
+            continue
+        reader = make_custody(c)
+        if reader is None:
+            log.warning("treasury: chain %s has no custody reader yet; it is not swept", c.name)
+            continue
+        custody[c.name] = reader
+    if sup is not None:
+        _close_on_stop(sup, list(custody.values()))
+    st = settings.chain(settings.settlement_chain)
+    return Sweeper(node, addresses={n: addresses.parse(settings.chain(n).family, a) for n, a in t.addresses.items()},
+                   epoch_blocks=t.epoch_blocks, custody=custody,
+                   tokens={c.name: c.token for c in settings.source_chains()}, reserve=dict(t.reserve),
+                   poll_interval=t.poll_interval, settlement_start=st.start_block,
+                   metrics=TreasuryMetrics(registry))
 
 
 def lifecycle_options(settings: Settings, refund_key=None, sup: Supervisor | None = None) -> dict:

@@ -2,7 +2,8 @@
 
 Signer node: ``GET /v1/attestations?after=ID&limit=N`` (its signed one-credit messages, in
 order), ``GET /v1/releases?after=ID&limit=N`` (its signed refunds), ``GET /v1/refunds`` (the operator's
-view: refunds by chain and state, the failed ones), ``POST /v1/batches`` (sign a batch of credits it attested), ``GET /v1/signer``,
+view: refunds by chain and state, the failed ones), ``GET /v1/sweeps`` (treasury sweeps: earned,
+swept and pending per chain, each sweep with the deposits it covers), ``POST /v1/batches`` (sign a batch of credits it attested), ``GET /v1/signer``,
 ``GET /v1/health``, ``GET /metrics``. Everything a signer serves is a signature over public
 facts or a count of them (the refunds view shows what ``/v1/releases`` and the chains show), and it signs batches only of credits it attested byte for byte, so these endpoints hold
 no authority worth a credential; operators should still bind them to a private interface.
@@ -83,6 +84,13 @@ async def _refunds(request: web.Request) -> web.Response:
     return web.json_response(await request.app[SIGNER].refunds())
 
 
+async def _sweeps(request: web.Request) -> web.Response:
+    sweeper = getattr(request.app[SIGNER], "sweeper", None)
+    if sweeper is None:
+        return web.json_response({"epoch_blocks": None, "chains": {}, "sweeps": []})
+    return web.json_response(await sweeper.view())
+
+
 async def _batches(request: web.Request) -> web.Response:
     node = request.app[SIGNER]
     try:
@@ -113,6 +121,7 @@ def create_signer_app(node, registry: CollectorRegistry) -> web.Application:
     app.router.add_post("/v1/batches", _batches)
     app.router.add_get("/v1/releases", _releases)
     app.router.add_get("/v1/refunds", _refunds)
+    app.router.add_get("/v1/sweeps", _sweeps)
     app.router.add_get("/v1/signer", _whoami)
     app.router.add_get("/v1/health", _health)
     app.router.add_get("/metrics", _metrics)

@@ -139,6 +139,7 @@ class SignerNode:
             for name_, w in watchers.items()
         ]
         self.ready = False
+        self.sweeper = None  # bridge.committee.treasury.Sweeper, set by the composition root (issue 12)
 
     # --- committee view -----------------------------------------------------------------
     async def committee(self, *, refresh: bool = False) -> tuple[int, list[bytes], int]:
@@ -163,6 +164,8 @@ class SignerNode:
             tg.create_task(self._process_loop())
             if self.approvers:
                 tg.create_task(self._approval_loop())
+            if self.sweeper is not None:
+                tg.create_task(self.sweeper.run())
 
     async def _process_loop(self) -> None:
         backoff = self.poll_interval

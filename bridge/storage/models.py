@@ -275,3 +275,55 @@ class LateDecisionRow(Base):
     key_id: Mapped[str] = mapped_column(String(64))
     signature: Mapped[bytes] = mapped_column(LargeBinary(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# --- 0006: treasury sweeps (issue 12) -------------------------------------------------------------
+class TreasuryDepositRow(Base):
+    """A signer's facts about one deposit into a custody for sweeps (bridge/payments/treasury.py):
+    its decision by the deposit rule (computed once; ``outcome`` NULL while undecided) and the
+    final settlement block that recorded its credit."""
+
+    __tablename__ = "treasury_deposits"
+    __table_args__ = (PrimaryKeyConstraint("source", "sequence", name="pk_treasury_deposits"),
+                      Index("ix_treasury_deposits_chain", "chain"))
+    source: Mapped[bytes] = mapped_column(LargeBinary(32))
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    chain: Mapped[str] = mapped_column(String(32))
+    reference: Mapped[bytes] = mapped_column(LargeBinary(32))
+    amount: Mapped[int] = mapped_column(U256)
+    outcome: Mapped[str | None] = mapped_column(String(24), nullable=True)
+    credits: Mapped[int] = mapped_column(U256, default=0)
+    counted: Mapped[int] = mapped_column(U256, default=0)
+    refundable: Mapped[int] = mapped_column(U256, default=0)
+    refund_id: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
+    credited_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class SweepRow(Base):
+    """One epoch's sweep of a custody to its treasury, as this signer authorized (or refused) it."""
+
+    __tablename__ = "sweeps"
+    __table_args__ = (UniqueConstraint("release_id", name="uq_sweep_release_id"),
+                      UniqueConstraint("chain", "epoch", name="uq_sweep_epoch"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    release_id: Mapped[bytes] = mapped_column(LargeBinary(32))
+    chain: Mapped[str] = mapped_column(String(32))
+    token: Mapped[str] = mapped_column(String(16))
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    cutoff: Mapped[int] = mapped_column(BigInteger)  # settlement block B_k
+    amount: Mapped[int] = mapped_column(U256)
+    to: Mapped[bytes] = mapped_column(LargeBinary(32))
+    state: Mapped[str] = mapped_column(String(16))  # signed | paid
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SweepItemRow(Base):
+    """The audit trail: a sweep -> the deposits it covers, with the earned amount of each."""
+
+    __tablename__ = "sweep_items"
+    __table_args__ = (PrimaryKeyConstraint("release_id", "source", "sequence", name="pk_sweep_items"),)
+    release_id: Mapped[bytes] = mapped_column(LargeBinary(32))
+    source: Mapped[bytes] = mapped_column(LargeBinary(32))
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[int] = mapped_column(U256)

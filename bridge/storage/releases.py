@@ -118,3 +118,10 @@ async def refund_summary(s: AsyncSession) -> tuple[dict[str, dict[str, int]], li
         out.setdefault(chain, {})[label] = out.get(chain, {}).get(label, 0) + int(n)
     failed = await s.scalars(select(ReleaseRow).where(ReleaseRow.state == "failed").order_by(ReleaseRow.id).limit(100))
     return out, [_release(r) for r in failed]
+
+
+async def purposes_of_deposit(s: AsyncSession, source: bytes, sequence: int) -> set[str]:
+    """Purposes of the refunds (or dust records) this node made for one deposit."""
+    rows = await s.scalars(select(ReleaseRow.purpose).where(ReleaseRow.source == source,
+                                                            ReleaseRow.sequence == sequence))
+    return set(rows)

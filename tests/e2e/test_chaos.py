@@ -3,8 +3,10 @@ and KSM through the public API of a real devnet (anvil, the local TON chain, two
 Asset Hub chains) while every fault kind is injected at least once; reconciliation from the
 chains must find nothing lost, doubled, mispriced or credited without a deposit, in every
 token; and every overpayment (at least one per token) refunded exactly once, to the payer, with
-the excess, on its own chain (Ethereum and TON locks, the Asset Hub committee multisig). A stalled
-endpoint during re-observation shows up as signer retries, never as a rejected deposit."""
+the excess, on its own chain (Ethereum and TON locks, the Asset Hub committee multisig); the
+earned ETH swept to the treasury by committee-signed sweeps, each once, never more than earned,
+never leaving the lock short of what it owes. A stalled endpoint during re-observation shows up as
+signer retries, never as a rejected deposit."""
 
 from __future__ import annotations
 
@@ -43,5 +45,11 @@ def test_quick_chaos_run_loses_and_doubles_nothing(tmp_path):
     assert set(refunds["expected_by_token"]) == {"ETH", "TON", "DOT", "KSM"}, refunds
     assert refunds["missing"] == [] and refunds["doubled"] == [] and refunds["wrong"] == [], refunds
     assert refunds["phantom"] == [] and refunds["done"] == refunds["expected"], refunds
+    # treasury sweeps (ETH): each paid once, to the treasury; the treasury holds exactly what they paid;
+    # never more than earned; the lock still holds all it owes; after the drain everything earned is swept
+    t = report["treasury"]
+    assert t["doubled"] == [] and t["wrong"] == [] and not t["over_swept"], t
+    assert not t["treasury_mismatch"] and not t["insolvent"], t
+    assert t["sweeps"] >= 1 and t["swept"] == t["earned"] > 0, t
     assert report["ok"] is True and proc.returncode == 0, summary
     assert summary.startswith("chaos OK:")

@@ -8,6 +8,8 @@ import asyncio
 import signal
 import time
 
+import aiohttp
+
 from relayers.evm.wallet import credits_of, send_lock
 
 from tests.e2e.conftest import CONFIRMATIONS, Devnet
@@ -168,3 +170,34 @@ async def test_deposit_with_unknown_reference_is_never_credited(devnet: Devnet):
         raise AssertionError("signers did not reject the stray deposit")
     await asyncio.sleep(2)
     assert len(await credited_events(devnet)) == events_before
+
+
+async def test_earned_eth_is_swept_to_the_treasury(devnet: Devnet):
+    """Issue 12: a credited payment's earned ETH reaches the devnet's treasury by a committee-signed
+    sweep that the relay's refund worker submits; the treasury holds exactly what paid sweeps
+    moved, and each sweep's amount is the sum of the deposits it covers (signer's audit trail)."""
+    treasury = devnet.info["treasury"]
+    assert set(treasury) >= {"ethereum"} and treasury["ethereum"].startswith("0x")
+    p = await open_payment(devnet, 3, credits="100")
+    await pay(devnet, p, 3)
+    await wait_state(devnet, p["id"], "credited")
+    node = devnet.info["committee"]["nodes"][0]["url"]
+    deadline = time.monotonic() + 120
+    view = None
+    async with aiohttp.ClientSession() as s:
+        while time.monotonic() < deadline:
+            async with s.get(node + "/v1/sweeps") as r:
+                view = await r.json()
+            paid = [w for w in view["sweeps"] if w["chain"] == "ethereum" and w["state"] == "paid"]
+            covered = sum(int(d["earned"]) for w in paid for d in w["deposits"])
+            if paid and covered >= int(p["amount"]):
+                break
+            await asyncio.sleep(1)
+        else:
+            raise AssertionError(f"no paid sweep covers the payment: {view}")
+    for w in view["sweeps"]:
+        assert w["to"] == treasury["ethereum"].lower()
+        assert int(w["amount"]) == sum(int(d["earned"]) for d in w["deposits"])
+    held = int(await devnet.rpc("ethereum", "eth_getBalance", treasury["ethereum"], "latest"), 16)
+    assert held == sum(int(w["amount"]) for w in paid)
+    assert len({w["release_id"] for w in view["sweeps"]}) == len(view["sweeps"])

@@ -1,0 +1,62 @@
+"""What a CreditLock holds and has paid out, at a final block (the treasury sweeper's solvency
+check, bridge/committee/treasury.py): ``eth_getBalance`` of the lock at that block, and the
+``Released(releaseId, to, amount)`` events up to it (refunds and sweeps paid)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eth_abi import decode as abi_decode
+from eth_abi.exceptions import DecodingError
+from eth_utils import keccak
+
+from bridge.config import EvmChainConfig
+from bridge.errors import ChainError, ConfigError
+from relayers.evm.rpc import RpcPool, hex_bytes, hex_int
+
+RELEASED_TOPIC = keccak(text="Released(bytes32,address,uint256)")
+
+
+class EvmCustody:
+    def __init__(self, cfg: EvmChainConfig, pool: RpcPool | None = None, *, registry: Any = None) -> None:
+        if "lock" not in cfg.contracts:
+            raise ConfigError(f"chain {cfg.name}: contracts.lock is required for its custody")
+        self.chain = cfg.name
+        self.cfg = cfg
+        self.lock = bytes.fromhex(cfg.contracts["lock"][2:])
+        self._own_pool = pool is None
+        self.pool = pool if pool is not None else RpcPool.from_config(cfg, registry=registry)
+        self._paid: dict[bytes, int] = {}
+        self._scanned = cfg.start_block - 1  # Released events read up to this block (final ones only)
+
+    async def balance(self, height: int) -> int:
+        """The lock's balance (wei) at block ``height``."""
+        return await self.pool.balance(self.lock, height)
+
+    async def released(self, height: int, candidates: set[bytes] | None = None) -> set[bytes]:
+        """Release ids (of ``candidates``, or all) the lock paid in blocks up to ``height`` (a final
+        block: what was read once is kept)."""
+        a = self._scanned + 1
+        while a <= height:
+            b = min(a + self.cfg.max_block_range - 1, height)
+            for raw in await self.pool.get_logs(a, b, self.lock, [RELEASED_TOPIC]):
+                topics = raw.get("topics") or []
+                if raw.get("removed") or len(topics) != 3:
+                    continue
+                try:
+                    (amount,) = abi_decode(["uint256"], hex_bytes(raw.get("data"), "log data"))
+                except DecodingError:
+                    raise ChainError(f"chain {self.chain}: undecodable Released event") from None
+                if not a <= hex_int(raw.get("blockNumber"), "block number") <= b:
+                    raise ChainError(f"chain {self.chain}: eth_getLogs {a}..{b} returned a log outside the range")
+                self._paid[hex_bytes(topics[1], "topic")] = amount
+            self._scanned = b
+            a = b + 1
+        if height < self._scanned:  # asked about an older block than already read: filter is unknown
+            raise ChainError(f"chain {self.chain}: released() asked for block {height} below {self._scanned}",
+                             retryable=True)
+        return set(self._paid) if candidates is None else set(self._paid) & set(candidates)
+
+    async def aclose(self) -> None:
+        if self._own_pool:
+            await self.pool.aclose()
