@@ -395,7 +395,7 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
                 "name": f"signer-{i}", "host": "127.0.0.1", "port": port, "key": kref(f"signer-{i}"),
                 "refund_key": kref(f"signer-{i}-ed25519"), "gateway_url": api_url,
                 "gateway_public_key": quote_pub, "price_bound": price_bound,
-                "unknown_reference_refund_after_seconds": 120}})
+                "unknown_reference_refund_after_seconds": 60}})
             argv[f"signer-{i}"] = [*cli, "signer", "--config", str(p)]
             health[f"signer-{i}"] = f"{url}/v1/health"
         relay_port = _free_port()

@@ -155,20 +155,47 @@ async def test_simultaneous_payments_settle_in_shared_batches(devnet: Devnet):
     await assert_each_deposit_credited_once(devnet)
 
 
-async def test_deposit_with_unknown_reference_is_never_credited(devnet: Devnet):
+async def test_deposit_with_unknown_reference_is_held_never_credited_then_refunded(devnet: Devnet):
+    """A lock deposit naming a reference the gateway never issued: every signer keeps asking (a
+    database failover must not lose a real payment), nothing is credited, and after the devnet's
+    ``unknown_reference_refund_after_seconds`` (60 s) the whole deposit is refunded to its payer
+    once, under the release id of purpose ``unattributed``, by the relay's refund worker."""
+    from bridge.hashing import source_id
+    from bridge.payments.refunds import release_id
+    from relayers.evm.contracts import RELEASED_TOPIC
+
     events_before = len(await credited_events(devnet))
-    key = devnet.info["accounts"]["ethereum"][0]["private_key"]
-    lock = devnet.info["chains"]["ethereum"]["contracts"]["lock"]
+    account = devnet.info["accounts"]["ethereum"][0]
+    eth = devnet.info["chains"]["ethereum"]
+    lock = eth["contracts"]["lock"]
     stray = "0x" + "ab" * 32
-    await send_lock(devnet.info["chains"]["ethereum"]["rpc"], key, lock, stray, 10**15)
+    tx = await send_lock(eth["rpc"], account["private_key"], lock, stray, 10**15)
+    receipt = await devnet.rpc("ethereum", "eth_getTransactionReceipt", tx)
+    nonce = int([lg for lg in receipt["logs"] if lg["address"].lower() == lock.lower()][0]["topics"][1], 16)
+    chain_id = int(await devnet.rpc("ethereum", "eth_chainId"), 16)
+    rid = release_id(source_id("evm", chain_id, bytes.fromhex(lock[2:])), nonce, "unattributed")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if all("unknown payment reference" in devnet.log(f"signer-{i}") for i in range(4)):
+        if all("unknown-reference" in devnet.log(f"signer-{i}") for i in range(4)):
             break
         await asyncio.sleep(0.5)
     else:
-        raise AssertionError("signers did not reject the stray deposit")
-    await asyncio.sleep(2)
+        raise AssertionError("signers did not hold the stray deposit as an unknown reference")
+    assert len(await credited_events(devnet)) == events_before
+    deadline = time.monotonic() + 150
+    released = []
+    while time.monotonic() < deadline:
+        released = await devnet.rpc("ethereum", "eth_getLogs", {
+            "address": lock, "fromBlock": receipt["blockNumber"], "toBlock": "latest",
+            "topics": ["0x" + bytes(RELEASED_TOPIC).hex(), "0x" + rid.hex()]})
+        if released:
+            break
+        await asyncio.sleep(1)
+    else:
+        raise AssertionError("the stray deposit was not refunded as unattributed")
+    assert len(released) == 1
+    assert "0x" + released[0]["topics"][2][-40:] == account["address"].lower()
+    assert int(released[0]["data"], 16) == 10**15
     assert len(await credited_events(devnet)) == events_before
 
 
