@@ -305,3 +305,26 @@ def choose(pairs: list[tuple[bytes, bytes]], members: list[bytes], threshold: in
     if len(valid) < threshold:
         raise InputError(f"{cid}: {len(valid)} signature(s) of current members, the threshold is {threshold}")
     return valid[:threshold]
+
+
+# ---------------------------------------------------------------------------- the manifest
+def apply_to_manifest(manifest: dict, proposal: Proposal, *, ss58: Callable[[bytes, int], str]) -> dict:
+    """The manifest (docs: the agreed issue-13 shape) after ``proposal`` was applied everywhere:
+    its ``committee`` becomes the new one, and each Asset Hub chain's ``committee_account`` the
+    new account, the old one appended to ``previous_committee_accounts`` (watched until the
+    operators' cut-off). Contract addresses do not change (EVM and TON custodies keep their
+    addresses). ``ss58`` formats an account id under a prefix (the composition root's)."""
+    out = json.loads(json.dumps(manifest))
+    c = proposal.committee
+    out["committee"] = {"index": c.index, "threshold": c.threshold,
+                        "members": [m.model_dump(mode="json", exclude_none=True) for m in c.members]}
+    chains = out.setdefault("chains", {})
+    for custody in proposal.custodies:
+        if isinstance(custody, SubstrateCustody):
+            entry = chains.setdefault(custody.chain, {"family": "substrate"})
+            old = ss58(bytes.fromhex(custody.old_account[2:]), custody.ss58_prefix)
+            previous = entry.setdefault("previous_committee_accounts", [])
+            if old not in previous:
+                previous.append(old)
+            entry["committee_account"] = ss58(bytes.fromhex(custody.new_account[2:]), custody.ss58_prefix)
+    return out
