@@ -169,17 +169,25 @@ class Proposal(_Model):
         raise InputError(f"the proposal has no custody {cid!r}")
 
 
-def _one_line(e: ValidationError) -> str:
+def one_line(e: ValidationError) -> str:
+    """The first error of a pydantic ValidationError, as one line."""
     err = e.errors()[0]
     where = ".".join(str(p) for p in err.get("loc", ()))
     return f"{where}: {err.get('msg')}" if where else str(err.get("msg"))
+
+
+def new_committee(data: dict) -> NewCommittee:
+    try:
+        return NewCommittee.model_validate(data)
+    except ValidationError as e:
+        raise InputError(f"invalid new committee: {one_line(e)}") from None
 
 
 def proposal_from_dict(data: dict) -> Proposal:
     try:
         return Proposal.model_validate(data)
     except ValidationError as e:
-        raise InputError(f"invalid rotation proposal: {_one_line(e)}") from None
+        raise InputError(f"invalid rotation proposal: {one_line(e)}") from None
 
 
 def load_proposal(path: str | Path) -> Proposal:

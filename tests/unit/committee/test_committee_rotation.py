@@ -114,3 +114,9 @@ def test_manifest_gets_the_new_committee_and_account():
     assert out["chains"]["polkadot"]["committee_account"] == "0:bbbb"
     assert out["chains"]["polkadot"]["previous_committee_accounts"] == ["0:aaaa"]
     assert m["committee"] == {"index": 0}  # the input is not modified
+
+
+def test_a_bad_new_committee_file_is_named_in_one_line():
+    with pytest.raises(InputError) as e:
+        R.new_committee({"index": 1, "threshold": 1, "members": [{"name": "a", "address": "0x12", "ed25519": "00"}]})
+    assert e.value.detail.startswith("invalid new committee: members.0.address:") and "\n" not in str(e.value)
