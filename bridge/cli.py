@@ -9,6 +9,7 @@
     creditbridge status [--api URL]           chains, pending credits, governor queue (admin key)
     creditbridge quote --token ETH --credits 500 [--api URL]
     creditbridge pay --credits 500            devnet demo: quote, pay on chain, wait for credits
+    creditbridge committee rotate propose|sign|submit|approve   hand every custody to a new committee
 
 Errors print one line (``creditbridge: <code>: <detail>``) and exit non-zero.
 """
@@ -147,12 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="creditbridge", description="Pay in DOT, KSM, ETH or TON; get compute credits.")
     p.add_argument("--log-format", choices=["text", "json"], help="log lines as text or JSON (overrides the config)")
     sub = p.add_subparsers(dest="cmd", required=True)
-    from bridge import ops
+    from bridge import ops, rotation_cli
 
     ops.add_commands(sub)
     from bridge import treasury_ops
 
     treasury_ops.add_commands(sub)
+    rotation_cli.add_commands(sub)
     for name, helptext in (("api", "run the HTTP API"), ("signer", "run one committee signer node"),
                            ("relay", "run the aggregator that settles attested credits")):
         sp = sub.add_parser(name, help=helptext)

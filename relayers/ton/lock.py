@@ -23,6 +23,7 @@ CODE_BOC = REPO_ROOT / "contracts" / "ton" / "build" / "lock.boc"
 OP_DEPOSIT = 0x43424431  # "CBD1"
 OP_RELEASE = 0x43425232  # "CBR2": release#43425232 global_id:int32 lock destination amount release_id
 OP_TOP_UP = 0x43424354  # "CBCT": funds the contract without a deposit log
+OP_ROTATE = 0x43425243  # "CBRC": rotate#43425243 global_id:int32 lock new_index:uint32 threshold:uint8 keys
 LOG_DEPOSIT = 0x43424C31  # "CBL1": the log's topic (addr_extern of 32 bits) and its body tag
 
 ERR_SHORT_BODY = 401
@@ -38,13 +39,17 @@ ERR_INSUFFICIENT_BALANCE = 416
 ERR_NOT_RELEASE = 417
 ERR_WRONG_NETWORK = 418
 ERR_BELOW_MIN_RELEASE = 419
+ERR_BAD_ROTATION_INDEX = 420
+ERR_INVALID_COMMITTEE = 421
 EXIT_CODES = {
     ERR_SHORT_BODY: "short body", ERR_UNKNOWN_OP: "unknown op", ERR_TOO_SMALL: "amount below minimum",
     ERR_NOT_BASECHAIN: "sender not on the basechain", ERR_RELEASE_USED: "release id used already",
     ERR_WRONG_CONTRACT: "release signed for another contract", ERR_UNKNOWN_SIGNER: "unknown signer",
     ERR_BAD_SIGNATURE: "invalid signature", ERR_NOT_ENOUGH_SIGNATURES: "not enough signatures",
-    ERR_INSUFFICIENT_BALANCE: "balance too small", ERR_NOT_RELEASE: "not a release payload",
+    ERR_INSUFFICIENT_BALANCE: "balance too small", ERR_NOT_RELEASE: "not a release or rotation payload",
     ERR_WRONG_NETWORK: "release signed for another network", ERR_BELOW_MIN_RELEASE: "release below the minimum",
+    ERR_BAD_ROTATION_INDEX: "rotation index is not the committee index + 1 (replayed or out of order)",
+    ERR_INVALID_COMMITTEE: "invalid new committee (no keys, over 255, or not a majority threshold)",
 }
 MIN_RESERVE = 50_000_000  # nanotons kept after a release (lock.fc min_reserve)
 
@@ -88,13 +93,9 @@ def check_global_id(global_id: int) -> int:
     return global_id
 
 
-def initial_data(public_keys: Sequence[bytes], threshold: int, min_amount: int, *, global_id: int,
-                 min_release: int = DEFAULT_MIN_RELEASE) -> Cell:
-    """The lock's storage at deployment. The committee is fixed here (no message changes it):
-    distinct keys, ``1 <= threshold <= n <= 255`` and ``2 * threshold > n`` (it signs refunds,
-    so two disjoint groups must never both reach the threshold). ``global_id`` is the network's
-    (mainnet -239, testnet -3): it changes the lock's address per network and every release
-    must name it. ``min_release`` is the smallest release the lock pays (it pays its own fees)."""
+def check_committee(public_keys: Sequence[bytes], threshold: int) -> None:
+    """A lock committee: distinct 32-byte keys, ``1 <= threshold <= n <= 255`` and
+    ``2 * threshold > n`` (it signs refunds, so two disjoint groups must never both reach it)."""
     n = len(public_keys)
     if not 1 <= threshold <= n <= 255:
         raise InputError("need 1 <= threshold <= number of committee keys <= 255")
@@ -102,12 +103,22 @@ def initial_data(public_keys: Sequence[bytes], threshold: int, min_amount: int, 
         raise InputError(f"threshold {threshold} of {n} is not a majority: need 2 * threshold > number of keys")
     if len({bytes(k) for k in public_keys}) != n:
         raise InputError("committee keys must be distinct (a duplicate would let one member sign twice)")
+
+
+def initial_data(public_keys: Sequence[bytes], threshold: int, min_amount: int, *, global_id: int,
+                 min_release: int = DEFAULT_MIN_RELEASE) -> Cell:
+    """The lock's storage at deployment (committee index 0; a rotation signed by the current
+    set replaces the committee): distinct keys, ``1 <= threshold <= n <= 255`` and
+    ``2 * threshold > n`` (it signs refunds, so two disjoint groups must never both reach the threshold). ``global_id`` is the network's
+    (mainnet -239, testnet -3): it changes the lock's address per network and every release
+    must name it. ``min_release`` is the smallest release the lock pays (it pays its own fees)."""
+    check_committee(public_keys, threshold)
     if min_amount <= 0:
         raise InputError("min_amount must be positive")
     if min_release < RELEASE_FEE_BOUND:
         raise InputError(f"min_release must cover a release's fees (at least {RELEASE_FEE_BOUND} nanotons)")
     return (Builder().store_uint(0, 64).store_uint(0, 32).store_coins(min_amount).store_uint(threshold, 8)
-            .store_int(check_global_id(global_id), 32).store_coins(min_release)
+            .store_int(check_global_id(global_id), 32).store_coins(min_release).store_uint(0, 32)
             .store_maybe_ref(_keys_dict(public_keys)).store_maybe_ref(None).end_cell())
 
 
@@ -120,6 +131,7 @@ class LockData:
     global_id: int
     min_release: int
     keys: list[bytes]
+    committee_index: int = 0
 
 
 def parse_lock_data(data: Cell) -> LockData:
@@ -132,6 +144,7 @@ def parse_lock_data(data: Cell) -> LockData:
         threshold = s.load_uint(8)
         global_id = s.load_int(32)
         min_release = s.load_coins()
+        committee_index = s.load_uint(32)
         keys = s.load_maybe_ref()
         s.load_maybe_ref()
         if s.remaining_bits or s.remaining_refs:
@@ -141,7 +154,7 @@ def parse_lock_data(data: Cell) -> LockData:
         raise InputError(f"not a lock's storage ({e.detail})") from None
     except Exception as e:  # pytoniq-core raises assorted errors on short slices
         raise InputError(f"not a lock's storage ({e.__class__.__name__})") from None
-    return LockData(min_amount, threshold, global_id, min_release, members)
+    return LockData(min_amount, threshold, global_id, min_release, members, committee_index)
 
 
 def state_init(public_keys: Sequence[bytes], threshold: int, min_amount: int, *, global_id: int,
@@ -220,6 +233,36 @@ def release_payload(*, global_id: int, lock: Address, destination: Address, amou
         raise InputError("a release amount must be positive")
     return (Builder().store_uint(OP_RELEASE, 32).store_int(check_global_id(global_id), 32).store_address(lock)
             .store_address(destination).store_coins(amount).store_bytes(release_id).end_cell())
+
+
+def rotation_payload(*, global_id: int, lock: Address, new_index: int, public_keys: Sequence[bytes],
+                     threshold: int) -> Cell:
+    """The signed part of a committee rotation (lock.fc ``rotate#43425243``): the current set
+    signs it, the lock applies it once (``new_index`` must be its committee index + 1)."""
+    check_committee(public_keys, threshold)
+    if not isinstance(new_index, int) or not 1 <= new_index < 2**32:
+        raise InputError("a rotation's new index is 1 .. 2**32 - 1")
+    return (Builder().store_uint(OP_ROTATE, 32).store_int(check_global_id(global_id), 32).store_address(lock)
+            .store_uint(new_index, 32).store_uint(threshold, 8).store_maybe_ref(_keys_dict(public_keys)).end_cell())
+
+
+def sign_payload(payload: Cell, private_key: bytes) -> bytes:
+    """Ed25519 signature over a payload cell's hash (releases and rotations alike)."""
+    return sign_release(payload, private_key)
+
+
+def rotation_body(payload: Cell, signatures: dict[bytes, bytes], query_id: int = 0) -> Cell:
+    """Internal message body of a rotation: ``rotate#43425243 query_id:uint64
+    signatures:(HashmapE 256 bits512) payload:^Rotate``. Sent by anyone (it pays the gas; the
+    value stays on the lock); lock.fc checks the current committee's signatures."""
+    sigs = release_body(payload, signatures).begin_parse().load_maybe_ref()
+    return (Builder().store_uint(OP_ROTATE, 32).store_uint(query_id, 64).store_maybe_ref(sigs)
+            .store_ref(payload).end_cell())
+
+
+# value to attach to a rotation message: its gas (a rotation to 255 keys stays far below it);
+# what is left stays on the lock as reserve
+ROTATION_VALUE = 200_000_000  # 0.2 TON
 
 
 def basechain(account_id: bytes) -> Address:

@@ -101,7 +101,8 @@ class TonLockReleaser:
         await self.check_lock()
         threshold, keys = await self.transport.run_get_method(self.lock, "get_committee", [])
         threshold, members = L.parse_committee(int(threshold), keys)
-        return 0, members, threshold
+        (index,) = await self.transport.run_get_method(self.lock, "get_committee_index", [])
+        return int(index), members, threshold
 
     def verify(self, to: bytes, amount: int, release_id: bytes, signer: bytes, signature: bytes) -> None:
         from nacl.exceptions import BadSignatureError

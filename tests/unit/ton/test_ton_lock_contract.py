@@ -76,7 +76,8 @@ def test_get_methods_report_storage(env):
     threshold, keys = get(chain, lock, "get_committee")
     assert L.parse_committee(threshold, keys) == (3, sorted(pubs))
     data = L.parse_lock_data(L.initial_data(pubs, 3, MIN, global_id=GID))
-    assert data == L.LockData(MIN, 3, GID, L.DEFAULT_MIN_RELEASE, sorted(pubs))
+    assert data == L.LockData(MIN, 3, GID, L.DEFAULT_MIN_RELEASE, sorted(pubs), 0)
+    assert get(chain, lock, "get_committee_index") == [0]
 
 
 def test_deposit_logs_and_counts_densely(env):
@@ -339,3 +340,123 @@ def test_every_exit_code_is_covered():
     names = {name for name, value in vars(L).items() if name.startswith("ERR_")}
     assert {n for n in names if f"L.{n}" not in src} == set()
     assert set(L.EXIT_CODES) == {getattr(L, n) for n in names}
+
+
+# ------------------------------------------------------------------ issue 13: committee rotation
+def rotate(chain, lock, seeds, signers, new_pubs, new_threshold, *, new_index=1, lock_addr=None, global_id=GID,
+           payload=None, extra=None):
+    payload = payload or L.rotation_payload(global_id=global_id, lock=lock_addr or lock, new_index=new_index,
+                                            public_keys=new_pubs, threshold=new_threshold)
+    sigs = {L.ed25519_public(seeds[i]): L.sign_payload(payload, seeds[i]) for i in signers}
+    sigs.update(extra or {})
+    recs = pay(chain, lock, L.ROTATION_VALUE, L.rotation_body(payload, sigs))
+    code = exit_code(recs[0])
+    if code != 0:  # refused: thrown and bounced, like a bad payment
+        assert tx(recs[0]).description.aborted and len(recs) == 2
+        raise MessageRejected(f"rotation refused ({code})", code)
+    return recs
+
+
+@pytest.fixture(scope="module")
+def new_committee():
+    seeds = [os.urandom(32) for _ in range(7)]
+    return seeds, [L.ed25519_public(s) for s in seeds]
+
+
+def test_rotation_by_the_current_set_replaces_the_committee(env, new_committee):
+    chain, lock, seeds, pubs = env
+    new_seeds, new_pubs = new_committee
+    assert get(chain, lock, "get_committee_index") == [0]
+    recs = rotate(chain, lock, seeds, [0, 1, 3], new_pubs, 4)
+    assert exit_code(recs[0]) == 0 and not tx(recs[0]).description.aborted
+    assert get(chain, lock, "get_committee_index") == [1]
+    threshold, keys = get(chain, lock, "get_committee")
+    assert L.parse_committee(threshold, keys) == (4, sorted(new_pubs))
+    from pytoniq_core.tlb.account import Account
+
+    acc = Account.deserialize(chain.shard_account(lock.hash_part).refs[0].begin_parse())
+    data = L.parse_lock_data(acc.storage.state.state_init.data)  # what the watcher checks
+    assert (data.committee_index, data.threshold, data.keys, data.global_id) == (1, 4, sorted(new_pubs), GID)
+    # releases now need the new set: the old members are unknown signers, three new ones too few
+    rejected(L.ERR_UNKNOWN_SIGNER, release, chain, lock, seeds, [0, 1, 2])
+    rejected(L.ERR_NOT_ENOUGH_SIGNATURES, release, chain, lock, new_seeds, [0, 1, 2])
+    recs = release(chain, lock, new_seeds, [0, 2, 4, 6])
+    assert exit_code(recs[0]) == 0 and chain.balance(DEST) > 0
+    # a second rotation needs the new set and index 2; back to the first committee is allowed
+    rejected(L.ERR_NOT_ENOUGH_SIGNATURES, rotate, chain, lock, new_seeds, [0, 1, 2], pubs, 3, new_index=2)
+    rotate(chain, lock, new_seeds, [1, 2, 3, 5], pubs, 3, new_index=2)
+    assert get(chain, lock, "get_committee_index") == [2]
+    assert L.parse_committee(*get(chain, lock, "get_committee")) == (3, sorted(pubs))
+
+
+def test_an_old_rotation_cannot_be_replayed(env, new_committee):
+    """Index 1 was applied: the very same signed message, sent again after the committee rotated
+    back to the same keys, is refused (420): the index only moves forward."""
+    chain, lock, seeds, pubs = env
+    _, new_pubs = new_committee
+    other = [L.ed25519_public(os.urandom(32)) for _ in range(3)]
+    first = L.rotation_payload(global_id=GID, lock=lock, new_index=1, public_keys=other, threshold=2)
+    rotate(chain, lock, seeds, [0, 1, 2], None, None, payload=first)
+    for _ in range(3):
+        chain.seal_block()
+    rejected(L.ERR_BAD_ROTATION_INDEX, rotate, chain, lock, seeds, [0, 1, 2], None, None, payload=first)
+    rejected(L.ERR_BAD_ROTATION_INDEX, rotate, chain, lock, seeds, [0, 1, 2], new_pubs, 4, new_index=3)
+    assert get(chain, lock, "get_committee_index") == [1]
+    assert L.parse_committee(*get(chain, lock, "get_committee")) == (2, sorted(other))
+
+
+def test_rotation_rejections(env, new_committee):
+    chain, lock, seeds, pubs = env
+    _, new_pubs = new_committee
+    rejected(L.ERR_NOT_ENOUGH_SIGNATURES, rotate, chain, lock, seeds, [0, 1], new_pubs, 4)  # a minority
+    rejected(L.ERR_UNKNOWN_SIGNER, rotate, chain, lock, seeds, [0, 1],
+             new_pubs, 4, extra={new_pubs[0]: b"\x01" * 64})  # the new set cannot appoint itself
+    bogus = L.sign_payload(L.rotation_payload(global_id=GID, lock=lock, new_index=1, public_keys=new_pubs,
+                                              threshold=5), seeds[2])
+    rejected(L.ERR_BAD_SIGNATURE, rotate, chain, lock, seeds, [0, 1], new_pubs, 4, extra={pubs[2]: bogus})
+    rejected(L.ERR_WRONG_CONTRACT, rotate, chain, lock, seeds, [0, 1, 2], new_pubs, 4,
+             lock_addr=Address((0, b"\x01" * 32)))
+    rejected(L.ERR_WRONG_NETWORK, rotate, chain, lock, seeds, [0, 1, 2], new_pubs, 4,
+             global_id=L.MAINNET_GLOBAL_ID)
+    rejected(L.ERR_BAD_ROTATION_INDEX, rotate, chain, lock, seeds, [0, 1, 2], new_pubs, 4, new_index=2)
+
+    def raw(threshold, keys):  # what the off-chain builder refuses to make: the contract refuses it too
+        from pytoniq_core import HashMap
+
+        hm = HashMap(256, value_serializer=lambda src, dest: dest)
+        for k in keys:
+            hm.set_int_key(int.from_bytes(k, "big"), b"")
+        return (Builder().store_uint(L.OP_ROTATE, 32).store_int(GID, 32).store_address(lock).store_uint(1, 32)
+                .store_uint(threshold, 8).store_maybe_ref(hm.serialize() if keys else None).end_cell())
+
+    for threshold, keys in ((3, new_pubs), (0, new_pubs[:1]), (1, []), (4, new_pubs[:3] + new_pubs[:3])):
+        rejected(L.ERR_INVALID_COMMITTEE, rotate, chain, lock, seeds, [0, 1, 2], None, None,
+                 payload=raw(threshold, keys))
+    with pytest.raises(InputError, match="majority"):
+        L.rotation_payload(global_id=GID, lock=lock, new_index=1, public_keys=new_pubs, threshold=3)
+    with pytest.raises(InputError, match="distinct"):
+        L.rotation_payload(global_id=GID, lock=lock, new_index=1, public_keys=[pubs[0], pubs[0], pubs[1]],
+                           threshold=2)
+    assert get(chain, lock, "get_committee_index") == [0]
+    assert L.parse_committee(*get(chain, lock, "get_committee")) == (3, sorted(pubs))
+    # the current committee still releases
+    assert exit_code(release(chain, lock, seeds, [0, 1, 2])[0]) == 0
+
+
+def test_rotation_only_as_an_internal_message_and_large_sets_fit_its_value(env):
+    """A rotation sent from outside is not a release (417); an internal one to 101 members
+    (threshold 51) is paid by the attached ROTATION_VALUE with room to spare."""
+    chain, lock, seeds, pubs = env
+    big = [L.ed25519_public(os.urandom(32)) for _ in range(101)]
+    payload = L.rotation_payload(global_id=GID, lock=lock, new_index=1, public_keys=big, threshold=51)
+    sigs = {pubs[i]: L.sign_payload(payload, seeds[i]) for i in (0, 1, 2)}
+    rejected(L.ERR_NOT_RELEASE, chain.send_external, L.release_message(lock, L.release_body(payload, sigs)).to_boc())
+    short = Builder().store_uint(L.OP_ROTATE, 32).store_uint(0, 32).end_cell()
+    recs = pay(chain, lock, L.ROTATION_VALUE, short)
+    assert exit_code(recs[0]) == L.ERR_SHORT_BODY
+    before = chain.balance(lock)
+    recs = rotate(chain, lock, seeds, [0, 1, 2], big, 51)
+    t = tx(recs[0])
+    assert t.description.compute_ph.gas_fees < L.ROTATION_VALUE // 4
+    assert chain.balance(lock) > before  # the rest of the value stays on the lock
+    assert L.parse_committee(*get(chain, lock, "get_committee")) == (51, sorted(big))
