@@ -150,13 +150,19 @@ def cmd_devnet(args) -> int:
 
 def command_group(sub, name: str, helptext: str):
     """The sub-command group ``name`` (``creditbridge NAME ACTION``), created on first use, so
-    several modules can add actions to one group (e.g. ``committee init`` and ``committee rotate``)."""
-    groups = getattr(sub, "_creditbridge_groups", None)
-    if groups is None:
-        groups = sub._creditbridge_groups = {}
-    if name not in groups:
-        groups[name] = sub.add_parser(name, help=helptext).add_subparsers(dest="action", required=True)
-    return groups[name]
+    several modules can add actions to one group (e.g. ``committee init`` and ``committee rotate``).
+    A group another module created with ``sub.add_parser(name)`` is found and reused too."""
+    existing = sub.choices.get(name)
+    if existing is None:
+        return existing_or_new(sub.add_parser(name, help=helptext))
+    return existing_or_new(existing)
+
+
+def existing_or_new(parser: argparse.ArgumentParser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return parser.add_subparsers(dest="action", required=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
