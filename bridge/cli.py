@@ -5,6 +5,7 @@
     creditbridge config check --config F      validate a config file (alias: check-config)
     creditbridge keys new --kind K --out F    create an encrypted keystore (alias: keygen)
     creditbridge keys show --keystore F       print a keystore's public part only
+    creditbridge committee init | deploy evm|ton|substrate | manifest show   (bridge/deploy_cli.py)
     creditbridge apikey new|list|revoke --config F   merchants' / operators' API keys
     creditbridge status [--api URL]           chains, pending credits, governor queue (admin key)
     creditbridge quote --token ETH --credits 500 [--api URL]
@@ -54,6 +55,10 @@ def cmd_component(args) -> int:
 
 def cmd_check(args) -> int:
     s = _settings(args.config)
+    if s.manifest_data is not None:
+        from bridge.manifest import check_settings
+
+        check_settings(s, s.manifest_data)
     print(f"ok: {len(s.chains)} chain(s), settlement on {s.settlement_chain}; components: "
           + ", ".join(n for n in ("api", "signer", "aggregator") if getattr(s, n) is not None))
     return 0
@@ -144,6 +149,23 @@ def cmd_devnet(args) -> int:
     return 0
 
 
+def command_group(sub, name: str, helptext: str):
+    """The sub-command group ``name`` (``creditbridge NAME ACTION``), created on first use, so
+    several modules can add actions to one group (e.g. ``committee init`` and ``committee rotate``).
+    A group another module created with ``sub.add_parser(name)`` is found and reused too."""
+    existing = sub.choices.get(name)
+    if existing is None:
+        return existing_or_new(sub.add_parser(name, help=helptext))
+    return existing_or_new(existing)
+
+
+def existing_or_new(parser: argparse.ArgumentParser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return parser.add_subparsers(dest="action", required=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="creditbridge", description="Pay in DOT, KSM, ETH or TON; get compute credits.")
     p.add_argument("--log-format", choices=["text", "json"], help="log lines as text or JSON (overrides the config)")
@@ -155,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     treasury_ops.add_commands(sub)
     rotation_cli.add_commands(sub)
+    from bridge import deploy_cli
+
+    deploy_cli.add_commands(sub, command_group)
     for name, helptext in (("api", "run the HTTP API"), ("signer", "run one committee signer node"),
                            ("relay", "run the aggregator that settles attested credits")):
         sp = sub.add_parser(name, help=helptext)

@@ -14,7 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from bridge.errors import ConfigError
 
@@ -413,6 +413,15 @@ class Settings(_Model):
     governor: GovernorConfig = GovernorConfig()
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     treasury: TreasuryConfig | None = None  # issue 12: committee-signed sweeps of earned funds
+    # the committee / deployment manifest (bridge/manifest.py; relative to the config's folder):
+    # what the config omits is taken from it, what it states must agree with it
+    manifest: str | None = None
+    _manifest = PrivateAttr(default=None)  # the loaded bridge.manifest.Manifest
+
+    @property
+    def manifest_data(self):
+        """The manifest this config points to (loaded by ``load_settings``), or None."""
+        return self._manifest
 
     @model_validator(mode="after")
     def _cross(self) -> "Settings":
@@ -515,16 +524,25 @@ def load_settings(path: str | Path) -> Settings:
         data = tomllib.loads(raw.decode()) if p.suffix == ".toml" else json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise ConfigError(f"config {p} is not valid {p.suffix[1:] or 'json'}: {e}") from None
-    return settings_from_dict(data, origin=str(p))
+    return settings_from_dict(data, origin=str(p), config_path=p)
 
 
-def settings_from_dict(data: dict, origin: str = "config") -> Settings:
+def settings_from_dict(data: dict, origin: str = "config", config_path: str | Path | None = None) -> Settings:
+    """Validate ``data``; with a ``manifest`` key, the manifest fills what ``data`` omits first."""
+    manifest = None
+    if isinstance(data, dict) and isinstance(data.get("manifest"), str):
+        from bridge import manifest as mf
+
+        manifest = mf.load_manifest(mf.resolve_path(data["manifest"], config_path))
+        data = mf.merge_config(data, manifest)
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
         raise ConfigError(f"{origin}: {where}: {first['msg']} ({e.error_count()} error(s))") from None
+    settings._manifest = manifest
+    return settings
 
 
 def secret_from_env(name: str) -> str:

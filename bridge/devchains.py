@@ -20,6 +20,10 @@ class DevCommittee:
     evm_addresses: tuple[str, ...]
     ed25519_public: tuple[str, ...]  # 64 hex digits each, no 0x
     keystores: tuple[Path, ...]  # signer-i-ed25519.json, encrypted with the devnet password
+    # the devnet's manifest (bridge/manifest.py), committee already in it: plug-ins deploy with
+    # their family's deploy function (relayers/<family>/deploy.py), which records the chain there
+    manifest: Path | None = None
+    network: str = "devnet"
 
 
 @dataclass
@@ -27,7 +31,7 @@ class DevChain:
     """One extra source chain a family plug-in started for the devnet."""
 
     name: str
-    config: dict  # the chains[] entry of every component's config
+    config: dict  # the chains[] entry of every component's config (the manifest gives the rest)
     info: dict  # devnet.json chains.<name>
     accounts: list[dict]  # devnet.json accounts.<name>
     fixed_usd: dict[str, str]  # devnet prices of its token

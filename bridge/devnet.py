@@ -26,15 +26,18 @@ from typing import Awaitable, Callable
 import aiohttp
 
 from bridge.committee.digest import address_of
+from bridge.deploy_cli import init_committee
 from bridge.devchains import DevChain, DevCommittee
 from bridge.errors import BridgeError
-from bridge.keystore import write_keystore
+from bridge.keystore import read_keystore, write_keystore
+from bridge.manifest import load_manifest, member_from_keystores, parse_manifest, update_manifest
 
 log = logging.getLogger("creditbridge.devnet")
 
 ETH_CHAIN_ID = 31337
 SETTLEMENT_CHAIN_ID = 31338
 PASSWORD_ENV = "CREDITBRIDGE_DEVNET_PASSWORD"
+NETWORK = "devnet"  # the manifest's network
 LOCK_MIN_WEI = 10**9
 ETH_USD = "3000"
 # The ETH/USD PriceFeed (Chainlink AggregatorV3Interface) on the settlement anvil: 8 decimals
@@ -174,10 +177,12 @@ def _free_port() -> int:
     return free_port()
 
 
-async def _deploy(rpc: str, name: str, args: list, key: str) -> str:
-    from relayers.evm.wallet import deploy_to
+async def _deploy_evm(manifest: Path, chain: str, rpc: str, key: bytes, kind: str, confirmations: int, **kw):
+    """``creditbridge deploy evm`` as the devnet runs it (dev deployer key from its keystore)."""
+    from relayers.evm.deploy import deploy_evm
 
-    return await deploy_to(rpc, name, args, key)
+    return await deploy_evm(manifest, network=NETWORK, chain=chain, rpc=rpc, private_key=key, kind=kind,
+                            confirmations=confirmations, **kw)
 
 
 async def _deploy_feed(rpc: str, key: str, answer: int) -> str:
@@ -307,16 +312,35 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
         ed_secrets = [os.urandom(32) for _ in range(opts.signers)]
         ed_paths = tuple(d / "keys" / f"signer-{i}-ed25519.json" for i in range(opts.signers))
         ed_public = tuple(write_keystore(p, "ed25519", k, password, n=2**14) for p, k in zip(ed_paths, ed_secrets))
-        committee = DevCommittee(opts.threshold, tuple(signer_addrs), ed_public, ed_paths)
-        for plugin in _plugins() if opts.families else []:
-            started = await plugin.start_devchains(d, committee)
-            extra.extend(started)
-            log.info("started %s", ", ".join(c.name for c in started) or f"no chain from {plugin.__name__}")
-
         deployer = DEV_PRIVATE_KEYS[0]
-        provider_addr = "0x" + address_of(bytes.fromhex(deployer[2:])).hex()
-        lock = await _deploy(eth.rpc_url, "CreditLock", [signer_addrs, opts.threshold, LOCK_MIN_WEI], deployer)
-        ledger = await _deploy(st.rpc_url, "CreditLedger", [signer_addrs, opts.threshold, provider_addr], deployer)
+        write_keystore(d / "keys" / "deployer.json", "secp256k1", bytes.fromhex(deployer[2:]), password, n=2**14)
+
+        # the deployment goes through the operators' commands (bridge/deploy_cli.py and
+        # relayers/<family>/deploy.py): `committee init` from the keystores' public parts, then
+        # `deploy evm|ton|substrate`, each recording its chain in the manifest
+        manifest_path = d / "manifest.json"
+        init_committee(manifest_path, network=NETWORK, threshold=opts.threshold, members=[
+            member_from_keystores(f"signer-{i}", d / "keys" / f"signer-{i}.json", ed_paths[i])
+            for i in range(opts.signers)])
+        committee = DevCommittee(opts.threshold, tuple(signer_addrs), ed_public, ed_paths, manifest=manifest_path,
+                                 network=NETWORK)
+        deployer_key = read_keystore(d / "keys" / "deployer.json", password).secret
+        provider_addr = "0x" + address_of(deployer_key).hex()
+        # the EVM contracts deploy while the other families' chains start
+        evm_deploys = asyncio.ensure_future(asyncio.gather(
+            _deploy_evm(manifest_path, "ethereum", eth.rpc_url, deployer_key, "lock", opts.confirmations,
+                        min_amount=LOCK_MIN_WEI),
+            _deploy_evm(manifest_path, "settlement", st.rpc_url, deployer_key, "credits", 0,
+                        provider=provider_addr)))
+        try:
+            for plugin in _plugins() if opts.families else []:
+                started = await plugin.start_devchains(d, committee)
+                extra.extend(started)
+                log.info("started %s", ", ".join(c.name for c in started) or f"no chain from {plugin.__name__}")
+            lock, ledger = (x.address for x in await evm_deploys)
+        except BaseException:
+            evm_deploys.cancel()
+            raise
         log.info("deployed CreditLock %s on ethereum and CreditLedger %s on settlement", lock, ledger)
         feed_key = DEV_PRIVATE_KEYS[FEED_OWNER_INDEX]
         eth_usd = int(ETH_USD) * 10**FEED_DECIMALS
@@ -330,13 +354,12 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
 
         api_port = opts.api_port or _free_port()
         api_url = f"http://127.0.0.1:{api_port}"
+        # chain ids, tokens, contracts, start blocks, committees: from the manifest
         chains = [
-            {"family": "evm", "name": "ethereum", "chain_id": ETH_CHAIN_ID, "rpc": [await component_rpc("ethereum", eth.rpc_url)], "token": "ETH",
-             "finality": opts.confirmations, "contracts": {"lock": lock}, "poll_interval": 0.5,
-             "max_block_range": 500},
-            {"family": "evm", "name": "settlement", "chain_id": SETTLEMENT_CHAIN_ID,
-             "rpc": [await component_rpc("settlement", st.rpc_url)],
-             "finality": 0, "contracts": {"credits": ledger}, "poll_interval": 0.5},
+            {"family": "evm", "name": "ethereum", "rpc": [await component_rpc("ethereum", eth.rpc_url)],
+             "finality": opts.confirmations, "poll_interval": 0.5, "max_block_range": 500},
+            {"family": "evm", "name": "settlement", "rpc": [await component_rpc("settlement", st.rpc_url)],
+             "finality": 0, "poll_interval": 0.5},
         ]
         if opts.request_timeout is not None:  # the source chain (not the settlement chain)
             chains[0]["request_timeout"] = opts.request_timeout
@@ -355,8 +378,16 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
             extra_sources.append({"kind": "fixed", "name": "reference",
                                   "prices": {k: v for k, v in fixed_usd.items() if k != "ETH"}})
         treasury = _treasury_accounts(extra)
-        base = {"chains": chains, "settlement_chain": "settlement",
-                "treasury": {"addresses": treasury, "epoch_blocks": TREASURY_EPOCH_BLOCKS, "poll_interval": 2.0},
+
+        def _with_treasury(m):  # the treasury is committee configuration: it lives in the manifest
+            doc = m.document()
+            for name, address in treasury.items():
+                doc["chains"][name]["treasury"] = address
+            doc["treasury"] = {"epoch_blocks": TREASURY_EPOCH_BLOCKS}
+            return parse_manifest(doc)
+
+        update_manifest(manifest_path, NETWORK, _with_treasury)
+        base = {"manifest": str(manifest_path), "chains": chains, "treasury": {"poll_interval": 2.0},
                 "pricing": {"credit_price_usd": "0.01", "fixed_usd": fixed_usd, "min_amount": min_amount,
                             "min_sources": opts.min_sources, "refresh_seconds": opts.price_refresh_seconds,
                             "sources": [{"kind": "chainlink", "chain": "settlement", "feeds": {
@@ -411,8 +442,10 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
             await procs.start(name, a)
         await _wait_healthy(health, procs)
 
+        manifest = load_manifest(manifest_path)
         info = {
             "api": api_url,
+            "manifest": {"path": str(manifest_path), "hash": manifest.hash},
             "chains": {
                 "ethereum": {"family": "evm", "rpc": eth.rpc_url, "chain_id": ETH_CHAIN_ID,
                              "contracts": {"lock": lock}, "finality": {"confirmations": opts.confirmations}},

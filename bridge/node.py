@@ -73,6 +73,22 @@ def settlement_domain(settings: Settings) -> SettlementDomain:
     return SettlementDomain(chain_id=st.chain_id, contract=bytes.fromhex(st.contracts["credits"][2:]))
 
 
+def manifest_startup(settings: Settings) -> str | None:
+    """The start-up check of every component (api, signer, relay): a config that names a
+    manifest must agree with it (one-line ConfigError otherwise). Returns the manifest's hash."""
+    from bridge.manifest import check_settings
+
+    m = settings.manifest_data
+    if m is None:
+        if settings.manifest is not None:
+            raise ConfigError("config names a manifest but it was not loaded (use bridge.config.load_settings)")
+        return None
+    check_settings(settings, m)
+    log.info("manifest %s: %s, committee #%d (%d of %d)", m.hash, m.network, m.committee.index,
+             m.committee.threshold, len(m.committee.members))
+    return m.hash
+
+
 def _close_on_stop(sup: Supervisor, things: list) -> None:
     """Chain clients own connection pools: close them when the process stops."""
     for t in things:
@@ -99,7 +115,13 @@ async def run_signer(settings: Settings) -> None:
     if settings.signer is None:
         raise ConfigError("config has no [signer] section")
     cfg = settings.signer
+    manifest_hash = manifest_startup(settings)
     key = load_key(cfg.key)
+    refund_key = load_key(cfg.refund_key) if cfg.refund_key else None
+    if manifest_hash is not None:
+        from bridge.manifest import check_member
+
+        check_member(settings.manifest_data, address=key.public, ed25519=refund_key.public if refund_key else None)
     sup = Supervisor(f"signer:{cfg.name}")
     db = await open_database(settings.storage.url)
     sup.on_stop(db.dispose)
@@ -121,10 +143,14 @@ async def run_signer(settings: Settings) -> None:
         metrics=metrics,
         price_bound=signer_price_bound(settings, sup, registry, session, metrics),
         unknown_reference_refund_after_seconds=cfg.unknown_reference_refund_after_seconds,
-        **lifecycle_options(settings, load_key(cfg.refund_key) if cfg.refund_key else None, sup),
+        **lifecycle_options(settings, refund_key, sup),
     )
     node.sweeper = make_sweeper(settings, node, registry, sup)
-    await _serve(sup, create_signer_app(node, registry), cfg.host, cfg.port)
+    if manifest_hash is not None:
+        from bridge.manifest import register_metric
+
+        register_metric(registry, manifest_hash)
+    await _serve(sup, create_signer_app(node, registry, manifest_hash=manifest_hash), cfg.host, cfg.port)
     sup.add("signer", node.run)
     await sup.run()
 
@@ -283,6 +309,7 @@ async def run_relay(settings: Settings) -> None:
     if settings.aggregator is None:
         raise ConfigError("config has no [aggregator] section")
     cfg = settings.aggregator
+    manifest_hash = manifest_startup(settings)
     key = load_key(cfg.key)
     sup = Supervisor("relay")
     db = await open_database(settings.storage.url)
@@ -299,8 +326,13 @@ async def run_relay(settings: Settings) -> None:
         poll_interval=cfg.poll_interval, max_batch_wait=cfg.max_batch_wait,
         metrics=AggregatorMetrics(registry),
     )
+    if manifest_hash is not None:
+        from bridge.manifest import register_metric
+
+        register_metric(registry, manifest_hash)
     if settings.metrics_port is not None:
-        await _serve(sup, create_ops_app(lambda: agg.ready, registry), "127.0.0.1", settings.metrics_port)
+        await _serve(sup, create_ops_app(lambda: agg.ready, registry, manifest_hash=manifest_hash), "127.0.0.1",
+                     settings.metrics_port)
     sup.add("aggregator", agg.run)
     sup.add("refunds", refund_worker(settings, key.secret, session, sup, registry).run)
     await sup.run()
@@ -311,6 +343,7 @@ async def run_api(settings: Settings) -> None:
 
     if settings.api is None:
         raise ConfigError("config has no [api] section")
+    manifest_startup(settings)
     sup = Supervisor("api")
     app, components = await build_api(settings, sup)
     await _serve(sup, app, settings.api.host, settings.api.port)

@@ -418,7 +418,8 @@ async def gateway(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     async with transaction(request.app[DB]) as s:
         await quotes_repo.ping(s)
-    return web.json_response({"status": "ok"})
+    manifest = getattr(request.app[SETTINGS], "manifest_data", None)
+    return web.json_response({"status": "ok", **({"manifest": manifest.hash} if manifest is not None else {})})
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -29,6 +29,10 @@ async def build_api(settings: Settings, sup: Supervisor) -> tuple[web.Applicatio
 
     signer = QuoteSigner.from_ref(settings.api.quote_key)
     metrics = ApiMetrics()  # one registry for the API's and the pricing metrics
+    if settings.manifest_data is not None:
+        from bridge.manifest import register_metric
+
+        register_metric(metrics.registry, settings.manifest_data.hash)
     aggregator = await build_pricing(settings, sup, metrics.registry)
     db = await open_database(settings.storage.url)
     sup.on_stop(db.dispose)

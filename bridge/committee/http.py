@@ -22,6 +22,7 @@ from bridge.types import Credit
 SIGNER = web.AppKey("signer", object)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 READY = web.AppKey("ready", object)
+MANIFEST = web.AppKey("manifest", object)  # the manifest hash (0x hex) or None
 
 
 class SignerMetrics:
@@ -58,7 +59,10 @@ def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) 
 
 async def _health(request: web.Request) -> web.Response:
     ready = request.app[READY]()
-    return web.json_response({"status": "ok" if ready else "starting"}, status=200 if ready else 503)
+    body = {"status": "ok" if ready else "starting"}
+    if request.app.get(MANIFEST) is not None:
+        body["manifest"] = request.app[MANIFEST]
+    return web.json_response(body, status=200 if ready else 503)
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -112,8 +116,9 @@ async def _whoami(request: web.Request) -> web.Response:
     return web.json_response({"name": node.name, "address": "0x" + node.address.hex()})
 
 
-def create_signer_app(node, registry: CollectorRegistry) -> web.Application:
+def create_signer_app(node, registry: CollectorRegistry, manifest_hash: str | None = None) -> web.Application:
     app = web.Application(middlewares=[problem_middleware], client_max_size=256 * 1024)
+    app[MANIFEST] = manifest_hash
     app[SIGNER] = node
     app[REGISTRY] = registry
     app[READY] = lambda: node.ready
@@ -128,8 +133,9 @@ def create_signer_app(node, registry: CollectorRegistry) -> web.Application:
     return app
 
 
-def create_ops_app(ready, registry: CollectorRegistry) -> web.Application:
+def create_ops_app(ready, registry: CollectorRegistry, manifest_hash: str | None = None) -> web.Application:
     app = web.Application(middlewares=[problem_middleware])
+    app[MANIFEST] = manifest_hash
     app[REGISTRY] = registry
     app[READY] = ready
     app.router.add_get("/v1/health", _health)

@@ -23,6 +23,7 @@ from bridge.config import SubstrateCommittee
 from bridge.devchains import DevChain, DevCommittee
 from bridge.errors import ChainError
 from relayers.substrate.chopsticks import ChopsticksNode
+from relayers.substrate.deploy import deploy_substrate
 from relayers.substrate.multisig import committee_address, ss58
 from relayers.substrate.networks import CHOPSTICKS_GENESIS
 from relayers.substrate.wallet import DEV_SEEDS, keypair
@@ -101,27 +102,49 @@ async def start_devchains(directory: Path, committee: DevCommittee) -> list[DevC
         raise failed[0]
 
     chains = []
-    for node, (name, token, prefix, usd, min_amount) in zip(started, DEV_CHAINS):
-        keeper = asyncio.create_task(keep_clock(node), name=f"chopsticks-clock-{name}")
+    keepers: list[asyncio.Task] = []
+    try:
+        for node, (name, token, prefix, usd, min_amount) in zip(started, DEV_CHAINS):
+            keeper = asyncio.create_task(keep_clock(node), name=f"chopsticks-clock-{name}")
+            keepers.append(keeper)
 
-        async def stop(node=node, keeper=keeper) -> None:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
-            await node.stop()
+            async def stop(node=node, keeper=keeper) -> None:
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper
+                await node.stop()
 
-        account = committee_address(SubstrateCommittee(**committee_cfg), prefix)
-        chains.append(DevChain(
-            name=name,
-            config={"family": "substrate", "name": name, "rpc": [node.ws_url], "token": token,
-                    "ss58_prefix": prefix, "genesis_hash": CHOPSTICKS_GENESIS, "committee": committee_cfg,
-                    "poll_interval": 0.5, "max_block_range": 100},
-            info={"family": "substrate", "rpc": node.ws_url, "ss58_prefix": prefix, "token": token,
-                  "committee_account": account, "genesis_hash": CHOPSTICKS_GENESIS,
-                  "runtime": "Rococo Asset Hub (spec 900) on chopsticks; on-chain decimals 12"},
-            accounts=[{"address": keypair(s, prefix).ss58_address, "seed": s} for s in DEV_SEEDS],
-            fixed_usd={token: usd},
-            min_amount={token: min_amount},
-            stop=stop,
-        ))
+            account = committee_address(SubstrateCommittee(**committee_cfg), prefix)
+            if committee.manifest is not None:
+                # `creditbridge deploy substrate` does the same: derive the committee account, check
+                # the genesis and record token, prefix, account and start block in the manifest (the
+                # devnet does not fund the account itself: payments do)
+                deployed = await deploy_substrate(committee.manifest, network=committee.network, chain=name,
+                                                  rpc=[node.ws_url], token=token, ss58_prefix=prefix,
+                                                  allow_unfunded=True)
+                if deployed.committee_account != account:
+                    raise ChainError(f"{name}: deploy derived {deployed.committee_account}, expected {account}",
+                                     retryable=False)
+                config = {"family": "substrate", "name": name, "rpc": [node.ws_url], "poll_interval": 0.5,
+                          "max_block_range": 100}
+            else:
+                config = {"family": "substrate", "name": name, "rpc": [node.ws_url], "token": token,
+                          "ss58_prefix": prefix, "genesis_hash": CHOPSTICKS_GENESIS, "committee": committee_cfg,
+                          "poll_interval": 0.5, "max_block_range": 100}
+            chains.append(DevChain(
+                name=name,
+                config=config,
+                info={"family": "substrate", "rpc": node.ws_url, "ss58_prefix": prefix, "token": token,
+                      "committee_account": account, "genesis_hash": CHOPSTICKS_GENESIS,
+                      "runtime": "Rococo Asset Hub (spec 900) on chopsticks; on-chain decimals 12"},
+                accounts=[{"address": keypair(s, prefix).ss58_address, "seed": s} for s in DEV_SEEDS],
+                fixed_usd={token: usd},
+                min_amount={token: min_amount},
+                stop=stop,
+            ))
+    except BaseException:
+        for k in keepers:
+            k.cancel()
+        await asyncio.gather(*(n.stop() for n in started))
+        raise
     return chains

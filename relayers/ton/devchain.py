@@ -4,10 +4,12 @@
 a subprocess with its ADNL liteserver and a toncenter v2 API on 127.0.0.1, funds a deployer
 wallet and four dev wallets (WalletV4R2, 24-word mnemonics made by pytoniq) in its genesis,
 deploys the lock contract with the committee's Ed25519 keys and threshold through a real wallet
-transfer (state init + top-up body), and returns the chain's config for every component:
+transfer (state init + top-up body) with ``relayers.ton.deploy.deploy_ton`` (``creditbridge deploy
+ton``), which records it in the devnet's manifest, and returns the chain's config for every
+component (the manifest adds family, lock, global id and start block):
 
-    {"family": "ton", "name": "ton", "liteserver_config": {...}, "trust_level": 2, "global_id": -217,
-     "toncenter": ["http://127.0.0.1:P/api/v2"], "contracts": {"lock": ADDRESS}, ...}
+    {"name": "ton", "liteserver_config": {...}, "trust_level": 2,
+     "toncenter": ["http://127.0.0.1:P/api/v2"], ...}
 
 The local chain produces a block every 0.5 s, so deposits become final within a second.
 It cannot give liteserver proofs, hence ``trust_level`` 2 (see ``relayers.ton.localchain``).
@@ -29,7 +31,7 @@ from pytoniq_core.crypto.keys import mnemonic_new, mnemonic_to_private_key
 from bridge.devchains import DevChain, DevCommittee
 from bridge.errors import BridgeError
 from relayers.ton import lock as lockc
-from relayers.ton import wallet as tw
+from relayers.ton.deploy import deploy_ton
 
 log = logging.getLogger("creditbridge.devnet.ton")
 
@@ -99,30 +101,6 @@ class LocalChainProcess:
                 await self.proc.wait()
 
 
-async def deploy_lock(config: dict, deployer_mnemonic: str, public_keys: list[bytes], threshold: int,
-                      min_amount: int, *, global_id: int, min_release: int = lockc.DEFAULT_MIN_RELEASE,
-                      timeout: float = 30.0) -> str:
-    """Deploy the lock (bound to the network ``global_id``) through a real wallet transfer;
-    return its bounceable address."""
-    si = lockc.state_init(public_keys, threshold, min_amount, global_id=global_id, min_release=min_release)
-    address = lockc.lock_address(public_keys, threshold, min_amount, global_id=global_id, min_release=min_release)
-    lb = await tw.connect(config)
-    try:
-        deployer = await tw.open_wallet(lb, deployer_mnemonic)
-        await tw.transfer(deployer, address, LOCK_DEPLOY_VALUE, lockc.top_up_body(), state_init=si)
-
-        async def active():
-            try:
-                return (await lb.run_get_method(address, "get_min_amount", []))[0] == min_amount
-            except Exception:  # not deployed yet: pytoniq raises on inactive accounts
-                return False
-
-        await tw.wait_for(active, timeout)
-    finally:
-        await lb.close_all()
-    return lockc.bounceable(address)
-
-
 async def start_devchains(directory: Path, committee: DevCommittee) -> list[DevChain]:
     """``committee`` is a ``bridge.devchains.DevCommittee`` (``ed25519_public`` hex keys, threshold)."""
     state_dir = directory / "ton"
@@ -139,20 +117,24 @@ async def start_devchains(directory: Path, committee: DevCommittee) -> list[DevC
     chain = await LocalChainProcess.start(state_dir, genesis)
     try:
         cfg = chain.info["liteserver_config"]
-        keys = [bytes.fromhex(k) for k in committee.ed25519_public]
-        global_id = int(chain.info["global_id"])
-        lock = await deploy_lock(cfg, " ".join(deployer), keys, committee.threshold, LOCK_MIN_NANOTON,
-                                 global_id=global_id)
+        if committee.manifest is None:
+            raise BridgeError("the ton devchain deploys through the manifest: DevCommittee.manifest is not set")
+        # `creditbridge deploy ton` does the same: state init through a real wallet transfer
+        deployed = await deploy_ton(committee.manifest, network=committee.network, chain=CHAIN_NAME,
+                                    liteserver_config=cfg, mnemonic=" ".join(deployer), min_amount=LOCK_MIN_NANOTON,
+                                    trust_level=2, value=LOCK_DEPLOY_VALUE)
+        lock, global_id = deployed.bounceable, deployed.global_id
     except BaseException:
         await chain.stop()
         raise
     log.info("ton: local chain on %s, lock %s", chain.info.get("toncenter"), lock)
     toncenter = [chain.info["toncenter"]] if chain.info.get("toncenter") else []
     # trust_level 2: the local chain's blocks carry no validator signatures, so no liteserver
-    # proof can be checked (relayers/ton/localchain.py); real networks use the default, 0
+    # proof can be checked (relayers/ton/localchain.py); real networks use the default, 0.
+    # The lock, global id and start block come from the manifest.
     config = {"family": "ton", "name": CHAIN_NAME, "liteserver_config": cfg, "trust_level": 2,
-              "global_id": global_id, "min_refund": lockc.DEFAULT_MIN_RELEASE,
-              "toncenter": toncenter, "contracts": {"lock": lock}, "poll_interval": 0.5, "max_block_range": 200}
+              "min_refund": lockc.DEFAULT_MIN_RELEASE,
+              "toncenter": toncenter, "poll_interval": 0.5, "max_block_range": 200}
     info = {"family": "ton", "liteserver_config": cfg, "trust_level": 2, "toncenter": toncenter,
             "contracts": {"lock": lock}, "global_id": global_id,
             "lock_min_amount": str(LOCK_MIN_NANOTON), "lock_min_release": str(lockc.DEFAULT_MIN_RELEASE)}

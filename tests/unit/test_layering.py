@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHAIN_SDKS = {"web3", "eth_account", "substrateinterface", "scalecodec", "pytoniq", "pytoniq_core", "pytvm", "tonpy"}
 # the composition root: the only core modules allowed to wire chain families in
 COMPOSITION_ROOT = {"bridge/node.py", "bridge/cli.py", "bridge/devnet.py", "bridge/api/wiring.py",
-                    "bridge/rotation_cli.py"}
+                    "bridge/rotation_cli.py", "bridge/deploy_cli.py"}
 
 
 def _imports(path: Path) -> set[str]:
