@@ -83,7 +83,7 @@ class SubstrateChainConfig(_Model):
     family: Literal["substrate"]
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
     rpc: list[str] = Field(min_length=1)
-    token: Literal["DOT", "KSM"]
+    token: str = Field(pattern=r"^[A-Z][A-Z0-9]{1,9}$")  # a symbol of the settings' tokens (DOT, KSM, WND, PAS ...)
     ss58_prefix: int = Field(ge=0, le=16383)
     genesis_hash: str | None = Field(default=None, pattern=r"^0x[0-9a-fA-F]{64}$")
     committee: SubstrateCommittee
@@ -148,6 +148,28 @@ class TonChainConfig(_Model):
             raise ValueError(f"trust_level 2 reads {network} deposits without liteserver proofs: "
                              "use trust_level 0 (the default), or set allow_unproven = true")
         return self
+
+
+class TokenConfig(_Model):
+    """A payable token: its symbol, its decimals (``10**decimals`` base units make one whole
+    token) and the symbol its USD price is asked under (default: the symbol itself; e.g. a
+    testnet token priced by a fixed source under its own symbol)."""
+
+    symbol: str = Field(pattern=r"^[A-Z][A-Z0-9]{1,9}$")
+    decimals: int = Field(strict=True, ge=0, le=36)
+    price_symbol: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9]{1,9}$")
+
+    @property
+    def priced_as(self) -> str:
+        return self.price_symbol or self.symbol
+
+
+# the built-in tokens (their decimals are facts of the chains); ``[[tokens]]`` adds to them, and
+# an entry with one of these symbols replaces the built-in one
+DEFAULT_TOKENS: tuple[TokenConfig, ...] = (
+    TokenConfig(symbol="DOT", decimals=10), TokenConfig(symbol="KSM", decimals=12),
+    TokenConfig(symbol="ETH", decimals=18), TokenConfig(symbol="TON", decimals=9),
+)
 
 
 ChainConfig = Annotated[Union[EvmChainConfig, SubstrateChainConfig, TonChainConfig], Field(discriminator="family")]
@@ -385,6 +407,8 @@ class StorageConfig(_Model):
 
 class Settings(_Model):
     chains: list[ChainConfig] = Field(min_length=1)
+    # payable tokens beyond (or replacing) the built-in DOT, KSM, ETH, TON (DEFAULT_TOKENS)
+    tokens: list[TokenConfig] = []
     settlement_chain: str
     storage: StorageConfig = StorageConfig()
     pricing: PricingConfig = PricingConfig()
@@ -407,6 +431,14 @@ class Settings(_Model):
             raise ValueError(f"settlement chain {st.name!r} must be an evm chain")
         if "credits" not in st.contracts:
             raise ValueError(f"settlement chain {st.name!r} needs contracts.credits")
+        declared = [t.symbol for t in self.tokens]
+        if len(set(declared)) != len(declared):
+            raise ValueError(f"tokens: symbols must be unique, got {declared}")
+        table = self.token_table()
+        for c in self.chains:
+            if c.token and c.token not in table:
+                raise ValueError(f"chain {c.name!r}: token {c.token!r} is not configured "
+                                 f"(known: {', '.join(sorted(table))}; add it under [[tokens]])")
         tokens = [c.token for c in self.source_chains()]
         if len(set(tokens)) != len(tokens):
             raise ValueError("each token can be paid on one source chain only")
@@ -448,6 +480,18 @@ class Settings(_Model):
                     raise ValueError(f"signer.price_bound.tokens.{token}: chain {b.chain!r} is not an evm chain")
             elif not self.pricing.source_configs():
                 raise ValueError(f"signer.price_bound.tokens.{token}: a band needs this config's pricing sources")
+
+    def token_table(self) -> dict[str, TokenConfig]:
+        """Every known token by symbol: the built-in ones, then ``[[tokens]]`` (which win)."""
+        table = {t.symbol: t for t in DEFAULT_TOKENS}
+        table.update({t.symbol: t for t in self.tokens})
+        return table
+
+    def token(self, symbol: str) -> TokenConfig:
+        try:
+            return self.token_table()[symbol]
+        except KeyError:
+            raise ConfigError(f"token {symbol!r} is not configured") from None
 
     def chain(self, name: str):
         for c in self.chains:
