@@ -51,10 +51,69 @@ def cmd_component(args) -> int:
     return 0
 
 
+def _pricing_coverage(s) -> None:
+    """What ``build_aggregator`` checks at start, without building a source: every payable
+    token (by its price symbol) is known to ``min_sources`` configured sources."""
+    from bridge.config import ExchangeSourceConfig, FixedSourceConfig, PricingConfig
+    from bridge.pricing.factory import check_coverage
+
+    def known(cfg) -> frozenset[str]:
+        if isinstance(cfg, FixedSourceConfig):
+            return frozenset(cfg.prices)
+        if isinstance(cfg, ExchangeSourceConfig):
+            if cfg.markets is not None:
+                return frozenset(cfg.markets)
+            from bridge.pricing.sources import binance, coinbase, coingecko, kraken
+
+            return frozenset({"kraken": kraken.DEFAULT_PAIRS, "binance": binance.DEFAULT_SYMBOLS,
+                              "coinbase": coinbase.DEFAULT_PRODUCTS, "coingecko": coingecko.DEFAULT_IDS}[cfg.kind])
+        return frozenset(cfg.feeds)  # chainlink
+
+    configs = s.pricing.source_configs()
+    if not configs:
+        return
+    table = s.token_table()
+    if s.api is not None:
+        tokens = [table[c.token].priced_as for c in s.source_chains()]
+    elif s.signer is not None and s.signer.price_bound is not None:
+        tokens = [table[t].priced_as for t, b in s.signer.price_bound.tokens.items() if b.kind == "band"]
+    else:
+        return
+    check_coverage(s.pricing, [(PricingConfig.source_name(c), known(c)) for c in configs], tokens)
+
+
+def placeholders(s) -> list[str]:
+    """Values an operator still has to fill in (the shipped config/ profiles mark them)."""
+    from urllib.parse import urlsplit
+
+    out = []
+    for c in s.chains:
+        for u in list(getattr(c, "rpc", [])) + list(getattr(c, "toncenter", [])):
+            if (urlsplit(u).hostname or "").endswith(".invalid"):
+                out.append(f"chains {c.name}: rpc {u} is a placeholder")
+        if c.family == "ton" and c.liteserver_config is not None and not c.liteserver_config.get("liteservers"):
+            out.append(f"chains {c.name}: the liteserver config lists no liteservers")
+    if s.signer is not None:
+        if set(s.signer.gateway_public_key) == {"0"}:
+            out.append("signer.gateway_public_key is a placeholder")
+        if (urlsplit(s.signer.gateway_url).hostname or "").endswith(".invalid"):
+            out.append("signer.gateway_url is a placeholder")
+    if s.aggregator is not None:
+        out += [f"aggregator.signers: {u} is a placeholder" for u in s.aggregator.signers
+                if (urlsplit(u).hostname or "").endswith(".invalid")]
+    return out
+
+
 def cmd_check(args) -> int:
     s = _settings(args.config)
+    _pricing_coverage(s)
+    # --offline: nothing is contacted (no chain, price source or manifest URL); this command
+    # never contacts the network yet, so both modes validate the file, its manifest and the
+    # pricing coverage; the chains are checked against the config when each node starts
     print(f"ok: {len(s.chains)} chain(s), settlement on {s.settlement_chain}; components: "
           + ", ".join(n for n in ("api", "signer", "aggregator") if getattr(s, n) is not None))
+    for p in placeholders(s):
+        print(f"todo: {p}")
     return 0
 
 
@@ -157,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=cmd_component)
     sp = sub.add_parser("check-config", help="validate a config file")
     sp.add_argument("--config", required=True)
+    sp.add_argument("--offline", action="store_true", help="contact no network")
     sp.set_defaults(func=cmd_check)
     sp = sub.add_parser("keygen", help="create an encrypted keystore (password from an env variable)")
     sp.add_argument("--kind", choices=["secp256k1", "ed25519"], required=True)

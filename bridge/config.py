@@ -110,6 +110,29 @@ TON_REAL_NETWORKS = {-239: "mainnet", -3: "testnet"}
 TON_DEFAULT_MIN_REFUND = 50_000_000
 
 
+# the masterchain zero state (validator.zero_state) of each real network's global config: a
+# liteserver config file for the other network is refused
+TON_ZERO_STATES = {
+    -239: ("F6OpKZKqvqeFp6CQmFomXNMfMj2EnaUSOXN+Mh+wVWk=", "XplPz01CXAps5qeSWUtxcyBfdAo5zVb1N979KLSKD24="),
+    -3: ("gj+B8wb/AmlPk1z1AhVI484rhrUpgSr2oSFIh56VoSg=", "Z+IKwYS54DmmJmesw/nAD5DzWadnOCMzee+kdgSYDOg="),
+}
+
+
+def _read_liteserver_file(value: str, config_dir: Path | None) -> dict:
+    p = Path(value).expanduser()
+    if not p.is_absolute() and config_dir is not None:
+        p = config_dir / p
+    try:
+        doc = json.loads(p.read_text())
+    except OSError as e:
+        raise ValueError(f"cannot read liteserver_config_file {p}: {e.strerror}") from None
+    except ValueError as e:
+        raise ValueError(f"liteserver_config_file {p} is not JSON: {e}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("liteservers"), list):
+        raise ValueError(f"liteserver_config_file {p} is not a TON global config (no liteservers list)")
+    return doc
+
+
 class TonChainConfig(_Model):
     """TON: a lock contract followed through liteservers (pytoniq LiteBalancer), with an
     optional toncenter v2 HTTP API as a second transport."""
@@ -118,6 +141,9 @@ class TonChainConfig(_Model):
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
     token: Literal["TON"] = "TON"
     liteserver_config: dict | None = None  # global config JSON as LiteBalancer.from_config takes it
+    # or the path of such a file (the public global config format; relative to the config
+    # file's folder): read at load time into liteserver_config
+    liteserver_config_file: str | None = None
     # the network's global id (mainnet -239, testnet -3): refund signatures and the lock's
     # address are bound to it; required to sign or submit refunds, checked against the chain
     # and the lock at start
@@ -137,8 +163,22 @@ class TonChainConfig(_Model):
     start_block: int = Field(default=0, ge=0)
     request_timeout: float = Field(default=15.0, gt=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _liteserver_file(cls, data, info):
+        if isinstance(data, dict) and data.get("liteserver_config_file") and data.get("liteserver_config") is None:
+            config_dir = (info.context or {}).get("config_dir")
+            data = {**data, "liteserver_config": _read_liteserver_file(str(data["liteserver_config_file"]), config_dir)}
+        return data
+
     @model_validator(mode="after")
     def _transport(self) -> "TonChainConfig":
+        zero = TON_ZERO_STATES.get(self.global_id)
+        if zero is not None and self.liteserver_config is not None:
+            state = (self.liteserver_config.get("validator") or {}).get("zero_state") or {}
+            if (state.get("root_hash"), state.get("file_hash")) != zero:
+                raise ValueError(f"liteserver config is not of TON {TON_REAL_NETWORKS[self.global_id]} (global id "
+                                 f"{self.global_id}): its validator.zero_state differs")
         if self.liteserver_config is None and not self.toncenter:
             raise ValueError("a ton chain needs liteserver_config or toncenter URLs")
         if "lock" not in self.contracts:
@@ -403,6 +443,18 @@ class GovernorConfig(_Model):
 
 class StorageConfig(_Model):
     url: str = "sqlite+aiosqlite:///creditbridge.db"
+    # or the name of an environment variable holding the URL (a PostgreSQL URL carries a
+    # password: keep it out of the file); read at load time, redacted from logs
+    url_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_env(cls, data):
+        if isinstance(data, dict) and data.get("url_env"):
+            if "url" in data:
+                raise ValueError("give storage.url or storage.url_env, not both")
+            data = {**data, "url": secret_from_env(str(data["url_env"]))}
+        return data
 
 
 class Settings(_Model):
@@ -520,12 +572,14 @@ def load_settings(path: str | Path) -> Settings:
         data = tomllib.loads(raw.decode()) if p.suffix == ".toml" else json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise ConfigError(f"config {p} is not valid {p.suffix[1:] or 'json'}: {e}") from None
-    return settings_from_dict(data, origin=str(p))
+    return settings_from_dict(data, origin=str(p), config_dir=p.resolve().parent)
 
 
-def settings_from_dict(data: dict, origin: str = "config") -> Settings:
+def settings_from_dict(data: dict, origin: str = "config", config_dir: Path | None = None) -> Settings:
+    """Validate ``data``; relative file paths in it (liteserver_config_file) are read from
+    ``config_dir`` (default: the working directory)."""
     try:
-        return Settings.model_validate(data)
+        return Settings.model_validate(data, context={"config_dir": config_dir})
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first["loc"])

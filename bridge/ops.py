@@ -149,6 +149,7 @@ def add_commands(sub) -> None:
     config = sub.add_parser("config", help="configuration files").add_subparsers(dest="action", required=True)
     sp = config.add_parser("check", help="validate a config file")
     sp.add_argument("--config", required=True)
+    sp.add_argument("--offline", action="store_true", help="contact no network (chains, price sources)")
     sp.set_defaults(func=cmd_check)
 
     apikey = sub.add_parser("apikey", help="API keys of merchants and operators").add_subparsers(
