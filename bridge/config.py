@@ -572,13 +572,14 @@ def load_settings(path: str | Path) -> Settings:
         data = tomllib.loads(raw.decode()) if p.suffix == ".toml" else json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise ConfigError(f"config {p} is not valid {p.suffix[1:] or 'json'}: {e}") from None
-    return settings_from_dict(data, origin=str(p), config_dir=p.resolve().parent)
+    return settings_from_dict(data, origin=str(p), config_path=p)
 
 
-def settings_from_dict(data: dict, origin: str = "config", config_dir: Path | None = None) -> Settings:
+def settings_from_dict(data: dict, origin: str = "config", config_path: str | Path | None = None) -> Settings:
     """Validate ``data``; relative file paths in it (liteserver_config_file) are read from
-    ``config_dir`` (default: the working directory)."""
+    ``config_path``'s folder (default: the working directory)."""
     try:
+        config_dir = Path(config_path).resolve().parent if config_path is not None else None
         return Settings.model_validate(data, context={"config_dir": config_dir})
     except ValidationError as e:
         first = e.errors()[0]
