@@ -175,8 +175,8 @@ class TonChainConfig(_Model):
     def _transport(self) -> "TonChainConfig":
         zero = TON_ZERO_STATES.get(self.global_id)
         if zero is not None and self.liteserver_config is not None:
-            state = (self.liteserver_config.get("validator") or {}).get("zero_state") or {}
-            if (state.get("root_hash"), state.get("file_hash")) != zero:
+            state = (self.liteserver_config.get("validator") or {}).get("zero_state")
+            if state is not None and (state.get("root_hash"), state.get("file_hash")) != zero:
                 raise ValueError(f"liteserver config is not of TON {TON_REAL_NETWORKS[self.global_id]} (global id "
                                  f"{self.global_id}): its validator.zero_state differs")
         if self.liteserver_config is None and not self.toncenter:
