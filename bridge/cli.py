@@ -4,7 +4,8 @@
     creditbridge api|signer|relay --config F  run one component
     creditbridge config check --config F      validate a config file (alias: check-config)
     creditbridge keys new --kind K --out F    create an encrypted keystore (alias: keygen)
-    creditbridge keys show --keystore F       print a keystore's public part only
+    creditbridge keys import --out F (--eth-keystore J | --hex-env V --kind K)   import an existing key
+    creditbridge keys show --keystore F       public part: Ethereum / SS58 / TON address forms
     creditbridge apikey new|list|revoke --config F   merchants' / operators' API keys
     creditbridge status [--api URL]           chains, pending credits, governor queue (admin key)
     creditbridge quote --token ETH --credits 500 [--api URL]
@@ -125,6 +126,109 @@ def cmd_keygen(args) -> int:
         raise BridgeError(f"{args.out} exists; pass --force to overwrite")
     public = write_keystore(args.out, args.kind, os.urandom(32), secret_from_env(args.password_env))
     print(public)
+    return 0
+
+
+def _hex_secret_from_env(name: str) -> bytes:
+    from bridge.config import secret_from_env
+
+    text = secret_from_env(name).strip()  # registered as a secret: never logged
+    text = text[2:] if text[:2] in ("0x", "0X") else text
+    try:
+        secret = bytes.fromhex(text)
+    except ValueError:
+        raise BridgeError(f"environment variable {name} is not hex") from None
+    if len(secret) != 32:
+        raise BridgeError(f"environment variable {name} must hold 32 bytes (64 hex digits), not {len(secret)}")
+    return secret
+
+
+def cmd_keys_import(args) -> int:
+    """Import an existing key into the project's encrypted keystore: from an Ethereum keystore
+    v3 JSON file (secp256k1; its MAC is checked) or from hex in an environment variable."""
+    from bridge.config import secret_from_env
+    from bridge.errors import KeystoreError
+    from bridge.keystore import write_keystore
+
+    if Path(args.out).exists() and not args.force:
+        raise BridgeError(f"{args.out} exists; pass --force to overwrite")
+    if (args.eth_keystore is None) == (args.hex_env is None):
+        raise BridgeError("give exactly one of --eth-keystore FILE or --hex-env VAR")
+    if args.eth_keystore is not None:
+        from relayers.evm.keys import decrypt_keystore_v3
+
+        if args.kind not in (None, "secp256k1"):
+            raise BridgeError("an Ethereum keystore holds a secp256k1 key")
+        kind = "secp256k1"
+        p = Path(args.eth_keystore)
+        try:
+            doc = json.loads(p.read_text())
+        except OSError as e:
+            raise KeystoreError(f"cannot read {p}: {e.strerror}") from None
+        except ValueError:
+            raise KeystoreError(f"{p} is not JSON") from None
+        secret = decrypt_keystore_v3(doc, secret_from_env(args.eth_password_env))
+    else:
+        if args.kind is None:
+            raise BridgeError("--hex-env needs --kind secp256k1 or --kind ed25519")
+        kind = args.kind
+        secret = _hex_secret_from_env(args.hex_env)
+        if kind == "secp256k1" and not 0 < int.from_bytes(secret, "big") < SECP256K1_N:
+            raise BridgeError(f"environment variable {args.hex_env} is not a valid secp256k1 private key")
+    public = write_keystore(args.out, kind, secret, secret_from_env(args.password_env))
+    print(json.dumps({"kind": kind, "public": public, "out": str(args.out)}))
+    return 0
+
+
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+SS58_NETWORKS = {"polkadot": 0, "kusama": 2, "generic": 42}
+
+
+def key_forms(kind: str, public: str) -> dict:
+    """What ``keys show`` prints for a public part: the Ethereum address of a secp256k1 key;
+    the SS58 address per network prefix and the TON forms of an Ed25519 key."""
+    if kind == "secp256k1":
+        return {"ethereum": {"address": _checksum(public)}}
+    key = bytes.fromhex(public.removeprefix("0x"))
+    from relayers.substrate.multisig import ss58
+    from relayers.ton.addresses import ton_forms
+
+    return {"ed25519": "0x" + key.hex(), "ss58": {net: ss58(key, prefix) for net, prefix in SS58_NETWORKS.items()},
+            "ton": ton_forms(key)}
+
+
+def _checksum(address: str) -> str:
+    """EIP-55 mixed-case form of a 0x address."""
+    from bridge.hashing import keccak256
+
+    h = address.lower().removeprefix("0x")
+    digest = keccak256(h.encode()).hex()
+    return "0x" + "".join(c.upper() if c.isalpha() and int(digest[i], 16) >= 8 else c for i, c in enumerate(h))
+
+
+def cmd_keys_show(args) -> int:
+    from bridge.config import secret_from_env
+    from bridge.errors import KeystoreError
+    from bridge.keystore import KINDS, read_keystore
+
+    p = Path(args.keystore)
+    try:
+        doc = json.loads(p.read_text())
+        kind, public = doc["kind"], doc["public"]
+    except OSError as e:
+        raise KeystoreError(f"cannot read keystore {p}: {e.strerror}") from None
+    except (ValueError, KeyError, TypeError):
+        raise KeystoreError(f"keystore {p} is malformed") from None
+    if kind not in KINDS or not isinstance(public, str):
+        raise KeystoreError(f"keystore {p} is malformed")
+    if args.verify:
+        key = read_keystore(p, secret_from_env(args.password_env))  # authenticates the public part
+        public = key.public
+    try:
+        forms = key_forms(kind, public)
+    except ValueError:
+        raise KeystoreError(f"keystore {p} has a malformed public part") from None
+    print(json.dumps({"kind": kind, "public": public, "verified": bool(args.verify), **forms}))
     return 0
 
 
