@@ -4,7 +4,8 @@
     creditbridge api|signer|relay --config F  run one component
     creditbridge config check --config F      validate a config file (alias: check-config)
     creditbridge keys new --kind K --out F    create an encrypted keystore (alias: keygen)
-    creditbridge keys show --keystore F       print a keystore's public part only
+    creditbridge keys import --out F (--eth-keystore J | --hex-env V --kind K)   import an existing key
+    creditbridge keys show --keystore F       public part: Ethereum / SS58 / TON address forms
     creditbridge committee init | deploy evm|ton|substrate | manifest show   (bridge/deploy_cli.py)
     creditbridge apikey new|list|revoke --config F   merchants' / operators' API keys
     creditbridge status [--api URL]           chains, pending credits, governor queue (admin key)
@@ -53,14 +54,73 @@ def cmd_component(args) -> int:
     return 0
 
 
+def _pricing_coverage(s) -> None:
+    """What ``build_aggregator`` checks at start, without building a source: every payable
+    token (by its price symbol) is known to ``min_sources`` configured sources."""
+    from bridge.config import ExchangeSourceConfig, FixedSourceConfig, PricingConfig
+    from bridge.pricing.factory import check_coverage
+
+    def known(cfg) -> frozenset[str]:
+        if isinstance(cfg, FixedSourceConfig):
+            return frozenset(cfg.prices)
+        if isinstance(cfg, ExchangeSourceConfig):
+            if cfg.markets is not None:
+                return frozenset(cfg.markets)
+            from bridge.pricing.sources import binance, coinbase, coingecko, kraken
+
+            return frozenset({"kraken": kraken.DEFAULT_PAIRS, "binance": binance.DEFAULT_SYMBOLS,
+                              "coinbase": coinbase.DEFAULT_PRODUCTS, "coingecko": coingecko.DEFAULT_IDS}[cfg.kind])
+        return frozenset(cfg.feeds)  # chainlink
+
+    configs = s.pricing.source_configs()
+    if not configs:
+        return
+    table = s.token_table()
+    if s.api is not None:
+        tokens = [table[c.token].priced_as for c in s.source_chains()]
+    elif s.signer is not None and s.signer.price_bound is not None:
+        tokens = [table[t].priced_as for t, b in s.signer.price_bound.tokens.items() if b.kind == "band"]
+    else:
+        return
+    check_coverage(s.pricing, [(PricingConfig.source_name(c), known(c)) for c in configs], tokens)
+
+
+def placeholders(s) -> list[str]:
+    """Values an operator still has to fill in (the shipped config/ profiles mark them)."""
+    from urllib.parse import urlsplit
+
+    out = []
+    for c in s.chains:
+        for u in list(getattr(c, "rpc", [])) + list(getattr(c, "toncenter", [])):
+            if (urlsplit(u).hostname or "").endswith(".invalid"):
+                out.append(f"chains {c.name}: rpc {u} is a placeholder")
+        if c.family == "ton" and c.liteserver_config is not None and not c.liteserver_config.get("liteservers"):
+            out.append(f"chains {c.name}: the liteserver config lists no liteservers")
+    if s.signer is not None:
+        if set(s.signer.gateway_public_key) == {"0"}:
+            out.append("signer.gateway_public_key is a placeholder")
+        if (urlsplit(s.signer.gateway_url).hostname or "").endswith(".invalid"):
+            out.append("signer.gateway_url is a placeholder")
+    if s.aggregator is not None:
+        out += [f"aggregator.signers: {u} is a placeholder" for u in s.aggregator.signers
+                if (urlsplit(u).hostname or "").endswith(".invalid")]
+    return out
+
+
 def cmd_check(args) -> int:
     s = _settings(args.config)
     if s.manifest_data is not None:
         from bridge.manifest import check_settings
 
         check_settings(s, s.manifest_data)
+    _pricing_coverage(s)
+    # --offline: nothing is contacted (no chain, price source or manifest URL); this command
+    # never contacts the network yet, so both modes validate the file, its manifest and the
+    # pricing coverage; the chains are checked against the config when each node starts
     print(f"ok: {len(s.chains)} chain(s), settlement on {s.settlement_chain}; components: "
           + ", ".join(n for n in ("api", "signer", "aggregator") if getattr(s, n) is not None))
+    for p in placeholders(s):
+        print(f"todo: {p}")
     return 0
 
 
@@ -72,6 +132,109 @@ def cmd_keygen(args) -> int:
         raise BridgeError(f"{args.out} exists; pass --force to overwrite")
     public = write_keystore(args.out, args.kind, os.urandom(32), secret_from_env(args.password_env))
     print(public)
+    return 0
+
+
+def _hex_secret_from_env(name: str) -> bytes:
+    from bridge.config import secret_from_env
+
+    text = secret_from_env(name).strip()  # registered as a secret: never logged
+    text = text[2:] if text[:2] in ("0x", "0X") else text
+    try:
+        secret = bytes.fromhex(text)
+    except ValueError:
+        raise BridgeError(f"environment variable {name} is not hex") from None
+    if len(secret) != 32:
+        raise BridgeError(f"environment variable {name} must hold 32 bytes (64 hex digits), not {len(secret)}")
+    return secret
+
+
+def cmd_keys_import(args) -> int:
+    """Import an existing key into the project's encrypted keystore: from an Ethereum keystore
+    v3 JSON file (secp256k1; its MAC is checked) or from hex in an environment variable."""
+    from bridge.config import secret_from_env
+    from bridge.errors import KeystoreError
+    from bridge.keystore import write_keystore
+
+    if Path(args.out).exists() and not args.force:
+        raise BridgeError(f"{args.out} exists; pass --force to overwrite")
+    if (args.eth_keystore is None) == (args.hex_env is None):
+        raise BridgeError("give exactly one of --eth-keystore FILE or --hex-env VAR")
+    if args.eth_keystore is not None:
+        from relayers.evm.keys import decrypt_keystore_v3
+
+        if args.kind not in (None, "secp256k1"):
+            raise BridgeError("an Ethereum keystore holds a secp256k1 key")
+        kind = "secp256k1"
+        p = Path(args.eth_keystore)
+        try:
+            doc = json.loads(p.read_text())
+        except OSError as e:
+            raise KeystoreError(f"cannot read {p}: {e.strerror}") from None
+        except ValueError:
+            raise KeystoreError(f"{p} is not JSON") from None
+        secret = decrypt_keystore_v3(doc, secret_from_env(args.eth_password_env))
+    else:
+        if args.kind is None:
+            raise BridgeError("--hex-env needs --kind secp256k1 or --kind ed25519")
+        kind = args.kind
+        secret = _hex_secret_from_env(args.hex_env)
+        if kind == "secp256k1" and not 0 < int.from_bytes(secret, "big") < SECP256K1_N:
+            raise BridgeError(f"environment variable {args.hex_env} is not a valid secp256k1 private key")
+    public = write_keystore(args.out, kind, secret, secret_from_env(args.password_env))
+    print(json.dumps({"kind": kind, "public": public, "out": str(args.out)}))
+    return 0
+
+
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+SS58_NETWORKS = {"polkadot": 0, "kusama": 2, "generic": 42}
+
+
+def key_forms(kind: str, public: str) -> dict:
+    """What ``keys show`` prints for a public part: the Ethereum address of a secp256k1 key;
+    the SS58 address per network prefix and the TON forms of an Ed25519 key."""
+    if kind == "secp256k1":
+        return {"ethereum": {"address": _checksum(public)}}
+    key = bytes.fromhex(public.removeprefix("0x"))
+    from relayers.substrate.multisig import ss58
+    from relayers.ton.addresses import ton_forms
+
+    return {"ed25519": "0x" + key.hex(), "ss58": {net: ss58(key, prefix) for net, prefix in SS58_NETWORKS.items()},
+            "ton": ton_forms(key)}
+
+
+def _checksum(address: str) -> str:
+    """EIP-55 mixed-case form of a 0x address."""
+    from bridge.hashing import keccak256
+
+    h = address.lower().removeprefix("0x")
+    digest = keccak256(h.encode()).hex()
+    return "0x" + "".join(c.upper() if c.isalpha() and int(digest[i], 16) >= 8 else c for i, c in enumerate(h))
+
+
+def cmd_keys_show(args) -> int:
+    from bridge.config import secret_from_env
+    from bridge.errors import KeystoreError
+    from bridge.keystore import KINDS, read_keystore
+
+    p = Path(args.keystore)
+    try:
+        doc = json.loads(p.read_text())
+        kind, public = doc["kind"], doc["public"]
+    except OSError as e:
+        raise KeystoreError(f"cannot read keystore {p}: {e.strerror}") from None
+    except (ValueError, KeyError, TypeError):
+        raise KeystoreError(f"keystore {p} is malformed") from None
+    if kind not in KINDS or not isinstance(public, str):
+        raise KeystoreError(f"keystore {p} is malformed")
+    if args.verify:
+        key = read_keystore(p, secret_from_env(args.password_env))  # authenticates the public part
+        public = key.public
+    try:
+        forms = key_forms(kind, public)
+    except ValueError:
+        raise KeystoreError(f"keystore {p} has a malformed public part") from None
+    print(json.dumps({"kind": kind, "public": public, "verified": bool(args.verify), **forms}))
     return 0
 
 
@@ -187,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=cmd_component)
     sp = sub.add_parser("check-config", help="validate a config file")
     sp.add_argument("--config", required=True)
+    sp.add_argument("--offline", action="store_true", help="contact no network")
     sp.set_defaults(func=cmd_check)
     sp = sub.add_parser("keygen", help="create an encrypted keystore (password from an env variable)")
     sp.add_argument("--kind", choices=["secp256k1", "ed25519"], required=True)

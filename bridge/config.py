@@ -83,7 +83,7 @@ class SubstrateChainConfig(_Model):
     family: Literal["substrate"]
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
     rpc: list[str] = Field(min_length=1)
-    token: Literal["DOT", "KSM"]
+    token: str = Field(pattern=r"^[A-Z][A-Z0-9]{1,9}$")  # a symbol of the settings' tokens (DOT, KSM, WND, PAS ...)
     ss58_prefix: int = Field(ge=0, le=16383)
     genesis_hash: str | None = Field(default=None, pattern=r"^0x[0-9a-fA-F]{64}$")
     committee: SubstrateCommittee
@@ -110,6 +110,29 @@ TON_REAL_NETWORKS = {-239: "mainnet", -3: "testnet"}
 TON_DEFAULT_MIN_REFUND = 50_000_000
 
 
+# the masterchain zero state (validator.zero_state) of each real network's global config: a
+# liteserver config file for the other network is refused
+TON_ZERO_STATES = {
+    -239: ("F6OpKZKqvqeFp6CQmFomXNMfMj2EnaUSOXN+Mh+wVWk=", "XplPz01CXAps5qeSWUtxcyBfdAo5zVb1N979KLSKD24="),
+    -3: ("gj+B8wb/AmlPk1z1AhVI484rhrUpgSr2oSFIh56VoSg=", "Z+IKwYS54DmmJmesw/nAD5DzWadnOCMzee+kdgSYDOg="),
+}
+
+
+def _read_liteserver_file(value: str, config_dir: Path | None) -> dict:
+    p = Path(value).expanduser()
+    if not p.is_absolute() and config_dir is not None:
+        p = config_dir / p
+    try:
+        doc = json.loads(p.read_text())
+    except OSError as e:
+        raise ValueError(f"cannot read liteserver_config_file {p}: {e.strerror}") from None
+    except ValueError as e:
+        raise ValueError(f"liteserver_config_file {p} is not JSON: {e}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("liteservers"), list):
+        raise ValueError(f"liteserver_config_file {p} is not a TON global config (no liteservers list)")
+    return doc
+
+
 class TonChainConfig(_Model):
     """TON: a lock contract followed through liteservers (pytoniq LiteBalancer), with an
     optional toncenter v2 HTTP API as a second transport."""
@@ -118,6 +141,9 @@ class TonChainConfig(_Model):
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
     token: Literal["TON"] = "TON"
     liteserver_config: dict | None = None  # global config JSON as LiteBalancer.from_config takes it
+    # or the path of such a file (the public global config format; relative to the config
+    # file's folder): read at load time into liteserver_config
+    liteserver_config_file: str | None = None
     # the network's global id (mainnet -239, testnet -3): refund signatures and the lock's
     # address are bound to it; required to sign or submit refunds, checked against the chain
     # and the lock at start
@@ -137,8 +163,22 @@ class TonChainConfig(_Model):
     start_block: int = Field(default=0, ge=0)
     request_timeout: float = Field(default=15.0, gt=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _liteserver_file(cls, data, info):
+        if isinstance(data, dict) and data.get("liteserver_config_file") and data.get("liteserver_config") is None:
+            config_dir = (info.context or {}).get("config_dir")
+            data = {**data, "liteserver_config": _read_liteserver_file(str(data["liteserver_config_file"]), config_dir)}
+        return data
+
     @model_validator(mode="after")
     def _transport(self) -> "TonChainConfig":
+        zero = TON_ZERO_STATES.get(self.global_id)
+        if zero is not None and self.liteserver_config is not None:
+            state = (self.liteserver_config.get("validator") or {}).get("zero_state")
+            if state is not None and (state.get("root_hash"), state.get("file_hash")) != zero:
+                raise ValueError(f"liteserver config is not of TON {TON_REAL_NETWORKS[self.global_id]} (global id "
+                                 f"{self.global_id}): its validator.zero_state differs")
         if self.liteserver_config is None and not self.toncenter:
             raise ValueError("a ton chain needs liteserver_config or toncenter URLs")
         if "lock" not in self.contracts:
@@ -148,6 +188,28 @@ class TonChainConfig(_Model):
             raise ValueError(f"trust_level 2 reads {network} deposits without liteserver proofs: "
                              "use trust_level 0 (the default), or set allow_unproven = true")
         return self
+
+
+class TokenConfig(_Model):
+    """A payable token: its symbol, its decimals (``10**decimals`` base units make one whole
+    token) and the symbol its USD price is asked under (default: the symbol itself; e.g. a
+    testnet token priced by a fixed source under its own symbol)."""
+
+    symbol: str = Field(pattern=r"^[A-Z][A-Z0-9]{1,9}$")
+    decimals: int = Field(strict=True, ge=0, le=36)
+    price_symbol: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9]{1,9}$")
+
+    @property
+    def priced_as(self) -> str:
+        return self.price_symbol or self.symbol
+
+
+# the built-in tokens (their decimals are facts of the chains); ``[[tokens]]`` adds to them, and
+# an entry with one of these symbols replaces the built-in one
+DEFAULT_TOKENS: tuple[TokenConfig, ...] = (
+    TokenConfig(symbol="DOT", decimals=10), TokenConfig(symbol="KSM", decimals=12),
+    TokenConfig(symbol="ETH", decimals=18), TokenConfig(symbol="TON", decimals=9),
+)
 
 
 ChainConfig = Annotated[Union[EvmChainConfig, SubstrateChainConfig, TonChainConfig], Field(discriminator="family")]
@@ -397,10 +459,24 @@ class TreasuryConfig(_Model):
 
 class StorageConfig(_Model):
     url: str = "sqlite+aiosqlite:///creditbridge.db"
+    # or the name of an environment variable holding the URL (a PostgreSQL URL carries a
+    # password: keep it out of the file); read at load time, redacted from logs
+    url_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_env(cls, data):
+        if isinstance(data, dict) and data.get("url_env"):
+            if "url" in data:
+                raise ValueError("give storage.url or storage.url_env, not both")
+            data = {**data, "url": secret_from_env(str(data["url_env"]))}
+        return data
 
 
 class Settings(_Model):
     chains: list[ChainConfig] = Field(min_length=1)
+    # payable tokens beyond (or replacing) the built-in DOT, KSM, ETH, TON (DEFAULT_TOKENS)
+    tokens: list[TokenConfig] = []
     settlement_chain: str
     storage: StorageConfig = StorageConfig()
     pricing: PricingConfig = PricingConfig()
@@ -433,6 +509,14 @@ class Settings(_Model):
             raise ValueError(f"settlement chain {st.name!r} must be an evm chain")
         if "credits" not in st.contracts:
             raise ValueError(f"settlement chain {st.name!r} needs contracts.credits")
+        declared = [t.symbol for t in self.tokens]
+        if len(set(declared)) != len(declared):
+            raise ValueError(f"tokens: symbols must be unique, got {declared}")
+        table = self.token_table()
+        for c in self.chains:
+            if c.token and c.token not in table:
+                raise ValueError(f"chain {c.name!r}: token {c.token!r} is not configured "
+                                 f"(known: {', '.join(sorted(table))}; add it under [[tokens]])")
         tokens = [c.token for c in self.source_chains()]
         if len(set(tokens)) != len(tokens):
             raise ValueError("each token can be paid on one source chain only")
@@ -475,6 +559,18 @@ class Settings(_Model):
                     raise ValueError(f"signer.price_bound.tokens.{token}: chain {b.chain!r} is not an evm chain")
             elif not self.pricing.source_configs():
                 raise ValueError(f"signer.price_bound.tokens.{token}: a band needs this config's pricing sources")
+
+    def token_table(self) -> dict[str, TokenConfig]:
+        """Every known token by symbol: the built-in ones, then ``[[tokens]]`` (which win)."""
+        table = {t.symbol: t for t in DEFAULT_TOKENS}
+        table.update({t.symbol: t for t in self.tokens})
+        return table
+
+    def token(self, symbol: str) -> TokenConfig:
+        try:
+            return self.token_table()[symbol]
+        except KeyError:
+            raise ConfigError(f"token {symbol!r} is not configured") from None
 
     def chain(self, name: str):
         for c in self.chains:
@@ -536,7 +632,8 @@ def settings_from_dict(data: dict, origin: str = "config", config_path: str | Pa
         manifest = mf.load_manifest(mf.resolve_path(data["manifest"], config_path))
         data = mf.merge_config(data, manifest)
     try:
-        settings = Settings.model_validate(data)
+        config_dir = Path(config_path).resolve().parent if config_path is not None else None
+        settings = Settings.model_validate(data, context={"config_dir": config_dir})
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first["loc"])

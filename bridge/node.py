@@ -182,12 +182,14 @@ def signer_price_bound(settings: Settings, sup: Supervisor, registry: CollectorR
     if pb is None:  # Settings refuses a signer without it; kept for callers building Settings by hand
         raise ConfigError("signer.price_bound is required")
     refs: dict = {}
+    table = settings.token_table()
     band = sorted(t for t, b in pb.tokens.items() if b.kind == "band")
     if band:
-        aggregator = build_aggregator(settings.pricing, band, registry=registry, session=session,
-                                      chainlink=chainlink_source_factory(settings, sup))
+        aggregator = build_aggregator(settings.pricing, sorted({table[t].priced_as for t in band}), registry=registry,
+                                      session=session, chainlink=chainlink_source_factory(settings, sup))
         for t in band:
-            refs[t] = SourcesBand(aggregator, pb.tokens[t].tolerance, refresh_seconds=settings.pricing.refresh_seconds)
+            refs[t] = SourcesBand(aggregator, pb.tokens[t].tolerance, refresh_seconds=settings.pricing.refresh_seconds,
+                                  price_symbol=table[t].priced_as)
     for t, b in sorted(pb.tokens.items()):
         if b.kind == "chainlink":
             from relayers.evm.chainlink import ChainlinkHistory
@@ -207,7 +209,8 @@ def signer_price_bound(settings: Settings, sup: Supervisor, registry: CollectorR
                                                               settings.pricing.credit_spread),
                       max_deposit_usd=pb.max_deposit_usd,
                       quote_ttl_seconds=pb.quote_ttl_seconds or settings.pricing.quote_ttl_seconds,
-                      unbounded=frozenset(pb.unbounded), metrics=metrics)
+                      unbounded=frozenset(pb.unbounded), metrics=metrics,
+                      decimals={t: c.decimals for t, c in table.items()})
 
 
 def make_custody(chain):

@@ -1,6 +1,7 @@
 """Operator commands of the ``creditbridge`` CLI (registered by ``bridge.cli``)::
 
     creditbridge keys new --kind secp256k1|ed25519 --out F [--password-env V] [--force]
+    creditbridge keys import --out F (--eth-keystore J [--eth-password-env V] | --hex-env V --kind K)
     creditbridge keys show --keystore F [--verify --password-env V]
     creditbridge config check --config F
     creditbridge apikey new --config F --name N [--role merchant|admin]
@@ -16,28 +17,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from pathlib import Path
 
-from bridge.errors import BridgeError, ConfigError, KeystoreError
-
-
-def cmd_keys_show(args) -> int:
-    from bridge.config import secret_from_env
-    from bridge.keystore import read_keystore
-
-    p = Path(args.keystore)
-    try:
-        doc = json.loads(p.read_text())
-        kind, public = doc["kind"], doc["public"]
-    except OSError as e:
-        raise KeystoreError(f"cannot read keystore {p}: {e.strerror}") from None
-    except (ValueError, KeyError, TypeError):
-        raise KeystoreError(f"keystore {p} is malformed") from None
-    if args.verify:
-        key = read_keystore(p, secret_from_env(args.password_env))  # authenticates the public part
-        public = key.public
-    print(json.dumps({"kind": kind, "public": public, "verified": bool(args.verify)}))
-    return 0
+from bridge.errors import BridgeError, ConfigError
 
 
 async def _with_db(settings, fn):
@@ -131,7 +112,7 @@ def cmd_status(args) -> int:
 
 
 def add_commands(sub) -> None:
-    from bridge.cli import cmd_check, cmd_keygen
+    from bridge.cli import cmd_check, cmd_keygen, cmd_keys_import, cmd_keys_show
 
     keys = sub.add_parser("keys", help="encrypted keystores").add_subparsers(dest="action", required=True)
     sp = keys.add_parser("new", help="create an encrypted keystore (password from an env variable)")
@@ -140,7 +121,16 @@ def add_commands(sub) -> None:
     sp.add_argument("--password-env", default="CREDITBRIDGE_KEY_PASSWORD")
     sp.add_argument("--force", action="store_true")
     sp.set_defaults(func=cmd_keygen)
-    sp = keys.add_parser("show", help="print a keystore's public part (never the secret)")
+    sp = keys.add_parser("import", help="import an Ethereum keystore v3 JSON or hex from an env variable")
+    sp.add_argument("--out", required=True, help="the project keystore to write")
+    sp.add_argument("--eth-keystore", help="an Ethereum keystore v3 JSON file (scrypt or pbkdf2; MAC checked)")
+    sp.add_argument("--eth-password-env", default="ETH_KEYSTORE_PASSWORD", help="env variable: its password")
+    sp.add_argument("--hex-env", help="env variable holding the 32-byte secret as hex")
+    sp.add_argument("--kind", choices=["secp256k1", "ed25519"], help="the key's kind (with --hex-env)")
+    sp.add_argument("--password-env", default="CREDITBRIDGE_KEY_PASSWORD", help="env variable: the new keystore's password")
+    sp.add_argument("--force", action="store_true")
+    sp.set_defaults(func=cmd_keys_import)
+    sp = keys.add_parser("show", help="print a keystore's public part and address forms (never the secret)")
     sp.add_argument("--keystore", required=True)
     sp.add_argument("--verify", action="store_true", help="decrypt to check the password and the public part")
     sp.add_argument("--password-env", default="CREDITBRIDGE_KEY_PASSWORD")
@@ -149,6 +139,7 @@ def add_commands(sub) -> None:
     config = sub.add_parser("config", help="configuration files").add_subparsers(dest="action", required=True)
     sp = config.add_parser("check", help="validate a config file")
     sp.add_argument("--config", required=True)
+    sp.add_argument("--offline", action="store_true", help="contact no network (chains, price sources)")
     sp.set_defaults(func=cmd_check)
 
     apikey = sub.add_parser("apikey", help="API keys of merchants and operators").add_subparsers(

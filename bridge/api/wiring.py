@@ -70,7 +70,8 @@ def quote_pruner(settings: Settings, db, metrics: ApiMetrics) -> QuotePruner:
 async def build_pricing(settings: Settings, sup: Supervisor, registry: CollectorRegistry) -> PriceAggregator:
     """The price aggregator over the configured sources (Chainlink feeds through the EVM
     relayer), refreshed once before the API serves so the first quotes have prices."""
-    tokens = [c.token for c in settings.source_chains() if c.token]
+    table = settings.token_table()
+    tokens = [table[c.token].priced_as for c in settings.source_chains() if c.token]  # price symbols
     session = aiohttp.ClientSession()
     sup.on_stop(session.close)
 

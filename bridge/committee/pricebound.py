@@ -161,8 +161,9 @@ class SourcesBand:
     """
 
     def __init__(self, aggregator, tolerance: Decimal | Fraction, *, refresh_seconds: float = 30.0,
-                 clock=lambda: datetime.now(UTC)) -> None:
+                 clock=lambda: datetime.now(UTC), price_symbol: str | None = None) -> None:
         self.aggregator = aggregator
+        self.price_symbol = price_symbol  # the symbol the token is priced under (default: the token's)
         self.tolerance = _fraction("tolerance", tolerance)
         self.refresh_seconds = refresh_seconds
         self._clock = clock
@@ -174,7 +175,7 @@ class SourcesBand:
             await self.aggregator.refresh()  # never raises but for cancellation
             now = self._clock()
         try:
-            agg = self.aggregator.price(token, now)
+            agg = self.aggregator.price(self.price_symbol or token, now)
         except InputError as e:
             raise PriceUnavailable(f"no own price source for {token}: {e.detail}") from None
         names = ",".join(q.name for q in agg.sources)
@@ -192,12 +193,14 @@ class PriceBound:
 
     def __init__(self, *, references: dict[str, ReferenceSource], credit_price_usd: Decimal,
                  max_deposit_usd: Decimal, quote_ttl_seconds: int, unbounded: frozenset[str] = frozenset(),
-                 metrics=None) -> None:
+                 metrics=None, decimals: dict[str, int] | None = None) -> None:
         if set(references) & set(unbounded):
             raise ConfigError(f"tokens both bounded and unbounded: {sorted(set(references) & set(unbounded))}")
+        decimals = dict(TOKEN_DECIMALS if decimals is None else decimals)
         for token in references:
-            if token not in TOKEN_DECIMALS:
+            if token not in decimals:
                 raise ConfigError(f"price bound: token {token!r} has no known decimals")
+        self.decimals = decimals
         if quote_ttl_seconds <= 0:
             raise ConfigError("price bound: quote_ttl_seconds must be positive")
         self.references = dict(references)
@@ -230,7 +233,7 @@ class PriceBound:
         except PriceUnavailable as e:  # cannot tell now: the deposit waits (never stops the signer)
             raise PriceUnavailable(f"price bound of {obs.token} at {at}: {e.detail}", retryable=True) from e
         v = check(rate_credits=rate_credits, rate_amount=rate_amount, deposit_credits=decision.credits,
-                  decimals=TOKEN_DECIMALS[obs.token], credit_price_usd=self.credit_price_usd, reference=ref,
+                  decimals=self.decimals[obs.token], credit_price_usd=self.credit_price_usd, reference=ref,
                   max_deposit_usd=self.max_deposit_usd)
         if not v.ok:
             log.error("PRICE BOUND VIOLATED (%s) for deposit %s/%d of payment %s: %d credits for %d base units of "

@@ -451,14 +451,19 @@ class QuoteService:
         *,
         token_chains: Mapping[str, str],
         max_price_age: timedelta | None = timedelta(minutes=10),
+        decimals: Mapping[str, int] = TOKEN_DECIMALS,
+        price_symbols: Mapping[str, str] | None = None,
     ) -> None:
         for token in token_chains:
-            if token not in TOKEN_DECIMALS:
+            if token not in decimals:
                 raise ConfigError(f"token {token!r} has no known decimals")
         self.pricing = pricing
         self.source = source
         self.signer = signer
         self.token_chains = dict(token_chains)
+        self.decimals = {t: decimals[t] for t in self.token_chains}
+        # the symbol each token's USD price is asked under (default: its own)
+        self.price_symbols = {t: (price_symbols or {}).get(t, t) for t in self.token_chains}
         self.max_price_age = max_price_age
         self.ttl = timedelta(seconds=pricing.quote_ttl_seconds)
         self.credit_price_usd = effective_credit_price(pricing.credit_price_usd, pricing.credit_spread)
@@ -468,7 +473,15 @@ class QuoteService:
     def from_settings(cls, settings: Settings, source: PriceSource | PriceAggregator, signer: QuoteSigner,
                       **kw) -> "QuoteService":
         chains = {c.token: c.name for c in settings.source_chains() if c.token}
+        table = settings.token_table()
+        kw.setdefault("decimals", {t: table[t].decimals for t in chains})
+        kw.setdefault("price_symbols", {t: table[t].priced_as for t in chains})
         return cls(settings.pricing, source, signer, token_chains=chains, **kw)
+
+    @property
+    def price_keys(self) -> frozenset[str]:
+        """The symbols the payable tokens are priced under."""
+        return frozenset(self.price_symbols.values())
 
     @property
     def tokens(self) -> frozenset[str]:
@@ -487,13 +500,14 @@ class QuoteService:
     def token_list(self) -> list[dict[str, str | int]]:
         """The payable tokens as ``GET /v1/tokens`` lists them (minimum amounts in base units)."""
         return [
-            {"symbol": token, "chain": chain, "decimals": TOKEN_DECIMALS[token],
+            {"symbol": token, "chain": chain, "decimals": self.decimals[token],
              "min_amount": str(self.pricing.min_amount.get(token, 0))}
             for token, chain in self.token_chains.items()
         ]
 
     async def price_of(self, token: str, now: datetime) -> tuple[Decimal, tuple[str, ...]]:
         """``(USD per whole token, names of the sources behind it)``, or PriceUnavailable."""
+        token = self.price_symbols.get(token, token)
         if isinstance(self.source, PriceAggregator):
             if token not in self.source.symbols:
                 raise PriceUnavailable(f"no price source is configured for {token}")
@@ -518,7 +532,7 @@ class QuoteService:
             self._view = PriceAggregator(
                 [self.source], min_sources=1, max_deviation=Decimal(0),
                 max_age=self.max_price_age or timedelta(days=365), registry=CollectorRegistry(),
-                symbols=self.tokens or {"ETH"},
+                symbols=self.price_keys or {"ETH"},
             )
         if self._view is not self.source:
             await self._view.refresh()
@@ -544,7 +558,7 @@ class QuoteService:
         if now.tzinfo is None or now.utcoffset() is None:
             raise InputError("now must be timezone-aware")
         now = now.astimezone(timezone.utc).replace(microsecond=0)
-        decimals = TOKEN_DECIMALS[token]
+        decimals = self.decimals[token]
         rate, sources = await self.price_of(token, now)
         price = self.credit_price_usd
         if credits is not None:

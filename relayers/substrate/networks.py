@@ -2,7 +2,7 @@
 
 Genesis hashes are computed, not copied: ``@substrate/connect-known-chains`` (npm, pinned in
 package.json) ships the light-client chain specs ``polkadot_asset_hub`` and
-``ksmcc3_asset_hub`` with the genesis ``stateRootHash``; the genesis block hash is
+``ksmcc3_asset_hub`` (and the testnet's ``westend2_asset_hub``) with the genesis ``stateRootHash``; the genesis block hash is
 ``blake2_256`` of the SCALE header ``(parent 0x00.., number 0, state_root, extrinsics_root of
 no extrinsics, empty digest)``. ``tests/unit/substrate/test_networks.py`` recomputes them from
 the installed package (and the Polkadot relay chain's well-known genesis the same way).
@@ -42,7 +42,14 @@ KUSAMA_ASSET_HUB = Network(
     genesis_hash="0x48239ef607d7928874027a43a67689209727dfb3d3dc5e5b03a39bdc2eda771a",
     rpc=("wss://kusama-asset-hub-rpc.polkadot.io",),
 )
-KNOWN: dict[str, Network] = {n.genesis_hash: n for n in (POLKADOT_HUB, KUSAMA_ASSET_HUB)}
+# the testnet: Westend Asset Hub (WND, 12 decimals; the chain spec names no ss58Format, the
+# network uses the generic prefix 42 like its relay chain westend2)
+WESTEND_ASSET_HUB = Network(
+    name="Westend Asset Hub", token="WND", decimals=12, ss58_prefix=42,
+    genesis_hash="0x67f9723393ef76214df0118c34bbbd3dbebc8ed46a10973a8c969d48fe7598c9",
+    rpc=("wss://westend-asset-hub-rpc.polkadot.io",),
+)
+KNOWN: dict[str, Network] = {n.genesis_hash: n for n in (POLKADOT_HUB, KUSAMA_ASSET_HUB, WESTEND_ASSET_HUB)}
 
 # chopsticks reports this fixed hash as the genesis of every chain it runs from a chain spec
 CHOPSTICKS_GENESIS = "0x" + "45" * 32

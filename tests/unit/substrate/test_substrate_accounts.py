@@ -28,6 +28,7 @@ from relayers.substrate.multisig import committee_account_id, committee_address,
 from relayers.substrate.networks import (
     KUSAMA_ASSET_HUB,
     POLKADOT_HUB,
+    WESTEND_ASSET_HUB,
     check_network,
     config_entry,
     genesis_hash_from_state_root,
@@ -112,6 +113,14 @@ def test_genesis_hashes_are_those_of_the_shipped_chain_specs():
         props = _properties(module)
         assert (props["tokenSymbol"], props["tokenDecimals"], props["ss58Format"]) == (
             net.token, net.decimals, net.ss58_prefix)
+    # the testnet: Westend Asset Hub's spec names no ss58Format; its relay chain's (42) applies
+    assert genesis_hash_from_state_root(bytes.fromhex(_state_root("westend2_asset_hub")[2:])) == (
+        WESTEND_ASSET_HUB.genesis_hash)
+    props = _properties("westend2_asset_hub")
+    assert (props["tokenSymbol"], props["tokenDecimals"]) == (WESTEND_ASSET_HUB.token, WESTEND_ASSET_HUB.decimals)
+    assert "ss58Format" not in props and _properties("westend2")["ss58Format"] == WESTEND_ASSET_HUB.ss58_prefix
+    # Paseo (PAS, 10 decimals): only its relay chain's spec is shipped
+    assert (_properties("paseo")["tokenSymbol"], _properties("paseo")["tokenDecimals"]) == ("PAS", 10)
 
 
 def test_known_networks_refuse_the_wrong_token_or_prefix():
