@@ -6,7 +6,8 @@
     creditbridge keys new --kind K --out F    create an encrypted keystore (alias: keygen)
     creditbridge keys show --keystore F       print a keystore's public part only
     creditbridge apikey new|list|revoke --config F   merchants' / operators' API keys
-    creditbridge status [--api URL]           chains, pending credits, governor queue (admin key)
+    creditbridge status [--api URL]           chains, pending credits, governor queue, treasury (admin key)
+    creditbridge treasury status [--api URL | --signer U ...]   earned / swept / pending per token
     creditbridge quote --token ETH --credits 500 [--api URL]
     creditbridge pay --credits 500            devnet demo: quote, pay on chain, wait for credits
 
