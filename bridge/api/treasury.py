@@ -73,7 +73,7 @@ class TreasuryMetrics:
 class TreasuryView:
     """The signers' views combined, cached for ``MAX_AGE`` seconds (one fan-out at a time)."""
 
-    def __init__(self, urls: list[str], threshold: int, session: aiohttp.ClientSession,
+    def __init__(self, urls: list[str], threshold: int, session: aiohttp.ClientSession | None,
                  metrics: TreasuryMetrics | None = None) -> None:
         self.urls, self.threshold, self.session, self.metrics = urls, threshold, session, metrics
         self._lock = asyncio.Lock()
@@ -83,7 +83,7 @@ class TreasuryView:
     async def get(self, max_age: float = MAX_AGE) -> dict:
         async with self._lock:
             if self._view is None or time.monotonic() - self._at > max_age:
-                views = await treasury_view.fetch(self.urls, self.session) if self.urls else {}
+                views = await treasury_view.fetch(self.urls, self.session) if self.urls and self.session else {}
                 self._view = treasury_view.summarize(views, self.threshold)
                 self._at = time.monotonic()
                 if self.metrics is not None:
@@ -107,14 +107,15 @@ async def treasury(request: web.Request) -> web.Response:
 
 
 async def _treasury_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The signers' HTTP session and the metrics poller (once, however many runners start the app)."""
+    view = app[TREASURY]
+    if view.session is not None:
+        yield
+        return
     api = app[SETTINGS].api
-    urls = list(api.treasury_signers) if api else []
-    threshold = (api.treasury_threshold if api and api.treasury_threshold else
-                 treasury_view.default_threshold(len(urls)))
-    session = aiohttp.ClientSession()
-    view = app[TREASURY] = TreasuryView(urls, threshold, session, TreasuryMetrics(app[METRICS].registry))
+    view.session = aiohttp.ClientSession()
     task = None
-    if urls:
+    if view.urls:
         task = asyncio.create_task(view.poll(api.treasury_poll_seconds), name="api-treasury-view")
     try:
         yield
@@ -123,9 +124,15 @@ async def _treasury_ctx(app: web.Application) -> AsyncIterator[None]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await session.close()
+        await view.session.close()
+        view.session = None
 
 
 def add_routes(app: web.Application) -> None:
+    api = app[SETTINGS].api
+    urls = list(api.treasury_signers) if api else []
+    threshold = (api.treasury_threshold if api and api.treasury_threshold else
+                 treasury_view.default_threshold(len(urls)))
+    app[TREASURY] = TreasuryView(urls, threshold, None, TreasuryMetrics(app[METRICS].registry))
     app.router.add_get("/v1/admin/treasury", treasury, name="admin_treasury")
     app.cleanup_ctx.append(_treasury_ctx)
