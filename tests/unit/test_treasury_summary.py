@@ -48,3 +48,29 @@ def test_a_signer_without_the_chain_is_missing_not_agreeing():
     with pytest.raises(BridgeError):
         tv.summarize({}, 0)
     assert tv.default_threshold(4) == 3 and tv.default_threshold(3) == 2
+
+
+def test_the_api_treasury_signers_are_checked_with_one_line_errors():
+    from bridge.config import settings_from_dict
+    from bridge.errors import ConfigError
+
+    def settings(**api):
+        return settings_from_dict({
+            "chains": [{"family": "evm", "name": "ethereum", "chain_id": 1, "rpc": ["http://127.0.0.1:1"],
+                        "token": "ETH", "contracts": {"lock": "0x" + "11" * 20}},
+                       {"family": "evm", "name": "settlement", "chain_id": 2, "rpc": ["http://127.0.0.1:1"],
+                        "contracts": {"credits": "0x" + "22" * 20}}],
+            "settlement_chain": "settlement",
+            "api": {"quote_key": {"keystore": "q.json", "password_env": "X"}, **api}})
+
+    ok = settings(treasury_signers=["http://127.0.0.1:1", "http://127.0.0.1:2"], treasury_threshold=2)
+    assert ok.api.treasury_threshold == 2 and ok.api.treasury_poll_seconds == 30
+    assert settings().api.treasury_signers == []
+    for api, words in [({"treasury_signers": ["127.0.0.1:1"]}, "not an http(s) URL"),
+                       ({"treasury_signers": ["http://a", "http://a"]}, "listed twice"),
+                       ({"treasury_signers": ["http://a"], "treasury_threshold": 2}, "more than the 1"),
+                       ({"treasury_threshold": 0}, "treasury_threshold"),
+                       ({"treasury_poll_seconds": 0}, "treasury_poll_seconds")]:
+        with pytest.raises(ConfigError) as e:
+            settings(**api)
+        assert words in str(e.value) and "\n" not in str(e.value), (api, str(e.value))
