@@ -23,6 +23,7 @@ from aiohttp import web
 from bridge import treasury_view
 from bridge.api.auth import authenticate
 from bridge.api.keys import CLOCK, DB, METRICS, SETTINGS
+from bridge.errors import BridgeError
 from bridge.pricing.quotes import rfc3339
 
 log = logging.getLogger("creditbridge.api.treasury")
@@ -91,8 +92,12 @@ class TreasuryView:
             return self._view
 
     async def poll(self, interval: float) -> None:
+        """Keep the metrics current (signers' failures are part of the view, not errors)."""
         while True:
-            await self.get(max_age=0)
+            try:
+                await self.get(max_age=0)
+            except BridgeError as e:
+                log.error("treasury view: %s", e)
             await asyncio.sleep(interval)
 
 
