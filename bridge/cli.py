@@ -8,7 +8,8 @@
     creditbridge keys show --keystore F       public part: Ethereum / SS58 / TON address forms
     creditbridge committee init | deploy evm|ton|substrate | manifest show   (bridge/deploy_cli.py)
     creditbridge apikey new|list|revoke --config F   merchants' / operators' API keys
-    creditbridge status [--api URL]           chains, pending credits, governor queue (admin key)
+    creditbridge status [--api URL]           chains, pending credits, governor queue, treasury (admin key)
+    creditbridge treasury status [--api URL | --signer U ...]   earned / swept / pending per token
     creditbridge quote --token ETH --credits 500 [--api URL]
     creditbridge pay --credits 500            devnet demo: quote, pay on chain, wait for credits
     creditbridge committee rotate propose|sign|submit|approve   hand every custody to a new committee

@@ -322,6 +322,24 @@ class ApiConfig(_Model):
     quote_retention_seconds: int = Field(default=7 * 86_400, ge=0, le=10 * 365 * 86_400)
     quote_prune_interval_seconds: float = Field(default=600.0, gt=0, le=86_400)
     quote_prune_batch: int = Field(default=1000, ge=1, le=100_000)
+    # GET /v1/admin/treasury (bridge/treasury_view.py): the committee signers' base URLs, and how
+    # many must report the same figures (default: a majority of those listed)
+    treasury_signers: list[str] = []
+    treasury_threshold: int | None = Field(default=None, ge=1)
+    # how often the API refreshes the view for its creditbridge_treasury_* metrics (seconds)
+    treasury_poll_seconds: float = Field(default=30.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _treasury_view(self) -> "ApiConfig":
+        for u in self.treasury_signers:
+            if not u.startswith(("http://", "https://")):
+                raise ValueError(f"api.treasury_signers: {u!r} is not an http(s) URL")
+        if len(set(self.treasury_signers)) != len(self.treasury_signers):
+            raise ValueError("api.treasury_signers: a signer is listed twice")
+        if self.treasury_threshold is not None and self.treasury_threshold > len(self.treasury_signers):
+            raise ValueError(f"api.treasury_threshold: {self.treasury_threshold} is more than the "
+                             f"{len(self.treasury_signers)} treasury_signers")
+        return self
 
 
 class ChainlinkBoundConfig(_Model):

@@ -410,18 +410,19 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
         health: dict[str, str] = {}
         argv: dict[str, list[str]] = {}
         cli = [sys.executable, "-m", "bridge.cli"]
+        signer_ports = [_free_port() for _ in range(opts.signers)]
+        signer_urls = [f"http://127.0.0.1:{port}" for port in signer_ports]
         p = write_cfg("api", {"api": {"host": "127.0.0.1", "port": api_port, "quote_key": kref("quote"),
                                       "rate_limit_per_minute": 6000, "rate_limit_burst": 600,
-                                      "quote_retention_seconds": 3600, "quote_prune_interval_seconds": 300},
+                                      "quote_retention_seconds": 3600, "quote_prune_interval_seconds": 300,
+                                      # GET /v1/admin/treasury: what `threshold` signers report alike
+                                      "treasury_signers": signer_urls, "treasury_threshold": opts.threshold,
+                                      "treasury_poll_seconds": 5.0},
                               "payments": {"webhooks": {"allow_loopback": True}, "late_tolerance_bps": 200}})
         admin_key = await _devnet_admin_key(p)
         argv["api"] = [*cli, "api", "--config", str(p)]
         health["api"] = f"{api_url}/v1/health"
-        signer_urls = []
-        for i in range(opts.signers):
-            port = _free_port()
-            url = f"http://127.0.0.1:{port}"
-            signer_urls.append(url)
+        for i, (port, url) in enumerate(zip(signer_ports, signer_urls)):
             p = write_cfg(f"signer-{i}", {"signer": {
                 "name": f"signer-{i}", "host": "127.0.0.1", "port": port, "key": kref(f"signer-{i}"),
                 "refund_key": kref(f"signer-{i}-ed25519"), "gateway_url": api_url,

@@ -80,34 +80,54 @@ def _fmt_status(st: dict) -> str:
     return "\n".join(lines)
 
 
-def cmd_status(args) -> int:
-    import aiohttp
-
-    from bridge.cli import _api_url
+def _admin_key(args) -> str:
     from bridge.config import secret_from_env
 
-    url = _api_url(args) + "/v1/admin/status"
     if os.environ.get(args.key_env) or args.api:
-        key = secret_from_env(args.key_env)
-    else:  # the devnet's operator key
-        from bridge.cli import _devnet
+        return secret_from_env(args.key_env)
+    from bridge.cli import _devnet  # the devnet's operator key
 
-        key = _devnet(args).get("admin_key") or secret_from_env(args.key_env)
+    return _devnet(args).get("admin_key") or secret_from_env(args.key_env)
 
-    async def get() -> dict:
-        async with aiohttp.ClientSession() as s:
-            try:
-                async with s.get(url, headers={"Authorization": f"Bearer {key}"},
-                                 timeout=aiohttp.ClientTimeout(total=15)) as r:
-                    body = await r.json(content_type=None)
-                    if r.status != 200:
-                        raise BridgeError(f"{url} answered {r.status}: {body.get('detail', '') if isinstance(body, dict) else ''}")
-                    return body
-            except aiohttp.ClientError as e:
-                raise BridgeError(f"cannot reach {url} ({e.__class__.__name__})") from None
 
-    st = asyncio.run(get())
-    print(json.dumps(st, indent=2) if args.json else _fmt_status(st))
+async def admin_get(url: str, key: str, *, missing_ok: bool = False) -> dict | None:
+    """GET an admin endpoint; None for a 404 when ``missing_ok`` (an API without it)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s:
+        try:
+            async with s.get(url, headers={"Authorization": f"Bearer {key}"},
+                             timeout=aiohttp.ClientTimeout(total=15)) as r:
+                body = await r.json(content_type=None)
+                if r.status == 404 and missing_ok:
+                    return None
+                if r.status != 200:
+                    raise BridgeError(f"{url} answered {r.status}: {body.get('detail', '') if isinstance(body, dict) else ''}")
+                return body
+        except aiohttp.ClientError as e:
+            raise BridgeError(f"cannot reach {url} ({e.__class__.__name__})") from None
+        except ValueError:
+            raise BridgeError(f"{url} answered without JSON") from None
+
+
+def cmd_status(args) -> int:
+    from bridge import treasury_view
+    from bridge.cli import _api_url
+
+    base = _api_url(args)
+    key = _admin_key(args)
+
+    async def get() -> tuple[dict, dict | None]:
+        st = await admin_get(base + "/v1/admin/status", key)
+        return st, await admin_get(base + "/v1/admin/treasury", key, missing_ok=True)
+
+    st, tv = asyncio.run(get())
+    if args.json:
+        print(json.dumps({**st, "treasury": tv}, indent=2))
+    else:
+        print(_fmt_status(st))
+        if tv is not None:
+            print(treasury_view.short_line(tv))
     return 0
 
 

@@ -1,68 +1,52 @@
-"""``creditbridge treasury status``: the operator's view of treasury sweeps, read from the signers'
-``GET /v1/sweeps`` (each signer's own records; they should agree -- a signer that disagrees is
-named). Per chain: earned (at the final settlement block), swept (paid by the custody), signed but
-not paid yet, stranded (below-one-credit remainders kept in custody) and the last sweep."""
+"""``creditbridge treasury status``: the operator's view of treasury sweeps, one line per token
+(chain): earned, swept, pending (earned, not paid to the treasury yet), stranded and the last
+sweep with its payout tx and time.
+
+From the API's ``GET /v1/admin/treasury`` with an admin key (``--api``, or the devnet's API and
+key without arguments), or straight from the signers' ``GET /v1/sweeps`` (``--signer`` ...,
+``--threshold``). Either way the figures are those ``threshold`` signers report identically;
+signers that disagree or cannot be reached are named (bridge/treasury_view.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 
+from bridge import treasury_view
 from bridge.errors import BridgeError
 
 
-async def _fetch(urls: list[str]) -> dict[str, dict]:
+async def _from_signers(urls: list[str], threshold: int) -> dict:
     import aiohttp
 
-    out: dict[str, dict] = {}
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as s:
-        for u in urls:
-            try:
-                async with s.get(u.rstrip("/") + "/v1/sweeps") as r:
-                    body = await r.json(content_type=None)
-                    if r.status != 200 or not isinstance(body, dict):
-                        raise BridgeError(f"signer {u} answered HTTP {r.status} to /v1/sweeps")
-                    out[u] = body
-            except (aiohttp.ClientError, TimeoutError, ValueError) as e:
-                out[u] = {"error": f"unreachable ({e.__class__.__name__})"}
-    return out
-
-
-def summarize(views: dict[str, dict]) -> dict:
-    chains: dict[str, dict] = {}
-    for url, v in views.items():
-        for chain, c in (v.get("chains") or {}).items():
-            last = next((w for w in v.get("sweeps", []) if w["chain"] == chain), None)
-            row = {k: c.get(k) for k in ("token", "treasury", "earned", "swept", "signed_unpaid", "stranded")}
-            row["last_sweep"] = None if last is None else {k: last[k] for k in (
-                "release_id", "epoch", "cutoff", "amount", "state", "created_at")}
-            chains.setdefault(chain, {"signers": {}})["signers"][url] = row
-    for chain, c in chains.items():
-        rows = list(c["signers"].values())
-        c.update(rows[0])
-        def figures(r: dict) -> tuple:  # what honest signers agree on (not their own clocks)
-            w = r["last_sweep"] or {}
-            return (r["earned"], r["swept"], r["signed_unpaid"], w.get("release_id"), w.get("amount"), w.get("state"))
-
-        c["disagreeing_signers"] = [u for u, r in c["signers"].items() if figures(r) != figures(rows[0])]
-        del c["signers"]
-    return {"chains": chains, "unreachable": [u for u, v in views.items() if "error" in v]}
+    async with aiohttp.ClientSession() as s:
+        return treasury_view.summarize(await treasury_view.fetch(urls, s), threshold)
 
 
 def cmd_treasury_status(args) -> int:
-    urls = list(args.signer or [])
-    if not urls:
-        from bridge.cli import _devnet
+    if args.signer:
+        urls = list(dict.fromkeys(args.signer))
+        threshold = args.threshold if args.threshold is not None else treasury_view.default_threshold(len(urls))
+        if threshold > len(urls):
+            raise BridgeError(f"--threshold {threshold} is more than the {len(urls)} signers given")
+        view = asyncio.run(_from_signers(urls, threshold))
+    else:
+        from bridge.cli import _api_url
+        from bridge.ops import _admin_key, admin_get
 
-        urls = [n["url"] for n in _devnet(args)["committee"]["nodes"]]
-    print(json.dumps(summarize(asyncio.run(_fetch(urls))), indent=2))
+        view = asyncio.run(admin_get(_api_url(args) + "/v1/admin/treasury", _admin_key(args)))
+    print(json.dumps(view, indent=2) if args.json else treasury_view.format_table(view))
     return 0
 
 
 def add_commands(sub) -> None:
     sp = sub.add_parser("treasury", help="treasury sweeps: earned, swept and pending per chain")
     tsub = sp.add_subparsers(dest="treasury_cmd", required=True)
-    st = tsub.add_parser("status", help="what the signers earned, swept and have pending, per chain")
-    st.add_argument("--signer", action="append", help="a signer's base URL (repeatable)")
-    st.add_argument("--devnet", default=".devnet/devnet.json", help="read the signers from devnet.json")
+    st = tsub.add_parser("status", help="what the committee earned, swept and has pending, one line per token")
+    st.add_argument("--api", help="the API's base URL (default: the devnet's)")
+    st.add_argument("--key-env", default="CREDITBRIDGE_ADMIN_KEY", help="env variable holding an admin API key")
+    st.add_argument("--signer", action="append", help="read a signer's /v1/sweeps instead (repeatable)")
+    st.add_argument("--threshold", type=int, help="with --signer: how many must agree (default: a majority)")
+    st.add_argument("--devnet", default=".devnet/devnet.json", help="read the API and its key from devnet.json")
+    st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_treasury_status)

@@ -28,6 +28,7 @@ Routes::
     GET  /metrics                            Prometheus text
     POST/GET/DELETE /v1/webhooks...          merchants' webhooks (bridge/api/webhooks.py)
     GET  /v1/admin/status                    operator status (bridge/api/admin.py)
+    GET  /v1/admin/treasury                  treasury sweeps per token, from the signers (bridge/api/treasury.py)
     GET  /pay/{id}, /pay/{id}/qr.svg         checkout page (bridge/api/checkout.py)
 """
 
@@ -126,10 +127,11 @@ def create_app(
     r.add_get("/v1/health", handlers.health, name="health")
     r.add_get("/metrics", handlers.metrics, name="metrics")
     # payment lifecycle: merchants' webhooks, the operator's status, the checkout page
-    from bridge.api import admin, checkout, webhooks
+    from bridge.api import admin, checkout, treasury, webhooks
 
     webhooks.add_routes(app)
     admin.add_routes(app)
+    treasury.add_routes(app)
     checkout.add_routes(app)
 
     app.cleanup_ctx.append(_database_ctx(own_db))

@@ -103,7 +103,47 @@ def _schemas(tokens: list[str]) -> dict[str, Any]:
             "failures": {"type": "integer", "minimum": 0},
         },
     }
+    nullable_uint = {"type": ["string", "null"], "pattern": _UINT_OUT}
+    treasury_chain = {
+        "type": "object",
+        "required": ["quorum", "agreeing", "token", "treasury", "earned", "swept", "pending", "signed_unpaid",
+                     "stranded", "last_sweep", "disagreeing_signers", "missing_signers"],
+        "properties": {
+            "quorum": {"type": "boolean", "description": "At least `threshold` signers agree; if not, every "
+                                                         "figure is null."},
+            "agreeing": {"type": "integer", "minimum": 0},
+            "token": {"type": ["string", "null"]},
+            "treasury": {"type": ["string", "null"], "description": "The committee's treasury address."},
+            "earned": {**nullable_uint, "description": "Earned at the final settlement block."},
+            "swept": {**nullable_uint, "description": "Paid to the treasury by the custody."},
+            "pending": {**nullable_uint, "description": "Earned, not paid to the treasury yet."},
+            "signed_unpaid": {**nullable_uint, "description": "Sweeps signed, waiting for payment."},
+            "stranded": {**nullable_uint, "description": "Below-one-credit remainders kept in custody."},
+            "last_sweep": {"oneOf": [{"type": "null"}, {
+                "type": "object",
+                "properties": {
+                    "release_id": {"type": "string"}, "epoch": {"type": "integer"},
+                    "cutoff": {"type": "integer"}, "amount": uint_out,
+                    "state": {"type": "string", "enum": ["signed", "paid"]},
+                    "tx": {"type": ["string", "null"], "description": "The custody's payout transaction."},
+                    "block": {"type": ["integer", "null"]}, "paid_at": nullable_ts}}]},
+            "disagreeing_signers": {"type": "array", "items": {"type": "string"}},
+            "missing_signers": {"type": "array", "items": {"type": "string"}},
+        },
+    }
     return {
+        "TreasuryView": {
+            "type": "object",
+            "description": "The committee's treasury sweeps as `threshold` signers report them.",
+            "required": ["time", "threshold", "signers", "unreachable", "chains"],
+            "properties": {
+                "time": ts,
+                "threshold": {"type": "integer", "minimum": 1},
+                "signers": {"type": "integer", "minimum": 0},
+                "unreachable": {"type": "array", "items": {"type": "string"}},
+                "chains": {"type": "object", "additionalProperties": treasury_chain},
+            },
+        },
         "Problem": {
             "type": "object",
             "description": "An RFC 9457 problem document. `type` ends with the stable error code.",
@@ -477,6 +517,19 @@ def build_spec(tokens: Iterable[str] = ()) -> dict[str, Any]:
             "description": "The Ed25519 public key that signs quotes, payment terms and late deposits' decisions.",
             "responses": {"200": _json("The key.", _ref("Gateway")), "429": _RATE_LIMITED},
         }},
+        "/v1/admin/treasury": {"get": {
+            "operationId": "adminTreasury",
+            "summary": "Treasury sweeps per token: earned, swept, pending, the last sweep (admin key)",
+            "description": "Read from the committee signers listed in `[api] treasury_signers` (their "
+                           "`GET /v1/sweeps`): per chain the figures at least `threshold` signers report "
+                           "identically (`quorum`), and the signers that report something else. Amounts are "
+                           "the chain token's base units. Needs `Authorization: Bearer <admin API key>`.",
+            "security": [{"apiKey": []}],
+            "responses": {"200": _json("The committee's treasury view.", _ref("TreasuryView")),
+                          "401": _problem("No or an invalid API key (problem `unauthorized`)."),
+                          "403": _problem("The API key is not an admin key (problem `forbidden`)."),
+                          "503": _UNAVAILABLE_DB},
+        }},
         "/v1/health": {"get": {
             "operationId": "health",
             "summary": "Liveness (after a database round trip)",
@@ -511,7 +564,9 @@ def build_spec(tokens: Iterable[str] = ()) -> dict[str, Any]:
                            "rate limited per client (429 with `Retry-After`).",
         },
         "paths": paths,
-        "components": {"schemas": _schemas(tokens)},
+        "components": {"schemas": _schemas(tokens),
+                       "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer",
+                                                      "description": "An API key: `cbk_<id>_<secret>`."}}},
     }
 
 

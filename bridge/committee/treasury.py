@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime, timezone
 from typing import Protocol
 
 from bridge.errors import BridgeError, VerificationError
@@ -53,6 +54,10 @@ class Custody(Protocol):
         up to ``height`` (custodies that cannot list their releases check each id, e.g. a TON
         lock's ``is_released`` get-method at that block)."""
         ...
+
+    # Optional ability (a custody without it leaves a sweep's tx and time unknown):
+    # async def payouts(self, ids: set[bytes]) -> dict[bytes, treasury.Payout]
+    #     where the custody paid those of ``ids`` it has seen paid by ``released``.
 
 
 class TreasuryMetrics:
@@ -310,7 +315,17 @@ class Sweeper:
     async def _mark_paid(self, chain: str, token: str, paid: set[bytes], facts) -> None:
         async with self.node.db.begin() as s:
             await repo.mark_paid(s, paid, utcnow())
-            swept = sum(w.amount for w in await repo.sweeps(s, chain) if w.state == "paid")
+            rows = await repo.sweeps(s, chain)
+        swept = sum(w.amount for w in rows if w.state == "paid")
+        payouts = getattr(self.custody[chain], "payouts", None)  # optional custody ability
+        unknown = {w.release_id for w in rows if w.state == "paid" and w.paid_tx is None}
+        if payouts is not None and unknown:
+            found = await payouts(unknown)
+            if found:
+                async with self.node.db.begin() as s:
+                    for rid, p in found.items():
+                        at = None if p.time is None else datetime.fromtimestamp(p.time, timezone.utc)
+                        await repo.set_payout(s, rid, p.tx, p.block, at)
         if self.metrics is not None:
             self.metrics.swept.labels(chain=chain, token=token).set(swept)
             self.metrics.earned.labels(chain=chain, token=token).set(tr.earned(facts, max(self.final, 0)))
@@ -336,6 +351,8 @@ class Sweeper:
                         "release_id": "0x" + w.release_id.hex(), "chain": w.chain, "token": w.token,
                         "epoch": w.epoch, "cutoff": w.cutoff, "amount": str(w.amount), "to": "0x" + w.to.hex(),
                         "state": w.state, "created_at": w.created_at.isoformat(),
+                        "tx": None if w.paid_tx is None else "0x" + w.paid_tx.hex(), "block": w.paid_block,
+                        "paid_at": None if w.paid_at is None else w.paid_at.isoformat(),
                         "deposits": [{"source": "0x" + src.hex(), "sequence": q, "earned": str(v)}
                                      for src, q, v in await repo.sweep_items(s, w.release_id)]})
         return {"epoch_blocks": self.epoch_blocks, "chains": out_chains, "sweeps": out_sweeps}

@@ -39,12 +39,21 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Collection, Iterable
+from typing import Collection, Iterable, NamedTuple
 
 from bridge.errors import InputError
 from bridge.payments import rules
 
 SWEEP = "sweep"  # release purpose of a treasury sweep
+
+
+class Payout(NamedTuple):
+    """Where a custody paid a release: the chain's transaction id, its block and that block's
+    time (unix seconds; None when the custody cannot tell). An optional custody ability."""
+
+    tx: bytes
+    block: int
+    time: int | None = None
 
 
 @dataclass(frozen=True)

@@ -316,6 +316,10 @@ class SweepRow(Base):
     state: Mapped[str] = mapped_column(String(16))  # signed | paid
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # where the custody paid it (custodies that can tell: the EVM lock's Released log); None otherwise
+    paid_tx: Mapped[bytes | None] = mapped_column(LargeBinary(64), nullable=True)
+    paid_block: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # the block's time
 
 
 class SweepItemRow(Base):

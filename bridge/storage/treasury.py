@@ -29,11 +29,15 @@ class Sweep:
     state: str
     created_at: datetime
     updated_at: datetime
+    paid_tx: bytes | None = None  # the custody's payout transaction, when the custody can tell
+    paid_block: int | None = None
+    paid_at: datetime | None = None  # its block's time
 
 
 def _sweep(r: SweepRow) -> Sweep:
     return Sweep(r.id, bytes(r.release_id), r.chain, r.token, r.epoch, r.cutoff, r.amount, bytes(r.to), r.state,
-                 r.created_at, r.updated_at)
+                 r.created_at, r.updated_at, bytes(r.paid_tx) if r.paid_tx is not None else None, r.paid_block,
+                 r.paid_at)
 
 
 async def track_new_deposits(s: AsyncSession, chain: str) -> int:
@@ -154,6 +158,15 @@ async def mark_paid(s: AsyncSession, release_ids: set[bytes], now: datetime) -> 
             r.state, r.updated_at = "paid", now
             n += 1
     return n
+
+
+async def set_payout(s: AsyncSession, release_id: bytes, tx: bytes, block: int, at: datetime | None) -> bool:
+    """Record where the custody paid a sweep (first answer wins; a paid sweep only)."""
+    row = await s.scalar(select(SweepRow).where(SweepRow.release_id == release_id))
+    if row is None or row.state != "paid" or row.paid_tx is not None:
+        return False
+    row.paid_tx, row.paid_block, row.paid_at = tx, block, at
+    return True
 
 
 async def credit_blocks(s: AsyncSession, source: bytes) -> list[int]:

@@ -1,6 +1,7 @@
 """What a CreditLock holds and has paid out, at a final block (the treasury sweeper's solvency
 check, bridge/committee/treasury.py): ``eth_getBalance`` of the lock at that block, and the
-``Released(releaseId, to, amount)`` events up to it (refunds and sweeps paid)."""
+``Released(releaseId, to, amount)`` events up to it (refunds and sweeps paid), and where each
+was paid (``payouts``: the Released log's transaction hash, block and block time)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from eth_utils import keccak
 
 from bridge.config import EvmChainConfig
 from bridge.errors import ChainError, ConfigError
+from bridge.payments.treasury import Payout
 from relayers.evm.rpc import RpcPool, hex_bytes, hex_int
 
 RELEASED_TOPIC = keccak(text="Released(bytes32,address,uint256)")
@@ -27,6 +29,8 @@ class EvmCustody:
         self._own_pool = pool is None
         self.pool = pool if pool is not None else RpcPool.from_config(cfg, registry=registry)
         self._paid: dict[bytes, int] = {}
+        self._where: dict[bytes, tuple[bytes, int]] = {}  # release id -> (tx hash, block) of its Released log
+        self._times: dict[int, int] = {}  # block -> timestamp (final blocks only)
         self._scanned = cfg.start_block - 1  # Released events read up to this block (final ones only)
 
     async def balance(self, height: int) -> int:
@@ -47,15 +51,28 @@ class EvmCustody:
                     (amount,) = abi_decode(["uint256"], hex_bytes(raw.get("data"), "log data"))
                 except DecodingError:
                     raise ChainError(f"chain {self.chain}: undecodable Released event") from None
-                if not a <= hex_int(raw.get("blockNumber"), "block number") <= b:
+                block = hex_int(raw.get("blockNumber"), "block number")
+                if not a <= block <= b:
                     raise ChainError(f"chain {self.chain}: eth_getLogs {a}..{b} returned a log outside the range")
-                self._paid[hex_bytes(topics[1], "topic")] = amount
+                rid = hex_bytes(topics[1], "topic")
+                self._paid[rid] = amount
+                self._where[rid] = (hex_bytes(raw.get("transactionHash"), "transaction hash"), block)
             self._scanned = b
             a = b + 1
         if height < self._scanned:  # asked about an older block than already read: filter is unknown
             raise ChainError(f"chain {self.chain}: released() asked for block {height} below {self._scanned}",
                              retryable=True)
         return set(self._paid) if candidates is None else set(self._paid) & set(candidates)
+
+    async def payouts(self, ids: set[bytes]) -> dict[bytes, Payout]:
+        """Where the lock paid those of ``ids`` that ``released`` has seen paid."""
+        found = {i: self._where[i] for i in ids if i in self._where}
+        missing = sorted({b for _, b in found.values() if b not in self._times})
+        if missing:
+            for n, header in zip(missing, await self.pool.get_blocks(missing)):
+                if header is not None:
+                    self._times[n] = header.timestamp
+        return {i: Payout(tx, b, self._times.get(b)) for i, (tx, b) in found.items()}
 
     async def aclose(self) -> None:
         if self._own_pool:

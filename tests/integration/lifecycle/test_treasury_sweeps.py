@@ -210,7 +210,7 @@ async def test_a_credited_payment_is_swept_once_and_an_excess_is_refunded_not_sw
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        args = ["treasury", "status", *[a for u in c.urls for a in ("--signer", u)]]
+        args = ["treasury", "status", "--json", *[a for u in c.urls for a in ("--signer", u)]]
         assert await asyncio.to_thread(cli.main, args) == 0
     status = json.loads(out.getvalue())["chains"]["ethereum"]
     assert status["earned"] == status["swept"] == str(earned) and status["disagreeing_signers"] == []
