@@ -32,8 +32,9 @@ log = logging.getLogger("creditbridge.deploy.evm")
 MAINNET_CHAIN_IDS = {1: "Ethereum", 8453: "Base", 10: "OP Mainnet", 42161: "Arbitrum One"}
 TESTNET_CHAIN_IDS = {11155111: "Sepolia", 17000: "Holesky", 560048: "Hoodi", 84532: "Base Sepolia",
                      11155420: "OP Sepolia", 421614: "Arbitrum Sepolia"}
-# the chain id a chain of that name must have on that network
-KNOWN_CHAIN_IDS = {("mainnet", "ethereum"): 1, ("testnet", "ethereum"): 11155111}
+# the chain id a chain of that name must have on that network (config/testnet calls its
+# Ethereum chain "sepolia")
+KNOWN_CHAIN_IDS = {("mainnet", "ethereum"): 1, ("testnet", "ethereum"): 11155111, ("testnet", "sepolia"): 11155111}
 
 KINDS = {"lock": LOCK, "credits": LEDGER}
 
