@@ -75,7 +75,7 @@ sys.path.insert(0, str(ROOT))
 
 from eth_account import Account  # noqa: E402
 
-from bridge.devnet import DevnetOptions, run_devnet  # noqa: E402
+from devnet.network import DevnetOptions, run_devnet  # noqa: E402
 from bridge.hashing import keccak256, source_id  # noqa: E402
 from bridge.pricing.credits import amount_for_credits, credits_for_deposit  # noqa: E402
 
@@ -128,7 +128,7 @@ class TcpProxy:
         return time.monotonic() < self.stall_until
 
     async def start(self) -> str:
-        from relayers.evm.anvil import free_port
+        from devnet.evm.anvil import free_port
 
         self.port = self.port or free_port()  # outside the ephemeral range: restore() rebinds it
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
@@ -439,7 +439,7 @@ class Harness:
         decode (``relayers.substrate.wallet.nested_batch``), from a dev account no payer uses."""
         from relayers.substrate import wallet as sw
         from relayers.substrate.client import SDK_LOCK
-        from relayers.substrate.devchain import FAULT_SEED
+        from devnet.substrate.devchain import FAULT_SEED
 
         info = self.info["chains"][chain]
 

@@ -30,7 +30,7 @@ from web3 import AsyncHTTPProvider, AsyncWeb3  # noqa: E402
 from bridge.committee import digest as dg  # noqa: E402
 from bridge.hashing import source_id  # noqa: E402
 from bridge.types import Credit, CreditMessage, SettlementDomain  # noqa: E402
-from relayers.evm.anvil import DEV_PRIVATE_KEYS, AnvilNode  # noqa: E402
+from devnet.evm.anvil import DEV_PRIVATE_KEYS, AnvilNode  # noqa: E402
 from relayers.evm.contracts import LEDGER, LOCK, deploy, load_artifact, send_transaction  # noqa: E402
 
 CHAIN_ID = 31337

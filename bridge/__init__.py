@@ -2,7 +2,7 @@
 
 Nothing under ``bridge/`` imports a chain SDK (web3, substrateinterface, pytoniq) or
 ``relayers/`` -- except the composition root (``bridge.node``, ``bridge.cli``,
-``bridge.devnet`` and ``bridge.api.wiring``), which wires chain families in.
+``devnet.network`` and ``bridge.api.wiring``), which wires chain families in.
 """
 
 __version__ = "0.1.0"

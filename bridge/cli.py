@@ -295,7 +295,7 @@ def cmd_quote(args) -> int:
 
 
 def cmd_pay(args) -> int:
-    from bridge.devnet import demo_pay
+    from devnet.network import demo_pay
 
     _setup_logging("WARNING")
     asyncio.run(demo_pay(_devnet(args), credits=args.credits, account=args.account, timeout=args.timeout))
@@ -303,7 +303,7 @@ def cmd_pay(args) -> int:
 
 
 def cmd_devnet(args) -> int:
-    from bridge.devnet import DevnetOptions, run_devnet
+    from devnet.network import DevnetOptions, run_devnet
 
     _setup_logging("INFO", "devnet")
     opts = DevnetOptions(directory=Path(args.dir), signers=args.signers, threshold=args.threshold,

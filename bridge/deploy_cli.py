@@ -12,7 +12,7 @@
     creditbridge manifest show --manifest F     the manifest's hash and summary
 
 Each deploy command adds or updates its chain in the manifest and prints one JSON line. The
-devnet (``bridge.devnet``) calls the same functions (``relayers/<family>/deploy.py``).
+devnet (``devnet.network``) calls the same functions (``relayers/<family>/deploy.py``).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ component, so that docs/operators.md can be followed step by step with local RPC
   and ``settlement`` (chain id 31338); anvil's public dev accounts are funded on both;
 * two chopsticks Asset Hubs, ``polkadot`` (DOT, SS58 prefix 0) and ``kusama`` (KSM, prefix 2),
   the Rococo Asset Hub runtime offline, with //Alice .. //Dave funded and a block per 12 s
-  slot (as ``bridge.devnet`` runs them);
+  slot (as ``devnet.network`` runs them);
 * the local TON chain (real TVM emulator) with its ADNL liteserver and a toncenter v2 API: a
   deployer wallet and four payer wallets (WalletV4R2) funded in its genesis. Its liteserver
   config is written to ``<dir>/ton-global.config.json``; read it with ``trust_level = 2`` (the
@@ -49,7 +49,7 @@ SETTLEMENT_CHAIN_ID = 31338
 
 
 async def start_evm(block_time: float) -> tuple[list, dict]:
-    from relayers.evm.anvil import DEV_PRIVATE_KEYS, AnvilNode
+    from devnet.evm.anvil import DEV_PRIVATE_KEYS, AnvilNode
 
     eth = await AnvilNode.start(chain_id=ETH_CHAIN_ID, block_time=block_time)
     st = await AnvilNode.start(chain_id=SETTLEMENT_CHAIN_ID)
@@ -63,8 +63,8 @@ async def start_evm(block_time: float) -> tuple[list, dict]:
 
 
 async def start_substrate(directory: Path, extra: list[str]) -> tuple[list, list, dict]:
-    from relayers.substrate.chopsticks import ChopsticksNode
-    from relayers.substrate.devchain import DEV_BALANCE, DEV_CHAINS, keep_clock
+    from devnet.substrate.chopsticks import ChopsticksNode
+    from devnet.substrate.devchain import DEV_BALANCE, DEV_CHAINS, keep_clock
     from relayers.substrate.networks import CHOPSTICKS_GENESIS
     from relayers.substrate.wallet import DEV_SEEDS, keypair
 
@@ -77,7 +77,7 @@ async def start_substrate(directory: Path, extra: list[str]) -> tuple[list, list
     if failed:
         await asyncio.gather(*(n.stop() for n in nodes if not isinstance(n, BaseException)))
         raise failed[0]
-    # a block per 12 s slot, never ahead of the wall clock (see relayers/substrate/devchain.py)
+    # a block per 12 s slot, never ahead of the wall clock (see devnet/substrate/devchain.py)
     keepers = [asyncio.create_task(keep_clock(n), name=f"clock-{n.name}") for n in nodes]
     info = {}
     for node, (name, token, prefix, _usd, _min) in zip(nodes, DEV_CHAINS):
@@ -90,7 +90,7 @@ async def start_substrate(directory: Path, extra: list[str]) -> tuple[list, list
 async def start_ton(directory: Path) -> tuple[list, dict]:
     from pytoniq_core.crypto.keys import mnemonic_new, mnemonic_to_private_key
 
-    from relayers.ton.devchain import DEPLOYER_BALANCE, DEV_BALANCE, DEV_WALLETS, LocalChainProcess, _v4r2_address
+    from devnet.ton.devchain import DEPLOYER_BALANCE, DEV_BALANCE, DEV_WALLETS, LocalChainProcess, _v4r2_address
 
     wallets = [(mnemonic_new(24), DEPLOYER_BALANCE)] + [(mnemonic_new(24), DEV_BALANCE) for _ in range(DEV_WALLETS)]
     genesis, accounts = [], []

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bridge.config import SubstrateChainConfig  # noqa: E402
-from relayers.substrate.chopsticks import ChopsticksNode  # noqa: E402
+from devnet.substrate.chopsticks import ChopsticksNode  # noqa: E402
 from relayers.substrate.multisig import committee_address  # noqa: E402
 from relayers.substrate.networks import CHOPSTICKS_GENESIS  # noqa: E402
 from relayers.substrate.wallet import connect, keypair  # noqa: E402

@@ -27,7 +27,7 @@ fi
 # package; kept under node_modules/ (never committed), so a fresh `npm ci` extracts it again
 if [ ! -f node_modules/.cache/creditbridge/rococo_v2_2_asset_hub.json ]; then
   echo "setup: extracting the Asset Hub chain spec for chopsticks"
-  .venv/bin/python -c "from relayers.substrate.chopsticks import asset_hub_genesis; asset_hub_genesis()"
+  .venv/bin/python -c "from devnet.substrate.chopsticks import asset_hub_genesis; asset_hub_genesis()"
 fi
 
 stamp_sol=".stamp-sol-$(cat contracts/ethereum/*.sol contracts/ethereum/build.js | sha256sum | cut -c1-16)"

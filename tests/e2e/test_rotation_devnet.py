@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 
-from bridge.devnet import PASSWORD_ENV
+from devnet.network import PASSWORD_ENV
 from relayers.evm.rpc import RpcPool
 from relayers.evm.rotation import committee_of
 

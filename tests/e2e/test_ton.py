@@ -2,7 +2,7 @@
 transfer, built only from the API's payment instructions, is credited exactly once on the
 settlement chain. The TON side is the devnet's local chain: the real TVM emulator executing the
 real lock and wallet contracts, reached through an unmodified pytoniq LiteBalancer over ADNL
-(trust_level 2: the local chain has no validator-signed proofs; see relayers/ton/localchain.py)."""
+(trust_level 2: the local chain has no validator-signed proofs; see devnet/ton/localchain.py)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CHAIN_SDKS = {"web3", "eth_account", "substrateinterface", "scalecodec", "pytoniq", "pytoniq_core", "pytvm", "tonpy"}
 # the composition root: the only core modules allowed to wire chain families in
-COMPOSITION_ROOT = {"bridge/node.py", "bridge/cli.py", "bridge/devnet.py", "bridge/api/wiring.py",
+COMPOSITION_ROOT = {"bridge/node.py", "bridge/cli.py", "bridge/api/wiring.py",
                     "bridge/rotation_cli.py", "bridge/deploy_cli.py"}
 
 
@@ -51,8 +51,20 @@ def test_relayers_do_not_import_api_or_cli():
     assert files
     for f in files:
         mods = _imports(f)
-        bad = [m for m in mods if m.startswith(("bridge.api", "bridge.cli", "bridge.node", "bridge.devnet"))]
+        bad = [m for m in mods if m.startswith(("bridge.api", "bridge.cli", "bridge.node")) or _top({m}) == {"devnet"}]
         assert bad == [], f"{f.relative_to(ROOT)} imports {bad}"
+
+
+def test_devnet_stand_ins_stay_out_of_the_runtime():
+    """Issue 13: the local-chain stand-ins (anvil / chopsticks launchers, the TON local chain,
+    liteserver, toncenter server, TVM emulator, the family dev plug-ins) live in ``devnet/``, not
+    in ``relayers/``; only the CLI's ``devnet`` / ``pay`` commands reach them, lazily."""
+    stand_ins = {"anvil.py", "chopsticks.py", "devchain.py", "localchain.py", "liteserver.py",
+                 "toncenter_server.py", "emulator.py"}
+    assert not [str(f.relative_to(ROOT)) for f in (ROOT / "relayers").rglob("*.py") if f.name in stand_ins]
+    offenders = [str(f.relative_to(ROOT)) for f in sorted((ROOT / "bridge").rglob("*.py"))
+                 if "devnet" in _top(_imports(f)) and str(f.relative_to(ROOT)) != "bridge/cli.py"]
+    assert offenders == []
 
 
 def test_checker_sees_a_violation(tmp_path):

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from bridge.devnet import check_port_free
+from devnet.network import check_port_free
 from bridge.errors import BridgeError
 
 

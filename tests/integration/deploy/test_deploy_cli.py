@@ -15,7 +15,7 @@ from eth_utils import keccak
 
 from bridge import manifest as mf
 from bridge.keystore import write_keystore
-from relayers.evm.anvil import DEV_PRIVATE_KEYS, AnvilNode
+from devnet.evm.anvil import DEV_PRIVATE_KEYS, AnvilNode
 
 ROOT = Path(__file__).resolve().parents[3]
 PASSWORD = "deploy-test-password"

@@ -18,7 +18,7 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 from bridge.committee import digest as dg
 from bridge.errors import ConfigError
 from bridge.hashing import keccak256
-from relayers.evm.anvil import DEFAULT_CHAIN_ID, DEV_PRIVATE_KEYS, AnvilNode, anvil_binary
+from devnet.evm.anvil import DEFAULT_CHAIN_ID, DEV_PRIVATE_KEYS, AnvilNode, anvil_binary
 from relayers.evm.contracts import LEDGER, LOCK, deploy, load_artifact
 
 

@@ -14,7 +14,7 @@ from eth_account import Account
 from eth_utils import keccak
 
 from bridge.config import EvmChainConfig
-from relayers.evm.anvil import DEV_PRIVATE_KEYS, AnvilNode
+from devnet.evm.anvil import DEV_PRIVATE_KEYS, AnvilNode
 
 LOCK_SELECTOR = keccak(text="lock(bytes32)")[:4]
 MIN_LOCK = 10**15

@@ -24,7 +24,7 @@ from bridge.pricing.aggregate import PriceAggregator
 from bridge.pricing.sources.fixed import FixedPriceSource
 from bridge.pricing.sources.http import MalformedPriceData
 from bridge.supervisor import Supervisor
-from relayers.evm.anvil import DEFAULT_CHAIN_ID, DEV_PRIVATE_KEYS, AnvilNode
+from devnet.evm.anvil import DEFAULT_CHAIN_ID, DEV_PRIVATE_KEYS, AnvilNode
 from relayers.evm.chainlink import (
     ChainlinkSource,
     FeedAnswerInvalid,

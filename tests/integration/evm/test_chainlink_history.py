@@ -12,7 +12,7 @@ from fractions import Fraction
 import pytest
 
 from bridge.errors import PriceUnavailable
-from relayers.evm.anvil import DEFAULT_CHAIN_ID, DEV_PRIVATE_KEYS, AnvilNode
+from devnet.evm.anvil import DEFAULT_CHAIN_ID, DEV_PRIVATE_KEYS, AnvilNode
 from relayers.evm.chainlink import (
     PHASE_SHIFT,
     ChainlinkHistory,

@@ -19,7 +19,7 @@ from bridge.committee import digest as dg
 from bridge.errors import ChainError, ConfigError, TransactionFailed
 from bridge.hashing import source_id
 from bridge.types import Credit, CreditMessage, SettlementDomain
-from relayers.evm.anvil import DEFAULT_CHAIN_ID, DEV_PRIVATE_KEYS, AnvilNode, anvil_binary
+from devnet.evm.anvil import DEFAULT_CHAIN_ID, DEV_PRIVATE_KEYS, AnvilNode, anvil_binary
 from relayers.evm.contracts import (
     CREDITED_TOPIC,
     LEDGER,

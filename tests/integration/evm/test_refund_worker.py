@@ -29,7 +29,7 @@ from web3 import AsyncWeb3
 
 from bridge.committee import digest as dg
 from bridge.payments.refunds import RefundWorker, ReleasesClient, release_id
-from relayers.evm.anvil import DEV_PRIVATE_KEYS
+from devnet.evm.anvil import DEV_PRIVATE_KEYS
 from relayers.evm.contracts import LOCK, send_transaction
 from relayers.evm.release import EvmLockReleaser
 from tests.integration.evm.helpers import evm_config

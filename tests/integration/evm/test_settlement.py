@@ -16,7 +16,7 @@ from bridge.committee import digest as dg
 from bridge.errors import TransactionFailed
 from bridge.hashing import keccak256, source_id
 from bridge.types import Attestation, Credit, CreditMessage, SettlementDomain
-from relayers.evm.anvil import DEFAULT_CHAIN_ID, DEV_PRIVATE_KEYS, AnvilNode
+from devnet.evm.anvil import DEFAULT_CHAIN_ID, DEV_PRIVATE_KEYS, AnvilNode
 from relayers.evm.contracts import LEDGER, deploy
 from relayers.evm.rpc import RpcPool
 from relayers.evm.settlement import EvmSettlement

@@ -26,7 +26,7 @@ from bridge.storage.observations import (
 )
 from bridge.types import Observation
 from bridge.watch import DepositFollower
-from relayers.evm.anvil import DEFAULT_CHAIN_ID, AnvilNode
+from devnet.evm.anvil import DEFAULT_CHAIN_ID, AnvilNode
 from relayers.evm.contracts import LOCK, deploy
 from relayers.evm.rpc import JsonRpcError, RpcPool
 from relayers.evm.watcher import EvmWatcher
@@ -55,7 +55,7 @@ async def lock(w3, committee) -> str:
 
 
 def _deployer_key() -> str:
-    from relayers.evm.anvil import DEV_PRIVATE_KEYS
+    from devnet.evm.anvil import DEV_PRIVATE_KEYS
 
     return DEV_PRIVATE_KEYS[0]
 

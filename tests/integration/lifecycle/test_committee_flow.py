@@ -31,7 +31,7 @@ from bridge.storage import governor as gov_repo
 from bridge.storage import observations as obs_repo
 from bridge.storage.db import Database
 from bridge.types import SettlementDomain, quote_id_bytes
-from relayers.evm.anvil import DEV_PRIVATE_KEYS, AnvilNode
+from devnet.evm.anvil import DEV_PRIVATE_KEYS, AnvilNode
 from relayers.evm.contracts import deploy
 from relayers.evm.release import EvmLockReleaser
 from relayers.evm.settlement import EvmSettlement

@@ -25,7 +25,7 @@ from bridge.hashing import keccak256
 from bridge.payments import refunds
 from bridge.payments.refunds import RefundWorker, ReleasesClient
 from bridge.storage.db import Database
-from relayers.evm.anvil import DEV_PRIVATE_KEYS, AnvilNode
+from devnet.evm.anvil import DEV_PRIVATE_KEYS, AnvilNode
 from relayers.evm.contracts import deploy
 from relayers.evm.custody import EvmCustody
 from relayers.evm.release import EvmLockReleaser

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest_asyncio
 
-from relayers.substrate.chopsticks import ChopsticksNode
+from devnet.substrate.chopsticks import ChopsticksNode
 from tests.integration.substrate.helpers import Chain, funded_balances
 
 

@@ -12,7 +12,7 @@ from typing import Any, Callable
 from substrateinterface import ExtrinsicReceipt, Keypair, KeypairType, SubstrateInterface
 
 from bridge.config import SubstrateChainConfig
-from relayers.substrate.chopsticks import ChopsticksNode
+from devnet.substrate.chopsticks import ChopsticksNode
 from relayers.substrate.multisig import committee_account_id, ss58
 from relayers.substrate.networks import CHOPSTICKS_GENESIS
 from relayers.substrate.wallet import connect, keypair

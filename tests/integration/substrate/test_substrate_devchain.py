@@ -3,7 +3,7 @@ runtime's own ``Timestamp.Now`` and builds a block only when the chain is a slot
 
 from __future__ import annotations
 
-from relayers.substrate.devchain import SLOT_MS, chain_time_ms, clock_step
+from devnet.substrate.devchain import SLOT_MS, chain_time_ms, clock_step
 
 
 async def test_clock_keeper_builds_a_block_only_when_the_chain_is_behind(chain):

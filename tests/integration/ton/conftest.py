@@ -18,9 +18,9 @@ from pytoniq_core.crypto.keys import mnemonic_new, mnemonic_to_private_key
 from bridge.config import TonChainConfig
 from relayers.ton import lock as L
 from relayers.ton import wallet as tw
-from relayers.ton.liteserver import LiteServer
-from relayers.ton.localchain import LOCAL_GLOBAL_ID, wallet_state_init
-from relayers.ton.toncenter_server import start_toncenter
+from devnet.ton.liteserver import LiteServer
+from devnet.ton.localchain import LOCAL_GLOBAL_ID, wallet_state_init
+from devnet.ton.toncenter_server import start_toncenter
 
 MIN = 10**7
 TON = 10**9

@@ -11,7 +11,7 @@ from bridge.committee import digest as dg
 from bridge.committee import rotation as R
 from relayers.ton import lock as L
 from relayers.ton import wallet as tw
-from relayers.ton.localchain import LOCAL_GLOBAL_ID
+from devnet.ton.localchain import LOCAL_GLOBAL_ID
 from relayers.ton.release import TonLockReleaser
 from relayers.ton.rotation import committee_of, payload_hash, submit_rotation
 from tests.integration.ton.conftest import MIN, TON, TonEnv

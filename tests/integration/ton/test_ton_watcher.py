@@ -18,7 +18,7 @@ from bridge.storage.db import Database
 from bridge.watch import DepositFollower
 from relayers.ton import lock as L
 from relayers.ton import wallet as tw
-from relayers.ton.localchain import LOCAL_GLOBAL_ID
+from devnet.ton.localchain import LOCAL_GLOBAL_ID
 from relayers.ton.watcher import TonWatcher, split_tx_id
 
 from tests.integration.ton.conftest import MIN, TON, TonEnv

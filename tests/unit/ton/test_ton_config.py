@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from bridge.config import TON_DEFAULT_MIN_REFUND, TON_REAL_NETWORKS, TonChainConfig
 from bridge.errors import ConfigError, VerificationError
 from relayers.ton import lock as L
-from relayers.ton.localchain import LOCAL_GLOBAL_ID
+from devnet.ton.localchain import LOCAL_GLOBAL_ID
 from relayers.ton.release import TonLockReleaser, TonRefundSigner
 
 LOCK = "0:" + "ab" * 32

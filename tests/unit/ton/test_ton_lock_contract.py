@@ -1,6 +1,6 @@
 """Unit tests of the FunC lock contract, run on the real TVM: the C++ transaction emulator that
 pytvm bundles executes the committed code (contracts/ton/build/lock.boc) inside the local
-chain's state machine (relayers.ton.localchain.LocalChain), with @ton/sandbox's mainnet config.
+chain's state machine (devnet.ton.localchain.LocalChain), with @ton/sandbox's mainnet config.
 No liteserver, no network. Every exit code of lock.fc is provoked here."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pytoniq_core.tlb.transaction import Transaction
 
 from bridge.errors import InputError
 from relayers.ton import lock as L
-from relayers.ton.localchain import LOCAL_GLOBAL_ID as GID
-from relayers.ton.localchain import LocalChain, MessageRejected
+from devnet.ton.localchain import LOCAL_GLOBAL_ID as GID
+from devnet.ton.localchain import LocalChain, MessageRejected
 from relayers.ton.watcher import deposit_of
 
 MIN = 10**7

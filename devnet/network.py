@@ -27,7 +27,7 @@ import aiohttp
 
 from bridge.committee.digest import address_of
 from bridge.deploy_cli import init_committee
-from bridge.devchains import DevChain, DevCommittee
+from devnet.devchains import DevChain, DevCommittee
 from bridge.errors import BridgeError
 from bridge.keystore import read_keystore, write_keystore
 from bridge.manifest import load_manifest, member_from_keystores, parse_manifest, update_manifest
@@ -51,7 +51,7 @@ DEVNET_MAX_DEPOSIT_USD = "1000000"  # the signers' hard cap on one deposit's cre
 
 # Chain families that add source chains to the devnet: module with
 #   async def start_devchains(directory: Path, committee: DevCommittee) -> list[DevChain]
-FAMILY_PLUGINS = ("relayers.substrate.devchain", "relayers.ton.devchain")
+FAMILY_PLUGINS = ("devnet.substrate.devchain", "devnet.ton.devchain")
 
 
 def _plugins() -> list:
@@ -172,7 +172,7 @@ async def _wait_healthy(urls: dict[str, str], procs: ProcessSupervisor, timeout:
 
 
 def _free_port() -> int:
-    from relayers.evm.anvil import free_port
+    from devnet.evm.anvil import free_port
 
     return free_port()
 
@@ -275,7 +275,7 @@ def check_port_free(port: int, host: str = "127.0.0.1") -> None:
 
 async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
                      stop: asyncio.Event | None = None) -> None:
-    from relayers.evm.anvil import DEV_PRIVATE_KEYS, AnvilNode
+    from devnet.evm.anvil import DEV_PRIVATE_KEYS, AnvilNode
 
     if not 1 <= opts.threshold <= opts.signers:
         raise BridgeError("devnet: threshold must be between 1 and the number of signers")

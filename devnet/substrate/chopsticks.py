@@ -70,7 +70,7 @@ def asset_hub_genesis(root: Path | None = None) -> Path:
 
 
 def free_port() -> int:
-    from relayers.evm.anvil import free_port as _free
+    from devnet.evm.anvil import free_port as _free
 
     return _free()
 

@@ -12,7 +12,7 @@ with the same seqno, produced every ``block_interval`` seconds (empty ones too, 
 finality move on an idle chain, as they do on TON). Block headers are real TL-B ``Block`` cells
 (``BlockInfo`` with seqno, lt range, time, previous-block reference; ``MERKLE_UPDATE`` of the
 state) whose root hash the block id carries; shard states are real ``ShardStateUnsplit`` cells
-with the accounts in a ``HashmapAugE``. ``relayers.ton.liteserver`` serves all this over ADNL.
+with the accounts in a ``HashmapAugE``. ``devnet.ton.liteserver`` serves all this over ADNL.
 
 What it does NOT model (read before trusting a test that uses it):
 * **proofs**: the Merkle proofs it sends are well-formed but the block headers they hang from
@@ -50,7 +50,7 @@ from pytoniq_core.tlb.account import Account, StateInit
 from pytoniq_core.tlb.transaction import Transaction
 
 from relayers.ton import cells
-from relayers.ton.emulator import TxEmulator, chain_config, run_get_method
+from devnet.ton.emulator import TxEmulator, chain_config, run_get_method
 
 log = logging.getLogger("creditbridge.ton.localchain")
 
@@ -449,7 +449,7 @@ async def serve(*, host: str = "127.0.0.1", port: int = 0, block_interval: float
                 ready_file: Path | None = None, stop: asyncio.Event | None = None) -> None:
     """Run a chain with its ADNL liteserver (and optionally a toncenter v2 HTTP API) until
     ``stop`` is set; write ``ready_file`` (JSON: ``liteserver_config``, ports) once listening."""
-    from relayers.ton.liteserver import LiteServer
+    from devnet.ton.liteserver import LiteServer
 
     server = await LiteServer.start(host=host, port=port, block_interval=block_interval, key=key)
     runner = None
@@ -459,7 +459,7 @@ async def serve(*, host: str = "127.0.0.1", port: int = 0, block_interval: float
                               wallet_state_init(g) if g.get("public_key") else None)
         info = {"liteserver_config": server.global_config(), "port": server.port, "global_id": server.chain.global_id}
         if toncenter_port is not None:
-            from relayers.ton.toncenter_server import start_toncenter
+            from devnet.ton.toncenter_server import start_toncenter
 
             runner, url = await start_toncenter(server, host=host, port=toncenter_port)
             info["toncenter"] = url
@@ -485,7 +485,7 @@ def wallet_state_init(g: dict) -> StateInit:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m relayers.ton.localchain",
+    ap = argparse.ArgumentParser(prog="python -m devnet.ton.localchain",
                                  description="Local TON test chain (real TVM emulator) with an ADNL liteserver.")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0, help="liteserver TCP port (0: any free one)")

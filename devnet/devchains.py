@@ -1,6 +1,6 @@
 """What the devnet and the chain families' devnet plug-ins share (``relayers/*/devchain.py``).
 
-Plain data, no chain SDK: the plug-ins may import it (they may not import ``bridge.devnet``,
+Plain data, no chain SDK: the plug-ins may import it (they may not import ``devnet.network``,
 the composition root), and the devnet builds its extra source chains from what they return.
 """
 

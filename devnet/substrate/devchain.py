@@ -20,9 +20,9 @@ from pathlib import Path
 from substrateinterface.utils.hasher import xxh128
 
 from bridge.config import SubstrateCommittee
-from bridge.devchains import DevChain, DevCommittee
+from devnet.devchains import DevChain, DevCommittee
 from bridge.errors import ChainError
-from relayers.substrate.chopsticks import ChopsticksNode
+from devnet.substrate.chopsticks import ChopsticksNode
 from relayers.substrate.deploy import deploy_substrate
 from relayers.substrate.multisig import committee_address, ss58
 from relayers.substrate.networks import CHOPSTICKS_GENESIS
@@ -79,7 +79,7 @@ async def keep_clock(node: ChopsticksNode, interval: float = CLOCK_CHECK_SECONDS
 
 
 async def start_devchains(directory: Path, committee: DevCommittee) -> list[DevChain]:
-    """``committee`` is a ``bridge.devchains.DevCommittee`` (its ``ed25519_public`` keys as hex
+    """``committee`` is a ``devnet.devchains.DevCommittee`` (its ``ed25519_public`` keys as hex
     and its ``threshold`` are used)."""
     if len(committee.ed25519_public) < 2:
         log.warning("substrate devchains need a committee of 2 or more (pallet_multisig): not started")

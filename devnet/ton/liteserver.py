@@ -34,7 +34,7 @@ from pytoniq_core.crypto.ciphers import aes_ctr_decrypt, aes_ctr_encrypt, create
 from pytoniq_core.tl.generator import TlGenerator
 
 from relayers.ton import cells
-from relayers.ton.localchain import Block, BlockId, LocalChain, MessageRejected, global_config
+from devnet.ton.localchain import Block, BlockId, LocalChain, MessageRejected, global_config
 
 log = logging.getLogger("creditbridge.ton.liteserver")
 

@@ -21,8 +21,8 @@ from aiohttp import web
 from pytoniq_core import Address, Cell
 from pytoniq_core.tlb.transaction import Transaction
 
-from relayers.ton.liteserver import LiteServer
-from relayers.ton.localchain import SHARD, Block, BlockId, MessageRejected, account_balance
+from devnet.ton.liteserver import LiteServer
+from devnet.ton.localchain import SHARD, Block, BlockId, MessageRejected, account_balance
 
 SERVER = web.AppKey("server", LiteServer)
 

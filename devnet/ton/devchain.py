@@ -1,6 +1,6 @@
-"""The TON chain of the devnet (a ``bridge.devnet`` family plug-in).
+"""The TON chain of the devnet (a ``devnet.network`` family plug-in).
 
-``start_devchains`` runs the local TON chain (real TVM emulator, ``relayers.ton.localchain``) in
+``start_devchains`` runs the local TON chain (real TVM emulator, ``devnet.ton.localchain``) in
 a subprocess with its ADNL liteserver and a toncenter v2 API on 127.0.0.1, funds a deployer
 wallet and four dev wallets (WalletV4R2, 24-word mnemonics made by pytoniq) in its genesis,
 deploys the lock contract with the committee's Ed25519 keys and threshold through a real wallet
@@ -12,7 +12,7 @@ component (the manifest adds family, lock, global id and start block):
      "toncenter": ["http://127.0.0.1:P/api/v2"], ...}
 
 The local chain produces a block every 0.5 s, so deposits become final within a second.
-It cannot give liteserver proofs, hence ``trust_level`` 2 (see ``relayers.ton.localchain``).
+It cannot give liteserver proofs, hence ``trust_level`` 2 (see ``devnet.ton.localchain``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from pytoniq_core.crypto.keys import mnemonic_new, mnemonic_to_private_key
 
-from bridge.devchains import DevChain, DevCommittee
+from devnet.devchains import DevChain, DevCommittee
 from bridge.errors import BridgeError
 from relayers.ton import lock as lockc
 from relayers.ton.deploy import deploy_ton
@@ -57,7 +57,7 @@ def _v4r2_address(public_key: bytes):
 
 
 class LocalChainProcess:
-    """``python -m relayers.ton.localchain`` as a child process, stopped with SIGTERM."""
+    """``python -m devnet.ton.localchain`` as a child process, stopped with SIGTERM."""
 
     def __init__(self, proc: asyncio.subprocess.Process, state_dir: Path, info: dict) -> None:
         self.proc = proc
@@ -71,7 +71,7 @@ class LocalChainProcess:
         (state_dir / "genesis.json").write_text(json.dumps(genesis, indent=2))
         ready = state_dir / "ready.json"
         ready.unlink(missing_ok=True)
-        argv = [sys.executable, "-m", "relayers.ton.localchain", "--state-dir", str(state_dir),
+        argv = [sys.executable, "-m", "devnet.ton.localchain", "--state-dir", str(state_dir),
                 "--block-interval", str(block_interval)]
         if toncenter:
             argv += ["--toncenter-port", "0"]
@@ -102,7 +102,7 @@ class LocalChainProcess:
 
 
 async def start_devchains(directory: Path, committee: DevCommittee) -> list[DevChain]:
-    """``committee`` is a ``bridge.devchains.DevCommittee`` (``ed25519_public`` hex keys, threshold)."""
+    """``committee`` is a ``devnet.devchains.DevCommittee`` (``ed25519_public`` hex keys, threshold)."""
     state_dir = directory / "ton"
     deployer = mnemonic_new(24)
     dev = [mnemonic_new(24) for _ in range(DEV_WALLETS)]
@@ -130,7 +130,7 @@ async def start_devchains(directory: Path, committee: DevCommittee) -> list[DevC
     log.info("ton: local chain on %s, lock %s", chain.info.get("toncenter"), lock)
     toncenter = [chain.info["toncenter"]] if chain.info.get("toncenter") else []
     # trust_level 2: the local chain's blocks carry no validator signatures, so no liteserver
-    # proof can be checked (relayers/ton/localchain.py); real networks use the default, 0.
+    # proof can be checked (devnet/ton/localchain.py); real networks use the default, 0.
     # The lock, global id and start block come from the manifest.
     config = {"family": "ton", "name": CHAIN_NAME, "liteserver_config": cfg, "trust_level": 2,
               "min_refund": lockc.DEFAULT_MIN_RELEASE,

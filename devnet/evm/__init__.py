@@ -1,0 +1,1 @@
+"""Local evm stand-ins for the devnet and tests."""

@@ -1,0 +1,1 @@
+"""Local substrate stand-ins for the devnet and tests."""

@@ -1,0 +1,1 @@
+"""Local ton stand-ins for the devnet and tests."""
