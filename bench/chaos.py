@@ -982,7 +982,10 @@ class Harness:
         self.api_cfg = api_cfg = json.loads(
             (Path(self.info["processes"]["logs_dir"]).parent / "config" / "api.json").read_text())
         self.prices = {k: Decimal(v) for k, v in api_cfg["pricing"]["fixed_usd"].items()}
-        self.epoch_blocks = int(api_cfg["treasury"]["epoch_blocks"])  # the committee's [treasury]
+        from bridge.manifest import load_manifest
+
+        # the committee's sweep epoch: committee configuration, in the deployment manifest
+        self.epoch_blocks = load_manifest(self.info["manifest"]["path"]).treasury.epoch_blocks
         self.relay_address = Account.from_key(
             "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6").address
         for i in range(a.payers):

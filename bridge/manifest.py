@@ -319,7 +319,9 @@ def merge_config(data: dict, manifest: Manifest) -> dict:
         gov["chains"] = limits
         out["governor"] = gov
     if _settings_have_treasury():
-        addresses = {n: e.treasury for n, e in manifest.chains.items() if e.treasury}
+        listed = {c.get("name") for c in out.get("chains") or [] if isinstance(c, dict)}
+        # the treasuries of the chains this config runs (a node may run a subset of the chains)
+        addresses = {n: e.treasury for n, e in manifest.chains.items() if e.treasury and n in listed}
         epoch = manifest.treasury.epoch_blocks if manifest.treasury else None
         if addresses or epoch is not None:
             tr = dict(out.get("treasury") or {})

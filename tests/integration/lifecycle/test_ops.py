@@ -34,7 +34,10 @@ def test_keys_new_and_show_print_only_the_public_part(tmp_path):
     assert public.startswith("0x") and len(public) == 42
     doc = json.loads(out.read_text())
     r = run_cli("keys", "show", "--keystore", str(out))
-    assert r.returncode == 0 and json.loads(r.stdout) == {"kind": "secp256k1", "public": public, "verified": False}
+    shown = json.loads(r.stdout)
+    assert r.returncode == 0 and shown == {"kind": "secp256k1", "public": public, "verified": False,
+                                           "ethereum": {"address": shown["ethereum"]["address"]}}
+    assert shown["ethereum"]["address"].lower() == public.lower()  # EIP-55 form of the same address
     r = run_cli("keys", "show", "--keystore", str(out), "--verify", "--password-env", "CB_OPS_PW", env=env)
     assert r.returncode == 0 and json.loads(r.stdout)["verified"] is True
     for text in (r.stdout, r.stderr):

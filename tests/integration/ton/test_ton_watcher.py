@@ -261,7 +261,12 @@ async def test_watcher_and_releaser_refuse_another_networks_lock_or_config(ton: 
         finally:
             await w.aclose()
 
-    await refused(ton.config(global_id=L.TESTNET_GLOBAL_ID, allow_unproven=True), "the chain's is -217")
+    # a liteserver config of another network is refused when the config is read (its zero state is
+    # not that network's); over toncenter, the chain's own global id is compared at start
+    with pytest.raises(ValueError, match="not of TON testnet"):
+        ton.config(global_id=L.TESTNET_GLOBAL_ID, allow_unproven=True)
+    await refused(ton.config(global_id=L.TESTNET_GLOBAL_ID, allow_unproven=True, liteserver_config=None,
+                             toncenter=[ton.toncenter]), "the chain's is -217")
     await refused(ton.config(min_refund=L.DEFAULT_MIN_RELEASE - 1), "min_release")
 
     si = L.state_init(ton.publics, 3, MIN, global_id=L.TESTNET_GLOBAL_ID)
