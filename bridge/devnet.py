@@ -355,8 +355,12 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
             extra_sources.append({"kind": "fixed", "name": "reference",
                                   "prices": {k: v for k, v in fixed_usd.items() if k != "ETH"}})
         treasury = _treasury_accounts(extra)
+        # Asset Hub committee accounts keep the existential deposit whatever they owe
+        reserve = {c.name: int(c.info["existential_deposit"]) for c in extra
+                   if c.config.get("family") == "substrate" and "existential_deposit" in c.info}
         base = {"chains": chains, "settlement_chain": "settlement",
-                "treasury": {"addresses": treasury, "epoch_blocks": TREASURY_EPOCH_BLOCKS, "poll_interval": 2.0},
+                "treasury": {"addresses": treasury, "epoch_blocks": TREASURY_EPOCH_BLOCKS, "poll_interval": 2.0,
+                             "reserve": reserve},
                 "pricing": {"credit_price_usd": "0.01", "fixed_usd": fixed_usd, "min_amount": min_amount,
                             "min_sources": opts.min_sources, "refresh_seconds": opts.price_refresh_seconds,
                             "sources": [{"kind": "chainlink", "chain": "settlement", "feeds": {

@@ -20,7 +20,15 @@ custody chain with a treasury address in the committee's ``[treasury]`` config:
    refunds.release_id(custody source, k, "sweep")`` -- the destination is only ever the
    configured treasury address -- and stores it with the node's refunds, so the aggregator's
    refund worker (``GET /v1/releases``) submits it like any refund, once; the lock refuses the
-   id twice. The sweep and the deposits it covers are kept as an audit trail (``GET /v1/sweeps``).
+   id twice (EVM ``CreditLock``; the TON lock's ``CBR2`` release, exit 410, which pays its own
+   fees out of the amount). On Asset Hub there is nothing to sign: the sweep is stored unsigned
+   and the node's approval loop approves ``transfer_keep_alive(treasury, amount)`` + the remark
+   of its release id on the committee multisig, like a refund (the approving members pay the
+   fees). The sweep and the deposits it covers are kept as an audit trail (``GET /v1/sweeps``).
+
+An epoch whose sweep would be below the chain's ``min_refund`` (TON: the lock's
+``min_release``) is skipped and rolls into the next epoch that reaches it, which then covers
+everything earned since the last swept epoch (``bridge.payments.treasury.span_items``).
 """
 
 from __future__ import annotations

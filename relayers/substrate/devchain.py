@@ -37,6 +37,9 @@ DEV_CHAINS = (
 DEV_BALANCE = 10**18  # base units per dev account (10^6 tokens at the runtime's 12 decimals)
 # funds the chaos harness's undecodable extrinsics (bench/chaos.py), never a payer
 FAULT_SEED = "//Ferdie"
+# Balances.ExistentialDeposit of the chopsticks runtime (Rococo Asset Hub, spec 900): what the
+# committee account keeps whatever it owes (the treasury sweeper's ``reserve``)
+EXISTENTIAL_DEPOSIT = 3_333_333
 MEMBER_BALANCE = 10**15  # per committee member (10^3 tokens): fees and multisig deposits
 
 # chopsticks sets each block's Timestamp.set to the parent's plus the slot duration (12 s for
@@ -118,6 +121,7 @@ async def start_devchains(directory: Path, committee: DevCommittee) -> list[DevC
                     "poll_interval": 0.5, "max_block_range": 100},
             info={"family": "substrate", "rpc": node.ws_url, "ss58_prefix": prefix, "token": token,
                   "committee_account": account, "genesis_hash": CHOPSTICKS_GENESIS,
+                  "existential_deposit": EXISTENTIAL_DEPOSIT,
                   "runtime": "Rococo Asset Hub (spec 900) on chopsticks; on-chain decimals 12"},
             accounts=[{"address": keypair(s, prefix).ss58_address, "seed": s} for s in DEV_SEEDS],
             fixed_usd={token: usd},
