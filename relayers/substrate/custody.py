@@ -53,7 +53,8 @@ class SubstrateCustody:
         self.client = client or SubstrateClient(cfg.name, cfg.rpc, timeout=cfg.request_timeout,
                                                 ss58_format=cfg.ss58_prefix, genesis_hash=cfg.genesis_hash)
         self._paid: set[bytes] = set()
-        self._scanned = cfg.start_block - 1  # executions read up to this block (final ones only)
+        # executions read up to this block (final ones only); the genesis has no events and no execution
+        self._scanned = max(cfg.start_block, 1) - 1
 
     async def balance(self, height: int) -> int:
         """The committee account's free balance at block ``height`` (planck)."""

@@ -92,6 +92,9 @@ async def start_devchains(directory: Path, committee: DevCommittee) -> list[DevC
     # the members approve refunds from the committee account themselves: they pay fees and the
     # multisig deposit
     balances.update({ss58(bytes.fromhex(m[2:]), 42): MEMBER_BALANCE for m in members})
+    # the committee account's own existential deposit (the treasury sweeper's reserve): what an
+    # operator funds it with before it takes payments, so that sweeps can empty it of earned funds
+    balances[committee_address(SubstrateCommittee(**committee_cfg), 42)] = EXISTENTIAL_DEPOSIT
     where = directory / "chopsticks"
     started = await asyncio.gather(
         *(ChopsticksNode.start(where, name, balances=balances, build_block_mode="Manual")
