@@ -236,13 +236,16 @@ class Sweeper:
         top = self.final // self.epoch_blocks
         epochs = sorted(k for k in {-(-b // self.epoch_blocks) for b in blocks} if last < k <= top and k > 0)
         ids = {k: refunds.release_id(source, k, tr.SWEEP) for k in epochs}
-        candidates = ({f.refund_id for f in facts if f.refund_id is not None} | {w.release_id for w in signed}
-                      | set(ids.values()))
+        minimum = self.minimum(chain)
+        # refunds below the chain's minimum are dust, never signed or paid: not asked about (a TON
+        # custody asks the lock about each id at every step)
+        candidates = ({f.refund_id for f in facts
+                       if f.refund_id is not None and not rules.is_dust(f.refundable, minimum)}
+                      | {w.release_id for w in signed} | set(ids.values()))
         paid = await custody.released(processed, candidates)
         await self._mark_paid(chain, token, paid, facts)
         done = 0
         base = last  # the last swept epoch: a sweep covers (B_base, B_k] (small epochs roll over)
-        minimum = self.minimum(chain)
         for k in epochs:
             at = tr.cutoff(k, self.epoch_blocks)
             async with node.db.begin() as s:

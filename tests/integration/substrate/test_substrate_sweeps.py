@@ -127,3 +127,16 @@ async def test_a_sweep_executes_once_with_t_approvals(chain, settlement, tmp_pat
         await custody.aclose()
         await probe.aclose()
         chain.forget_nonces()  # members' nonces moved behind the helper's back
+
+
+async def test_the_custody_reads_the_committee_account_from_genesis(chain):
+    """A custody configured from block 0 (the devnet's) reads every block but the genesis, which
+    has no events; its balance is the committee account's free balance."""
+    custody = SubstrateCustody(chain_config(chain.url))
+    try:
+        head = await chain.head()
+        executed = await custody.released(head)
+        assert isinstance(executed, set)
+        assert await custody.balance(head) == await free(chain, COMMITTEE_ID)
+    finally:
+        await custody.aclose()
