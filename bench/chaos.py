@@ -250,6 +250,8 @@ class Harness:
         self.pay_lock = asyncio.Lock()  # one signed transaction at a time per harness
         self._ms_scan: dict[str, tuple[int, list]] = {}
         self._ton_releaser = None
+        self._custodies: dict[str, object] = {}  # Asset Hub chain -> SubstrateCustody (scan cached)
+        self._ton_swept: set[bytes] = set()  # TON sweep ids seen paid
         self.nonces: dict[int, int] = {}
 
     async def proxy(self, name: str, url: str) -> str:
@@ -792,8 +794,9 @@ class Harness:
                 if await releaser.released(rid):
                     done.add(rid)
             (count,) = await releaser.transport.run_get_method(releaser.lock, "get_release_count", [])
-            if int(count) > len([r for r in ton if r in done]):
-                phantom.append({"token": "TON", "releases": int(count), "expected_done": len(ton)})
+            swept = len(await self.ton_sweeps_paid())  # treasury sweeps: reconciled by treasury_state
+            if int(count) > len([r for r in ton if r in done]) + swept:
+                phantom.append({"token": "TON", "releases": int(count), "expected_done": len(ton), "sweeps": swept})
         missing_n: dict[str, int] = {}
         for chain in self.substrate_chains:
             token = self.info["chains"][chain]["token"]
@@ -802,11 +805,15 @@ class Harness:
             ok = [h for h, good in execs if good]
             wrong += [{"token": token, "call_hash": h, "result": "Err"} for h, good in execs if not good]
             doubled += [{"token": token, "call_hash": h, "times": ok.count(h)} for h in sorted(set(ok)) if ok.count(h) > 1]
-            if len(set(ok)) > len(want):
-                phantom.append({"token": token, "executions": len(set(ok)), "expected": len(want)})
-            # Asset Hub refunds are matched by count (the call hashes are the refunder's)
-            missing_n[token] = max(0, len(want) - len(set(ok)))
-            done.update(want[:len(set(ok))])
+            # executed release ids, from the remark each executed call carries (relayers/substrate/custody.py)
+            executed = await self.substrate_released(chain)
+            sweeps = self.sweep_ids_of(chain, int(await self.st("eth_blockNumber"), 16))
+            others = executed - set(want) - sweeps
+            if others or len(set(ok)) > len(executed):
+                phantom.append({"token": token, "executions": len(set(ok)), "expected": len(want),
+                                "unknown_release_ids": ["0x" + r.hex() for r in sorted(others)]})
+            missing_n[token] = len([r for r in want if r not in executed])
+            done.update(r for r in want if r in executed)
         by_token: dict[str, int] = {}
         for e in expected.values():
             by_token[e["token"]] = by_token.get(e["token"], 0) + 1
@@ -823,6 +830,155 @@ class Harness:
 
         source = source_id("evm", self.chain_id, bytes.fromhex(self.lock[2:]))
         return {release_id(source, k, "sweep") for k in range(1, settlement_height // self.epoch_blocks + 1)}
+
+    def source_of(self, chain: str) -> bytes:
+        """The deposit stream id (source) of a source chain, as its watcher computes it."""
+        info = self.info["chains"][chain]
+        if chain == "ethereum":
+            return source_id("evm", self.chain_id, bytes.fromhex(self.lock[2:]))
+        if info.get("family") == "ton":
+            from pytoniq_core import Address
+
+            return source_id("ton", int(info["global_id"]), Address(info["contracts"]["lock"]).hash_part)
+        from relayers.substrate.decode import account_bytes
+
+        return source_id("substrate", f"{info['genesis_hash'].lower()}/{info['token']}",
+                         account_bytes(info["committee_account"]))
+
+    def sweep_ids_of(self, chain: str, settlement_height: int) -> set[bytes]:
+        from bridge.payments.refunds import release_id
+
+        source = self.source_of(chain)
+        return {release_id(source, k, "sweep") for k in range(1, settlement_height // self.epoch_blocks + 1)}
+
+    async def signer_sweeps(self, chain: str) -> tuple[dict[bytes, dict], list]:
+        """Every sweep the signers' audit trails (``GET /v1/sweeps``) list for ``chain``: release id ->
+        {amount, to}; and the ids on which two signers disagree (they must be byte-identical)."""
+        out: dict[bytes, dict] = {}
+        disagree = []
+        for node in self.info["committee"]["nodes"]:
+            try:
+                async with self.session.get(node["url"] + "/v1/sweeps", timeout=aiohttp.ClientTimeout(total=10)) as r:
+                    view = await r.json()
+            except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+                log.warning("sweeps of %s: %s", node["name"], e)
+                continue
+            for w in view.get("sweeps", []):
+                if w["chain"] != chain:
+                    continue
+                rid, got = bytes.fromhex(w["release_id"][2:]), {"amount": int(w["amount"]), "to": w["to"]}
+                if out.setdefault(rid, got) != got:
+                    disagree.append("0x" + rid.hex())
+        return out, disagree
+
+    async def substrate_released(self, chain: str) -> set[bytes]:
+        """Release ids the committee executed on an Asset Hub chain up to its final head (the
+        sweeper's own custody reader, pointed straight at the node)."""
+        from bridge.config import SubstrateChainConfig
+        from relayers.substrate.custody import SubstrateCustody
+
+        c = self._custodies.get(chain)
+        if c is None:
+            cfg = next(x for x in self.api_cfg["chains"] if x["name"] == chain)
+            c = self._custodies[chain] = SubstrateCustody(SubstrateChainConfig.model_validate(
+                {**cfg, "rpc": [self.info["chains"][chain]["rpc"]]}))
+        head = await c.client.call(lambda si: si.get_block_number(si.get_chain_finalised_head()), "final head")
+        return await c.released(max(head, c._scanned))
+
+    async def ton_sweeps_paid(self) -> set[bytes]:
+        """TON sweep ids the lock paid (``is_released``; paid ones are remembered)."""
+        releaser = await self.ton_releaser()
+        for rid in self.sweep_ids_of("ton", int(await self.st("eth_blockNumber"), 16)) - self._ton_swept:
+            if await releaser.released(rid):
+                self._ton_swept.add(rid)
+        return set(self._ton_swept)
+
+    def earned_owed(self, deposits: list[dict], credited: list[dict], chain: str,
+                    refunded: set[bytes]) -> tuple[int, int]:
+        """(earned, owed before sweeps) of one custody from the chains: the counted part of credited
+        deposits; every counted part, unpaid excess and deposit of an unknown payment."""
+        from bridge.payments.refunds import release_id
+
+        source = "0x" + self.source_of(chain).hex()
+        credited_ids = {(e["topics"][1], int(e["topics"][2], 16)) for e in credited}
+        earned = owed = 0
+        for d in deposits:
+            if d["source"] != source:
+                continue
+            p = self.payments.get(d["reference"])
+            if p is None:
+                owed += d["amount"]
+                continue
+            counted = min(d["amount"], p.quote_amount)
+            if (d["source"], d["sequence"]) in credited_ids:
+                earned += counted
+            owed += counted
+            excess = d["amount"] - counted
+            if excess and release_id(bytes.fromhex(d["source"][2:]), d["sequence"], "excess") not in refunded:
+                owed += excess
+        return earned, owed
+
+    async def other_treasury_state(self, deposits: list[dict], credited: list[dict]) -> dict[str, dict]:
+        """TON, DOT and KSM sweeps against the chains, per token: every sweep the signers list paid
+        once (the lock's ``is_released`` / the committee's executions), to the treasury; the
+        treasury received what they paid (TON: minus each release's own fees, at most
+        ``RELEASE_FEE_BOUND`` a sweep; Asset Hub: exactly, the approving members pay the fees);
+        never more than earned; the custody still holds everything it owes."""
+        from bridge import addresses
+        from relayers.ton import lock as L
+
+        out: dict[str, dict] = {}
+        chains = (["ton"] if "TON" in self.tokens else []) + self.substrate_chains
+        for chain in chains:
+            info = self.info["chains"][chain]
+            token = "TON" if chain == "ton" else info["token"]
+            signed, disagree = await self.signer_sweeps(chain)
+            treasury_text = self.info["treasury"][chain]
+            treasury = addresses.parse(info.get("family", "substrate"), treasury_text)
+            if chain == "ton":
+                from pytoniq_core import Address
+
+                from relayers.ton.custody import TonCustody
+
+                paid = await self.ton_sweeps_paid()
+                releaser = await self.ton_releaser()
+                expected_refunds = self.expected_refunds(deposits)
+                refunded = {rid for rid, e in expected_refunds.items() if e["token"] == "TON"
+                            and await releaser.released(rid)}
+                if "ton" not in self._custodies:
+                    self._custodies["ton"] = TonCustody(self.ton_config())
+                c = self._custodies["ton"]
+                h = await c.transport.last_seqno()
+                balance = await c.balance(h)
+                received = await c.transport.balance(Address(treasury_text), await c.transport.mc_block(h))
+                minimum = self.min_refund("TON")
+            else:
+                executed = await self.substrate_released(chain)
+                paid = executed & self.sweep_ids_of(chain, int(await self.st("eth_blockNumber"), 16))
+                refunded = executed - paid
+                c = self._custodies[chain]
+                head = await c.client.call(lambda si: si.get_block_number(si.get_chain_finalised_head()), "head")
+                received = await c.client.call(lambda si, a=treasury_text: int(
+                    si.query("System", "Account", [a]).value["data"]["free"]), "treasury balance")
+                balance = await c.balance(head)
+                minimum = 0
+            unknown = ["0x" + r.hex() for r in sorted(paid) if r not in signed]  # paid, but no signer lists it
+            wrong = [{"release_id": "0x" + r.hex(), "to": w["to"]} for r, w in signed.items()
+                     if bytes.fromhex(w["to"][2:]).rjust(32, b"\x00") != treasury.rjust(32, b"\x00")]
+            swept = sum(signed[r]["amount"] for r in paid if r in signed)
+            earned, owed = self.earned_owed(deposits, credited, chain, refunded)
+            fees = swept - received
+            if chain == "ton":
+                mismatch = not 0 <= fees <= len(paid) * L.RELEASE_FEE_BOUND
+            else:
+                mismatch = fees != 0
+            owed -= swept
+            out[token] = {"sweeps": len(paid), "swept": swept, "treasury_received": received, "fees": fees,
+                          "earned": earned, "not_swept_yet": earned - swept, "min_sweep": minimum,
+                          "custody_balance": balance, "custody_owes": owed, "unknown": unknown,
+                          "disagree": disagree, "doubled": [], "wrong": wrong, "over_swept": swept > earned,
+                          "treasury_mismatch": mismatch or bool(unknown), "insolvent": balance < owed}
+        return out
 
     async def treasury_state(self, deposits: list[dict], credited: list[dict]) -> dict:
         """ETH sweeps against the chains: every sweep paid once, to the treasury; the treasury holds
@@ -864,10 +1020,19 @@ class Harness:
                 owed += excess
         owed -= swept
         balance = int(await self.eth("eth_getBalance", self.lock, "latest"), 16)
-        return {"sweeps": len(sweeps), "swept": swept, "treasury_received": received, "earned": earned,
-                "not_swept_yet": earned - swept, "lock_balance": balance, "lock_owes": owed,
-                "doubled": doubled, "wrong": wrong, "over_swept": swept > earned,
-                "treasury_mismatch": received != swept, "insolvent": balance < owed}
+        out = {"sweeps": len(sweeps), "swept": swept, "treasury_received": received, "earned": earned,
+               "not_swept_yet": earned - swept, "lock_balance": balance, "lock_owes": owed,
+               "doubled": doubled, "wrong": wrong, "over_swept": swept > earned,
+               "treasury_mismatch": received != swept, "insolvent": balance < owed}
+        out["others"] = others = await self.other_treasury_state(deposits, credited)
+        # everything earned is swept, but what waits for its epoch's minimum (TON's min_release)
+        out["all_swept"] = out["not_swept_yet"] == 0 and all(
+            t["not_swept_yet"] == 0 or 0 < t["not_swept_yet"] < t["min_sweep"] for t in others.values())
+        out["problems"] = {tok: [k for k in ("doubled", "wrong", "unknown", "disagree") if t[k]]
+                           + [k for k in ("over_swept", "treasury_mismatch", "insolvent") if t[k]]
+                           for tok, t in others.items()}
+        out["problems"] = {k: v for k, v in out["problems"].items() if v}
+        return out
 
     async def ton_releaser(self):
         from relayers.ton.release import TonLockReleaser
@@ -1052,7 +1217,7 @@ class Harness:
                     and not (await self.refund_state(deposits))["missing"]:
                 refunds_drained_at = time.monotonic()
             if refunds_drained_at is not None \
-                    and (await self.treasury_state(deposits, credited))["not_swept_yet"] == 0:
+                    and (await self.treasury_state(deposits, credited))["all_swept"]:
                 swept_at = time.monotonic()
                 break
             await asyncio.sleep(1)
@@ -1067,6 +1232,11 @@ class Harness:
                 await asyncio.wait_for(self._ton_releaser.aclose(), 10)
             except TimeoutError:
                 log.warning("closing the TON releaser timed out")
+        for c in self._custodies.values():
+            try:
+                await asyncio.wait_for(c.aclose(), 10)
+            except TimeoutError:
+                log.warning("closing a custody reader timed out")
         for t in observers:
             t.cancel()
         signer_retries = await self.signer_retries()
@@ -1095,7 +1265,7 @@ class Harness:
                             or report["mispriced_quotes"] or refunds["missing"] or refunds["doubled"]
                             or refunds["wrong"] or refunds["phantom"]
                             or treasury["doubled"] or treasury["wrong"] or treasury["over_swept"]
-                            or treasury["treasury_mismatch"] or treasury["insolvent"]
+                            or treasury["treasury_mismatch"] or treasury["insolvent"] or treasury["problems"]
                             ) and report["deposits"] >= report["payments"]
         return report
 
@@ -1122,7 +1292,12 @@ def summary_line(r: dict) -> str:
             + (f"; treasury swept {r['treasury']['swept']} of {r['treasury']['earned']} earned wei in "
                f"{r['treasury']['sweeps']} sweeps (received {r['treasury']['treasury_received']}, doubled "
                f"{len(r['treasury']['doubled'])}, lock holds {r['treasury']['lock_balance']} >= owes "
-               f"{r['treasury']['lock_owes']}: {not r['treasury']['insolvent']})" if "treasury" in r else "")
+               f"{r['treasury']['lock_owes']}: {not r['treasury']['insolvent']}"
+               + "".join(f"; {tok} swept {t['swept']} of {t['earned']} in {t['sweeps']} sweeps (received "
+                         f"{t['treasury_received']}, fees {t['fees']}, custody holds {t['custody_balance']} >= owes "
+                         f"{t['custody_owes']}: {not t['insolvent']})"
+                         for tok, t in r["treasury"].get("others", {}).items())
+               + f"; treasury problems {r['treasury'].get('problems', {}) or 'none'})" if "treasury" in r else "")
             + f"; drained in {r['drain_seconds']}s "
             f"(bound {r['drain_bound_seconds']}s)")
 

@@ -220,6 +220,17 @@ def make_custody(chain):
         from relayers.evm.custody import EvmCustody
 
         return EvmCustody(chain)
+    if chain.family == "ton" and "lock" in chain.contracts:
+        if chain.liteserver_config is None:
+            log.warning("treasury: chain %s has no liteserver_config: its lock cannot be read for sweeps", chain.name)
+            return None
+        from relayers.ton.custody import TonCustody
+
+        return TonCustody(chain)
+    if chain.family == "substrate":
+        from relayers.substrate.custody import SubstrateCustody
+
+        return SubstrateCustody(chain)
     return None
 
 

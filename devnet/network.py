@@ -387,7 +387,11 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
             return parse_manifest(doc)
 
         update_manifest(manifest_path, NETWORK, _with_treasury)
-        base = {"manifest": str(manifest_path), "chains": chains, "treasury": {"poll_interval": 2.0},
+        # Asset Hub committee accounts keep the existential deposit whatever they owe
+        reserve = {c.name: int(c.info["existential_deposit"]) for c in extra
+                   if c.config.get("family") == "substrate" and "existential_deposit" in c.info}
+        base = {"manifest": str(manifest_path), "chains": chains,
+                "treasury": {"poll_interval": 2.0, "reserve": reserve},
                 "pricing": {"credit_price_usd": "0.01", "fixed_usd": fixed_usd, "min_amount": min_amount,
                             "min_sources": opts.min_sources, "refresh_seconds": opts.price_refresh_seconds,
                             "sources": [{"kind": "chainlink", "chain": "settlement", "feeds": {

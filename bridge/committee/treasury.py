@@ -20,7 +20,15 @@ custody chain with a treasury address in the committee's ``[treasury]`` config:
    refunds.release_id(custody source, k, "sweep")`` -- the destination is only ever the
    configured treasury address -- and stores it with the node's refunds, so the aggregator's
    refund worker (``GET /v1/releases``) submits it like any refund, once; the lock refuses the
-   id twice. The sweep and the deposits it covers are kept as an audit trail (``GET /v1/sweeps``).
+   id twice (EVM ``CreditLock``; the TON lock's ``CBR2`` release, exit 410, which pays its own
+   fees out of the amount). On Asset Hub there is nothing to sign: the sweep is stored unsigned
+   and the node's approval loop approves ``transfer_keep_alive(treasury, amount)`` + the remark
+   of its release id on the committee multisig, like a refund (the approving members pay the
+   fees). The sweep and the deposits it covers are kept as an audit trail (``GET /v1/sweeps``).
+
+An epoch whose sweep would be below the chain's ``min_refund`` (TON: the lock's
+``min_release``) is skipped and rolls into the next epoch that reaches it, which then covers
+everything earned since the last swept epoch (``bridge.payments.treasury.span_items``).
 """
 
 from __future__ import annotations
@@ -93,6 +101,11 @@ class Sweeper:
         self.metrics = metrics
         self.final = -1  # settlement height read so far (Credited records stored up to it)
         self.chains = [c for c in custody if c in addresses and c in node.watchers]
+
+    def minimum(self, chain: str) -> int:
+        """The smallest sweep of ``chain``: its ``min_refund`` (a TON lock refuses releases below its
+        ``min_release``; below it a release costs more than it moves). Smaller epochs roll over."""
+        return int(self.node.min_refund.get(chain, 0) or 0)
 
     # --- loop ------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -228,11 +241,16 @@ class Sweeper:
         top = self.final // self.epoch_blocks
         epochs = sorted(k for k in {-(-b // self.epoch_blocks) for b in blocks} if last < k <= top and k > 0)
         ids = {k: refunds.release_id(source, k, tr.SWEEP) for k in epochs}
-        candidates = ({f.refund_id for f in facts if f.refund_id is not None} | {w.release_id for w in signed}
-                      | set(ids.values()))
+        minimum = self.minimum(chain)
+        # refunds below the chain's minimum are dust, never signed or paid: not asked about (a TON
+        # custody asks the lock about each id at every step)
+        candidates = ({f.refund_id for f in facts
+                       if f.refund_id is not None and not rules.is_dust(f.refundable, minimum)}
+                      | {w.release_id for w in signed} | set(ids.values()))
         paid = await custody.released(processed, candidates)
         await self._mark_paid(chain, token, paid, facts)
         done = 0
+        base = last  # the last swept epoch: a sweep covers (B_base, B_k] (small epochs roll over)
         for k in epochs:
             at = tr.cutoff(k, self.epoch_blocks)
             async with node.db.begin() as s:
@@ -249,9 +267,15 @@ class Sweeper:
                 log.info("treasury: epoch %d of %s waits for this signer to decide deposits %s", k, chain,
                          waiting[:5])
                 break
-            items = tr.epoch_items(facts, k, self.epoch_blocks)
+            items = tr.span_items(facts, base, k, self.epoch_blocks)
             amount = sum(items.values())
             if amount == 0:
+                continue
+            if amount < minimum:
+                # the custody would refuse it or it would cost more than it moves: it rolls into the
+                # next epoch that reaches the minimum (every signer skips the same epochs)
+                log.info("treasury: epoch %d of %s: %d %s earned since epoch %d is below the minimum sweep %d; "
+                         "it rolls into the next epoch", k, chain, amount, token, base, minimum)
                 continue
             if ids[k] in paid:
                 # paid already (this node lost its records, or the others swept without it): kept
@@ -262,6 +286,7 @@ class Sweeper:
                                          state="paid")
                     signed = await repo.sweeps(s, chain)
                 log.info("treasury: sweep of epoch %d on %s was paid already; recorded", k, chain)
+                base = k
                 continue
             balance = await custody.balance(processed)
             unpaid = sum(w.amount for w in signed if w.epoch < k and w.release_id not in paid)
@@ -276,6 +301,7 @@ class Sweeper:
                 break
             if not await self._sign(chain, token, source, k, at, amount, items):
                 break
+            base = k
             done += 1
             async with node.db.begin() as s:
                 signed = await repo.sweeps(s, chain)
@@ -286,15 +312,25 @@ class Sweeper:
         node = self.node
         treasury = self.addresses[chain]
         signer = node.refund_signers.get(chain)
-        if signer is None:
+        rid = refunds.release_id(source, epoch, tr.SWEEP)
+        sequence = epoch
+        if signer is not None:  # a lock contract (EVM, TON): a signature the refund worker submits
+            signed = signer.sign(treasury.rjust(32, b"\x00"), amount, rid)
+            if signed is None:
+                log.error("treasury: %s cannot sign a release of %d to the configured treasury 0x%s", chain, amount,
+                          treasury.hex())
+                return False
+            to, sig = signed
+        elif chain in node.approvers:
+            # Asset Hub: approved on chain by this node's approval loop (relayers/substrate/refund.py):
+            # transfer_keep_alive(treasury, amount) + remark(release id). Its execution scan starts at
+            # the stored sequence's block, (block << 16) | index like a deposit's: the latest deposit
+            # the sweep covers, below which no execution of it can lie (every signer stores the same)
+            to, sig = treasury, b""
+            sequence = max(q for _, q in items)
+        else:
             log.warning("treasury: %s has no release signer on this node; its sweeps are not authorized", chain)
             return False
-        rid = refunds.release_id(source, epoch, tr.SWEEP)
-        signed = signer.sign(treasury.rjust(32, b"\x00"), amount, rid)
-        if signed is None:
-            log.error("treasury: %s cannot sign a release to the configured treasury 0x%s", chain, treasury.hex())
-            return False
-        to, sig = signed
         if to.rjust(32, b"\x00") != treasury.rjust(32, b"\x00"):  # never anywhere else
             log.error("treasury: %s release signer named another destination; sweep not stored", chain)
             return False
@@ -302,7 +338,7 @@ class Sweeper:
             added = await repo.add_sweep(s, release_id=rid, chain=chain, token=token, epoch=epoch, cutoff=at,
                                          amount=amount, to=to, items=items, now=utcnow())
             if added:
-                await rel_repo.add_release(s, source=source, sequence=epoch, chain=chain, purpose=tr.SWEEP, to=to,
+                await rel_repo.add_release(s, source=source, sequence=sequence, chain=chain, purpose=tr.SWEEP, to=to,
                                            amount=amount, release_id=rid, signature=sig, payment_id="",
                                            now=utcnow())
         if added:

@@ -24,7 +24,11 @@ recorded).
 
 **Sweeps.** Epoch ``k``'s cut-off is settlement block ``B_k = k * epoch_blocks``; its sweep
 moves ``E(B_k) - E(B_{k-1})``; the epochs telescope, so all sweeps up to ``k`` add up to
-``E(B_k)``, whatever epochs were skipped as empty.
+``E(B_k)``, whatever epochs were skipped as empty. An epoch whose amount is below the chain's
+minimum sweep (the custody's ``min_refund``: a TON lock refuses releases below its
+``min_release``, which pay their own fees) is skipped too and rolls into the next epoch that
+reaches the minimum: that sweep moves ``E(B_k) - E(B_j)``, ``j`` the last swept epoch
+(:func:`span_items`); every signer skips the same epochs (the amounts and the minimum are facts).
 
 **Solvency.** Before signing epoch ``k``'s sweep a signer reads the custody's balance at a
 final block ``h`` it has fully processed and requires ``balance - sweep >= owed + reserve``,
@@ -119,6 +123,21 @@ def epoch_items(deposits: Iterable[DepositFacts], epoch: int, epoch_blocks: int)
     deposits = list(deposits)
     now = earned_items(deposits, cutoff(epoch, epoch_blocks))
     before = earned_items(deposits, cutoff(epoch - 1, epoch_blocks)) if epoch > 0 else {}
+    return {k: v - before.get(k, 0) for k, v in now.items() if v - before.get(k, 0) > 0}
+
+
+def span_items(deposits: Iterable[DepositFacts], since: int, epoch: int,
+               epoch_blocks: int) -> dict[tuple[bytes, int], int]:
+    """What a sweep of epoch ``epoch`` covers when the last sweep was of epoch ``since`` (``0``:
+    none): deposit id -> earned in ``(B_since, B_epoch]``. With ``since = epoch - 1`` this is
+    :func:`epoch_items`. Epochs whose amount is below the chain's minimum sweep are not swept:
+    they roll into the next epoch that reaches it (``since`` stays at the last swept epoch), so
+    the sweeps still telescope to ``E(B_k)`` and nothing earned is lost."""
+    if since < 0 or since >= epoch:
+        raise InputError("a sweep covers epochs after the last swept one: need 0 <= since < epoch")
+    deposits = list(deposits)
+    now = earned_items(deposits, cutoff(epoch, epoch_blocks))
+    before = earned_items(deposits, cutoff(since, epoch_blocks))
     return {k: v - before.get(k, 0) for k, v in now.items() if v - before.get(k, 0) > 0}
 
 

@@ -38,6 +38,9 @@ DEV_CHAINS = (
 DEV_BALANCE = 10**18  # base units per dev account (10^6 tokens at the runtime's 12 decimals)
 # funds the chaos harness's undecodable extrinsics (bench/chaos.py), never a payer
 FAULT_SEED = "//Ferdie"
+# Balances.ExistentialDeposit of the chopsticks runtime (Rococo Asset Hub, spec 900): what the
+# committee account keeps whatever it owes (the treasury sweeper's ``reserve``)
+EXISTENTIAL_DEPOSIT = 3_333_333
 MEMBER_BALANCE = 10**15  # per committee member (10^3 tokens): fees and multisig deposits
 
 # chopsticks sets each block's Timestamp.set to the parent's plus the slot duration (12 s for
@@ -90,6 +93,9 @@ async def start_devchains(directory: Path, committee: DevCommittee) -> list[DevC
     # the members approve refunds from the committee account themselves: they pay fees and the
     # multisig deposit
     balances.update({ss58(bytes.fromhex(m[2:]), 42): MEMBER_BALANCE for m in members})
+    # the committee account's own existential deposit (the treasury sweeper's reserve): what an
+    # operator funds it with before it takes payments, so that sweeps can empty it of earned funds
+    balances[committee_address(SubstrateCommittee(**committee_cfg), 42)] = EXISTENTIAL_DEPOSIT
     where = directory / "chopsticks"
     started = await asyncio.gather(
         *(ChopsticksNode.start(where, name, balances=balances, build_block_mode="Manual")
@@ -135,7 +141,7 @@ async def start_devchains(directory: Path, committee: DevCommittee) -> list[DevC
                 name=name,
                 config=config,
                 info={"family": "substrate", "rpc": node.ws_url, "ss58_prefix": prefix, "token": token,
-                      "committee_account": account, "genesis_hash": CHOPSTICKS_GENESIS,
+                      "committee_account": account, "existential_deposit": EXISTENTIAL_DEPOSIT, "genesis_hash": CHOPSTICKS_GENESIS,
                       "runtime": "Rococo Asset Hub (spec 900) on chopsticks; on-chain decimals 12"},
                 accounts=[{"address": keypair(s, prefix).ss58_address, "seed": s} for s in DEV_SEEDS],
                 fixed_usd={token: usd},

@@ -172,8 +172,29 @@ class LiteTransport:
             return None
         return state.state_init.data
 
-    async def run_get_method(self, address: Address, method: str, stack: list) -> list:
-        return await self._call(f"runGetMethod {method}", "run_get_method", address, method, stack)
+    async def run_get_method(self, address: Address, method: str, stack: list, block: McBlock | None = None) -> list:
+        """Run a get-method on the account's state at masterchain block ``block`` (the last one
+        if None)."""
+        if block is None:
+            return await self._call(f"runGetMethod {method}", "run_get_method", address, method, stack)
+        from pytoniq_core import BlockIdExt
+
+        bid = BlockIdExt(-1, MC_SHARD, block.seqno, block.root_hash, block.file_hash)
+        return await self._call(f"runGetMethod {method} at {block.seqno}", "run_get_method", address, method, stack,
+                                block=bid)
+
+    async def balance(self, address: Address, block: McBlock) -> int:
+        """The account's balance (nanotons) at masterchain block ``block`` (0 if it does not exist)."""
+        from pytoniq_core import BlockIdExt
+
+        bid = BlockIdExt(-1, MC_SHARD, block.seqno, block.root_hash, block.file_hash)
+        account, _ = await self._call("getAccountState", "raw_get_account_state", address, bid)
+        if account is None:
+            return 0
+        try:
+            return int(account.storage.balance.grams)
+        except (AttributeError, TypeError, ValueError):
+            raise ChainError("liteserver getAccountState: account without a balance") from None
 
     async def send_message(self, boc: bytes) -> None:
         """Send an external message (BOC); the liteserver refuses it if the contract throws
