@@ -23,6 +23,13 @@ from the signers' ``GET /v1/releases`` feeds, checks each with the chain's ``Rel
 against the committee the lock contract itself stores, and submits. Running two workers is
 harmless: the second submission of a release id fails with ``ReleaseUsed``, which counts as
 done.
+
+A mined release is not yet a final one: a reorg below the chain's finality can drop it. A
+releaser that can tell (``Releaser.confirmed``, e.g. the EVM lock's) keeps the release
+*submitted* with its tx hash until the chain says it is final (done) or gone (sent again; a
+release id already used on the canonical chain then answers ``ReleaseUsed``, which is done
+too). A releaser without ``confirmed`` returns only once its release is final (TON: the
+masterchain block that shows it is final once served), so its send counts as done.
 """
 
 from __future__ import annotations
@@ -119,6 +126,18 @@ class Releaser(Protocol):
         when the release id was used already, RefundRefused when it can never be made."""
         ...
 
+    # Optional (looked up with getattr): a releaser whose ``release`` returns before the tx is
+    # final implements
+    #
+    #   async def confirmed(self, tx_hash: bytes) -> bool | None
+    #
+    # True: the tx's receipt is in the canonical block at its height, that block is final under
+    # the chain's finality rule, and the tx succeeded (status 1). False: provably gone -- no
+    # receipt while the block range it was mined in is final, the block at its height now has
+    # another hash, or it reverted (status 0); the worker sends the release again. None: not
+    # final yet, or it could not tell (RPC error); the worker asks again at its next step. It
+    # never raises for an RPC failure.
+
 
 @dataclass
 class _Pending:
@@ -132,6 +151,8 @@ class _Pending:
     failures: int = 0
     retry_at: float = 0.0  # monotonic time before which a failed release is not tried again
     reverts: int = 0  # transactions of this release mined and reverted (they cost gas)
+    tx: bytes = b""  # submitted: the tx hash sent, awaiting finality (releasers with ``confirmed``)
+    sends: int = 0  # transactions of this release sent and mined
 
 
 class RefundWorker:
@@ -202,7 +223,8 @@ class RefundWorker:
         return 1
 
     async def step(self) -> int:
-        """Poll, then submit every release with enough signatures; how many were submitted."""
+        """Poll, then submit every release with enough signatures and follow the submitted ones
+        to finality; how many releases became done (final, or made already) in this step."""
         await self.poll()
         done = 0
         committees: dict[str, tuple[int, list[bytes], int]] = {}
@@ -214,6 +236,18 @@ class RefundWorker:
             if p.retry_at > now:
                 continue
             releaser = self.releasers[p.chain]
+            if p.tx:  # submitted: final, gone, or not yet?
+                verdict = await self._confirmed(releaser, p)
+                if verdict is None:
+                    continue
+                if verdict:
+                    self._finish(key, p, p.tx)
+                    done += 1
+                    continue
+                log.warning("refund worker: release tx 0x%s was dropped (reorg?); sending again (release 0x%s "
+                            "on %s, %s, payment %s)", p.tx.hex(), p.release_id.hex()[:16], p.chain, p.purpose,
+                            p.payment_id)
+                p.tx = b""
             try:
                 if p.chain not in committees:
                     committees[p.chain] = await releaser.committee()
@@ -234,22 +268,45 @@ class RefundWorker:
                             continue
                     self._failed(p, e)
                     continue
-                tx = b""
                 log.info("refund worker: release 0x%s was made already", p.release_id.hex()[:16])
+                self._finish(key, p, b"")
+                done += 1
+                continue
             except BridgeError as e:
                 # one release that cannot go through now (lock short of funds, a chain down) must
                 # not hold up the others: it is tried again after a growing pause
                 self._failed(p, e)
                 continue
-            self._done.add(p.release_id)
-            self._pending.pop(key, None)
-            self.submitted.append((p.release_id, tx))
+            p.sends += 1
+            if tx and getattr(releaser, "confirmed", None) is not None:
+                p.tx = tx
+                log.info("refund worker: sent release 0x%s (%d, %s, payment %s) to 0x%s in tx 0x%s; "
+                         "waiting for finality", p.release_id.hex()[:16], p.amount, p.purpose, p.payment_id,
+                         p.to.hex(), tx.hex())
+                if await self._confirmed(releaser, p):  # a chain final at its head (0 confirmations)
+                    self._finish(key, p, tx)
+                    done += 1
+                continue
+            self._finish(key, p, tx)
             done += 1
-            if tx:
-                log.info("refund worker: refunded %d (%s, payment %s) to 0x%s in tx 0x%s", p.amount, p.purpose,
-                         p.payment_id, p.to.hex(), tx.hex())
         return done
 
+    async def _confirmed(self, releaser: Releaser, p: _Pending) -> bool | None:
+        try:
+            return await releaser.confirmed(p.tx)  # type: ignore[attr-defined]
+        except BridgeError as e:  # a releaser should answer None itself; be safe all the same
+            log.warning("refund worker: could not tell whether tx 0x%s is final: %s", p.tx.hex(), e)
+            return None
+
+    def _finish(self, key: tuple[bytes, bytes, int], p: _Pending, tx: bytes) -> None:
+        """A release that is done: final on chain (``tx``), or made already (``b""``)."""
+        self._done.add(p.release_id)
+        self._pending.pop(key, None)
+        self.submitted.append((p.release_id, tx))
+        if tx:
+            final = " final" if p.tx else ""
+            log.info("refund worker: refunded %d (%s, payment %s) to 0x%s in tx 0x%s%s", p.amount, p.purpose,
+                     p.payment_id, p.to.hex(), tx.hex(), final)
 
     def _park(self, key: tuple[bytes, bytes, int], p: _Pending, reason: str) -> None:
         """Give up on a release that can never go through: it stays visible (``failed``, the

@@ -13,11 +13,16 @@ being short of funds stays a retryable ``ChainError``; an estimate above ``gas_c
 gas. A transaction that is mined and reverts anyway (the payer changed its mind between the
 estimate and the block) is simulated again to classify it, else ``ReleaseReverted`` (the
 worker parks a release after a few of those).
+
+A mined release can still be dropped by a reorg below finality: ``confirmed(tx_hash)`` tells
+the worker when it is final (its receipt in the canonical block at its height, that block final
+under ``cfg.finality``, status 1), provably gone (send it again), or not known yet.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import aiohttp
 from eth_abi import decode as abi_decode
@@ -25,7 +30,7 @@ from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_utils import keccak, to_checksum_address
 from web3 import AsyncHTTPProvider, AsyncWeb3
-from web3.exceptions import ContractLogicError, Web3Exception
+from web3.exceptions import BlockNotFound, ContractLogicError, TransactionNotFound, Web3Exception
 
 from bridge.committee import digest
 from bridge.config import EvmChainConfig
@@ -38,6 +43,9 @@ COMMITTEE_INDEX = keccak(text="committeeIndex()")[:4]
 THRESHOLD = keccak(text="threshold()")[:4]
 SIGNERS = keccak(text="signers()")[:4]
 DEFAULT_GAS_CAP = 300_000  # a t-of-n release to an EOA costs ~60-120k
+_RPC_ERRORS = (Web3Exception, aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
+
+log = logging.getLogger("creditbridge.refunds")
 
 
 class EvmLockReleaser:
@@ -54,6 +62,9 @@ class EvmLockReleaser:
         self.timeout = timeout
         self.gas_cap = gas_cap
         self.w3 = AsyncWeb3(AsyncHTTPProvider(cfg.rpc[0], request_kwargs={"timeout": cfg.request_timeout}))
+        # tx hash -> (block number, block hash) where this releaser saw it mined, until the
+        # worker has a verdict on it: tells "dropped by a reorg" from "never known"
+        self._mined: dict[bytes, tuple[int, bytes]] = {}
 
     async def _call(self, data: bytes) -> bytes:
         try:
@@ -102,7 +113,61 @@ class EvmLockReleaser:
             except (Web3Exception, aiohttp.ClientError, asyncio.TimeoutError, ConnectionError):
                 pass
             raise ReleaseReverted(f"{e.detail} (gas limit {tx['gas']})") from None
-        return bytes(receipt["transactionHash"])
+        tx_hash = bytes(receipt["transactionHash"])
+        self._mined[tx_hash] = (int(receipt["blockNumber"]), bytes(receipt["blockHash"]))
+        return tx_hash
+
+    async def _final_height(self) -> int:
+        """Highest final block under ``cfg.finality`` (as ``RpcPool.finalized_height``)."""
+        finality = self.cfg.finality
+        if isinstance(finality, str):
+            return int((await self.w3.eth.get_block(finality))["number"])
+        return max(await self.w3.eth.block_number - finality, 0)
+
+    async def confirmed(self, tx_hash: bytes) -> bool | None:
+        """True once ``tx_hash`` is final and succeeded, False when it is provably gone (a
+        reorg dropped it, or it reverted), None when not final yet or the node cannot tell."""
+        try:
+            verdict = await self._confirmed(tx_hash)
+        except _RPC_ERRORS as e:
+            log.info("chain %s: finality check of tx 0x%s failed (%s); asking again later", self.chain,
+                     tx_hash.hex(), e.__class__.__name__)
+            return None
+        if verdict is not None:
+            self._mined.pop(tx_hash, None)
+        return verdict
+
+    async def _confirmed(self, tx_hash: bytes) -> bool | None:
+        try:
+            receipt = await self.w3.eth.get_transaction_receipt(tx_hash)
+        except TransactionNotFound:
+            receipt = None
+        if receipt is not None and receipt.get("blockNumber") is not None:
+            if receipt["status"] != 1:
+                return False
+            number, block_hash = int(receipt["blockNumber"]), bytes(receipt["blockHash"])
+        else:
+            try:
+                pending = await self.w3.eth.get_transaction(tx_hash)
+            except TransactionNotFound:
+                pending = None
+            if pending is not None:
+                return None  # in the node's pool again (re-injected after a reorg): it will be mined
+            if tx_hash not in self._mined:
+                return None  # not sent by this releaser and unknown to the node: cannot tell
+            number, block_hash = self._mined[tx_hash]
+            receipt = None
+        if number > await self._final_height():
+            return None
+        try:
+            canonical = bytes((await self.w3.eth.get_block(number))["hash"])
+        except BlockNotFound:
+            return None  # a node lagging behind its own head: ask again
+        if canonical != block_hash:
+            return False  # the block at that height was replaced
+        if receipt is None:
+            return None  # same block and no receipt: an inconsistent node, ask again
+        return True
 
     async def _refusal(self, e: ContractLogicError, to: bytes, amount: int, mined: str = "") -> BaseException:
         """The error for a release the lock refuses (``e``, from an estimate or a call)."""

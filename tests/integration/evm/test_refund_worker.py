@@ -8,7 +8,9 @@ contracts (tests/integration/evm/payers/Payers.sol, compiled with the project's 
   sent and it is never retried;
 * a payer burning more gas than the cap: parked without sending anything;
 * a payer that accepts at estimate time and refuses in the block: one mined revert, then parked;
-* the lock short of funds is transient: retried with backoff, not parked.
+* the lock short of funds is transient: retried with backoff, not parked;
+* a release mined and then dropped by a reorg below finality is sent again, and counts as done
+  only once its transaction is final.
 """
 
 from __future__ import annotations
@@ -103,9 +105,10 @@ async def setup(anvil, w3, lock, committee, feed):
     made = []
     session = aiohttp.ClientSession()
 
-    async def _setup(to: str, amount: int, *, gas_cap: int = 300_000, max_reverts: int = 3, seq: int = 1):
-        releaser = EvmLockReleaser(evm_config(anvil.rpc_url, chain_id=anvil.chain_id, lock=lock.address), GAS_KEY,
-                                   gas_cap=gas_cap)
+    async def _setup(to: str, amount: int, *, gas_cap: int = 300_000, max_reverts: int = 3, seq: int = 1,
+                     finality: str | int = 0):
+        releaser = EvmLockReleaser(evm_config(anvil.rpc_url, chain_id=anvil.chain_id, lock=lock.address,
+                                              finality=finality), GAS_KEY, gas_cap=gas_cap)
         made.append(releaser)
         rid = release_id(b"\x07" * 32, seq, "excess")
         to_b = bytes.fromhex(to[2:])
@@ -217,3 +220,41 @@ async def test_a_lock_short_of_funds_is_retried_not_parked(w3, lock, setup):
     pending.retry_at = 0  # the pause is over
     assert await worker.step() == 1
     assert await w3.eth.get_balance(to_checksum_address(to)) == 10**17
+
+
+async def test_a_release_dropped_by_a_reorg_is_sent_again_and_done_only_when_final(anvil, w3, lock, setup,
+                                                                                   caplog):
+    await fund_lock(w3, lock)
+    to = "0x" + "d1" * 20
+    worker, releaser, rid, _ = await setup(to, 10**17, finality=3)  # final 3 blocks below the head
+    nonce = await w3.eth.get_transaction_count(GAS_ADDRESS)
+    assert await worker.step() == 0  # sent and mined, not final yet
+    (pending,) = worker._pending.values()
+    first = pending.tx
+    assert first and (await w3.eth.get_transaction_receipt(first))["status"] == 1
+    assert await w3.eth.get_balance(to_checksum_address(to)) == 10**17
+    assert await worker.step() == 0  # still not final: nothing sent again
+    assert await w3.eth.get_transaction_count(GAS_ADDRESS) == nonce + 1
+
+    await anvil.rpc("anvil_reorg", 1, [])  # the release's block is replaced by an empty one
+    assert await w3.eth.get_balance(to_checksum_address(to)) == 0
+    assert await worker.step() == 0  # gone, but its height is not final yet: wait
+    assert pending.tx == first
+    await anvil.mine(3)
+    with caplog.at_level(logging.INFO, logger="creditbridge.refunds"):
+        assert await worker.step() == 0  # the replaced block is final now: provably dropped, sent again
+        assert f"release tx 0x{first.hex()} was dropped (reorg?); sending again" in caplog.text
+        second = pending.tx
+        assert second and second != first and pending.sends == 2
+        assert await worker.step() == 0  # the second one is not final yet
+        await anvil.mine(3)
+        assert await worker.step() == 1
+    assert "final" in caplog.records[-1].getMessage() and second.hex() in caplog.records[-1].getMessage()
+    assert worker._pending == {} and worker.submitted == [(rid, second)] and worker.failed == {}
+    assert await worker.step() == 0
+    # exactly one canonical Released for the id, and the payer was paid once
+    logs = await w3.eth.get_logs({"address": lock.address, "fromBlock": 0, "toBlock": "latest",
+                                  "topics": [keccak(text="Released(bytes32,address,uint256)"), "0x" + rid.hex()]})
+    assert len(logs) == 1 and bytes(logs[0]["transactionHash"]) == second
+    assert await w3.eth.get_balance(to_checksum_address(to)) == 10**17
+    assert GAS_KEY[2:] not in caplog.text
