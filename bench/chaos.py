@@ -1144,8 +1144,13 @@ class Harness:
         self.lock, self.ledger = eth["contracts"]["lock"], st["contracts"]["credits"]
         self.chain_id = eth["chain_id"]
         self.gas_price = int(await self.eth("eth_gasPrice"), 16) * 4
-        self.api_cfg = api_cfg = json.loads(
-            (Path(self.info["processes"]["logs_dir"]).parent / "config" / "api.json").read_text())
+        from bridge.manifest import load_manifest, merge_config
+
+        # the API's config with what it takes from the deployment manifest (chain ids, tokens,
+        # contracts, committees), as the API itself reads it
+        self.api_cfg = api_cfg = merge_config(json.loads(
+            (Path(self.info["processes"]["logs_dir"]).parent / "config" / "api.json").read_text()),
+            load_manifest(self.info["manifest"]["path"]))
         self.prices = {k: Decimal(v) for k, v in api_cfg["pricing"]["fixed_usd"].items()}
         from bridge.manifest import load_manifest
 
