@@ -542,11 +542,14 @@ class SignerNode:
 
 
 RETRY_BASE_SECONDS = 2
-RETRY_MAX_SECONDS = 300
+# capped at 30 s: a deposit that waited out an outage (gateway restart, RPC cut) is tried again at
+# most 30 s after the cause cleared; a 5-minute cap made the full chaos run's credits wait minutes
+# after each API restart. A retry of a still-failing read is cheap (the pass reads at most 100).
+RETRY_MAX_SECONDS = 30
 
 
 def retry_delay(attempts: int) -> int:
-    """Seconds before attempt ``attempts + 1``: 2, 4, 8, ... capped at 5 minutes."""
+    """Seconds before attempt ``attempts + 1``: 2, 4, 8, 16, then every 30 s."""
     return min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS << min(max(attempts - 1, 0), 16))
 
 

@@ -20,8 +20,8 @@ def _settings(**signer):
 
 
 def test_backoff_doubles_from_two_seconds_and_is_capped():
-    assert [retry_delay(n) for n in range(1, 6)] == [2, 4, 8, 16, 32]
-    assert retry_delay(9) == 300 == RETRY_MAX_SECONDS and retry_delay(10**6) == RETRY_MAX_SECONDS
+    assert [retry_delay(n) for n in range(1, 7)] == [2, 4, 8, 16, 30, 30]
+    assert retry_delay(9) == 30 == RETRY_MAX_SECONDS and retry_delay(10**6) == RETRY_MAX_SECONDS
 
 
 def test_unknown_reference_refund_delay_defaults_to_a_day_and_is_validated():
