@@ -108,9 +108,12 @@ async def set_progress(s: AsyncSession, release_id: bytes, state: str, progress:
 
 async def refund_summary(s: AsyncSession) -> tuple[dict[str, dict[str, int]], list[StoredRelease]]:
     """Per chain, how many refunds this signer signed (lock contracts) or is approving / has
-    approved on chain, by state; and the failed ones (they need an operator)."""
+    approved on chain, by state; and the failed ones (they need an operator; treasury sweeps
+    included, with purpose "sweep"). Sweeps are counted in the treasury view (GET /v1/sweeps),
+    not here."""
     signed = func.length(ReleaseRow.signature) > 0
     rows = await s.execute(select(ReleaseRow.chain, ReleaseRow.state, signed, func.count())
+                           .where(ReleaseRow.purpose != "sweep")
                            .group_by(ReleaseRow.chain, ReleaseRow.state, signed))
     out: dict[str, dict[str, int]] = {}
     for chain, state, has_sig, n in rows:
