@@ -985,8 +985,6 @@ class Harness:
         exactly what sweeps paid; never more swept than earned (the counted part of credited
         deposits); and the lock still holds everything it owes (refunds not paid, counted parts not
         swept, deposits of unknown payments)."""
-        from bridge.payments.refunds import release_id
-
         treasury = self.info["treasury"]["ethereum"].lower()
         sweep_ids = self.sweep_ids(int(await self.st("eth_blockNumber"), 16))
         logs = await self.eth("eth_getLogs", {"address": self.lock, "fromBlock": "0x0", "toBlock": "latest",
@@ -1001,23 +999,7 @@ class Harness:
                  if got[0][0] != treasury]
         swept = sum(amount for got in sweeps.values() for _, amount in got)
         received = int(await self.eth("eth_getBalance", treasury, "latest"), 16)
-        eth_source = "0x" + source_id("evm", self.chain_id, bytes.fromhex(self.lock[2:])).hex()
-        credited_ids = {(e["topics"][1], int(e["topics"][2], 16)) for e in credited}
-        earned = owed = 0
-        for d in deposits:
-            if d["source"] != eth_source:
-                continue
-            p = self.payments.get(d["reference"])
-            if p is None:
-                owed += d["amount"]  # unattributed: stays until refunded
-                continue
-            counted = min(d["amount"], p.quote_amount)
-            if (d["source"], d["sequence"]) in credited_ids:
-                earned += counted
-            owed += counted
-            excess = d["amount"] - counted
-            if excess and release_id(bytes.fromhex(d["source"][2:]), d["sequence"], "excess") not in paid:
-                owed += excess
+        earned, owed = self.earned_owed(deposits, credited, "ethereum", set(paid))
         owed -= swept
         balance = int(await self.eth("eth_getBalance", self.lock, "latest"), 16)
         out = {"sweeps": len(sweeps), "swept": swept, "treasury_received": received, "earned": earned,
