@@ -418,6 +418,19 @@ class AggregatorConfig(_Model):
     # as failed: a payer contract burning gas), and how many mined reverts park a release
     refund_gas_cap: int = Field(default=300_000, ge=100_000, le=30_000_000)
     refund_max_reverts: int = Field(default=3, ge=1, le=100)
+    # plain transfers to per-payment deposit addresses on EVM locks (relayers/evm/collector.py):
+    # the gateway whose reference feed names the payments to watch (unset: no collector), how
+    # often the collector runs (s), and every how many final blocks it also polls the watched
+    # addresses' balances (funds sent by contracts leave no transaction to scan)
+    gateway_url: str | None = None
+    collect_interval: float = Field(default=2.0, gt=0, le=3600)
+    collect_balance_every_blocks: int = Field(default=20, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _collector(self) -> "AggregatorConfig":
+        if self.gateway_url is not None and not self.gateway_url.startswith(("http://", "https://")):
+            raise ValueError(f"aggregator.gateway_url: {self.gateway_url!r} is not an http(s) URL")
+        return self
 
 
 class WebhooksConfig(_Model):

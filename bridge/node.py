@@ -349,7 +349,31 @@ async def run_relay(settings: Settings) -> None:
                      settings.metrics_port)
     sup.add("aggregator", agg.run)
     sup.add("refunds", refund_worker(settings, key.secret, session, sup, registry).run)
+    for name, run in collectors(settings, key.secret, session, db, sup, registry):
+        sup.add(name, run)
     await sup.run()
+
+
+def collectors(settings: Settings, key: bytes, session, db, sup: Supervisor, registry: CollectorRegistry | None = None):
+    """The relay's collectors of plain transfers to per-payment deposit addresses (EVM locks),
+    fed by the gateway's reference feed; none without ``aggregator.gateway_url``."""
+    cfg = settings.aggregator
+    if cfg is None or cfg.gateway_url is None:
+        return []
+    from relayers.evm.collector import EvmCollector, collector_metric
+
+    from bridge.committee.gateway import GatewayClient
+
+    feed = GatewayClient(cfg.gateway_url, session)
+    metric = collector_metric(registry) if registry is not None else None
+    out = []
+    for c in settings.source_chains():
+        if c.family == "evm" and "lock" in c.contracts:
+            col = EvmCollector(c, key, feed, db, interval=cfg.collect_interval,
+                               balance_every=cfg.collect_balance_every_blocks, metric=metric)
+            _close_on_stop(sup, [col])
+            out.append((f"collector-{c.name}", col.run))
+    return out
 
 
 async def run_api(settings: Settings) -> None:

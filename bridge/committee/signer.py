@@ -339,6 +339,9 @@ class SignerNode:
         if rules.is_dust(decision.refundable, self.min_refund.get(obs.chain, 0)):
             await self._keep_dust(obs, terms, purpose, decision.refundable, rid)
             return
+        if obs.payer == bytes(32):  # no provable payer (issue 14: an unverifiable plain-transfer funding)
+            await self._keep_dust(obs, terms, purpose, decision.refundable, rid, reason="the deposit has no known payer")
+            return
         signer = self.refund_signers.get(obs.chain)
         if signer is not None:
             signed = signer.sign(obs.payer, decision.refundable, rid)
@@ -359,17 +362,21 @@ class SignerNode:
                      "signed" if sig else "queued the approval of", decision.refundable, purpose, obs.chain,
                      obs.sequence, to.hex())
 
-    async def _keep_dust(self, obs: Observation, terms, purpose: str, amount: int, rid: bytes) -> None:
-        """A held amount below the chain's ``min_refund`` stays in custody as dust: recorded
-        (``GET /v1/refunds``), logged and counted, never signed or approved."""
+    async def _keep_dust(self, obs: Observation, terms, purpose: str, amount: int, rid: bytes,
+                         reason: str | None = None) -> None:
+        """A held amount below the chain's ``min_refund`` (or, with ``reason``, one that cannot be
+        refunded, e.g. to no known payer) stays in custody as dust: recorded (``GET /v1/refunds``),
+        logged and counted, never signed or approved."""
         async with self.db.begin() as s:
             added = await rel_repo.add_dust(s, source=obs.source, sequence=obs.sequence, chain=obs.chain,
                                             purpose=purpose, to=obs.payer, amount=amount, release_id=rid,
                                             payment_id=terms.payment_id if terms else "", now=utcnow())
         if added:
-            log.info("signer %s: %s amount %d of deposit %s seq %d (payment %s) is below the refund minimum %d: "
-                     "kept as dust, not refunded", self.name, purpose, amount, obs.chain, obs.sequence,
-                     terms.payment_id if terms else "-", self.min_refund.get(obs.chain, 0))
+            why = reason or f"is below the refund minimum {self.min_refund.get(obs.chain, 0)}"
+            log_at = log.warning if reason else log.info
+            log_at("signer %s: %s amount %d of deposit %s seq %d (payment %s) %s: kept as dust, not refunded",
+                   self.name, purpose, amount, obs.chain, obs.sequence, terms.payment_id if terms else "-",
+                   why if reason is None else f"cannot be refunded: {reason}")
             if self.metrics is not None and hasattr(self.metrics, "dust"):
                 self.metrics.dust.labels(chain=obs.chain).inc()
 

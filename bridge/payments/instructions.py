@@ -3,7 +3,9 @@
 The EVM form is built here (it needs no chain SDK). Other families register their builder
 from the composition root (``bridge/api/wiring.py``), so the core stays SDK-free::
 
-    evm:       {"chain", "chain_id", "contract", "method": "lock(bytes32)", "reference", "value"}
+    evm:       {"chain", "chain_id", "contract", "method": "lock(bytes32)", "reference", "value",
+                "transfer": {"to" (the payment's deposit address), "amount", "comment": None},
+                "uri": EIP-681 "ethereum:<deposit address>@<chain id>?value=<wei>"}
     substrate: {"chain", "to" (SS58 multisig account), "amount", "remark": "0x<hex>"}
     ton:       {"chain", "contract", "amount", "body" (base64 BOC), "link": "ton://transfer/..."}
 """
@@ -13,11 +15,17 @@ from __future__ import annotations
 from typing import Callable, Mapping
 
 from bridge.errors import ConfigError
+from bridge.payments.evm_deposit import checksum_address, deposit_address
 
 Builder = Callable[[object, bytes, int], dict]  # (chain config, reference, amount) -> instructions
 
 
-def evm_instructions(chain, reference: bytes, amount: int) -> dict:
+def evm_instructions(chain, reference: bytes, amount: int, code: str | None = None) -> dict:
+    """Two ways to pay: ``lock(reference)`` on the lock with ``value`` wei (a dApp), or a plain
+    transfer of ``amount`` wei to the payment's deposit address (any wallet; the relay collects
+    it into the lock). ``code`` is not needed on EVM chains (the address names the payment)."""
+    lock = chain.contracts["lock"]
+    to = checksum_address(deposit_address(bytes.fromhex(lock[2:]), reference))
     return {
         "chain": chain.name,
         "chain_id": chain.chain_id,
@@ -25,6 +33,8 @@ def evm_instructions(chain, reference: bytes, amount: int) -> dict:
         "method": "lock(bytes32)",
         "reference": "0x" + reference.hex(),
         "value": str(amount),
+        "transfer": {"to": to, "amount": str(amount), "comment": None},
+        "uri": f"ethereum:{to}@{chain.chain_id}?value={amount}",
     }
 
 

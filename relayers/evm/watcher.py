@@ -10,6 +10,15 @@ Observation: its transaction's receipt exists, has status 1, contains the very s
 the receipt's block hash, the log's block hash and the canonical block hash at that height
 are equal. Any mismatch raises ``ReorgDetected`` (retryable: the caller rescans the range);
 a suspicious log is never emitted.
+
+Plain transfers (issue 14) reach the lock through ``collect(ref, fundingTx)``: its ``Locked``
+names the payment's deposit address as sender (``bridge.payments.evm_deposit``) and the same
+receipt holds ``Collected(nonce, fundingTx)``. The payer (the refund address) is then the
+``from`` of the funding transaction, once this node's own chain view proves it: the
+transaction exists, was sent to the deposit address with a value, succeeded, and sits in a
+canonical block no later than the collect's. Without a hint (an internal transfer) or with one
+that does not verify, the payer is 32 zero bytes: the signers keep such amounts instead of
+refunding them. Every honest node reads the same final chain, so all derive the same payer.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from bridge.chains import PENDING_LOOKBACK, BlockRef, WatcherDefaults
 from bridge.config import EvmChainConfig
 from bridge.errors import ChainError, ConfigError, ReorgDetected
 from bridge.hashing import source_id
+from bridge.payments.evm_deposit import deposit_address
 from bridge.types import Observation
 from relayers.evm.rpc import BlockHeader, JsonRpcError, RpcPool, hex_bytes, hex_int
 
@@ -34,6 +44,9 @@ log = logging.getLogger(__name__)
 
 LOCKED_TOPIC = keccak(text="Locked(uint64,address,uint256,bytes32)")
 _LOCKED_TOPIC_HEX = "0x" + LOCKED_TOPIC.hex()
+COLLECTED_TOPIC = keccak(text="Collected(uint64,bytes32)")
+_COLLECTED_TOPIC_HEX = "0x" + COLLECTED_TOPIC.hex()
+NO_PAYER = b"\x00" * 32  # a collected deposit whose funding transaction is not proven
 
 # eth_getLogs answers that mean "ask for a smaller range" (the range is then halved).
 _RANGE_TOO_LARGE = re.compile(
@@ -121,15 +134,19 @@ class EvmWatcher(WatcherDefaults):
                                 f"{number} is 0x{hdr.hash.hex()[:12]}.. (inconsistent endpoint)")
         if hex_int(receipt.get("status"), "status") != 1:
             return []  # proved: the final canonical receipt failed
-        out = []
+        logs = []
         for raw in receipt.get("logs") or []:
             if self._is_locked(raw):
                 lg = self._decode(raw)
                 if lg.block_hash != hdr.hash or lg.tx_hash != bytes(tx_id):
                     raise ReorgDetected(f"{where}: receipt log of another block or transaction (inconsistent endpoint)")
-                obs = self._observation(lg, hdr.timestamp)
-                if obs is not None:
-                    out.append(obs)
+                logs.append(lg)
+        payers = await self._collected_payers([(lg, receipt) for lg in logs])
+        out = []
+        for lg in logs:
+            obs = self._observation(lg, hdr.timestamp, payers.get((lg.tx_hash, lg.log_index)))
+            if obs is not None:
+                out.append(obs)
         return sorted(out, key=lambda o: o.event_index)
 
     async def block_ref(self, number: int) -> BlockRef:
@@ -194,7 +211,9 @@ class EvmWatcher(WatcherDefaults):
                     f"{lg.block_number} 0x{lg.block_hash.hex()[:12]}.., canonical is 0x{hdr.hash.hex()[:12]}.."
                 )
             self._check_receipt(lg, receipts.get(lg.tx_hash))
-            obs = self._observation(lg, hdr.timestamp)
+        payers = await self._collected_payers([(lg, receipts[lg.tx_hash]) for lg in logs])
+        for lg in logs:
+            obs = self._observation(lg, headers[lg.block_number].timestamp, payers.get((lg.tx_hash, lg.log_index)))
             if obs is not None:
                 out.append(obs)
         return out
@@ -265,10 +284,92 @@ class EvmWatcher(WatcherDefaults):
             raw=raw,
         )
 
-    def _observation(self, lg: LockedLog, timestamp: int) -> Observation | None:
+    def is_collected(self, lg: LockedLog) -> bool:
+        """The deposit came from ``collect``: its sender is the reference's deposit address."""
+        return lg.sender == deposit_address(self.lock, lg.ref)
+
+    async def _collected_payers(self, items: list[tuple[LockedLog, dict]]) -> dict[tuple[bytes, int], bytes]:
+        """(tx, log index) -> payer of the collected deposits among ``items`` (a Locked log and
+        its checked receipt): the verified funding transaction's sender, else ``NO_PAYER``."""
+        hints: dict[tuple[bytes, int], tuple[LockedLog, bytes]] = {}
+        for lg, receipt in items:
+            if not self.is_collected(lg):
+                continue
+            hint = self._funding_hint(lg, receipt)
+            hints[(lg.tx_hash, lg.log_index)] = (lg, hint)
+        wanted = sorted({h for _, h in hints.values() if h != bytes(32)})
+        if not wanted:
+            return {k: NO_PAYER for k in hints}
+        txs = await self.pool.request_many([("eth_getTransactionByHash", ["0x" + h.hex()]) for h in wanted])
+        funding = dict(zip(wanted, txs))
+        mined = sorted(h for h in wanted if isinstance(funding[h], dict) and funding[h].get("blockNumber"))
+        receipts = dict(zip(mined, await self.pool.get_receipts(mined))) if mined else {}
+        numbers = {hex_int(funding[h]["blockNumber"], "block number") for h in mined}
+        headers = await self._headers(numbers)
+        out = {}
+        for key, (lg, hint) in hints.items():
+            payer, why = self._verify_funding(lg, hint, funding.get(hint), receipts.get(hint), headers)
+            if payer == NO_PAYER:
+                log.warning("chain %s: collected deposit nonce %d (tx 0x%s) has no provable payer: %s; "
+                            "it cannot be refunded and is kept if held", self.chain, lg.nonce, lg.tx_hash.hex(), why)
+            out[key] = payer
+        return out
+
+    def _funding_hint(self, lg: LockedLog, receipt: dict) -> bytes:
+        """The ``fundingTx`` of the ``Collected`` log of ``lg``'s nonce in the same receipt."""
+        nonce_topic = "0x" + lg.nonce.to_bytes(32, "big").hex()
+        for raw in receipt.get("logs") or []:
+            topics = [str(t).lower() for t in raw.get("topics") or []]
+            if (str(raw.get("address", "")).lower() == self._lock_hex and len(topics) == 2
+                    and topics[0] == _COLLECTED_TOPIC_HEX and topics[1] == nonce_topic):
+                data = hex_bytes(raw.get("data"), "log data")
+                if len(data) != 32:
+                    raise ChainError(f"chain {self.chain}: undecodable Collected log in tx 0x{lg.tx_hash.hex()}")
+                return data
+        raise ReorgDetected(f"chain {self.chain}: collect tx 0x{lg.tx_hash.hex()} has no Collected log for nonce "
+                            f"{lg.nonce} (inconsistent endpoint)")
+
+    def _verify_funding(self, lg: LockedLog, hint: bytes, tx: Any, receipt: Any,
+                        headers: dict[int, BlockHeader | None]) -> tuple[bytes, str]:
+        """(payer, why not) of a collected deposit: raises only for what this endpoint cannot
+        answer for sure (retryable); a hint that is provably not a funding gives ``NO_PAYER``."""
+        if hint == bytes(32):
+            return NO_PAYER, "no funding transaction named (internal transfer)"
+        where = f"chain {self.chain}: funding tx 0x{hint.hex()} of collect 0x{lg.tx_hash.hex()}"
+        if not isinstance(tx, dict):
+            return NO_PAYER, "the named funding transaction does not exist"
+        if not tx.get("blockNumber"):
+            return NO_PAYER, "the named funding transaction is not mined"
+        if str(tx.get("to") or "").lower() != "0x" + lg.sender.hex():
+            return NO_PAYER, "the named transaction was not sent to the deposit address"
+        if hex_int(tx.get("value"), "value") <= 0:
+            return NO_PAYER, "the named transaction carries no value"
+        number = hex_int(tx.get("blockNumber"), "block number")
+        if number > lg.block_number:
+            return NO_PAYER, "the named transaction is later than the collect"
+        if not isinstance(receipt, dict):
+            raise ChainError(f"{where}: transaction known but no receipt on this endpoint")
+        hdr = headers.get(number)
+        if hdr is None:
+            raise ChainError(f"{where}: block {number} not available (lagging endpoint?)")
+        tx_block = hex_bytes(tx.get("blockHash"), "block hash")
+        if hex_bytes(receipt.get("blockHash"), "block hash") != tx_block or tx_block != hdr.hash:
+            raise ReorgDetected(f"{where}: not in the canonical block {number} (inconsistent endpoint)")
+        if hex_int(receipt.get("status"), "status") != 1:
+            return NO_PAYER, "the named funding transaction failed"
+        sender = hex_bytes(tx.get("from"), "sender")
+        if len(sender) != 20:
+            raise ChainError(f"{where}: malformed sender")
+        return b"\x00" * 12 + sender, ""
+
+    def _observation(self, lg: LockedLog, timestamp: int, payer: bytes | None = None) -> Observation | None:
+        """``payer`` is the verified payer of a collected deposit (None: not verified, which
+        only ``pending_deposits`` does: a collected deposit then shows no payer)."""
         if lg.amount <= 0:  # the contract's minAmount forbids it; never credit nothing
             log.warning("chain %s: ignoring zero-amount deposit nonce %d", self.chain, lg.nonce)
             return None
+        if payer is None:
+            payer = NO_PAYER if self.is_collected(lg) else b"\x00" * 12 + lg.sender
         return Observation(
             chain=self.chain,
             source=self.source,
@@ -280,7 +381,7 @@ class EvmWatcher(WatcherDefaults):
             timestamp=timestamp,
             token=self.token,
             amount=lg.amount,
-            payer=b"\x00" * 12 + lg.sender,
+            payer=payer,
             reference=lg.ref,
         )
 
