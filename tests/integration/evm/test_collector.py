@@ -324,3 +324,17 @@ async def test_internal_transfer_is_collected_by_the_balance_poll_without_payer(
     assert col.collects == 1 and await balance(anvil, addr) == 0
     obs = await deposits(anvil, lock, start)
     assert [(o.amount, o.payer) for o in obs] == [(3 * MIN_LOCK, NO_PAYER)]
+
+
+# ------------------------------------------------------------------------------ config
+def test_collector_settings_are_validated_with_one_line():
+    from bridge.config import AggregatorConfig
+
+    base = {"signers": ["http://127.0.0.1:1"], "key": {"keystore": "k.json", "password_env": "PW"}}
+    cfg = AggregatorConfig(**base)
+    assert (cfg.gateway_url, cfg.collect_interval, cfg.collect_balance_every_blocks) == (None, 2.0, 20)
+    assert AggregatorConfig(**base, gateway_url="http://127.0.0.1:8080").gateway_url == "http://127.0.0.1:8080"
+    for bad in ({"gateway_url": "ftp://x"}, {"collect_interval": 0}, {"collect_balance_every_blocks": 0}):
+        with pytest.raises(ValueError) as e:
+            AggregatorConfig(**base, **bad)
+        assert next(iter(bad)) in str(e.value)
