@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from bridge.payments.evm_deposit import checksum_address, deposit_address
 from bridge.api.app import create_app
 from bridge.api.keys import LIMITER
 from bridge.config import Settings, settings_from_dict
@@ -260,8 +261,11 @@ async def test_payment_creation_and_lookup(gw):
     assert p["state"] == "new" and p["quote_id"] == q["id"] and p["token"] == "ETH"
     assert p["amount"] == q["amount"] and p["credits"] == q["credits"] and p["expires_at"] == q["expires_at"]
     assert p["beneficiary"] == BENEFICIARY
+    to = checksum_address(deposit_address(bytes.fromhex(LOCK[2:]), bytes.fromhex(p["reference"][2:])))
     assert p["instructions"] == {"chain": "ethereum", "chain_id": 1, "contract": LOCK, "method": "lock(bytes32)",
-                                 "reference": p["reference"], "value": q["amount"]}
+                                 "reference": p["reference"], "value": q["amount"],
+                                 "transfer": {"to": to, "amount": q["amount"], "comment": None},
+                                 "uri": f"ethereum:{to}@1?value={q['amount']}"}
     assert "settlement" not in p
     _, key, _ = await gw.get("/v1/gateway")
     terms = terms_from_json(p["terms"])
