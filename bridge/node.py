@@ -354,6 +354,28 @@ async def run_relay(settings: Settings) -> None:
     await sup.run()
 
 
+class DbCursor:
+    """A component's chain cursors in the database (``cursors`` table): the collectors'
+    ``CursorStore``."""
+
+    def __init__(self, db, component: str) -> None:
+        self.db = db
+        self.component = component
+
+    async def load(self, chain: str) -> int | None:
+        from bridge.storage import observations as obs_repo
+
+        async with self.db.begin() as s:
+            got = await obs_repo.get_cursor(s, self.component, chain)
+        return None if got is None else got[0]
+
+    async def save(self, chain: str, height: int) -> None:
+        from bridge.storage import observations as obs_repo
+
+        async with self.db.begin() as s:
+            await obs_repo.set_cursor(s, self.component, chain, height, None)
+
+
 def collectors(settings: Settings, key: bytes, session, db, sup: Supervisor, registry: CollectorRegistry | None = None):
     """The relay's collectors of plain transfers to per-payment deposit addresses (EVM locks),
     fed by the gateway's reference feed; none without ``aggregator.gateway_url``."""
@@ -365,11 +387,12 @@ def collectors(settings: Settings, key: bytes, session, db, sup: Supervisor, reg
     from bridge.committee.gateway import GatewayClient
 
     feed = GatewayClient(cfg.gateway_url, session)
+    cursor = DbCursor(db, "collector")
     metric = collector_metric(registry) if registry is not None else None
     out = []
     for c in settings.source_chains():
         if c.family == "evm" and "lock" in c.contracts:
-            col = EvmCollector(c, key, feed, db, interval=cfg.collect_interval,
+            col = EvmCollector(c, key, feed, cursor, interval=cfg.collect_interval,
                                balance_every=cfg.collect_balance_every_blocks, metric=metric)
             _close_on_stop(sup, [col])
             out.append((f"collector-{c.name}", col.run))

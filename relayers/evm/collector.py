@@ -22,7 +22,8 @@ Each step:
    else's collect is fine;
 5. a collect stays pending until it is final; one dropped by a reorg is sent again.
 
-Persistence: only the scan cursor (``cursors`` table, component ``collector``), saved as
+Persistence: only the scan cursor (a ``CursorStore``; the relay's is its database's ``cursors``
+table, component ``collector``, wired in ``bridge/node.py``), saved as
 "every funding up to here has a final collect": ``min(block of a pending funding) - 1``, or the
 scanned height. A restart rescans from there, finds the pending fundings again and asks the
 chain: an address with nothing left (final) is done, one whose collect is still in flight is
@@ -36,7 +37,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import aiohttp
 from eth_abi import decode as abi_decode
@@ -48,13 +49,20 @@ from bridge.config import EvmChainConfig
 from bridge.errors import BridgeError, ChainError, ConfigError, TransactionFailed
 from bridge.payments.evm_deposit import deposit_address
 from bridge.payments.feed import ReferenceFeed, WatchedReferences
-from bridge.storage import observations as obs_repo
 from relayers.evm.contracts import LOCK, decode_error, send_transaction
 from relayers.evm.rpc import JsonRpcError, RpcPool, hex_bytes, hex_int
 
 log = logging.getLogger("creditbridge.collector")
 
 COMPONENT = "collector"
+
+
+class CursorStore(Protocol):
+    """Where a collector keeps its scan cursor (relayers never touch storage themselves)."""
+
+    async def load(self, chain: str) -> int | None: ...
+
+    async def save(self, chain: str, height: int) -> None: ...
 COLLECT = keccak(text="collect(bytes32,bytes32)")[:4]
 MIN_AMOUNT = keccak(text="minAmount()")[:4]
 NO_HINT = bytes(32)
@@ -97,7 +105,7 @@ def collector_metric(registry: Any):
 
 
 class EvmCollector:
-    def __init__(self, cfg: EvmChainConfig, private_key: bytes | str, feed: ReferenceFeed, db, *,
+    def __init__(self, cfg: EvmChainConfig, private_key: bytes | str, feed: ReferenceFeed, cursor: CursorStore, *,
                  pool: RpcPool | None = None, interval: float = 2.0, balance_every: int = 20,
                  max_blocks: int = 500, gas_cap: int = DEFAULT_GAS_CAP, timeout: float = 60.0,
                  metric: Any = None, clock: Callable[[], float] = time.time) -> None:
@@ -107,7 +115,7 @@ class EvmCollector:
         self.chain = cfg.name
         self.lock = bytes.fromhex(cfg.contracts["lock"][2:])
         self.watched = WatchedReferences(cfg.name, feed, self.address_of, clock=clock)
-        self.db = db
+        self.cursor_store = cursor
         self._own_pool = pool is None
         self.pool = pool if pool is not None else RpcPool.from_config(cfg)
         self.w3 = AsyncWeb3(AsyncHTTPProvider(cfg.rpc[0], request_kwargs={"timeout": cfg.request_timeout}))
@@ -164,10 +172,9 @@ class EvmCollector:
 
     # ------------------------------------------------------------------ cursor
     async def _load_cursor(self, final: int) -> int:
-        async with self.db.begin() as s:
-            got = await obs_repo.get_cursor(s, COMPONENT, self.chain)
+        got = await self.cursor_store.load(self.chain)
         if got is not None:
-            return got[0]
+            return got
         log.info("collector %s: no cursor yet; scanning from the chain's start_block %d", self.chain,
                  self.cfg.start_block)
         return self.cfg.start_block - 1
@@ -179,8 +186,7 @@ class EvmCollector:
         return max(min([self.scanned, *blocks]), -1)
 
     async def _save_cursor(self) -> None:
-        async with self.db.begin() as s:
-            await obs_repo.set_cursor(s, COMPONENT, self.chain, self.cursor(), None)
+        await self.cursor_store.save(self.chain, self.cursor())
 
     # ------------------------------------------------------------------ scan
     async def _scan(self, start: int, end: int) -> None:

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from bridge.payments.evm_deposit import FORWARDER_INITCODE_HASH, deposit_address
 from bridge.payments.feed import FeedEntry
 from bridge.payments.instructions import evm_instructions
+from bridge.node import DbCursor
 from bridge.storage.db import Database
 from bridge.storage.observations import get_cursor
 from devnet.evm.anvil import DEV_PRIVATE_KEYS
@@ -80,7 +81,7 @@ def watcher_of(anvil, lock: str, finality: int = 0) -> EvmWatcher:
 
 def collector_of(anvil, lock: str, feed: ListFeed, db, finality: int = 0, **kw) -> EvmCollector:
     cfg = evm_config(anvil.rpc_url, chain_id=anvil.chain_id, lock=lock, finality=finality)
-    c = EvmCollector(cfg, GAS_KEY, feed, db, **kw)
+    c = EvmCollector(cfg, GAS_KEY, feed, DbCursor(db, "collector"), **kw)
     _CLOSE.append(c)
     return c
 
@@ -338,3 +339,26 @@ def test_collector_settings_are_validated_with_one_line():
         with pytest.raises(ValueError) as e:
             AggregatorConfig(**base, **bad)
         assert next(iter(bad)) in str(e.value)
+
+
+async def test_the_relay_runs_one_collector_per_evm_lock_when_a_gateway_is_set(anvil, lock, sdb):
+    import aiohttp
+
+    from bridge.config import settings_from_dict
+    from bridge.node import collectors
+    from bridge.supervisor import Supervisor
+
+    chains = [evm_config(anvil.rpc_url, chain_id=anvil.chain_id, lock=lock).model_dump(mode="json"),
+              evm_config(anvil.rpc_url, chain_id=anvil.chain_id, name="settle", token=None,
+                         credits="0x" + "11" * 20).model_dump(mode="json")]
+    agg = {"signers": ["http://127.0.0.1:1"], "key": {"keystore": "k.json", "password_env": "PW"}}
+    sup = Supervisor("relay")
+    async with aiohttp.ClientSession() as session:
+        off = settings_from_dict({"settlement_chain": "settle", "chains": chains, "aggregator": agg})
+        assert collectors(off, bytes.fromhex(GAS_KEY[2:]), session, sdb, sup) == []
+        on = settings_from_dict({"settlement_chain": "settle", "chains": chains,
+                                 "aggregator": {**agg, "gateway_url": "http://127.0.0.1:2"}})
+        got = collectors(on, bytes.fromhex(GAS_KEY[2:]), session, sdb, sup, CollectorRegistry())
+        assert [name for name, _ in got] == ["collector-ethereum"]
+        for close in sup._cleanups:  # the collectors' RPC pools (what the supervisor does at stop)
+            await close()

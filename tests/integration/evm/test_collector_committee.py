@@ -16,6 +16,7 @@ from eth_utils import keccak, to_checksum_address
 
 from bridge.payments.evm_deposit import deposit_address
 from bridge.payments.feed import FeedEntry
+from bridge.node import DbCursor
 from bridge.storage.db import Database
 from relayers.evm.collector import EvmCollector
 from tests.integration.evm.helpers import DEV_ADDRESSES, receipt
@@ -62,7 +63,8 @@ async def test_plain_transfers_are_credited_once_and_refunded_to_their_sender(ch
     db = Database(f"sqlite+aiosqlite:///{tmp_path}/relay.sqlite")
     await db.migrate()
     start = int(await chain.anvil.rpc("eth_blockNumber"), 16)
-    collector = EvmCollector(chain.cfg.model_copy(update={"start_block": start}), GAS, feed, db)
+    collector = EvmCollector(chain.cfg.model_copy(update={"start_block": start}), GAS, feed,
+                             DbCursor(db, "collector"))
     try:
         exact = await lc.payment(None, credits="500")
         over = await lc.payment(None, credits="100")
