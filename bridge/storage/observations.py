@@ -130,14 +130,13 @@ async def add_observations(s: AsyncSession, observations: Iterable[Observation])
         else:
             from sqlalchemy.dialects.postgresql import insert
         table = ObservationRow.__table__
+        # one compiled (and cached) statement run as an executemany: SQLAlchemy batches it into
+        # multi-row INSERTs ("insertmanyvalues") without compiling a statement of every row's
+        # bind parameters on each call (that compilation was most of a catch-up scan's time)
+        stmt = insert(table).on_conflict_do_nothing().returning(table.c.chain, table.c.tx_id, table.c.event_index)
         for part in _chunks(unique):
-            stmt = (
-                insert(table)
-                .values([_row_values(o, now) for o in part])
-                .on_conflict_do_nothing()
-                .returning(table.c.chain, table.c.tx_id, table.c.event_index)
-            )
-            for chain, tx_id, event_index in (await s.execute(stmt)).all():
+            result = await s.execute(stmt, [_row_values(o, now) for o in part])
+            for chain, tx_id, event_index in result.all():
                 inserted.add((chain, bytes(tx_id), event_index))
     else:  # portable fallback: check, then insert, in the caller's transaction
         existing_events, existing_ids = await _existing(s, unique)

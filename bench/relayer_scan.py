@@ -1,0 +1,197 @@
+"""Relayer throughput: the EVM watcher + follower persisting deposits, against a raw scan.
+
+    .venv/bin/python bench/relayer_scan.py [--deposits 10000] [--per-block 10] [--pg]
+
+Puts ``--deposits`` ``lock(bytes32)`` deposits on a fresh anvil (``--per-block`` a block, so
+10,000 deposits span 1,000 blocks), then times, in the same run and against the same node:
+
+* **raw**: ``eth_getLogs`` over the range in chunks of ``max_block_range`` blocks and an
+  ``eth_abi`` decode of every ``Locked`` log -- the floor of any EVM relayer;
+* **relayer**: ``EvmWatcher`` + ``DepositFollower`` from the first block to the head, i.e. the
+  logs plus everything that makes them safe (each log's receipt re-checked against the
+  canonical block hash, the observations and the cursor committed to the database), on a
+  migrated SQLite file database, and on PostgreSQL with ``--pg`` (started by
+  ``scripts/pg.sh``; the URL is taken from ``CREDITBRIDGE_TEST_PG_URL`` if set).
+
+Printed: deposits/s of each and the relayer/raw throughput ratio (target >= 0.5). The chain
+needs (blocks x block time) to produce; the catch-up rate printed as "x real time" is how many
+times faster than Ethereum's 12 s blocks the relayer catches up after being offline. Nothing
+here asserts timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+async def _put_deposits(node, lock: str, n: int, per_block: int) -> tuple[int, int]:
+    from eth_utils import keccak
+
+    from devnet.evm.anvil import DEV_PRIVATE_KEYS
+    from eth_account import Account
+
+    senders = [Account.from_key(k).address for k in DEV_PRIVATE_KEYS[1:10]]
+    selector = keccak(text="lock(bytes32)")[:4]
+    await node.rpc("evm_setAutomine", False)
+    first = int(await node.rpc("eth_blockNumber"), 16) + 1
+    session = node._get_session()
+    sent = 0
+    while sent < n:
+        batch = []
+        for j in range(min(per_block, n - sent)):
+            ref = keccak(text=f"bench-ref-{sent + j}")
+            batch.append({"jsonrpc": "2.0", "id": j, "method": "eth_sendTransaction", "params": [{
+                "from": senders[(sent + j) % len(senders)], "to": lock, "value": hex(10**15 + sent + j),
+                "data": "0x" + (selector + ref).hex(), "gas": hex(100_000)}]})
+        async with session.post(node.rpc_url, json=batch) as r:
+            answers = await r.json()
+        bad = [a for a in answers if "error" in a]
+        if bad:
+            raise RuntimeError(f"sending deposits failed: {bad[0]['error']}")
+        await node.rpc("evm_mine")
+        sent += len(batch)
+    await node.rpc("evm_setAutomine", True)
+    last = int(await node.rpc("eth_blockNumber"), 16)
+    return first, last
+
+
+async def _raw(rpc_url: str, lock: str, first: int, last: int, chunk: int) -> tuple[int, float]:
+    import aiohttp
+    from eth_abi import decode
+    from eth_utils import keccak
+
+    topic = "0x" + keccak(text="Locked(uint64,address,uint256,bytes32)").hex()
+    t0 = time.perf_counter()
+    count = 0
+    async with aiohttp.ClientSession() as s:
+        start = first
+        while start <= last:
+            end = min(last, start + chunk - 1)
+            body = {"jsonrpc": "2.0", "id": 1, "method": "eth_getLogs",
+                    "params": [{"address": lock, "fromBlock": hex(start), "toBlock": hex(end), "topics": [topic]}]}
+            async with s.post(rpc_url, json=body) as r:
+                logs = (await r.json())["result"]
+            for lg in logs:
+                nonce = int(lg["topics"][1], 16)
+                sender = bytes.fromhex(lg["topics"][2][2:])[12:]
+                ref = bytes.fromhex(lg["topics"][3][2:])
+                (amount,) = decode(["uint256"], bytes.fromhex(lg["data"][2:]))
+                assert nonce >= 0 and sender and ref and amount > 0
+                count += 1
+            start = end + 1
+    return count, time.perf_counter() - t0
+
+
+async def _relayer(rpc_url: str, lock: str, chain_id: int, first: int, last: int, chunk: int, db_url: str) -> tuple[int, float]:
+    from bridge.config import EvmChainConfig
+    from bridge.storage.db import Database
+    from bridge.storage.observations import observations_by_status
+    from bridge.watch import DepositFollower
+    from relayers.evm.watcher import EvmWatcher
+
+    cfg = EvmChainConfig(family="evm", name="ethereum", chain_id=chain_id, rpc=[rpc_url], token="ETH",
+                         finality=0, contracts={"lock": lock}, max_block_range=chunk)
+    db = Database(db_url)
+    await db.migrate()
+    watcher = EvmWatcher(cfg)
+    follower = DepositFollower(watcher, db, "bench", start_block=first, max_range=chunk)
+    t0 = time.perf_counter()
+    stored = 0
+    while follower.height is None or follower.height < last:
+        stored += await follower.step()
+    elapsed = time.perf_counter() - t0
+    async with db.begin() as s:
+        rows = await observations_by_status(s, "new", limit=10**6)
+    await watcher.aclose()
+    await db.dispose()
+    if len(rows) != stored:
+        raise RuntimeError(f"stored {stored} but the database holds {len(rows)}")
+    return stored, elapsed
+
+
+def _pg_url() -> str:
+    url = os.environ.get("CREDITBRIDGE_TEST_PG_URL")
+    if url:
+        return url
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "pg.sh"), "start"], check=True, capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+async def _fresh_pg(url: str) -> str:
+    """A fresh database on the server at ``url`` (the bench must not reuse tables)."""
+    import uuid
+
+    import asyncpg
+
+    name = "bench_" + uuid.uuid4().hex[:8]
+    plain = url.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(plain)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    base, _, _db = url.rpartition("/")
+    return f"{base}/{name}"
+
+
+async def main_async(args) -> dict:
+    from devnet.evm.anvil import DEFAULT_CHAIN_ID, DEV_PRIVATE_KEYS, AnvilNode
+    from relayers.evm.contracts import LOCK, deploy
+    from web3 import AsyncHTTPProvider, AsyncWeb3
+    from eth_account import Account
+
+    node = await AnvilNode.start(chain_id=DEFAULT_CHAIN_ID)
+    try:
+        w3 = AsyncWeb3(AsyncHTTPProvider(node.rpc_url))
+        committee = [Account.from_key(k).address for k in DEV_PRIVATE_KEYS[5:8]]
+        lock = await deploy(w3, LOCK, [sorted(committee, key=lambda a: int(a, 16)), 2, 10**15], DEV_PRIVATE_KEYS[0])
+        t0 = time.perf_counter()
+        first, last = await _put_deposits(node, lock, args.deposits, args.per_block)
+        print(f"put {args.deposits} deposits in blocks {first}..{last} ({time.perf_counter() - t0:.1f} s)", flush=True)
+        results: dict = {"deposits": args.deposits, "blocks": last - first + 1}
+        raw_n, raw_t = await _raw(node.rpc_url, lock, first, last, args.chunk)
+        results["raw"] = {"deposits": raw_n, "seconds": raw_t, "per_s": raw_n / raw_t}
+        targets = [("sqlite", None)] + ([("postgresql", _pg_url())] if args.pg else [])
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, url in targets:
+                db_url = f"sqlite+aiosqlite:///{tmp}/scan.sqlite" if url is None else await _fresh_pg(url)
+                n, t = await _relayer(node.rpc_url, lock, DEFAULT_CHAIN_ID, first, last, args.chunk, db_url)
+                if n != raw_n:
+                    raise RuntimeError(f"relayer ({name}) stored {n} deposits, raw scan saw {raw_n}")
+                results[name] = {"deposits": n, "seconds": t, "per_s": n / t, "ratio": raw_t / t,
+                                 "x_real_time": (last - first + 1) * 12.0 / t}
+        return results
+    finally:
+        await node.stop()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--deposits", type=int, default=10_000)
+    ap.add_argument("--per-block", type=int, default=10)
+    ap.add_argument("--chunk", type=int, default=1000, help="max_block_range of both scans")
+    ap.add_argument("--pg", action="store_true", help="also persist into PostgreSQL")
+    args = ap.parse_args(argv)
+    r = asyncio.run(main_async(args))
+    raw = r["raw"]
+    print(f"raw eth_getLogs + decode : {raw['deposits']} deposits in {raw['seconds']:.2f} s = {raw['per_s']:.0f}/s")
+    for name in ("sqlite", "postgresql"):
+        if name in r:
+            x = r[name]
+            print(f"relayer ({name:10s}) : {x['deposits']} deposits in {x['seconds']:.2f} s = {x['per_s']:.0f}/s "
+                  f"ratio {x['ratio']:.3f}x raw (target >= 0.5); catches up {x['x_real_time']:.0f}x real time")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
