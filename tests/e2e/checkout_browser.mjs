@@ -1,10 +1,16 @@
 // Drives the checkout page in headless Chromium (Debian's /usr/bin/chromium) with playwright-core.
-// Usage: node checkout_browser.mjs <page url> <screenshot path>
+// Usage: node checkout_browser.mjs <page url> <screenshot path> [--wallet <anvil rpc url> <from address> [--no-wait]]
 // Prints "READY <state>" once the page shows the payment, then "STATE <s>" on every change,
 // and exits 0 after the page shows "credited" (1 on a timeout or a page error).
+// With --wallet, an EIP-1193 provider is injected before the page loads and announced by EIP-6963
+// ("Anvil test wallet"): it answers eth_requestAccounts with <from address> and forwards every
+// other request to anvil (whose dev accounts are unlocked) through page.exposeFunction, i.e. the
+// JSON-RPC call is made here, on the node side. The script clicks "Pay with your wallet", prints
+// "TX <hash>" and "RPC <methods in order>"; with --no-wait it exits 0 right after the TX line.
 import { chromium } from "playwright-core";
 
-const [url, shot] = process.argv.slice(2);
+const [url, shot, ...rest] = process.argv.slice(2);
+const wallet = rest[0] === "--wallet" ? { rpc: rest[1], from: rest[2], wait: rest[3] !== "--no-wait" } : null;
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -22,6 +28,37 @@ try {
   page.on("response", (r) => {
     if (r.status() >= 400 && !r.url().endsWith("/favicon.ico")) errors.push(r.status() + " " + r.url());
   });
+  const rpcs = [];
+  if (wallet) {
+    let id = 0;
+    await page.exposeFunction("__creditbridgeAnvil", async (method, params) => {
+      rpcs.push(method);
+      const r = await fetch(wallet.rpc, { method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ jsonrpc: "2.0", id: ++id, method, params }) });
+      return await r.json();  // {result} or {error: {code, message}}
+    });
+    await page.addInitScript((from) => {
+      const provider = {
+        async request({ method, params }) {
+          if (method === "eth_requestAccounts" || method === "eth_accounts") {
+            await window.__creditbridgeAnvil(method, []);  // recorded (anvil answers its own list)
+            return [from];
+          }
+          const r = await window.__creditbridgeAnvil(method, params || []);
+          if (r.error) { const e = new Error(r.error.message); e.code = r.error.code; throw e; }
+          return r.result;
+        },
+        on() {}, removeListener() {},
+      };
+      const info = Object.freeze({ uuid: "5b8a0c1e-6f1c-4e49-9f0a-1c2b3d4e5f60", name: "Anvil test wallet",
+        icon: "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' width='24' height='24'%3E%3Crect width='24' height='24' fill='%23f60'/%3E%3C/svg%3E",
+        rdns: "test.creditbridge.anvil" });
+      const announce = () => window.dispatchEvent(new CustomEvent("eip6963:announceProvider",
+        { detail: Object.freeze({ info, provider }) }));
+      window.addEventListener("eip6963:requestProvider", announce);
+      announce();
+    }, wallet.from);
+  }
   await page.goto(url);
   await page.waitForFunction(() => document.getElementById("state").dataset.state !== "");
   // the QR code image is requested once the first status arrives: wait for it to load
@@ -30,9 +67,20 @@ try {
     return q.getAttribute("src") && q.complete && q.naturalWidth > 0;
   }, null, { timeout: 20000 }).then(() => true, () => false);
   console.log("READY " + (await page.textContent("#state")) + " qr=" + qrOk + " amount=" + (await page.textContent("#amount-base")));
+  if (wallet) {
+    await page.getByRole("button", { name: "Pay with your wallet" }).click();
+    const tx = await page.waitForFunction(() => {
+      const s = document.getElementById("wallet-status");
+      return s.dataset.tx || (s.dataset.kind === "error" ? "ERROR " + s.textContent : "");
+    }, null, { timeout: 30000 }).then((h) => h.jsonValue(), (e) => "ERROR " + e);
+    console.log((tx.startsWith("ERROR") ? "" : "TX ") + tx);
+    console.log("RPC " + rpcs.join(","));
+    if (tx.startsWith("ERROR")) throw new Error(tx);
+    if (!wallet.wait) code = 0;
+  }
   let last = "";
   const deadline = Date.now() + 150000;
-  while (Date.now() < deadline) {
+  while (code !== 0 && Date.now() < deadline) {
     const s = await page.textContent("#state");
     if (s !== last) { console.log("STATE " + s + " | " + (await page.textContent("#message"))); last = s; }
     if (s === "credited") { code = 0; break; }
@@ -41,6 +89,8 @@ try {
   console.log("SETTLEMENT " + (await page.textContent("#settlement")));
   if (shot) await page.screenshot({ path: shot, fullPage: true });
   if (errors.length) { console.log("ERRORS " + errors.join(" | ")); code = 1; }
+} catch (e) {
+  console.log("FAILED " + e);
 } finally {
   await browser.close();
 }

@@ -64,13 +64,14 @@ class BrokenSource:
 
 
 def make_settings(home: Path, keystore: Path, pricing: dict | None = None, payments: dict | None = None,
-                  storage_url: str | None = None, **api) -> Settings:
+                  storage_url: str | None = None, chains: list | None = None, **api) -> Settings:
     return settings_from_dict({
         "chains": [
             {"family": "evm", "name": "ethereum", "chain_id": 1, "rpc": ["http://127.0.0.1:1"], "token": "ETH",
              "contracts": {"lock": LOCK}},
             {"family": "evm", "name": "settlement", "chain_id": 31337, "rpc": ["http://127.0.0.1:1"],
              "contracts": {"credits": LEDGER}},
+            *(chains or []),
         ],
         "settlement_chain": "settlement",
         "storage": {"url": storage_url or f"sqlite+aiosqlite:///{home}/api.sqlite"},
@@ -129,10 +130,10 @@ async def start(tmp_path, monkeypatch):
     sessions: list[aiohttp.ClientSession] = []
 
     async def _start(source=None, pricing=None, payments=None, host="127.0.0.1", storage_url=None, instructions=None,
-                     **api) -> Gateway:
+                     chains=None, **api) -> Gateway:
         home = tmp_path / f"gateway{len(runners)}"  # each gateway its own database, one key file
         home.mkdir()
-        settings = make_settings(home, tmp_path / "quote-key.json", pricing, payments, storage_url, **api)
+        settings = make_settings(home, tmp_path / "quote-key.json", pricing, payments, storage_url, chains, **api)
         db = Database(settings.storage.url)
         await db.migrate()
         signer = QuoteSigner.from_ref(settings.api.quote_key)
