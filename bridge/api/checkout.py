@@ -28,7 +28,7 @@ page is the one exception, because TON Connect needs it and nothing less works: 
 wallet list (config.ton.org) and talks to each wallet's bridge (a different https host per
 wallet, over server-sent events), shows wallet icons from their hosts, and injects its
 styles; so that page allows ``connect-src https:``, ``img-src https:`` and inline styles
-(still no inline or foreign script). Its telemetry is switched off in ``checkout.js``.
+(still no inline or foreign script: only the empty ``ontouchstart=""`` handler it sets, by hash). Its telemetry is switched off in ``checkout.js``.
 """
 
 from __future__ import annotations
@@ -57,7 +57,10 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 # TON Connect (see the module docstring): wallet list and bridges on any https host, wallet icons,
 # injected styles; scripts stay this origin's only
-CSP_TON = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: https:; "
+# 'unsafe-hashes' + the hash of the empty string: TON Connect sets <body ontouchstart=""> (an iOS
+# :active hack); only an empty, do-nothing inline handler is allowed, never inline script
+EMPTY_HANDLER = "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='"
+CSP_TON = (f"default-src 'none'; script-src 'self' 'unsafe-hashes' {EMPTY_HANDLER}; style-src 'self' 'unsafe-inline'; img-src 'self' data: https:; "
            "connect-src 'self' https:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 _FILES = {"checkout.js": "application/javascript", "checkout.css": "text/css"}
 APP_NAME = "creditbridge checkout"

@@ -1,5 +1,9 @@
 // Drives the checkout page in headless Chromium (Debian's /usr/bin/chromium) with playwright-core.
 // Usage: node checkout_browser.mjs <page url> <screenshot path> [--wallet <anvil rpc url> <from address> [--no-wait]]
+//        node checkout_browser.mjs <page url> <screenshot path> --inspect
+// --inspect (a phone-sized viewport, no payment): prints "INSPECT <json>" (the page's wallet parts,
+// whether TON Connect loaded and whether anything is wider than the card) and exits 0 unless the
+// page had errors (a CSP violation is one).
 // Prints "READY <state>" once the page shows the payment, then "STATE <s>" on every change,
 // and exits 0 after the page shows "credited" (1 on a timeout or a page error).
 // With --wallet, an EIP-1193 provider is injected before the page loads and announced by EIP-6963
@@ -10,6 +14,7 @@
 import { chromium } from "playwright-core";
 
 const [url, shot, ...rest] = process.argv.slice(2);
+const inspect = rest[0] === "--inspect";
 const wallet = rest[0] === "--wallet" ? { rpc: rest[1], from: rest[2], wait: rest[3] !== "--no-wait" } : null;
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -18,11 +23,18 @@ const browser = await chromium.launch({
 });
 let code = 1;
 try {
-  const page = await browser.newPage();
+  const page = await browser.newPage(inspect ? { viewport: { width: 360, height: 800 } } : {});
   const errors = [];
   page.on("pageerror", (e) => errors.push(String(e)));
   page.on("console", (m) => {
-    if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) errors.push(m.text());
+    if (m.type() !== "error" || m.text().startsWith("Failed to load resource")) return;
+    // TON Connect fetches its wallet list from config.ton.org (falling back to a built-in one):
+    // the test machine is offline, so that fetch fails; anything else is an error
+    if (inspect && m.text().startsWith("[TON_CONNECT_SDK]") && m.text().includes("Failed to fetch")) {
+      console.log("OFFLINE " + m.text().split("\n")[0]);
+      return;
+    }
+    errors.push(m.text());
   });
   // every response the page needs must succeed (the browser's own favicon probe aside)
   page.on("response", (r) => {
@@ -67,6 +79,21 @@ try {
     return q.getAttribute("src") && q.complete && q.naturalWidth > 0;
   }, null, { timeout: 20000 }).then(() => true, () => false);
   console.log("READY " + (await page.textContent("#state")) + " qr=" + qrOk + " amount=" + (await page.textContent("#amount-base")));
+  if (inspect) {
+    await page.waitForTimeout(1500);  // TON Connect renders its button asynchronously
+    const facts = await page.evaluate(() => {
+      const main = document.querySelector("main"), box = main.getBoundingClientRect();
+      const wide = [...main.querySelectorAll("*")].filter((el) => el.offsetParent !== null &&
+        el.getBoundingClientRect().right > box.right + 1).map((el) => el.id || el.tagName);
+      const shown = (id) => !!document.getElementById(id) && document.getElementById(id).offsetParent !== null;
+      return { family: document.body.dataset.family, tonconnect: !!window.TON_CONNECT_UI,
+               tonButton: document.getElementById("ton-connect").childElementCount > 0,
+               wallet: shown("pay-wallet"), transfer: shown("transfer"), wide: wide,
+               to: document.getElementById("t-to").textContent, comment: document.getElementById("t-comment").textContent };
+    });
+    console.log("INSPECT " + JSON.stringify(facts));
+    code = 0;
+  }
   if (wallet) {
     await page.getByRole("button", { name: "Pay with your wallet" }).click();
     const tx = await page.waitForFunction(() => {
@@ -80,7 +107,7 @@ try {
   }
   let last = "";
   const deadline = Date.now() + 150000;
-  while (code !== 0 && Date.now() < deadline) {
+  while (!inspect && code !== 0 && Date.now() < deadline) {
     const s = await page.textContent("#state");
     if (s !== last) { console.log("STATE " + s + " | " + (await page.textContent("#message"))); last = s; }
     if (s === "credited") { code = 0; break; }

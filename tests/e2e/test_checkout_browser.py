@@ -12,6 +12,7 @@ import pytest
 
 from tests.e2e.conftest import ROOT, Devnet
 from tests.e2e.test_devnet import balance, open_payment, pay
+from tests.integration.api.test_api import start  # noqa: F401 - a gateway without a devnet (page checks)
 
 SCRIPT = Path(__file__).with_name("checkout_browser.mjs")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -102,3 +103,41 @@ async def test_checkout_pays_with_an_injected_browser_wallet(devnet: Devnet, tmp
         states = [ln.split()[1] for ln in lines if ln.startswith("STATE ")]
         assert states[-1] == "credited", out
         assert await balance(devnet, 1) - before == 500
+
+
+def _substrate_chain() -> dict:
+    return {"family": "substrate", "name": "polkadot", "rpc": ["ws://127.0.0.1:1"], "token": "DOT", "ss58_prefix": 0,
+            "committee": {"members": ["0x" + f"{i:02x}" * 32 for i in (1, 2, 3)], "threshold": 2}}
+
+
+async def _inspect(url: str, shot: Path) -> dict:
+    import json
+
+    proc = await asyncio.create_subprocess_exec("node", str(SCRIPT), url, str(shot), "--inspect", cwd=ROOT,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out = (await asyncio.wait_for(proc.communicate(), 90))[0].decode()
+    assert proc.returncode == 0, out
+    return json.loads(next(ln for ln in out.splitlines() if ln.startswith("INSPECT "))[len("INSPECT "):])
+
+
+async def test_checkout_pages_on_a_phone_no_csp_errors_nothing_past_the_card(start, tmp_path):  # noqa: F811
+    """No devnet: a gateway with Ethereum, Asset Hub and TON payments; each page in Chromium at
+    360 px: no page error (CSP violations included: TON Connect loads under its page's policy),
+    the wallet button where there is a wallet standard, no line running past the card's edge."""
+    from bridge.payments.instructions import Instructions
+    from relayers.substrate.instructions import substrate_instructions
+    from relayers.ton.instructions import ton_instructions
+
+    gw = await start(pricing={"fixed_usd": {"ETH": "3000", "TON": "5", "DOT": "7"},
+                              "min_amount": {"ETH": 1000, "TON": 1000, "DOT": 1000}},
+                     chains=[{"family": "ton", "name": "ton", "toncenter": ["http://127.0.0.1:1"],
+                              "contracts": {"lock": "0:" + "33" * 32}}, _substrate_chain()],
+                     instructions=Instructions({"ton": ton_instructions, "substrate": substrate_instructions}))
+    facts = {}
+    for token in ("ETH", "DOT", "TON"):
+        p = await gw.payment((await gw.quote(token=token, credits="500"))["id"])
+        facts[token] = await _inspect(f"{gw.url}/pay/{p['id']}", tmp_path / f"{token}.png")
+    assert all(f["wide"] == [] for f in facts.values()), facts
+    assert facts["ETH"]["wallet"] and facts["ETH"]["family"] == "evm"
+    assert not facts["DOT"]["wallet"] and facts["DOT"]["family"] == "substrate"
+    assert facts["TON"]["tonconnect"] and facts["TON"]["wallet"] and facts["TON"]["tonButton"], facts["TON"]

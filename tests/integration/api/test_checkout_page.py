@@ -71,7 +71,9 @@ async def test_ton_page_loads_ton_connect_from_this_origin(start):  # noqa: F811
     assert html.index("tonconnect-ui.min.js") < html.index("checkout.js")
     assert not re.search(r"(src|href)=\"(https?:)?//", html)  # no CDN
     # what TON Connect needs, and no more: scripts stay this origin's
-    assert "script-src 'self';" in csp and "connect-src 'self' https:;" in csp and "frame-ancestors 'none'" in csp
+    assert "script-src 'self' 'unsafe-hashes' 'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=';" in csp
+    assert "unsafe-inline" not in csp.split("style-src")[0]  # no inline script
+    assert "connect-src 'self' https:;" in csp and "frame-ancestors 'none'" in csp
     assert "style-src 'self' 'unsafe-inline';" in csp and "unsafe-eval" not in csp
     async with gw.http.get(f"{gw.url}/pay/static/tonconnect-ui.min.js") as r:
         body = await r.read()

@@ -290,3 +290,19 @@ async def test_migration_numbers_existing_payments_in_creation_order(tmp_path, b
             assert (await payments_repo.get_payment(s, "00000000-0000-0000-0000-000000000000")).code is None
     finally:
         await db.dispose()
+
+
+async def test_openapi_documents_codes_transfers_and_the_feed(start):  # noqa: F811
+    gw = await start()
+    status, spec, _ = await gw.get("/openapi.json")
+    assert status == 200
+    feed_op = spec["paths"]["/v1/payment-references"]["get"]
+    assert {p["name"] for p in feed_op["parameters"]} == {"chain", "after", "limit"}
+    assert feed_op["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ReferenceFeed"}
+    assert "/v1/payments/by-code/{code}" in spec["paths"]
+    schemas = spec["components"]["schemas"]
+    assert set(schemas["Instructions"]["properties"]) >= {"transfer", "uri"}
+    assert schemas["Instructions"]["properties"]["transfer"]["required"] == ["to", "amount", "comment"]
+    assert schemas["Payment"]["properties"]["code"]["type"] == ["string", "null"]
+    assert set(schemas["ReferenceFeed"]["required"]) == {"entries", "next"}
