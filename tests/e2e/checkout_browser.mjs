@@ -83,13 +83,17 @@ try {
     await page.waitForTimeout(1500);  // TON Connect renders its button asynchronously
     const facts = await page.evaluate(() => {
       const main = document.querySelector("main"), box = main.getBoundingClientRect();
+      // an element past the card's right edge, or whose content (a long unbroken line) overflows it
       const wide = [...main.querySelectorAll("*")].filter((el) => el.offsetParent !== null &&
-        el.getBoundingClientRect().right > box.right + 1).map((el) => el.id || el.tagName);
+        (el.getBoundingClientRect().right > box.right + 1 ||
+         (el.clientWidth > 0 && el.scrollWidth > el.clientWidth + 1 && getComputedStyle(el).display !== "inline")))
+        .map((el) => el.id || el.tagName);
+      if (main.scrollWidth > main.clientWidth + 1) wide.push("main");
       const shown = (id) => !!document.getElementById(id) && document.getElementById(id).offsetParent !== null;
       return { family: document.body.dataset.family, tonconnect: !!window.TON_CONNECT_UI,
-               tonButton: document.getElementById("ton-connect").childElementCount > 0,
+               tonButton: (document.getElementById("ton-connect")?.childElementCount || 0) > 0,
                wallet: shown("pay-wallet"), transfer: shown("transfer"), wide: wide,
-               to: document.getElementById("t-to").textContent, comment: document.getElementById("t-comment").textContent };
+               to: document.getElementById("t-to")?.textContent, comment: document.getElementById("t-comment")?.textContent };
     });
     console.log("INSPECT " + JSON.stringify(facts));
     code = 0;

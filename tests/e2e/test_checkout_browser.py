@@ -137,7 +137,7 @@ async def test_checkout_pages_on_a_phone_no_csp_errors_nothing_past_the_card(sta
     for token in ("ETH", "DOT", "TON"):
         p = await gw.payment((await gw.quote(token=token, credits="500"))["id"])
         facts[token] = await _inspect(f"{gw.url}/pay/{p['id']}", tmp_path / f"{token}.png")
-    assert all(f["wide"] == [] for f in facts.values()), facts
+    assert {t: f["wide"] for t, f in facts.items()} == {"ETH": [], "DOT": [], "TON": []}
     assert facts["ETH"]["wallet"] and facts["ETH"]["family"] == "evm"
     assert not facts["DOT"]["wallet"] and facts["DOT"]["family"] == "substrate"
     assert facts["TON"]["tonconnect"] and facts["TON"]["wallet"] and facts["TON"]["tonButton"], facts["TON"]
