@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, text, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.chains import CreditRecord
-from bridge.errors import InputError, NotFound
+from bridge.errors import InputError, NotFound, StorageError
 from bridge.payments.feed import DEFAULT_KEEP_SECONDS, FeedEntry
 from bridge.payments.state import NEW, OPEN_STATES, STATES
 from bridge.storage.models import CreditRow, PaymentFeedRow, PaymentRow
@@ -229,7 +230,10 @@ class DatabaseReferenceFeed:
 
     async def references(self, chain: str, after: int, limit: int) -> list[FeedEntry]:
         since = self.clock() - timedelta(seconds=self.keep_seconds)
-        async with self.db.begin() as s:
-            rows = await references_after(s, chain, after, limit, expired_since=since)
+        try:
+            async with self.db.begin() as s:
+                rows = await references_after(s, chain, after, limit, expired_since=since)
+        except SQLAlchemyError as e:
+            raise StorageError(f"reference feed: database error ({e.__class__.__name__})") from None
         return [FeedEntry(cursor=r.cursor, chain=chain, reference=r.reference,
                           expires_at=int(r.expires_at.timestamp())) for r in rows]

@@ -306,3 +306,15 @@ async def test_openapi_documents_codes_transfers_and_the_feed(start):  # noqa: F
     assert schemas["Instructions"]["properties"]["transfer"]["required"] == ["to", "amount", "comment"]
     assert schemas["Payment"]["properties"]["code"]["type"] == ["string", "null"]
     assert set(schemas["ReferenceFeed"]["required"]) == {"entries", "next"}
+
+
+async def test_database_feed_failure_is_a_typed_storage_error(tmp_path):
+    from bridge.errors import StorageError
+    from bridge.storage.db import Database
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/never-migrated.sqlite")  # no tables
+    try:
+        with pytest.raises(StorageError):
+            await payments_repo.DatabaseReferenceFeed(db).references("ethereum", 0, 10)
+    finally:
+        await db.dispose()
