@@ -212,7 +212,10 @@
   async function payWithTon() {
     const ui = tonConnect(), p = payment;
     if (!ui) return;
-    const t = transferOf(p), ins = p.instructions;
+    const ins = p.instructions;
+    // the plain transfer needs its comment as a payload cell (transfer.payload); without one, the
+    // call-based message (the lock's body) pays instead: a transfer without its comment would be refunded
+    const plain = transferOf(p), t = plain && (plain.payload || !plain.comment) ? plain : null;
     const message = t ? { address: t.to, amount: t.amount } : { address: ins.contract, amount: String(ins.amount) };
     const payload = t ? t.payload : ins.body;
     if (payload) message.payload = payload;
