@@ -16,6 +16,10 @@ Routes::
     GET  /v1/quotes/{id}
     POST /v1/payments                        payment for {"quote_id", "beneficiary"}
     GET  /v1/payments/{id}
+    GET  /v1/payments/by-code/{code}         the payment with this payment code
+    GET  /v1/payment-references?chain=C&after=N&limit=M
+                                             reference feed for per-payment address collectors
+                                             (bridge/payments/feed.py)
     GET  /v1/payments/by-reference/{ref}     signed terms (signer nodes; not rate limited)
     GET  /v1/payments/by-reference/{ref}/late/{source}/{sequence}
                                              signed decision on a late deposit (signer nodes;
@@ -118,7 +122,9 @@ def create_app(
     r.add_get("/v1/payments/by-reference/{reference}", handlers.get_terms_by_reference, name="terms_by_reference")
     r.add_get("/v1/payments/by-reference/{reference}/late/{source}/{sequence}", handlers.get_late_terms,
               name="late_terms")
+    r.add_get("/v1/payments/by-code/{code}", handlers.get_payment_by_code, name="payment_by_code")
     r.add_get("/v1/payments/{id}", handlers.get_payment, name="payment")
+    r.add_get("/v1/payment-references", handlers.get_payment_references, name="payment_references")
     r.add_get("/v1/gateway", handlers.gateway, name="gateway")
     r.add_get("/v1/tokens", handlers.tokens, name="tokens")
     r.add_get("/v1/prices", handlers.prices, name="prices")

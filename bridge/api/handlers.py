@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -24,7 +23,8 @@ from bridge.api.keys import CLOCK, DB, DOCS, INSTRUCTIONS, METRICS, QUOTE_WRITER
 from bridge.config import Settings
 from bridge.errors import ConfigError, Conflict, DepositNotSeen, InputError, NotFound, PriceUnavailable, StorageError
 from bridge.hashing import keccak256
-from bridge.payments import rules
+from bridge.payments import codes, rules
+from bridge.payments.feed import DEFAULT_KEEP_SECONDS
 from bridge.payments.late import LateTerms, decide_late
 from bridge.pricing.quotes import (
     MAX_AMOUNT,
@@ -203,7 +203,8 @@ def payment_json(rec: PaymentRecord, settings: Settings, instructions=evm_defaul
         "created_at": rfc3339(rec.created_at),
         "paid_amount": str(rec.paid_amount),
         "refundable_amount": str(rec.refundable),
-        "instructions": instructions(chain, rec.reference, rec.amount),
+        "code": rec.code,
+        "instructions": instructions(chain, rec.reference, rec.amount, code=rec.code),
         "terms": terms,
     }
     if rec.settlement_tx is not None:
@@ -299,9 +300,10 @@ async def create_payment(request: web.Request) -> web.Response:
             return web.json_response(payment_json(existing, app[SETTINGS], app[INSTRUCTIONS]), status=200,
                                      headers={"Location": f"/v1/payments/{existing.id}"})
         ensure_not_expired(quote, now)
+        code, reference = await _new_code(s)
         terms = app[SIGNER].sign_terms(PaymentTerms(
             payment_id=str(uuid.uuid4()),
-            reference=os.urandom(32),
+            reference=reference,
             beneficiary=beneficiary,
             quote_id=quote.id,
             chain=quote.chain,
@@ -310,17 +312,82 @@ async def create_payment(request: web.Request) -> web.Response:
             credits=quote.credits,
             expires_at=quote.expires_at,
         ))
-        rec = await payments_repo.add_payment(s, terms, now=now,
+        rec = await payments_repo.add_payment(s, terms, now=now, code=code,
                                               merchant_id=merchant.key_id if merchant else None)
     app[METRICS].payments_created.labels(rec.token).inc()
     return web.json_response(payment_json(rec, app[SETTINGS], app[INSTRUCTIONS]), status=201,
                              headers={"Location": f"/v1/payments/{rec.id}"})
 
 
+async def _new_code(s: AsyncSession, attempts: int = 5) -> tuple[str, bytes]:
+    """A fresh payment code and its reference (``sha256(code)``); drawn again on the unlikely
+    collision with a stored code or reference (60 random bits: a concurrent duplicate is refused
+    by the unique indexes and answered 409, and the client retries)."""
+    for _ in range(attempts):
+        code = codes.new_code()
+        reference = codes.reference_for_code(code)
+        if not await payments_repo.code_or_reference_taken(s, code, reference):
+            return code, reference
+    raise Conflict("could not draw an unused payment code; retry")
+
+
 async def get_payment(request: web.Request) -> web.Response:
     payment_id = _path_id(request, "payment")
     async with transaction(request.app[DB]) as s:
         rec, late = await payment_view(s, payment_id)
+    if rec is None:
+        raise NotFound("no such payment")
+    return web.json_response(payment_json(rec, request.app[SETTINGS], request.app[INSTRUCTIONS], late))
+
+
+FEED_DEFAULT_LIMIT = 500
+FEED_MAX_LIMIT = 1000
+_QUERY_INT = re.compile(r"^(0|[1-9][0-9]{0,17})$")
+
+
+def _query_int(request: web.Request, name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not _QUERY_INT.fullmatch(raw):
+        raise InputError(f"{name} must be a non-negative decimal integer")
+    value = int(raw)
+    if not minimum <= value <= maximum:
+        raise InputError(f"{name} must be between {minimum} and {maximum}")
+    return value
+
+
+async def get_payment_references(request: web.Request) -> web.Response:
+    """The reference feed (``bridge/payments/feed.py``): the references of one source chain's
+    payments whose expiry is less than 30 days ago, ascending by an increasing cursor. Collectors
+    of per-payment addresses page through it with ``after`` = the last ``next``."""
+    settings = request.app[SETTINGS]
+    chain = request.query.get("chain")
+    names = {c.name for c in settings.source_chains()}
+    if not chain:
+        raise InputError("chain is required (a source chain's name)")
+    if chain not in names:
+        raise InputError("chain must be a configured source chain: " + _names(names))
+    after = _query_int(request, "after", 0, 0, UINT64_MAX)
+    limit = _query_int(request, "limit", FEED_DEFAULT_LIMIT, 1, FEED_MAX_LIMIT)
+    since = _now(request) - timedelta(seconds=DEFAULT_KEEP_SECONDS)
+    async with transaction(request.app[DB]) as s:
+        rows = await payments_repo.references_after(s, chain, after, limit, expired_since=since)
+    return web.json_response({
+        "entries": [{"cursor": r.cursor, "reference": "0x" + r.reference.hex(),
+                     "expires_at": int(r.expires_at.timestamp())} for r in rows],
+        "next": rows[-1].cursor if rows else after,
+    })
+
+
+async def get_payment_by_code(request: web.Request) -> web.Response:
+    """A payment by its code (what a payer quotes from a TON comment or a support request)."""
+    code = request.match_info["code"].upper()
+    if not codes.is_code(code):
+        raise NotFound("no such payment")
+    async with transaction(request.app[DB]) as s:
+        rec = await payments_repo.get_payment_by_code(s, code)
+        late = [] if rec is None else await late_repo.late_decisions_for_payment(s, rec.id)
     if rec is None:
         raise NotFound("no such payment")
     return web.json_response(payment_json(rec, request.app[SETTINGS], request.app[INSTRUCTIONS], late))

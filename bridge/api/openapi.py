@@ -264,16 +264,55 @@ def _schemas(tokens: list[str]) -> dict[str, Any]:
             "type": "object",
             "description": "What the payer's wallet must do; the fields depend on the chain family. "
                            "evm: `chain_id`, `contract`, `method` (`lock(bytes32)`), `reference`, `value`; "
-                           "substrate: `to`, `amount`, `remark`; ton: `contract`, `amount`, `body`, `link`.",
+                           "substrate: `to`, `amount`, `remark`; ton: `contract`, `amount`, `body`, `link`. "
+                           "Every family also gives `transfer`: a plain transfer any wallet can send that pays "
+                           "the payment (send exactly `amount` base units of the payment's token to `to`, with "
+                           "the text comment `comment` when it is not null: TON), and `uri`, the wallet link "
+                           "of that transfer (EIP-681 `ethereum:<to>@<chainId>?value=<wei>`, "
+                           "`ton://transfer/<lock>?amount=<n>&text=<code>`, or the Asset Hub payment address) "
+                           "that the checkout page's QR code carries. The call-based fields stay for wallets "
+                           "that can make the call.",
             "required": ["chain"],
             "properties": {
                 "chain": {"type": "string"},
+                "transfer": {
+                    "type": "object",
+                    "required": ["to", "amount", "comment"],
+                    "properties": {
+                        "to": {"type": "string", "description": "The address to send to: the payment's own "
+                                                                "deposit address (Ethereum, Asset Hub) or the "
+                                                                "lock (TON)."},
+                        "amount": uint_out,
+                        "comment": {"type": ["string", "null"], "description": "The text comment the "
+                                                                              "transfer must carry (TON: the "
+                                                                              "payment code), or null."},
+                    },
+                },
+                "uri": {"type": "string", "description": "The wallet link (QR code) of the plain transfer."},
                 "chain_id": {"type": "integer"},
                 "contract": {"type": "string"},
                 "method": {"type": "string"},
                 "reference": {"type": "string"},
                 "value": uint_out,
                 "amount": uint_out,
+            },
+        },
+        "ReferenceFeed": {
+            "type": "object",
+            "required": ["entries", "next"],
+            "properties": {
+                "entries": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["cursor", "reference", "expires_at"],
+                    "properties": {
+                        "cursor": {"type": "integer", "minimum": 1},
+                        "reference": {"type": "string", "pattern": _HEX32},
+                        "expires_at": {"type": "integer", "description": "The payment's expiry, unix seconds."},
+                    },
+                }},
+                "next": {"type": "integer", "minimum": 0, "description": "The `after` of the next page: the "
+                                                                        "last entry's cursor, or `after` "
+                                                                        "when the page is empty."},
             },
         },
         "Payment": {
@@ -283,6 +322,9 @@ def _schemas(tokens: list[str]) -> dict[str, Any]:
             "properties": {
                 "id": {"type": "string", "format": "uuid"},
                 "reference": {"type": "string", "pattern": _HEX32},
+                "code": {"type": ["string", "null"], "pattern": "^CB[0-9A-HJKMNP-TV-Z]{12}$",
+                         "description": "The payment code: the text comment of a TON plain transfer; "
+                                        "`reference` is `sha256(code)`. Null for payments made before codes."},
                 "state": {"type": "string", "description": "new, seen, confirmed, credited, expired, "
                                                            "underpaid, overpaid, late or invalid"},
                 "quote_id": {"type": "string", "format": "uuid"},
@@ -477,6 +519,37 @@ def build_spec(tokens: Iterable[str] = ()) -> dict[str, Any]:
             "parameters": [payment_id],
             "responses": {"200": _json("The payment.", _ref("Payment")),
                           "404": _problem("No such payment (problem `not-found`)."),
+                          "429": _RATE_LIMITED, "503": _UNAVAILABLE_DB},
+        }},
+        "/v1/payments/by-code/{code}": {"get": {
+            "operationId": "getPaymentByCode",
+            "summary": "A payment by its payment code",
+            "description": "The payment whose code (e.g. a TON transfer's comment) is `code`; case-insensitive.",
+            "parameters": [{"name": "code", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": _json("The payment.", _ref("Payment")),
+                          "404": _problem("No payment has this code (problem `not-found`)."),
+                          "429": _RATE_LIMITED, "503": _UNAVAILABLE_DB},
+        }},
+        "/v1/payment-references": {"get": {
+            "operationId": "listPaymentReferences",
+            "summary": "The reference feed of one chain's payments",
+            "description": "For the collectors of per-payment deposit addresses (the relay on Ethereum, the "
+                           "signers on Asset Hub): the references of `chain`'s payments whose expiry is less "
+                           "than 30 days ago, ascending by `cursor` (an integer that increases with every new "
+                           "payment; opaque otherwise). Page with `after` = the last answer's `next`. A "
+                           "collector derives each deposit address from the reference itself, so this feed "
+                           "cannot redirect funds.",
+            "parameters": [
+                {"name": "chain", "in": "query", "required": True, "schema": {"type": "string"},
+                 "description": "A configured source chain's name."},
+                {"name": "after", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 0, "default": 0}},
+                {"name": "limit", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 500}},
+            ],
+            "responses": {"200": _json("One page of the feed.", _ref("ReferenceFeed")),
+                          "400": _problem("A missing or unknown `chain`, or a malformed `after` or `limit` "
+                                          "(problem `invalid-input`)."),
                           "429": _RATE_LIMITED, "503": _UNAVAILABLE_DB},
         }},
         "/v1/payments/by-reference/{reference}": {"get": {

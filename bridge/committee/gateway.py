@@ -1,13 +1,16 @@
-"""The signer's client of the gateway API: fetch the signed terms of a payment reference, and
-the signed decision on a late deposit of it."""
+"""The signer's client of the gateway API: fetch the signed terms of a payment reference, the
+signed decision on a late deposit of it, and the reference feed of per-payment addresses."""
 
 from __future__ import annotations
 
 import json
+import re
+from urllib.parse import urlencode
 
 import aiohttp
 
 from bridge.errors import GatewayUnavailable, VerificationError
+from bridge.payments.feed import FeedEntry
 from bridge.payments.late import LateTerms
 from bridge.types import PaymentTerms
 
@@ -59,6 +62,54 @@ class GatewayClient:
         url = f"{self.base_url}/v1/payments/by-reference/0x{reference.hex()}/late/0x{source.hex()}/{int(sequence)}"
         body = await self._get(url, ("not-found", "deposit-not-seen"))
         return None if body is None else late_terms_from_json(body)
+
+    async def references(self, chain: str, after: int, limit: int) -> list[FeedEntry]:
+        """``bridge.payments.feed.ReferenceFeed`` over ``GET /v1/payment-references``: entries of
+        ``chain`` after the cursor ``after``, ascending, at most ``limit``. GatewayUnavailable when
+        the gateway cannot answer; VerificationError when the answer is not a well-formed feed page
+        (a field missing or malformed, cursors not ascending or not after ``after``, too many)."""
+        url = f"{self.base_url}/v1/payment-references?" + urlencode({"chain": chain, "after": int(after),
+                                                                     "limit": int(limit)})
+        body = await self._get(url, ())
+        return feed_from_json(body, chain, after, limit)
+
+
+_FEED_REFERENCE = re.compile(r"^0x[0-9a-f]{64}$")
+_MAX_UNIX = 2**63 - 1
+
+
+def _feed_int(value: object, what: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= _MAX_UNIX:
+        raise VerificationError(f"malformed reference feed: {what} is not an integer in range")
+    return value
+
+
+def feed_from_json(body: object, chain: str, after: int, limit: int) -> list[FeedEntry]:
+    """Parse and check one page of the reference feed (the gateway is trusted for liveness only:
+    whatever it answers, a collector recomputes addresses from the references)."""
+    if not isinstance(body, dict) or not isinstance(body.get("entries"), list):
+        raise VerificationError("malformed reference feed: no entries list")
+    raw = body["entries"]
+    if len(raw) > limit:
+        raise VerificationError("malformed reference feed: more entries than asked for")
+    entries: list[FeedEntry] = []
+    last = after
+    for e in raw:
+        if not isinstance(e, dict):
+            raise VerificationError("malformed reference feed: an entry is not an object")
+        cursor = _feed_int(e.get("cursor"), "cursor", 1)
+        if cursor <= last:
+            raise VerificationError("malformed reference feed: cursors not ascending after the one asked for")
+        ref = e.get("reference")
+        if not isinstance(ref, str) or not _FEED_REFERENCE.fullmatch(ref.lower()):
+            raise VerificationError("malformed reference feed: a reference is not 0x and 64 hex digits")
+        expires_at = _feed_int(e.get("expires_at"), "expires_at", 0)
+        entries.append(FeedEntry(cursor=cursor, chain=chain, reference=bytes.fromhex(ref[2:]), expires_at=expires_at))
+        last = cursor
+    nxt = body.get("next")
+    if nxt is not None and _feed_int(nxt, "next", 0) < last:
+        raise VerificationError("malformed reference feed: next is before the last entry")
+    return entries
 
 
 def _problem_code(body: bytes) -> str | None:

@@ -12,12 +12,15 @@ from the composition root (``bridge/api/wiring.py``), so the core stays SDK-free
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Mapping
 
 from bridge.errors import ConfigError
 from bridge.payments.evm_deposit import checksum_address, deposit_address
 
-Builder = Callable[[object, bytes, int], dict]  # (chain config, reference, amount) -> instructions
+# (chain config, reference, amount, *, code=None) -> instructions; since issue 14 a builder also
+# returns "transfer" ({"to", "amount", "comment"}: a plain transfer that pays) and "uri" (a wallet link)
+Builder = Callable[..., dict]
 
 
 def evm_instructions(chain, reference: bytes, amount: int, code: str | None = None) -> dict:
@@ -46,9 +49,22 @@ class Instructions:
         self.builders = dict(DEFAULT_BUILDERS)
         self.builders.update(builders or {})
 
-    def __call__(self, chain, reference: bytes, amount: int) -> dict:
+    def __call__(self, chain, reference: bytes, amount: int, code: str | None = None) -> dict:
+        """The instructions to pay ``amount`` for the payment ``reference`` (whose payment code is
+        ``code``: None for payments made before codes). A builder that takes no ``code`` keyword
+        (one written before issue 14) is called without it."""
         try:
             build = self.builders[chain.family]
         except KeyError:
             raise ConfigError(f"no payment instructions for chain family {chain.family!r}") from None
+        if _takes_code(build):
+            return build(chain, reference, amount, code=code)
         return build(chain, reference, amount)
+
+
+def _takes_code(build: Builder) -> bool:
+    try:
+        params = inspect.signature(build).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: no introspection, call it the old way
+        return False
+    return "code" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())

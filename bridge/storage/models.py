@@ -58,6 +58,22 @@ class PaymentRow(Base):
     # 0003: held for refund (excess + late + invalid), and the merchant whose key created it
     refundable: Mapped[int] = mapped_column(U256, default=0, server_default="0")
     merchant_id: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
+    # 0010: the payment code (TON text comment; reference = sha256(code)); NULL before issue 14
+    code: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+
+Index("uq_payments_code", PaymentRow.code, unique=True)
+
+
+class PaymentFeedRow(Base):
+    """0010: the reference feed's cursor of each payment (``GET /v1/payment-references``): an
+    autoincrement key, so a payment created later has a larger cursor (never reused)."""
+
+    __tablename__ = "payment_feed"
+    __table_args__ = (UniqueConstraint("payment_id", name="uq_payment_feed_payment"), {"sqlite_autoincrement": True})
+    cursor: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                        autoincrement=True)
+    payment_id: Mapped[str] = mapped_column(String(36), ForeignKey("payments.id"))
 
 
 class ObservationRow(Base):

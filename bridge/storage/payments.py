@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.chains import CreditRecord
-from bridge.errors import InputError, NotFound
+from bridge.errors import InputError, NotFound, StorageError
+from bridge.payments.feed import DEFAULT_KEEP_SECONDS, FeedEntry
 from bridge.payments.state import NEW, OPEN_STATES, STATES
-from bridge.storage.models import CreditRow, PaymentRow
-from bridge.types import Credit, PaymentTerms, quote_id_bytes
+from bridge.storage.models import CreditRow, PaymentFeedRow, PaymentRow
+from bridge.types import Credit, PaymentTerms, quote_id_bytes, utcnow
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class PaymentRecord:
     updated_at: datetime
     refundable: int = 0
     merchant_id: str | None = None
+    code: str | None = None  # issue 14: the payment code (None for payments made before codes)
 
     def terms(self) -> PaymentTerms:
         return PaymentTerms(
@@ -56,21 +59,32 @@ def _record(r: PaymentRow) -> PaymentRecord:
         state=r.state, key_id=r.key_id, terms_signature=bytes(r.terms_signature), paid_amount=r.paid_amount,
         credited=r.credited, settlement_tx=None if r.settlement_tx is None else bytes(r.settlement_tx),
         created_at=r.created_at, updated_at=r.updated_at, refundable=r.refundable or 0, merchant_id=r.merchant_id,
+        code=r.code,
     )
 
 
 async def add_payment(s: AsyncSession, terms: PaymentTerms, *, now: datetime,
-                      merchant_id: str | None = None) -> PaymentRecord:
-    """Store a new payment (state ``new``) from its signed terms. The reference and the quote
-    are unique: a second payment for either fails with IntegrityError at flush."""
+                      merchant_id: str | None = None, code: str | None = None) -> PaymentRecord:
+    """Store a new payment (state ``new``) from its signed terms, and give it the next cursor of
+    the reference feed. The reference, the code and the quote are unique: a second payment for
+    any fails with IntegrityError at flush.
+
+    On PostgreSQL the feed table is locked (against other writers only; readers go on) until the
+    caller's transaction ends, so cursors become visible in increasing order: a feed reader that
+    saw cursor n never later finds a new payment below n (sequence values alone are drawn at
+    insert but committed in any order). SQLite serializes writers anyway."""
+    if s.get_bind().dialect.name == "postgresql":
+        await s.execute(text("LOCK TABLE payment_feed IN SHARE ROW EXCLUSIVE MODE"))
     row = PaymentRow(
         id=terms.payment_id, reference=terms.reference, quote_id=terms.quote_id, beneficiary=terms.beneficiary,
         chain=terms.chain, token=terms.token, amount=terms.amount, credits=terms.credits,
         expires_at=terms.expires_at, state=NEW, key_id=terms.key_id, terms_signature=terms.signature,
         paid_amount=0, credited=0, settlement_tx=None, created_at=now, updated_at=now,
-        refundable=0, merchant_id=merchant_id,
+        refundable=0, merchant_id=merchant_id, code=code,
     )
     s.add(row)
+    await s.flush()
+    s.add(PaymentFeedRow(payment_id=row.id))
     await s.flush()
     return _record(row)
 
@@ -83,6 +97,38 @@ async def get_payment(s: AsyncSession, payment_id: str) -> PaymentRecord | None:
 async def get_payment_by_reference(s: AsyncSession, reference: bytes) -> PaymentRecord | None:
     r = await s.scalar(select(PaymentRow).where(PaymentRow.reference == reference))
     return None if r is None else _record(r)
+
+
+async def get_payment_by_code(s: AsyncSession, code: str) -> PaymentRecord | None:
+    r = await s.scalar(select(PaymentRow).where(PaymentRow.code == code))
+    return None if r is None else _record(r)
+
+
+async def code_or_reference_taken(s: AsyncSession, code: str, reference: bytes) -> bool:
+    """Whether a payment has this code or this reference already (new codes are random: 60 bits)."""
+    hit = await s.scalar(select(PaymentRow.id).where((PaymentRow.code == code) | (PaymentRow.reference == reference))
+                         .limit(1))
+    return hit is not None
+
+
+@dataclass(frozen=True)
+class FeedRow:
+    cursor: int
+    reference: bytes
+    expires_at: datetime
+
+
+async def references_after(s: AsyncSession, chain: str, after: int, limit: int, *,
+                           expired_since: datetime) -> list[FeedRow]:
+    """The reference feed of ``chain``: payments with ``cursor > after`` whose expiry is at or after
+    ``expired_since``, ascending by cursor, at most ``limit``."""
+    rows = await s.execute(
+        select(PaymentFeedRow.cursor, PaymentRow.reference, PaymentRow.expires_at)
+        .join(PaymentRow, PaymentRow.id == PaymentFeedRow.payment_id)
+        .where(PaymentFeedRow.cursor > after, PaymentRow.chain == chain, PaymentRow.expires_at >= expired_since)
+        .order_by(PaymentFeedRow.cursor).limit(limit)
+    )
+    return [FeedRow(c, bytes(ref), exp) for c, ref, exp in rows]
 
 
 async def get_payment_by_quote(s: AsyncSession, quote_id: str) -> PaymentRecord | None:
@@ -170,3 +216,24 @@ async def credits_for_quote(s: AsyncSession, quote_id: str) -> list[CreditRecord
                            .order_by(CreditRow.block_number, CreditRow.source, CreditRow.sequence))
     return [CreditRecord(Credit(r.source, r.sequence, r.beneficiary, r.credits, r.quote_id),
                          bytes(r.tx_hash), r.block_number) for r in rows]
+
+
+# --- the reference feed, read in-process ----------------------------------------------------------
+class DatabaseReferenceFeed:
+    """``bridge.payments.feed.ReferenceFeed`` over the API's own database (for components that run
+    in the API's process; others use ``GatewayClient.references``, the same data over HTTP)."""
+
+    def __init__(self, db, *, keep_seconds: int = DEFAULT_KEEP_SECONDS, clock=utcnow) -> None:
+        self.db = db
+        self.keep_seconds = keep_seconds
+        self.clock = clock
+
+    async def references(self, chain: str, after: int, limit: int) -> list[FeedEntry]:
+        since = self.clock() - timedelta(seconds=self.keep_seconds)
+        try:
+            async with self.db.begin() as s:
+                rows = await references_after(s, chain, after, limit, expired_since=since)
+        except SQLAlchemyError as e:
+            raise StorageError(f"reference feed: database error ({e.__class__.__name__})") from None
+        return [FeedEntry(cursor=r.cursor, chain=chain, reference=r.reference,
+                          expires_at=int(r.expires_at.timestamp())) for r in rows]

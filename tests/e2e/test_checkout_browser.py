@@ -12,6 +12,7 @@ import pytest
 
 from tests.e2e.conftest import ROOT, Devnet
 from tests.e2e.test_devnet import balance, open_payment, pay
+from tests.integration.api.test_api import start  # noqa: F401 - a gateway without a devnet (page checks)
 
 SCRIPT = Path(__file__).with_name("checkout_browser.mjs")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -53,3 +54,90 @@ async def test_checkout_page_turns_to_credited(devnet: Devnet, tmp_path):
     if os.environ.get("CREDITBRIDGE_SCREENSHOT"):
         shutil.copy(tmp_path / "checkout.png", os.environ["CREDITBRIDGE_SCREENSHOT"])
     assert await balance(devnet, 1) - before == 500
+
+
+# After the per-payment deposit addresses are collected on the devnet (engineer A's collector),
+# a plain transfer is credited: set this to 1 to also wait for "credited" after the wallet pays.
+WALLET_CREDITED = os.environ.get("CREDITBRIDGE_CHECKOUT_WALLET_CREDITED") == "1"
+
+
+async def test_checkout_pays_with_an_injected_browser_wallet(devnet: Devnet, tmp_path):
+    """A wallet announced by EIP-6963 (an EIP-1193 provider backed by an anvil dev account) pays
+    from the page: the click sends the payment's ``instructions.transfer`` (or, for a payment
+    without one, the lock call), mined on anvil with the right recipient and value."""
+    before = await balance(devnet, 1)
+    p = await open_payment(devnet, 1)
+    rpc = devnet.info["chains"]["ethereum"]["rpc"]
+    payer = devnet.info["accounts"]["ethereum"][2]["address"]
+    args = ["node", str(SCRIPT), f"{devnet.api}/pay/{p['id']}", str(tmp_path / "wallet.png"), "--wallet", rpc, payer]
+    if not WALLET_CREDITED:
+        args.append("--no-wait")
+    proc = await asyncio.create_subprocess_exec(*args, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT)
+    try:
+        out = (await asyncio.wait_for(proc.stdout.read(), 200)).decode()
+        rc = await asyncio.wait_for(proc.wait(), 10)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    lines = out.splitlines()
+    assert rc == 0, out
+    assert lines[0].startswith("READY new") and "qr=true" in lines[0], out
+    tx_hash = next(ln.split()[1] for ln in lines if ln.startswith("TX "))
+    rpcs = next(ln.split()[1] for ln in lines if ln.startswith("RPC ")).split(",")
+    assert rpcs[0] == "eth_requestAccounts" and "eth_chainId" in rpcs and rpcs[-1] == "eth_sendTransaction", rpcs
+    assert "wallet_switchEthereumChain" not in rpcs  # the devnet's chain id is the payment's
+    tx = await devnet.rpc("ethereum", "eth_getTransactionByHash", tx_hash)
+    receipt = await devnet.rpc("ethereum", "eth_getTransactionReceipt", tx_hash)
+    assert receipt is not None and int(receipt["status"], 16) == 1, receipt
+    ins = p["instructions"]
+    assert tx["from"].lower() == payer.lower()
+    if "transfer" in ins:  # issue 14: the plain transfer to the payment's deposit address
+        assert tx["to"].lower() == ins["transfer"]["to"].lower() and int(tx["value"], 16) == int(ins["transfer"]["amount"])
+        assert tx["input"] in ("0x", "")
+    else:  # a payment without a transfer (before the family builder has one): the lock call
+        assert tx["to"].lower() == ins["contract"].lower() and int(tx["value"], 16) == int(ins["value"])
+        assert tx["input"] == "0x01670ba9" + ins["reference"][2:]
+    if WALLET_CREDITED:
+        states = [ln.split()[1] for ln in lines if ln.startswith("STATE ")]
+        assert states[-1] == "credited", out
+        assert await balance(devnet, 1) - before == 500
+
+
+def _substrate_chain() -> dict:
+    return {"family": "substrate", "name": "polkadot", "rpc": ["ws://127.0.0.1:1"], "token": "DOT", "ss58_prefix": 0,
+            "committee": {"members": ["0x" + f"{i:02x}" * 32 for i in (1, 2, 3)], "threshold": 2}}
+
+
+async def _inspect(url: str, shot: Path) -> dict:
+    import json
+
+    proc = await asyncio.create_subprocess_exec("node", str(SCRIPT), url, str(shot), "--inspect", cwd=ROOT,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out = (await asyncio.wait_for(proc.communicate(), 90))[0].decode()
+    assert proc.returncode == 0, out
+    return json.loads(next(ln for ln in out.splitlines() if ln.startswith("INSPECT "))[len("INSPECT "):])
+
+
+async def test_checkout_pages_on_a_phone_no_csp_errors_nothing_past_the_card(start, tmp_path):  # noqa: F811
+    """No devnet: a gateway with Ethereum, Asset Hub and TON payments; each page in Chromium at
+    360 px: no page error (CSP violations included: TON Connect loads under its page's policy),
+    the wallet button where there is a wallet standard, no line running past the card's edge."""
+    from bridge.payments.instructions import Instructions
+    from relayers.substrate.instructions import substrate_instructions
+    from relayers.ton.instructions import ton_instructions
+
+    gw = await start(pricing={"fixed_usd": {"ETH": "3000", "TON": "5", "DOT": "7"},
+                              "min_amount": {"ETH": 1000, "TON": 1000, "DOT": 1000}},
+                     chains=[{"family": "ton", "name": "ton", "toncenter": ["http://127.0.0.1:1"],
+                              "contracts": {"lock": "0:" + "33" * 32}}, _substrate_chain()],
+                     instructions=Instructions({"ton": ton_instructions, "substrate": substrate_instructions}))
+    facts = {}
+    for token in ("ETH", "DOT", "TON"):
+        p = await gw.payment((await gw.quote(token=token, credits="500"))["id"])
+        facts[token] = await _inspect(f"{gw.url}/pay/{p['id']}", tmp_path / f"{token}.png")
+    assert {t: f["wide"] for t, f in facts.items()} == {"ETH": [], "DOT": [], "TON": []}
+    assert facts["ETH"]["wallet"] and facts["ETH"]["family"] == "evm"
+    assert not facts["DOT"]["wallet"] and facts["DOT"]["family"] == "substrate"
+    assert facts["TON"]["tonconnect"] and facts["TON"]["wallet"] and facts["TON"]["tonButton"], facts["TON"]

@@ -65,16 +65,17 @@ class BrokenSource:
 
 
 def make_settings(home: Path, keystore: Path, pricing: dict | None = None, payments: dict | None = None,
-                  **api) -> Settings:
+                  storage_url: str | None = None, chains: list | None = None, **api) -> Settings:
     return settings_from_dict({
         "chains": [
             {"family": "evm", "name": "ethereum", "chain_id": 1, "rpc": ["http://127.0.0.1:1"], "token": "ETH",
              "contracts": {"lock": LOCK}},
             {"family": "evm", "name": "settlement", "chain_id": 31337, "rpc": ["http://127.0.0.1:1"],
              "contracts": {"credits": LEDGER}},
+            *(chains or []),
         ],
         "settlement_chain": "settlement",
-        "storage": {"url": f"sqlite+aiosqlite:///{home}/api.sqlite"},
+        "storage": {"url": storage_url or f"sqlite+aiosqlite:///{home}/api.sqlite"},
         "pricing": {"credit_price_usd": "0.01", "quote_ttl_seconds": 900, "fixed_usd": {"ETH": "3000"},
                     "min_amount": {"ETH": 1000}, **(pricing or {})},
         "api": {"quote_key": {"keystore": str(keystore), "password_env": PASSWORD_ENV},
@@ -129,17 +130,18 @@ async def start(tmp_path, monkeypatch):
     runners: list[web.AppRunner] = []
     sessions: list[aiohttp.ClientSession] = []
 
-    async def _start(source=None, pricing=None, payments=None, host="127.0.0.1", **api) -> Gateway:
+    async def _start(source=None, pricing=None, payments=None, host="127.0.0.1", storage_url=None, instructions=None,
+                     chains=None, **api) -> Gateway:
         home = tmp_path / f"gateway{len(runners)}"  # each gateway its own database, one key file
         home.mkdir()
-        settings = make_settings(home, tmp_path / "quote-key.json", pricing, payments, **api)
+        settings = make_settings(home, tmp_path / "quote-key.json", pricing, payments, storage_url, chains, **api)
         db = Database(settings.storage.url)
         await db.migrate()
         signer = QuoteSigner.from_ref(settings.api.quote_key)
         source = source or FixedPriceSource(settings.pricing.fixed_usd)
         clock = Clock()
         app = create_app(settings, db=db, quote_service=QuoteService.from_settings(settings, source, signer),
-                         signer=signer, clock=clock)
+                         signer=signer, clock=clock, instructions=instructions)
         runner = web.AppRunner(app)
         await runner.setup()
         runners.append(runner)

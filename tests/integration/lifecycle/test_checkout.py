@@ -28,8 +28,9 @@ async def test_checkout_page_and_qr(lifecycle):
         svg = await r.text()
         assert r.status == 200 and r.content_type == "image/svg+xml" and svg.startswith("<svg")
     uri = payment_uri(p)
-    assert uri == (f"ethereum:{p['instructions']['contract']}@1/lock?bytes32={p['reference']}"
-                   f"&value={p['amount']}")
+    # the builder's plain-transfer link (issue 14), else the lock call's EIP-681 link
+    assert uri == p["instructions"].get("uri") or uri == (
+        f"ethereum:{p['instructions']['contract']}@1/lock?bytes32={p['reference']}&value={p['amount']}")
     assert segno.make(uri, error="m").svg_inline(scale=5, border=2) is not None
     for path in (f"/pay/{uuid.uuid4()}", "/pay/not-a-uuid", f"/pay/{uuid.uuid4()}/qr.svg", "/pay/static/../x"):
         async with lc.http.get(lc.url + path) as r:
