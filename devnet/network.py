@@ -436,7 +436,10 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
             health[f"signer-{i}"] = f"{url}/v1/health"
         relay_port = _free_port()
         p = write_cfg("relay", {"aggregator": {"signers": signer_urls, "key": kref("relay"), "batch_size": 32,
-                                               "poll_interval": 0.5, "max_batch_wait": 1.0},
+                                               "poll_interval": 0.5, "max_batch_wait": 1.0,
+                                               # the payment-reference feed: collect plain transfers
+                                               # to per-payment deposit addresses (issue 14)
+                                               "gateway_url": api_url, "collect_interval": 1.0},
                                 "metrics_port": relay_port})
         argv["relay"] = [*cli, "relay", "--config", str(p)]
         health["relay"] = f"http://127.0.0.1:{relay_port}/v1/health"
