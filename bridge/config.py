@@ -690,15 +690,10 @@ class Settings(_Model):
                 "signer.price_bound is required: without it the gateway key alone can mint credits; bound "
                 f"each source token ({', '.join(tokens)}) in price_bound.tokens or list it in price_bound.unbounded")
         missing = [t.label if not t.native else t.symbol for t in payable
-                   if per_token(pb.tokens, t.symbol, t.chain) is None
-                   and t.label not in pb.unbounded and t.symbol not in pb.unbounded]
+                   if _bound_of(pb, t) is None and t.label not in pb.unbounded and t.symbol not in pb.unbounded]
         if missing:
             raise ValueError(f"signer.price_bound: token(s) {', '.join(sorted(missing))} neither bounded (tokens) "
                              "nor explicitly unbounded (unbounded)")
-        both = [t.label for t in payable if per_token(pb.tokens, t.symbol, t.chain) is not None
-                and (t.label in pb.unbounded or t.symbol in pb.unbounded)]
-        if both:
-            raise ValueError(f"signer.price_bound: {', '.join(sorted(both))} both bounded and unbounded")
         for key in [*pb.tokens, *pb.unbounded]:
             self._check_token_key("signer.price_bound", key)
         for token, b in pb.tokens.items():
@@ -723,12 +718,7 @@ class Settings(_Model):
         pb = self.signer.price_bound if self.signer is not None else None
         if pb is None:
             return []
-        out = []
-        for t in self.payable_tokens():
-            b = per_token(pb.tokens, t.symbol, t.chain)
-            if b is not None:
-                out.append((t, b))
-        return out
+        return [(t, b) for t in self.payable_tokens() if (b := _bound_of(pb, t)) is not None]
 
     def payable_tokens(self) -> list[PayableToken]:
         """Every token payable on a source chain: each chain's native token, then the
@@ -769,6 +759,16 @@ class Settings(_Model):
             if c.token == token:
                 return c
         raise KeyError(token)
+
+
+def _bound_of(pb: PriceBoundConfig, t: PayableToken):
+    """The bound of token ``t``: its ``SYMBOL@chain`` entry (bounded or listed unbounded) wins
+    over the symbol's; None when unbounded or not configured."""
+    if t.label in pb.tokens:
+        return pb.tokens[t.label]
+    if t.label in pb.unbounded:
+        return None
+    return pb.tokens.get(t.symbol)
 
 
 def _check_treasury(settings: "Settings") -> None:

@@ -220,9 +220,12 @@ class PriceBound:
         minted or the token is unbounded. PriceUnavailable (retryable) when it cannot tell."""
         if decision.credits <= 0:
             return None
-        source = per_token(self.references, obs.token, obs.chain)
+        label = f"{obs.token}@{obs.chain}"  # the per-chain entry wins over the symbol's, bound or not
+        source = self.references.get(label)
+        if source is None and label not in self.unbounded:
+            source = self.references.get(obs.token)
         if source is None:
-            if obs.token in self.unbounded or f"{obs.token}@{obs.chain}" in self.unbounded:
+            if obs.token in self.unbounded or label in self.unbounded:
                 return None
             # cannot happen with a validated config: refuse to attest rather than trust the key
             raise PriceUnavailable(f"no price bound is configured for {obs.token} on {obs.chain}", retryable=True)

@@ -275,3 +275,65 @@ def test_pricing_config_accepts_per_chain_minimums():
     assert PricingConfig(min_amount={"USDT@polkadot": 10}).min_amount == {"USDT@polkadot": 10}
     with pytest.raises(ValueError):
         PricingConfig(min_amount={"usdt": 10})
+
+
+# --- the signers' price bound per (symbol, chain) ------------------------------------------------
+class _Ref:
+    def __init__(self, price: str) -> None:
+        self.price, self.asked = price, []
+
+    async def reference(self, token, at):
+        from bridge.committee.pricebound import Reference
+
+        self.asked.append(token)
+        return Reference(Fraction(Decimal(self.price)), Fraction(3, 100), "test")
+
+
+def _obs(chain: str, amount: int):
+    from bridge.types import Observation
+
+    return Observation(chain=chain, source=b"\x01" * 32, sequence=7, tx_id=b"\x02" * 32, event_index=0,
+                       block_number=5, block_hash=b"\x03" * 32, timestamp=10_000, token="USDT", amount=amount,
+                       payer=b"\x00" * 12 + b"\x04" * 20, reference=b"\x05" * 32)
+
+
+def _terms(chain: str, amount: int, credits: int):
+    from datetime import UTC, datetime
+
+    from bridge.types import PaymentTerms
+
+    return PaymentTerms("p1", b"\x05" * 32, b"\x06" * 20, "q", chain, "USDT", amount, credits,
+                        datetime.fromtimestamp(10_500, UTC))
+
+
+async def test_the_price_bound_uses_each_chains_decimals_and_key():
+    from bridge.committee.pricebound import PriceBound
+    from bridge.errors import PriceUnavailable
+    from bridge.payments import rules
+
+    usdt = _Ref("0.9990")
+    b = PriceBound(references={"USDT": usdt, "USDT@bsc": _Ref("1")}, credit_price_usd=Decimal("0.01"),
+                   max_deposit_usd=Decimal("100000"), quote_ttl_seconds=900,
+                   decimals={"USDT": 6, "USDT@bsc": 18}, unbounded=frozenset({"USDT@ton"}))
+    honest = rules.Decision(rules.CREDIT, 300, 3_002_000, 0)  # $3 of credits for 3.002 USDT at $0.999
+    assert await b.apply(_obs("polkadot", 3_002_000), _terms("polkadot", 3_002_000, 300), honest) is honest
+    # the same base units on a chain where USDT has 18 decimals are worth nothing: out of bound
+    got = await b.apply(_obs("bsc", 3_002_000), _terms("bsc", 3_002_000, 300), honest)
+    assert got.outcome == rules.UNPRICED
+    assert usdt.asked == ["USDT"]
+    free = rules.Decision(rules.CREDIT, 2**100, 1, 0)
+    assert await b.apply(_obs("ton", 1), _terms("ton", 1, 2**100), free) is free  # USDT@ton: unbounded
+    b2 = PriceBound(references={"USDT@polkadot": usdt}, credit_price_usd=Decimal("0.01"),
+                    max_deposit_usd=Decimal("100000"), quote_ttl_seconds=900, decimals={"USDT@polkadot": 6})
+    with pytest.raises(PriceUnavailable, match="no price bound is configured for USDT on ethereum"):
+        await b2.apply(_obs("ethereum", 3_002_000), _terms("ethereum", 3_002_000, 300), honest)
+
+
+def test_a_per_chain_unbounded_entry_overrides_the_symbols_bound():
+    cfg = config()
+    cfg["signer"] = {"name": "s1", "key": {"keystore": "/k.json", "password_env": "PW"}, "gateway_url": "http://gw",
+                     "gateway_public_key": "00" * 32,
+                     "price_bound": {"max_deposit_usd": "1000", "unbounded": ["ETH", "DOT", "TON", "USDT@ton"],
+                                     "tokens": {"USDT": {"kind": "band"}, "USDC": {"kind": "band"}}}}
+    s = settings_from_dict(cfg)
+    assert sorted(t.label for t, _ in s.bound_tokens()) == ["USDC@ethereum", "USDT@ethereum", "USDT@polkadot"]
