@@ -236,7 +236,7 @@ async def create_quote(request: web.Request) -> web.Response:
     if not isinstance(token, str) or not _TOKEN.fullmatch(token):
         raise InputError("token must be a token symbol such as ETH")
     chain = body.get("chain")
-    if chain is not None and (not isinstance(chain, str) or not _CHAIN.fullmatch(chain)):
+    if "chain" in body and (not isinstance(chain, str) or not _CHAIN.fullmatch(chain)):
         raise InputError("chain must be a chain name such as ethereum")
     credits = amount = None
     if "credits" in body:

@@ -101,8 +101,9 @@ async def test_quotes_need_the_chain_of_an_ambiguous_symbol(tmp_path, serve):  #
     assert p["type"].endswith("/token-not-offered")
     assert p["detail"] == "chain 'polkadot' does not offer USDC; USDC is payable on: ethereum"
 
-    async with http.post("/v1/quotes", json={"token": "USDT", "chain": "Polkadot!", "credits": "300"}) as r:
-        assert r.status == 400 and (await problem_of(r))["type"].endswith("/invalid-input")
+    for bad in ("Polkadot!", None, 7):
+        async with http.post("/v1/quotes", json={"token": "USDT", "chain": bad, "credits": "300"}) as r:
+            assert r.status == 400 and (await problem_of(r))["type"].endswith("/invalid-input")
 
     async with http.get("/metrics") as r:
         text = await r.text()
