@@ -684,7 +684,7 @@ class Settings(_Model):
     def _check_price_bound(self, names: list[str]) -> None:
         pb = self.signer.price_bound
         payable = self.payable_tokens()
-        tokens = sorted(t.label if t.native is False else t.symbol for t in payable)
+        tokens = sorted(t.symbol if t.native else t.label for t in payable)
         if pb is None:
             raise ValueError(
                 "signer.price_bound is required: without it the gateway key alone can mint credits; bound "
