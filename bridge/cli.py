@@ -76,11 +76,10 @@ def _pricing_coverage(s) -> None:
     configs = s.pricing.source_configs()
     if not configs:
         return
-    table = s.token_table()
     if s.api is not None:
-        tokens = [table[c.token].priced_as for c in s.source_chains()]
+        tokens = [t.price_symbol for t in s.payable_tokens()]
     elif s.signer is not None and s.signer.price_bound is not None:
-        tokens = [table[t].priced_as for t, b in s.signer.price_bound.tokens.items() if b.kind == "band"]
+        tokens = [t.price_symbol for t, b in s.bound_tokens() if b.kind == "band"]
     else:
         return
     check_coverage(s.pricing, [(PricingConfig.source_name(c), known(c)) for c in configs], tokens)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal, Union
@@ -191,17 +192,96 @@ class TonChainConfig(_Model):
 
 
 class TokenConfig(_Model):
-    """A payable token: its symbol, its decimals (``10**decimals`` base units make one whole
-    token) and the symbol its USD price is asked under (default: the symbol itself; e.g. a
-    testnet token priced by a fixed source under its own symbol)."""
+    """A token: its symbol, its decimals (``10**decimals`` base units make one whole token) and
+    the symbol its USD price is asked under (default: the symbol itself; e.g. a testnet token
+    priced by a fixed source under its own symbol).
+
+    Without ``chain`` an entry defines a chain's *native* token (a chain's ``token`` names it).
+    With ``chain`` it is a *non-native* token payable on that source chain, named by exactly the
+    field the chain's family needs: ``contract`` (ERC-20, evm), ``asset_id`` (``pallet_assets``,
+    substrate) or ``jetton_master`` (TEP-74, ton). A token is the pair (symbol, chain).
+
+    Stablecoins: ``peg`` (USD per whole token, e.g. 1.00) and ``peg_band_bps`` arm the depeg
+    guard (``bridge/pricing/quotes.py``): quotes always use the measured rate, and while it is
+    more than the band away from the peg they are refused (``depeg = "refuse"``, the default)
+    or priced at the measured rate anyway (``depeg = "price"``).
+    """
 
     symbol: str = Field(pattern=r"^[A-Z][A-Z0-9]{1,9}$")
     decimals: int = Field(strict=True, ge=0, le=36)
     price_symbol: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9]{1,9}$")
+    chain: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    contract: str | None = Field(default=None, pattern=_HEX40)
+    asset_id: int | None = Field(default=None, strict=True, ge=0, lt=2**32)
+    jetton_master: str | None = Field(default=None, min_length=1, max_length=80)
+    peg: Decimal | None = Field(default=None, gt=0, allow_inf_nan=False)
+    peg_band_bps: int | None = Field(default=None, strict=True, ge=1, le=5000)
+    depeg: Literal["refuse", "price"] = "refuse"
 
     @property
     def priced_as(self) -> str:
         return self.price_symbol or self.symbol
+
+    @property
+    def locator(self) -> dict[str, str | int]:
+        """The non-native token's on-chain name: ``{contract|asset_id|jetton_master: value}``."""
+        return {k: getattr(self, k) for k in TOKEN_LOCATORS.values() if getattr(self, k) is not None}
+
+    @model_validator(mode="after")
+    def _shape(self) -> "TokenConfig":
+        named = list(self.locator)
+        if self.chain is None and named:
+            raise ValueError(f"{named[0]} names a non-native token: give its chain too")
+        if len(named) > 1:
+            raise ValueError(f"give one of contract, asset_id, jetton_master, not {' and '.join(named)}")
+        if (self.peg is None) != (self.peg_band_bps is None):
+            raise ValueError("peg and peg_band_bps go together (e.g. peg = \"1.00\", peg_band_bps = 100)")
+        if self.depeg != "refuse" and self.peg is None:
+            raise ValueError("depeg needs a peg and peg_band_bps")
+        return self
+
+
+# the field that names a non-native token on each chain family
+TOKEN_LOCATORS = {"evm": "contract", "substrate": "asset_id", "ton": "jetton_master"}
+
+
+@dataclass(frozen=True)
+class PayableToken:
+    """A token payable on one source chain: the pair (``symbol``, ``chain``) is its identity.
+
+    ``native``: the chain's own currency (ETH, DOT, TON ...); otherwise exactly one of
+    ``contract`` (evm), ``asset_id`` (substrate) or ``jetton_master`` (ton) names it.
+    ``price_symbol`` is the asset its USD price is asked under: USDT on every chain is priced as
+    one asset, so price caches and feeds stay keyed by it, while decimals, minimums and the
+    signers' bound are per (symbol, chain)."""
+
+    symbol: str
+    chain: str
+    family: str
+    decimals: int
+    price_symbol: str
+    native: bool = True
+    contract: str | None = None
+    asset_id: int | None = None
+    jetton_master: str | None = None
+    peg: Decimal | None = None
+    peg_band_bps: int | None = None
+    depeg: str = "refuse"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.symbol, self.chain)
+
+    @property
+    def label(self) -> str:
+        """``SYMBOL@chain``: the per-chain key of config maps (``min_amount``, the price bound)."""
+        return f"{self.symbol}@{self.chain}"
+
+
+def per_token(mapping, symbol: str, chain: str, default=None):
+    """A per-token config value: the ``SYMBOL@chain`` entry, else the ``SYMBOL`` one (every chain)."""
+    v = mapping.get(f"{symbol}@{chain}")
+    return mapping.get(symbol, default) if v is None else v
 
 
 # the built-in tokens (their decimals are facts of the chains); ``[[tokens]]`` adds to them, and
@@ -223,6 +303,8 @@ class KeyRef(_Model):
 
 
 _SYMBOL = r"^[A-Z][A-Z0-9]{1,9}$"
+# a per-token config key: SYMBOL (the token on every chain that pays it) or SYMBOL@chain
+_TOKEN_KEY = r"^[A-Z][A-Z0-9]{1,9}(@[a-z][a-z0-9_-]{0,31})?$"
 _SOURCE_NAME = r"^[a-z][a-z0-9_.:-]{0,31}$"
 
 
@@ -280,7 +362,8 @@ class PricingConfig(_Model):
     quote_ttl_seconds: int = Field(default=900, gt=0, le=86_400)
     # fixed USD prices per whole token: shorthand for one {kind = "fixed"} source named "fixed"
     fixed_usd: dict[str, Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]] = {}
-    min_amount: dict[str, int] = {}
+    # smallest quotable amount in base units, per SYMBOL or SYMBOL@chain (decimals differ per chain)
+    min_amount: dict[Annotated[str, Field(pattern=_TOKEN_KEY)], Annotated[int, Field(ge=0)]] = {}
     # price sources, tagged by kind; the API prices from their guarded median
     sources: list[PriceSourceConfig] = []
     min_sources: int = Field(default=1, ge=1)  # fresh sources needed per token
@@ -373,8 +456,9 @@ class PriceBoundConfig(_Model):
     alone (``unbounded``)."""
 
     max_deposit_usd: Decimal = Field(gt=0, allow_inf_nan=False)  # hard cap on one deposit's credits
-    tokens: dict[Annotated[str, Field(pattern=_SYMBOL)], TokenBoundConfig] = {}
-    unbounded: list[Annotated[str, Field(pattern=_SYMBOL)]] = []
+    # per SYMBOL (that token on every chain paying it) or SYMBOL@chain (one chain; wins)
+    tokens: dict[Annotated[str, Field(pattern=_TOKEN_KEY)], TokenBoundConfig] = {}
+    unbounded: list[Annotated[str, Field(pattern=_TOKEN_KEY)]] = []
     # the API's quote TTL (a payment expires with its quote): issue time = expires_at - TTL;
     # default: this config's pricing.quote_ttl_seconds
     quote_ttl_seconds: int | None = Field(default=None, gt=0, le=86_400)
@@ -506,7 +590,8 @@ class StorageConfig(_Model):
 
 class Settings(_Model):
     chains: list[ChainConfig] = Field(min_length=1)
-    # payable tokens beyond (or replacing) the built-in DOT, KSM, ETH, TON (DEFAULT_TOKENS)
+    # native tokens beyond (or replacing) the built-in DOT, KSM, ETH, TON (DEFAULT_TOKENS), and
+    # non-native ones (with ``chain``: ERC-20s, Asset Hub assets, jettons)
     tokens: list[TokenConfig] = []
     settlement_chain: str
     storage: StorageConfig = StorageConfig()
@@ -540,7 +625,7 @@ class Settings(_Model):
             raise ValueError(f"settlement chain {st.name!r} must be an evm chain")
         if "credits" not in st.contracts:
             raise ValueError(f"settlement chain {st.name!r} needs contracts.credits")
-        declared = [t.symbol for t in self.tokens]
+        declared = [t.symbol for t in self.tokens if t.chain is None]
         if len(set(declared)) != len(declared):
             raise ValueError(f"tokens: symbols must be unique, got {declared}")
         table = self.token_table()
@@ -550,7 +635,11 @@ class Settings(_Model):
                                  f"(known: {', '.join(sorted(table))}; add it under [[tokens]])")
         tokens = [c.token for c in self.source_chains()]
         if len(set(tokens)) != len(tokens):
-            raise ValueError("each token can be paid on one source chain only")
+            raise ValueError("each native token can be paid on one source chain only")
+        self._check_non_native()
+        for key in self.pricing.min_amount:
+            if "@" in key:  # a plain symbol may name a token of another profile (shared pricing tables)
+                self._check_token_key("pricing.min_amount", key)
         for name in self.governor.chains:
             if name not in [c.name for c in self.source_chains()]:
                 raise ValueError(f"governor.chains: {name!r} is not a source chain")
@@ -568,20 +657,58 @@ class Settings(_Model):
                     raise ValueError(f"pricing source {src.name or src.kind!r}: chain {src.chain!r} is not an evm chain")
         return self
 
+    def _check_non_native(self) -> None:
+        from bridge import addresses
+
+        sources = {c.name: c for c in self.source_chains()}
+        seen: set[tuple[str, str]] = set()
+        for i, t in enumerate(self.tokens):
+            if t.chain is None:
+                continue
+            where = f"tokens.{i} ({t.symbol} on {t.chain})"
+            c = sources.get(t.chain)
+            if c is None:
+                raise ValueError(f"{where}: {t.chain!r} is not a source chain "
+                                 f"(source chains: {', '.join(sorted(sources)) or 'none'})")
+            if (t.symbol, t.chain) in seen:
+                raise ValueError(f"{where}: the token is declared twice")
+            seen.add((t.symbol, t.chain))
+            if t.symbol == c.token:
+                raise ValueError(f"{where}: {t.symbol} is the chain's native token")
+            need = TOKEN_LOCATORS[c.family]
+            have = list(t.locator)
+            if have != [need]:
+                raise ValueError(f"{where}: a non-native token on a {c.family} chain is named by {need}"
+                                 + (f", not {have[0]}" if have else ""))
+            if t.jetton_master is not None:
+                try:
+                    addresses.parse("ton", t.jetton_master)
+                except ValueError as e:
+                    raise ValueError(f"{where}: jetton_master: {e}") from None
+
+    def _check_token_key(self, where: str, key: str) -> None:
+        symbol, _, chain = key.partition("@")
+        known = {t.key for t in self.payable_tokens()}
+        if chain and (symbol, chain) not in known:
+            raise ValueError(f"{where}: {key}: {symbol} is not payable on {chain!r}")
+        if not chain and symbol not in {s for s, _ in known}:
+            raise ValueError(f"{where}: {key} is not paid on any source chain")
+
     def _check_price_bound(self, names: list[str]) -> None:
         pb = self.signer.price_bound
-        tokens = sorted(c.token for c in self.source_chains())
+        payable = self.payable_tokens()
+        tokens = sorted(t.symbol if t.native else t.label for t in payable)
         if pb is None:
             raise ValueError(
                 "signer.price_bound is required: without it the gateway key alone can mint credits; bound "
                 f"each source token ({', '.join(tokens)}) in price_bound.tokens or list it in price_bound.unbounded")
-        missing = [t for t in tokens if t not in pb.tokens and t not in pb.unbounded]
+        missing = [t.label if not t.native else t.symbol for t in payable
+                   if _bound_of(pb, t) is None and t.label not in pb.unbounded and t.symbol not in pb.unbounded]
         if missing:
-            raise ValueError(f"signer.price_bound: token(s) {', '.join(missing)} neither bounded (tokens) "
+            raise ValueError(f"signer.price_bound: token(s) {', '.join(sorted(missing))} neither bounded (tokens) "
                              "nor explicitly unbounded (unbounded)")
-        unknown = sorted((set(pb.tokens) | set(pb.unbounded)) - set(tokens))
-        if unknown:
-            raise ValueError(f"signer.price_bound: {', '.join(unknown)} is not paid on any source chain")
+        for key in [*pb.tokens, *pb.unbounded]:
+            self._check_token_key("signer.price_bound", key)
         for token, b in pb.tokens.items():
             if b.kind == "chainlink":
                 if b.chain not in names:
@@ -592,10 +719,38 @@ class Settings(_Model):
                 raise ValueError(f"signer.price_bound.tokens.{token}: a band needs this config's pricing sources")
 
     def token_table(self) -> dict[str, TokenConfig]:
-        """Every known token by symbol: the built-in ones, then ``[[tokens]]`` (which win)."""
+        """Every known native token by symbol: the built-in ones, then ``[[tokens]]`` entries
+        without a chain (which win)."""
         table = {t.symbol: t for t in DEFAULT_TOKENS}
-        table.update({t.symbol: t for t in self.tokens})
+        table.update({t.symbol: t for t in self.tokens if t.chain is None})
         return table
+
+    def bound_tokens(self) -> list[tuple[PayableToken, "ChainlinkBoundConfig | BandBoundConfig"]]:
+        """The signer's price bound per payable token: the ``SYMBOL@chain`` entry of
+        ``signer.price_bound.tokens``, else the ``SYMBOL`` one; unbounded tokens are left out."""
+        pb = self.signer.price_bound if self.signer is not None else None
+        if pb is None:
+            return []
+        return [(t, b) for t in self.payable_tokens() if (b := _bound_of(pb, t)) is not None]
+
+    def payable_tokens(self) -> list[PayableToken]:
+        """Every token payable on a source chain: each chain's native token, then the
+        non-native ``[[tokens]]`` in config order. (symbol, chain) is unique."""
+        table = self.token_table()
+        out = []
+        for c in self.source_chains():
+            t = table[c.token]
+            out.append(PayableToken(symbol=t.symbol, chain=c.name, family=c.family, decimals=t.decimals,
+                                    price_symbol=t.priced_as, native=True, peg=t.peg,
+                                    peg_band_bps=t.peg_band_bps, depeg=t.depeg))
+        families = {c.name: c.family for c in self.source_chains()}
+        for t in self.tokens:
+            if t.chain is not None and t.chain in families:
+                out.append(PayableToken(symbol=t.symbol, chain=t.chain, family=families[t.chain],
+                                        decimals=t.decimals, price_symbol=t.priced_as, native=False,
+                                        contract=t.contract, asset_id=t.asset_id, jetton_master=t.jetton_master,
+                                        peg=t.peg, peg_band_bps=t.peg_band_bps, depeg=t.depeg))
+        return out
 
     def token(self, symbol: str) -> TokenConfig:
         try:
@@ -617,6 +772,16 @@ class Settings(_Model):
             if c.token == token:
                 return c
         raise KeyError(token)
+
+
+def _bound_of(pb: PriceBoundConfig, t: PayableToken):
+    """The bound of token ``t``: its ``SYMBOL@chain`` entry (bounded or listed unbounded) wins
+    over the symbol's; None when unbounded or not configured."""
+    if t.label in pb.tokens:
+        return pb.tokens[t.label]
+    if t.label in pb.unbounded:
+        return None
+    return pb.tokens.get(t.symbol)
 
 
 def _check_treasury(settings: "Settings") -> None:

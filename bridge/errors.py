@@ -48,6 +48,18 @@ class DepositNotSeen(NotFound):
     retryable = True
 
 
+class TokenAmbiguous(InputError):
+    """The token symbol is payable on several chains: give the chain."""
+
+    code = "token-ambiguous"
+
+
+class TokenNotOffered(InputError):
+    """The chain does not offer that token."""
+
+    code = "token-not-offered"
+
+
 class Conflict(InputError):
     """The request conflicts with the current state."""
 
@@ -115,6 +127,12 @@ class PriceUnavailable(BridgeError):
     code = "price-unavailable"
     http_status = 503
     retryable = True
+
+
+class TokenDepegged(PriceUnavailable):
+    """The stablecoin trades outside its peg band: no quote for it until it is back."""
+
+    code = "token-depegged"
 
 
 class VerificationError(BridgeError):

@@ -181,23 +181,31 @@ def signer_price_bound(settings: Settings, sup: Supervisor, registry: CollectorR
     pb = settings.signer.price_bound
     if pb is None:  # Settings refuses a signer without it; kept for callers building Settings by hand
         raise ConfigError("signer.price_bound is required")
+    # per (symbol, chain) token, keyed SYMBOL@chain: USDT on ethereum, polkadot and ton share one
+    # Chainlink USDT / USD history (one per feed), each with its own decimals
     refs: dict = {}
-    table = settings.token_table()
-    band = sorted(t for t, b in pb.tokens.items() if b.kind == "band")
+    bound = settings.bound_tokens()
+    band = [(t, b) for t, b in bound if b.kind == "band"]
     if band:
-        aggregator = build_aggregator(settings.pricing, sorted({table[t].priced_as for t in band}), registry=registry,
+        aggregator = build_aggregator(settings.pricing, sorted({t.price_symbol for t, _ in band}), registry=registry,
                                       session=session, chainlink=chainlink_source_factory(settings, sup))
-        for t in band:
-            refs[t] = SourcesBand(aggregator, pb.tokens[t].tolerance, refresh_seconds=settings.pricing.refresh_seconds,
-                                  price_symbol=table[t].priced_as)
-    for t, b in sorted(pb.tokens.items()):
+        for t, b in band:
+            refs[t.label] = SourcesBand(aggregator, b.tolerance, refresh_seconds=settings.pricing.refresh_seconds,
+                                        price_symbol=t.price_symbol)
+    histories: dict = {}
+    for t, b in bound:
         if b.kind == "chainlink":
             from relayers.evm.chainlink import ChainlinkHistory
 
-            history = ChainlinkHistory(settings.chain(b.chain), b.address, timedelta(seconds=b.heartbeat_seconds),
-                                       symbol=t, tolerance=b.tolerance, max_clock_skew=b.settle_seconds)
-            sup.on_stop(history.aclose)
-            refs[t] = history
+            key = (t.symbol, b.chain, b.address.lower(), b.heartbeat_seconds, b.tolerance, b.settle_seconds)
+            if key not in histories:
+                histories[key] = ChainlinkHistory(settings.chain(b.chain), b.address,
+                                                  timedelta(seconds=b.heartbeat_seconds), symbol=t.symbol,
+                                                  tolerance=b.tolerance, max_clock_skew=b.settle_seconds)
+                sup.on_stop(histories[key].aclose)
+            refs[t.label] = histories[key]
+    unbounded = frozenset(t.label for t in settings.payable_tokens()
+                          if t.symbol in pb.unbounded or t.label in pb.unbounded)
     for t in pb.unbounded:
         log.warning("PRICE BOUND OFF for %s (signer.price_bound.unbounded): this signer attests whatever rate "
                     "the gateway key signs for it", t)
@@ -209,8 +217,8 @@ def signer_price_bound(settings: Settings, sup: Supervisor, registry: CollectorR
                                                               settings.pricing.credit_spread),
                       max_deposit_usd=pb.max_deposit_usd,
                       quote_ttl_seconds=pb.quote_ttl_seconds or settings.pricing.quote_ttl_seconds,
-                      unbounded=frozenset(pb.unbounded), metrics=metrics,
-                      decimals={t: c.decimals for t, c in table.items()})
+                      unbounded=unbounded, metrics=metrics,
+                      decimals={t.label: t.decimals for t in settings.payable_tokens()})
 
 
 def make_custody(chain):

@@ -20,6 +20,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Awaitable, Callable
 
@@ -46,6 +47,10 @@ ETH_USD = "3000"
 FEED_DECIMALS = 8
 FEED_HEARTBEAT_SECONDS = 86_400
 FEED_OWNER_INDEX = 8  # anvil dev account that owns the feed (no other devnet role)
+# stablecoin USD feeds (issue 15), on the settlement anvil next to ETH / USD and in the fixed
+# source: the devnet prices USDC and USDT from local sources. The tokens are not payable on the
+# devnet until their custody exists (ERC-20 lock, pallet_assets, jettons), so no chain lists them
+STABLE_USD = {"USDC": "1", "USDT": "1"}
 DEVNET_MAX_DEPOSIT_USD = "1000000"  # the signers' hard cap on one deposit's credits
 
 
@@ -185,21 +190,22 @@ async def _deploy_evm(manifest: Path, chain: str, rpc: str, key: bytes, kind: st
                             confirmations=confirmations, **kw)
 
 
-async def _deploy_feed(rpc: str, key: str, answer: int) -> str:
+async def _deploy_feed(rpc: str, key: str, answer: int, description: str = "ETH / USD") -> str:
     from relayers.evm.chainlink import deploy_price_feed
 
-    return await deploy_price_feed(rpc, key, decimals=FEED_DECIMALS, description="ETH / USD", answer=answer)
+    return await deploy_price_feed(rpc, key, decimals=FEED_DECIMALS, description=description, answer=answer)
 
 
-async def _keep_feed_fresh(rpc: str, key: str, feed: str, answer: int) -> None:
-    """Re-submit the devnet's fixed answer every half heartbeat (a Chainlink node would on its
+async def _keep_feed_fresh(rpc: str, key: str, feeds: list[tuple[str, int]]) -> None:
+    """Re-submit the devnet's fixed answers every half heartbeat (a Chainlink node would on its
     heartbeat): the API's Chainlink source refuses answers older than the heartbeat."""
     from relayers.evm.chainlink import submit_answer
 
     while True:
         await asyncio.sleep(FEED_HEARTBEAT_SECONDS / 2)
         try:
-            await submit_answer(rpc, key, feed, answer)
+            for feed, answer in feeds:
+                await submit_answer(rpc, key, feed, answer)
         except BridgeError as e:
             log.warning("PriceFeed keeper: %s; retrying in a minute", e)
             await asyncio.sleep(60)
@@ -345,7 +351,10 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
         feed_key = DEV_PRIVATE_KEYS[FEED_OWNER_INDEX]
         eth_usd = int(ETH_USD) * 10**FEED_DECIMALS
         eth_feed = await _deploy_feed(st.rpc_url, feed_key, eth_usd)
-        keeper = asyncio.create_task(_keep_feed_fresh(st.rpc_url, feed_key, eth_feed, eth_usd), name="feed-keeper")
+        stable_answers = {s: int(Decimal(usd) * 10**FEED_DECIMALS) for s, usd in STABLE_USD.items()}
+        stable_feeds = {s: await _deploy_feed(st.rpc_url, feed_key, a, f"{s} / USD") for s, a in stable_answers.items()}
+        keeper = asyncio.create_task(_keep_feed_fresh(st.rpc_url, feed_key, [
+            (eth_feed, eth_usd), *((stable_feeds[s], a) for s, a in stable_answers.items())]), name="feed-keeper")
         ticker = asyncio.create_task(_tick(st), name="settlement-ticker")
         log.info("deployed the ETH / USD PriceFeed %s on settlement", eth_feed)
 
@@ -363,7 +372,7 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
         ]
         if opts.request_timeout is not None:  # the source chain (not the settlement chain)
             chains[0]["request_timeout"] = opts.request_timeout
-        fixed_usd, min_amount = {"ETH": ETH_USD}, {"ETH": 10**13}
+        fixed_usd, min_amount = {"ETH": ETH_USD, **STABLE_USD}, {"ETH": 10**13}
         for c in extra:
             cfg = await _proxied(c.config, component_rpc) if opts.rpc_proxy else c.config
             if opts.request_timeout is not None and cfg.get("family") == "ton":
@@ -395,7 +404,9 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
                 "pricing": {"credit_price_usd": "0.01", "fixed_usd": fixed_usd, "min_amount": min_amount,
                             "min_sources": opts.min_sources, "refresh_seconds": opts.price_refresh_seconds,
                             "sources": [{"kind": "chainlink", "chain": "settlement", "feeds": {
-                                "ETH": {"address": eth_feed, "heartbeat_seconds": FEED_HEARTBEAT_SECONDS}}},
+                                "ETH": {"address": eth_feed, "heartbeat_seconds": FEED_HEARTBEAT_SECONDS},
+                                **{s: {"address": a, "heartbeat_seconds": FEED_HEARTBEAT_SECONDS}
+                                   for s, a in stable_feeds.items()}}},
                                 *extra_sources]}}
 
         def write_cfg(name: str, extra: dict) -> Path:
@@ -410,7 +421,8 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
             "ETH": {"kind": "chainlink", "chain": "settlement", "address": eth_feed,
                     "heartbeat_seconds": FEED_HEARTBEAT_SECONDS, "tolerance": "0.03",
                     "settle_seconds": 2},  # the settlement anvil mines only on transactions
-            **{t: {"kind": "band", "tolerance": "0.25"} for t in sorted(fixed_usd) if t != "ETH"}}}
+            **{t: {"kind": "band", "tolerance": "0.25"} for t in sorted(fixed_usd)
+               if t != "ETH" and t not in STABLE_USD}}}
         health: dict[str, str] = {}
         argv: dict[str, list[str]] = {}
         cli = [sys.executable, "-m", "bridge.cli"]
@@ -479,7 +491,10 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
             "treasury": treasury,
             "price_feeds": {"ETH": {"chain": "settlement", "address": eth_feed, "decimals": FEED_DECIMALS,
                                     "heartbeat_seconds": FEED_HEARTBEAT_SECONDS,
-                                    "owner_private_key": feed_key}},
+                                    "owner_private_key": feed_key},
+                            **{s: {"chain": "settlement", "address": a, "decimals": FEED_DECIMALS,
+                                   "heartbeat_seconds": FEED_HEARTBEAT_SECONDS, "owner_private_key": feed_key}
+                               for s, a in stable_feeds.items()}},
         }
         for c in extra:
             info["chains"][c.name] = c.info

@@ -56,7 +56,8 @@ log = logging.getLogger("creditbridge.api")
 
 _DIGITS = re.compile(r"^[0-9]{1,78}$")
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
-_TOKEN = re.compile(r"^[A-Z]{2,10}$")
+_TOKEN = re.compile(r"^[A-Z][A-Z0-9]{1,9}$")
+_CHAIN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _REFERENCE = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _SEQUENCE = re.compile(r"^(0|[1-9][0-9]{0,19})$")
 MAX_STORED_SEQUENCE = 2**63 - 1  # deposit sequences are BIGINT columns: none beyond is ever stored
@@ -231,10 +232,13 @@ async def create_quote(request: web.Request) -> web.Response:
     body = await json_body(request)
     if "credits" in body and "amount" in body:
         raise InputError("give exactly one of credits and amount")
-    _fields(body, {"token"}, {"credits", "amount"})
+    _fields(body, {"token"}, {"credits", "amount", "chain"})
     token = body["token"]
     if not isinstance(token, str) or not _TOKEN.fullmatch(token):
         raise InputError("token must be a token symbol such as ETH")
+    chain = body.get("chain")
+    if "chain" in body and (not isinstance(chain, str) or not _CHAIN.fullmatch(chain)):
+        raise InputError("chain must be a chain name such as ethereum")
     credits = amount = None
     if "credits" in body:
         credits = parse_uint(body["credits"], "credits", MAX_CREDITS)
@@ -242,15 +246,16 @@ async def create_quote(request: web.Request) -> web.Response:
         amount = parse_uint(body["amount"], "amount", MAX_AMOUNT)
     else:
         raise InputError("give one of credits and amount")
-    quote = await issue_quote(request.app, token, credits=credits, amount=amount, now=_now(request))
+    quote = await issue_quote(request.app, token, credits=credits, amount=amount, now=_now(request), chain=chain)
     return web.json_response(quote_to_json(quote), status=201, headers={"Location": f"/v1/quotes/{quote.id}"})
 
 
 async def issue_quote(app: web.Application, token: str, *, credits: int | None = None, amount: int | None = None,
-                      now: datetime) -> Quote:
+                      now: datetime, chain: str | None = None) -> Quote:
     """Make a signed quote and store it (durable before it is returned: the group-commit
-    writer answers after the commit). ``POST /v1/quotes`` and the late deposits' fresh quotes."""
-    quote = await app[QUOTES].make_quote(token, credits=credits, amount=amount, now=now)
+    writer answers after the commit). ``POST /v1/quotes`` and the late deposits' fresh quotes.
+    ``chain`` may be omitted when ``token`` is payable on one chain only."""
+    quote = await app[QUOTES].make_quote(token, credits=credits, amount=amount, now=now, chain=chain)
     try:
         await app[QUOTE_WRITER].add(quote)
     except IntegrityError:
@@ -258,7 +263,7 @@ async def issue_quote(app: web.Application, token: str, *, credits: int | None =
     except SQLAlchemyError as e:
         log.warning("database error: %s", e.__class__.__name__)
         raise StorageError("the database is unavailable") from None
-    app[METRICS].quotes_issued.labels(quote.token).inc()
+    app[METRICS].quotes_issued.labels(quote.token, quote.chain).inc()
     return quote
 
 
@@ -314,7 +319,7 @@ async def create_payment(request: web.Request) -> web.Response:
         ))
         rec = await payments_repo.add_payment(s, terms, now=now, code=code,
                                               merchant_id=merchant.key_id if merchant else None)
-    app[METRICS].payments_created.labels(rec.token).inc()
+    app[METRICS].payments_created.labels(rec.token, rec.chain).inc()
     return web.json_response(payment_json(rec, app[SETTINGS], app[INSTRUCTIONS]), status=201,
                              headers={"Location": f"/v1/payments/{rec.id}"})
 
@@ -455,7 +460,7 @@ async def _decide_late(app: web.Application, rec: PaymentRecord, source: bytes, 
     no_quote = ""
     if tolerance > 0 and others == 0:  # a fresh quote could change the outcome: make a real one
         try:
-            fresh = await issue_quote(app, rec.token, credits=rec.credits, now=now)
+            fresh = await issue_quote(app, rec.token, credits=rec.credits, now=now, chain=rec.chain)
         except PriceUnavailable as e:
             log.info("late deposit of payment %s: no fresh quote: %s", rec.id, e.detail)
         except InputError as e:  # e.g. the token is no longer payable, or below its minimum now

@@ -20,10 +20,11 @@ class ApiMetrics:
         self.latency = Histogram(PREFIX + "request_duration_seconds", "HTTP request latency by route",
                                  ["route", "method"], registry=self.registry,
                                  buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
-        self.quotes_issued = Counter(PREFIX + "quotes_issued_total", "Signed quotes issued, by token",
-                                     ["token"], registry=self.registry)
-        self.payments_created = Counter(PREFIX + "payments_created_total", "Payments created, by token",
-                                        ["token"], registry=self.registry)
+        # a token is (symbol, chain): USDT on polkadot and USDT on ton are counted apart
+        self.quotes_issued = Counter(PREFIX + "quotes_issued_total", "Signed quotes issued, by token and chain",
+                                     ["token", "chain"], registry=self.registry)
+        self.payments_created = Counter(PREFIX + "payments_created_total", "Payments created, by token and chain",
+                                        ["token", "chain"], registry=self.registry)
         self.quotes_pruned = Counter(PREFIX + "quotes_pruned_total",
                                      "Expired quotes no payment used, deleted by the retention job",
                                      registry=self.registry)

@@ -159,16 +159,21 @@ def _schemas(tokens: list[str]) -> dict[str, Any]:
         "QuoteRequest": {
             "type": "object",
             "description": "Give the token and exactly one of `credits` (credits to buy) and `amount` "
-                           "(base units to pay).",
+                           "(base units to pay). `chain` names the chain the token is paid on; it may be "
+                           "omitted when the token is payable on one chain only (`GET /v1/tokens`).",
             "required": ["token"],
             "properties": {
                 "token": token,
+                "chain": {"type": "string", "pattern": "^[a-z][a-z0-9_-]{0,31}$",
+                          "description": "Chain name (e.g. polkadot); needed when the token is payable on "
+                                         "several chains."},
                 "credits": _uint_schema(MAX_CREDITS, "Credits to buy"),
                 "amount": _uint_schema(MAX_AMOUNT, "Base units of the token to pay"),
             },
             "additionalProperties": False,
             "oneOf": [{"required": ["credits"]}, {"required": ["amount"]}],
-            "examples": [{"token": "ETH", "credits": "500"}, {"token": "DOT", "amount": "10000000000"}],
+            "examples": [{"token": "ETH", "credits": "500"}, {"token": "DOT", "amount": "10000000000"},
+                         {"token": "USDT", "chain": "polkadot", "credits": "300"}],
         },
         "Quote": {
             "type": "object",
@@ -366,13 +371,25 @@ def _schemas(tokens: list[str]) -> dict[str, Any]:
         },
         "Token": {
             "type": "object",
-            "required": ["symbol", "chain", "decimals", "min_amount"],
+            "description": "A payable token: the pair (`symbol`, `chain`). A native token (ETH, DOT, KSM, TON) "
+                           "has none of `contract`, `asset_id`, `jetton_master`; a non-native one has exactly "
+                           "the one its chain's family uses.",
+            "required": ["symbol", "chain", "decimals", "native", "min_amount"],
             "properties": {
                 "symbol": {"type": "string"},
                 "chain": {"type": "string"},
                 "decimals": {"type": "integer", "minimum": 0},
+                "native": {"type": "boolean", "description": "The chain's own currency."},
+                "contract": {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$",
+                             "description": "ERC-20 contract (EVM chains)."},
+                "asset_id": {"type": "integer", "minimum": 0,
+                             "description": "`pallet_assets` asset id (Polkadot Hub, Kusama Asset Hub)."},
+                "jetton_master": {"type": "string", "description": "TEP-74 jetton master address (TON)."},
+                "peg_usd": {**dec_out, "description": "A stablecoin's peg in USD (quotes still use its measured "
+                                                      "price; outside its band they are refused)."},
                 "min_amount": {**uint_out, "description": "Smallest quotable amount, in base units."},
             },
+            "additionalProperties": False,
         },
         "SourceHealth": health,
         "Prices": {
@@ -452,8 +469,10 @@ def build_spec(tokens: Iterable[str] = ()) -> dict[str, Any]:
         "/v1/tokens": {"get": {
             "operationId": "listTokens",
             "summary": "The payable tokens",
-            "description": "Each token the gateway accepts, the chain it is paid on, its decimals and "
-                           "the minimum amount of a quote (base units).",
+            "description": "Each token the gateway accepts, the chain it is paid on, its decimals, what "
+                           "names it on that chain (`contract`, `asset_id` or `jetton_master`; none for a "
+                           "native token) and the minimum amount of a quote (base units). A symbol may be "
+                           "listed once per chain that offers it (USDT).",
             "responses": {"200": _json("The tokens.", {"type": "array", "items": _ref("Token")}),
                           "429": _RATE_LIMITED},
         }},
@@ -475,11 +494,14 @@ def build_spec(tokens: Iterable[str] = ()) -> dict[str, Any]:
                 "201": _json("The signed quote (stored before it is returned).", _ref("Quote"), _LOCATION,
                              _QUOTE_LINKS),
                 "400": _problem("Invalid input (problem `invalid-input`): malformed JSON, unknown or missing "
-                                "fields, an unknown token, an amount below the minimum."),
+                                "fields, an unknown token, an amount below the minimum; `token-ambiguous`: the "
+                                "token is payable on several chains and `chain` is missing (the detail lists "
+                                "them); `token-not-offered`: the chain does not offer the token."),
                 "413": _TOO_LARGE,
                 "429": _RATE_LIMITED,
                 "503": _problem("No trustworthy price (problem `price-unavailable`: sources stale, too few or "
-                                "disagreeing) or the database is unavailable (`storage-error`)."),
+                                "disagreeing), a stablecoin outside its peg band (`token-depegged`) or the "
+                                "database is unavailable (`storage-error`)."),
             },
         }},
         "/v1/quotes/{id}": {"get": {

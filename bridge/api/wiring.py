@@ -36,7 +36,7 @@ async def build_api(settings: Settings, sup: Supervisor) -> tuple[web.Applicatio
     aggregator = await build_pricing(settings, sup, metrics.registry)
     db = await open_database(settings.storage.url)
     sup.on_stop(db.dispose)
-    quotes = QuoteService.from_settings(settings, aggregator, signer)
+    quotes = QuoteService.from_settings(settings, aggregator, signer, registry=metrics.registry)
     app = create_app(settings, db=db, quote_service=quotes, signer=signer, own_db=False,
                      instructions=payment_instructions(), metrics=metrics)
     sources = settings.source_chains()
@@ -70,8 +70,7 @@ def quote_pruner(settings: Settings, db, metrics: ApiMetrics) -> QuotePruner:
 async def build_pricing(settings: Settings, sup: Supervisor, registry: CollectorRegistry) -> PriceAggregator:
     """The price aggregator over the configured sources (Chainlink feeds through the EVM
     relayer), refreshed once before the API serves so the first quotes have prices."""
-    table = settings.token_table()
-    tokens = [table[c.token].priced_as for c in settings.source_chains() if c.token]  # price symbols
+    tokens = sorted({t.price_symbol for t in settings.payable_tokens()})  # price symbols (one per asset)
     session = aiohttp.ClientSession()
     sup.on_stop(session.close)
 

@@ -50,6 +50,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Protocol
 
+from bridge.config import per_token
 from bridge.errors import ConfigError, InputError, PriceUnavailable
 from bridge.payments import rules
 from bridge.types import TOKEN_DECIMALS, Observation, PaymentTerms
@@ -188,7 +189,10 @@ class PriceBound:
 
     ``references`` maps each bounded token to its :class:`ReferenceSource`; ``unbounded``
     names tokens an operator chose to leave to the gateway key alone (their deposits are
-    credited as the terms say). A token in neither is refused at construction.
+    credited as the terms say). A token is (symbol, chain): keys of ``references``,
+    ``unbounded`` and ``decimals`` are ``SYMBOL@chain`` (that chain's token) or ``SYMBOL``
+    (the symbol on every chain); the ``SYMBOL@chain`` entry wins (USDT has 6 decimals on
+    Ethereum and Polkadot Hub, but a bridged USDT elsewhere may not).
     """
 
     def __init__(self, *, references: dict[str, ReferenceSource], credit_price_usd: Decimal,
@@ -198,7 +202,8 @@ class PriceBound:
             raise ConfigError(f"tokens both bounded and unbounded: {sorted(set(references) & set(unbounded))}")
         decimals = dict(TOKEN_DECIMALS if decimals is None else decimals)
         for token in references:
-            if token not in decimals:
+            symbol, _, chain = token.partition("@")
+            if per_token(decimals, symbol, chain) is None:
                 raise ConfigError(f"price bound: token {token!r} has no known decimals")
         self.decimals = decimals
         if quote_ttl_seconds <= 0:
@@ -215,12 +220,18 @@ class PriceBound:
         minted or the token is unbounded. PriceUnavailable (retryable) when it cannot tell."""
         if decision.credits <= 0:
             return None
-        source = self.references.get(obs.token)
+        label = f"{obs.token}@{obs.chain}"  # the per-chain entry wins over the symbol's, bound or not
+        source = self.references.get(label)
+        if source is None and label not in self.unbounded:
+            source = self.references.get(obs.token)
         if source is None:
-            if obs.token in self.unbounded:
+            if obs.token in self.unbounded or label in self.unbounded:
                 return None
             # cannot happen with a validated config: refuse to attest rather than trust the key
-            raise PriceUnavailable(f"no price bound is configured for {obs.token}", retryable=True)
+            raise PriceUnavailable(f"no price bound is configured for {obs.token} on {obs.chain}", retryable=True)
+        decimals = per_token(self.decimals, obs.token, obs.chain)
+        if decimals is None:  # cannot happen either: refuse to attest
+            raise PriceUnavailable(f"no decimals are known for {obs.token} on {obs.chain}", retryable=True)
         late = decision.outcome == rules.LATE
         if late:
             rate_credits, rate_amount = decision.credits, decision.counted
@@ -233,7 +244,7 @@ class PriceBound:
         except PriceUnavailable as e:  # cannot tell now: the deposit waits (never stops the signer)
             raise PriceUnavailable(f"price bound of {obs.token} at {at}: {e.detail}", retryable=True) from e
         v = check(rate_credits=rate_credits, rate_amount=rate_amount, deposit_credits=decision.credits,
-                  decimals=self.decimals[obs.token], credit_price_usd=self.credit_price_usd, reference=ref,
+                  decimals=decimals, credit_price_usd=self.credit_price_usd, reference=ref,
                   max_deposit_usd=self.max_deposit_usd)
         if not v.ok:
             log.error("PRICE BOUND VIOLATED (%s) for deposit %s/%d of payment %s: %d credits for %d base units of "

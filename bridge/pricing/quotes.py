@@ -35,28 +35,45 @@ signature cannot be re-attributed to another key.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, Inexact, InvalidOperation, Overflow
+from fractions import Fraction
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from bridge.config import KeyRef, PricingConfig, Settings
-from bridge.errors import ConfigError, InputError, KeystoreError, PriceUnavailable, QuoteExpired, VerificationError
+from prometheus_client import CollectorRegistry
+
+from bridge.config import KeyRef, PayableToken, PricingConfig, Settings, per_token
+from bridge.errors import (
+    ConfigError,
+    InputError,
+    KeystoreError,
+    PriceUnavailable,
+    QuoteExpired,
+    TokenAmbiguous,
+    TokenDepegged,
+    TokenNotOffered,
+    VerificationError,
+)
 from bridge.keystore import SecretKey, load_key, public_of
 from bridge.payments.late import LateTerms
 from bridge.pricing.aggregate import PriceAggregator
 from bridge.pricing.credits import amount_for_credits, credits_for_amount
 from bridge.pricing.sources.base import PriceSource
+from bridge.pricing.wrappers import PricingMetrics
 from bridge.types import TOKEN_DECIMALS, PaymentTerms, Quote, utcnow
 
 QUOTE_DOMAIN = b"creditbridge/quote/v1\n"
 TERMS_DOMAIN = b"creditbridge/payment/v1\n"
 LATE_DOMAIN = b"creditbridge/late-terms/v1\n"
+
+log = logging.getLogger("creditbridge.pricing")
 
 MAX_CREDITS = 2**128 - 1  # the settlement contract's bound (see types.Credit)
 MAX_AMOUNT = 2**256 - 1
@@ -439,8 +456,15 @@ class QuoteService:
     untrustworthy price raises ``PriceUnavailable`` (HTTP 503), never yields a quote.
 
     The credit price is ``credit_price_usd * (1 + credit_spread)``; it is signed into every
-    quote as ``credit_price_usd``. ``token_chains`` maps each payable token to the name of
-    its source chain; build it from the settings with ``QuoteService.from_settings``.
+    quote as ``credit_price_usd``. A payable token is the pair (symbol, chain)
+    (``bridge.config.PayableToken``): build the list from the settings with
+    ``QuoteService.from_settings``, or give ``token_chains`` (symbol -> chain, native tokens).
+
+    **Depeg guard**: a token with a ``peg`` is always priced at its *measured* rate. When that
+    rate is more than ``peg_band_bps`` from the peg, quotes are refused (``TokenDepegged``,
+    HTTP 503 ``token-depegged``) unless the token's ``depeg`` is ``"price"`` (then quoted at
+    the measured rate); either way ``creditbridge_pricing_depegged_quotes_total`` counts it
+    and a WARNING is logged when the token leaves the band (and an INFO when it is back).
     """
 
     def __init__(
@@ -449,34 +473,53 @@ class QuoteService:
         source: PriceSource | PriceAggregator,
         signer: QuoteSigner,
         *,
-        token_chains: Mapping[str, str],
+        token_chains: Mapping[str, str] | None = None,
+        tokens: Sequence[PayableToken] | None = None,
         max_price_age: timedelta | None = timedelta(minutes=10),
         decimals: Mapping[str, int] = TOKEN_DECIMALS,
         price_symbols: Mapping[str, str] | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
-        for token in token_chains:
-            if token not in decimals:
-                raise ConfigError(f"token {token!r} has no known decimals")
+        if (tokens is None) == (token_chains is None):
+            raise ConfigError("give exactly one of tokens and token_chains")
+        if tokens is None:
+            assert token_chains is not None
+            for token in token_chains:
+                if token not in decimals:
+                    raise ConfigError(f"token {token!r} has no known decimals")
+            tokens = [PayableToken(symbol=t, chain=c, family="", decimals=decimals[t],
+                                   price_symbol=(price_symbols or {}).get(t, t)) for t, c in token_chains.items()]
+        self.payable: dict[tuple[str, str], PayableToken] = {}
+        for t in tokens:
+            if t.key in self.payable:
+                raise ConfigError(f"token {t.symbol} on {t.chain} is listed twice")
+            self.payable[t.key] = t
+        self.by_symbol: dict[str, list[PayableToken]] = {}
+        for t in self.payable.values():
+            self.by_symbol.setdefault(t.symbol, []).append(t)
         self.pricing = pricing
         self.source = source
         self.signer = signer
-        self.token_chains = dict(token_chains)
-        self.decimals = {t: decimals[t] for t in self.token_chains}
-        # the symbol each token's USD price is asked under (default: its own)
-        self.price_symbols = {t: (price_symbols or {}).get(t, t) for t in self.token_chains}
+        # symbol -> chain of the symbols payable on one chain only (the OpenAPI token enum lists all)
+        self.token_chains = {s: ts[0].chain for s, ts in self.by_symbol.items()}
+        self.decimals = {k: t.decimals for k, t in self.payable.items()}
+        # the symbol each token's USD price is asked under (one asset on every chain: USDT)
+        self.price_symbols = {k: t.price_symbol for k, t in self.payable.items()}
         self.max_price_age = max_price_age
         self.ttl = timedelta(seconds=pricing.quote_ttl_seconds)
         self.credit_price_usd = effective_credit_price(pricing.credit_price_usd, pricing.credit_spread)
         self._view: PriceAggregator | None = source if isinstance(source, PriceAggregator) else None
+        if registry is None:
+            from prometheus_client import CollectorRegistry as _Registry
+
+            registry = _Registry()
+        self._metrics = PricingMetrics.for_registry(registry)
+        self._depegged: set[tuple[str, str]] = set()  # tokens last seen outside their band (for the log)
 
     @classmethod
     def from_settings(cls, settings: Settings, source: PriceSource | PriceAggregator, signer: QuoteSigner,
                       **kw) -> "QuoteService":
-        chains = {c.token: c.name for c in settings.source_chains() if c.token}
-        table = settings.token_table()
-        kw.setdefault("decimals", {t: table[t].decimals for t in chains})
-        kw.setdefault("price_symbols", {t: table[t].priced_as for t in chains})
-        return cls(settings.pricing, source, signer, token_chains=chains, **kw)
+        return cls(settings.pricing, source, signer, tokens=settings.payable_tokens(), **kw)
 
     @property
     def price_keys(self) -> frozenset[str]:
@@ -485,29 +528,55 @@ class QuoteService:
 
     @property
     def tokens(self) -> frozenset[str]:
-        return frozenset(self.token_chains)
+        """The payable symbols (a symbol may be payable on several chains)."""
+        return frozenset(self.by_symbol)
 
     @property
     def aggregator(self) -> PriceAggregator | None:
         return self.source if isinstance(self.source, PriceAggregator) else None
 
-    def chain_of(self, token: str) -> str:
-        try:
-            return self.token_chains[token]
-        except (KeyError, TypeError):
-            raise InputError(f"unknown token; supported: {', '.join(sorted(self.token_chains))}") from None
+    def resolve(self, token: str, chain: str | None = None) -> PayableToken:
+        """The payable token ``token`` (a symbol) on ``chain``; ``chain`` may be omitted when the
+        symbol is payable on one chain only. InputError (400) for an unknown symbol,
+        ``TokenNotOffered`` for a chain that does not offer it, ``TokenAmbiguous`` when the
+        chain is needed."""
+        options = self.by_symbol.get(token) if isinstance(token, str) else None
+        if not options:
+            raise InputError(f"unknown token; supported: {', '.join(sorted(self.by_symbol))}")
+        chains = [t.chain for t in options]
+        if chain is None:
+            if len(options) > 1:
+                raise TokenAmbiguous(f"{token} is payable on several chains ({', '.join(chains)}): "
+                                     "give chain, one of them")
+            return options[0]
+        for t in options:
+            if t.chain == chain:
+                return t
+        raise TokenNotOffered(f"chain {chain!r} does not offer {token}; {token} is payable on: {', '.join(chains)}")
 
-    def token_list(self) -> list[dict[str, str | int]]:
-        """The payable tokens as ``GET /v1/tokens`` lists them (minimum amounts in base units)."""
-        return [
-            {"symbol": token, "chain": chain, "decimals": self.decimals[token],
-             "min_amount": str(self.pricing.min_amount.get(token, 0))}
-            for token, chain in self.token_chains.items()
-        ]
+    def chain_of(self, token: str, chain: str | None = None) -> str:
+        return self.resolve(token, chain).chain
 
-    async def price_of(self, token: str, now: datetime) -> tuple[Decimal, tuple[str, ...]]:
+    def token_list(self) -> list[dict]:
+        """The payable tokens as ``GET /v1/tokens`` lists them (minimum amounts in base units).
+        A non-native token carries the one field that names it on its chain (``contract``,
+        ``asset_id`` or ``jetton_master``); a native token carries none of them."""
+        out = []
+        for t in self.payable.values():
+            d: dict = {"symbol": t.symbol, "chain": t.chain, "decimals": t.decimals, "native": t.native,
+                       "min_amount": str(per_token(self.pricing.min_amount, t.symbol, t.chain, 0))}
+            for k in ("contract", "asset_id", "jetton_master"):
+                if getattr(t, k) is not None:
+                    d[k] = getattr(t, k)
+            if t.peg is not None:
+                d["peg_usd"] = decimal_str(t.peg)
+            out.append(d)
+        return out
+
+    async def price_of(self, token: str, now: datetime, chain: str | None = None) -> tuple[Decimal, tuple[str, ...]]:
         """``(USD per whole token, names of the sources behind it)``, or PriceUnavailable."""
-        token = self.price_symbols.get(token, token)
+        if chain is not None or token in self.by_symbol:
+            token = self.resolve(token, chain).price_symbol
         if isinstance(self.source, PriceAggregator):
             if token not in self.source.symbols:
                 raise PriceUnavailable(f"no price source is configured for {token}")
@@ -522,6 +591,30 @@ class QuoteService:
         if self.max_price_age is not None and point.timestamp < now - self.max_price_age:
             raise PriceUnavailable(f"the price of {token} is stale")
         return point.price, (point.source,)
+
+    def check_peg(self, token: PayableToken, rate: Decimal) -> None:
+        """The depeg guard (see the class docstring): exact, in basis points of the peg."""
+        if token.peg is None or token.peg_band_bps is None:
+            return
+        off = abs(Fraction(rate) - Fraction(token.peg)) / Fraction(token.peg) * 10_000  # bps, exact
+        self._metrics.peg_deviation_bps.labels(token=token.symbol, chain=token.chain).set(float(off))
+        if off <= token.peg_band_bps:
+            if token.key in self._depegged:
+                self._depegged.discard(token.key)
+                log.info("%s on %s is back within its peg band: %s USD (peg %s, band %d bps)", token.symbol,
+                         token.chain, decimal_str(rate), decimal_str(token.peg), token.peg_band_bps)
+            return
+        action = "priced" if token.depeg == "price" else "refused"
+        self._metrics.depegged_quotes.labels(token=token.symbol, chain=token.chain, action=action).inc()
+        if token.key not in self._depegged:
+            self._depegged.add(token.key)
+            log.warning("DEPEG: %s on %s trades at %s USD, %.1f bps from its peg %s (band %d bps): quotes are %s",
+                        token.symbol, token.chain, decimal_str(rate), float(off), decimal_str(token.peg),
+                        token.peg_band_bps, "priced at the measured rate" if action == "priced" else "refused")
+        if action == "refused":
+            raise TokenDepegged(f"{token.symbol} on {token.chain} trades at {decimal_str(rate)} USD, outside its "
+                                f"peg band ({decimal_str(token.peg)} USD +/- {token.peg_band_bps} bps): "
+                                "no quotes until it is back")
 
     async def prices(self, now: datetime | None = None) -> dict:
         """The ``GET /v1/prices`` view: the aggregator's snapshot. Over a single source, a
@@ -544,10 +637,12 @@ class QuoteService:
         credits: int | None = None,
         amount: int | None = None,
         now: datetime | None = None,
+        chain: str | None = None,
     ) -> Quote:
         """A signed quote for buying ``credits`` (amount rounded up) or for paying ``amount``
-        base units (credits rounded down). Exactly one of them must be given."""
-        chain = self.chain_of(token)
+        base units (credits rounded down) of ``token`` on ``chain`` (which may be omitted when
+        the symbol is payable on one chain only). Exactly one of credits and amount."""
+        payable = self.resolve(token, chain)
         if (credits is None) == (amount is None):
             raise InputError("give exactly one of credits and amount")
         if credits is not None:
@@ -558,8 +653,9 @@ class QuoteService:
         if now.tzinfo is None or now.utcoffset() is None:
             raise InputError("now must be timezone-aware")
         now = now.astimezone(timezone.utc).replace(microsecond=0)
-        decimals = self.decimals[token]
-        rate, sources = await self.price_of(token, now)
+        decimals = payable.decimals
+        rate, sources = await self.price_of(payable.symbol, now, payable.chain)
+        self.check_peg(payable, rate)  # the measured rate is what the quote uses, never the peg
         price = self.credit_price_usd
         if credits is not None:
             amount = amount_for_credits(credits, price, rate, decimals)
@@ -572,13 +668,13 @@ class QuoteService:
                 raise InputError("the amount does not buy a single credit")
             if credits > MAX_CREDITS:
                 raise InputError("the amount buys too many credits for one quote")
-        minimum = self.pricing.min_amount.get(token, 0)
+        minimum = per_token(self.pricing.min_amount, payable.symbol, payable.chain, 0)
         if amount < minimum:
-            raise InputError(f"amount {amount} is below the minimum of {minimum} base units of {token}")
+            raise InputError(f"amount {amount} is below the minimum of {minimum} base units of {payable.symbol}")
         quote = Quote(
             id=str(uuid.uuid4()),
-            token=token,
-            chain=chain,
+            token=payable.symbol,
+            chain=payable.chain,
             amount=amount,
             credits=credits,
             rate=rate,

@@ -74,6 +74,19 @@ class PricingMetrics:
             ["source", "symbol"],
             registry=registry,
         )
+        # the depeg guard (bridge/pricing/quotes.py): per (token, chain) with a peg
+        self.peg_deviation_bps = Gauge(
+            "creditbridge_pricing_peg_deviation_bps",
+            "Distance of a pegged token's measured price from its peg, in basis points (at the last quote asked).",
+            ["token", "chain"],
+            registry=registry,
+        )
+        self.depegged_quotes = Counter(
+            "creditbridge_pricing_depegged_quotes",
+            "Quotes asked while a pegged token traded outside its band: refused, or priced at the measured rate.",
+            ["token", "chain", "action"],
+            registry=registry,
+        )
 
     @classmethod
     def for_registry(cls, registry: CollectorRegistry) -> PricingMetrics:

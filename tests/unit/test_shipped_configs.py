@@ -24,7 +24,8 @@ EXPECTED = {  # network -> (ethereum chain id, settlement chain id, TON global i
     "testnet": (11155111, 84532, -3, {"westend": WESTEND_ASSET_HUB}),
 }
 CHAINLINK = {  # the feeds' proxies: docs.chain.link "Price Feed Contract Addresses"
-    "mainnet": {"ETH": "0x5f4eC3Df9cbd43714FE2740f5E3616155c5b8419", "DOT": "0x1C07AFb8E2B827c5A4739C6d59Ae3A5035f28734"},
+    "mainnet": {"ETH": "0x5f4eC3Df9cbd43714FE2740f5E3616155c5b8419", "DOT": "0x1C07AFb8E2B827c5A4739C6d59Ae3A5035f28734",
+                "USDC": "0x8fFfFfd4AfB6115b954Bd326cbe7B4BA576818f6", "USDT": "0x3E7d1eAB13ad0104d2750B8863b489D65364e32D"},
     "testnet": {"ETH": "0x694AA1769357215DE4FAC081bf1f309aDC325306"},
 }
 

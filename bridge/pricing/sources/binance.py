@@ -38,6 +38,9 @@ DEFAULT_SYMBOLS: Mapping[str, str] = {
     "KSM": "KSMUSDT",
     "ETH": "ETHUSDT",
     "TON": "TONUSDT",
+    # USDC measured in USDT (Binance has no USD pairs, so it cannot price USDT itself): during a
+    # USDT de-peg this disagrees with the USD sources and the deviation guard refuses the price
+    "USDC": "USDCUSDT",
 }
 
 

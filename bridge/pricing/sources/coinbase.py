@@ -43,6 +43,7 @@ DEFAULT_BASE_URL = "https://api.exchange.coinbase.com"
 DEFAULT_PRODUCTS: Mapping[str, str] = {
     "ETH": "ETH-USD",
     "DOT": "DOT-USD",
+    "USDT": "USDT-USD",  # (Coinbase lists no USDC-USD product: USDC converts 1:1 to USD there)
 }
 
 

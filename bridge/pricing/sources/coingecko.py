@@ -41,6 +41,8 @@ DEFAULT_IDS: Mapping[str, str] = {
     "KSM": "kusama",
     "ETH": "ethereum",
     "TON": "the-open-network",
+    "USDT": "tether",
+    "USDC": "usd-coin",
 }
 DEMO_KEY_HEADER = "x-cg-demo-api-key"
 

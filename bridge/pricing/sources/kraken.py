@@ -44,6 +44,8 @@ DEFAULT_PAIRS: Mapping[str, str] = {
     "DOT": "DOTUSD",
     "KSM": "KSMUSD",
     "TON": "TONUSD",
+    "USDT": "USDTZUSD",  # stablecoins against the US dollar itself (the depeg guard measures them)
+    "USDC": "USDCUSD",
 }
 
 # Kraken error strings that mean "slow down" or "try again later" rather than "you are wrong"

@@ -434,7 +434,7 @@ async def test_metrics(gw):
     assert 'creditbridge_api_requests_total{method="POST",route="/v1/quotes",status="201"} 1.0' in text
     assert 'creditbridge_api_requests_total{method="POST",route="/v1/quotes",status="400"} 1.0' in text
     assert 'creditbridge_api_requests_total{method="GET",route="unmatched",status="404"} 1.0' in text
-    assert 'creditbridge_api_quotes_issued_total{token="ETH"} 1.0' in text
+    assert 'creditbridge_api_quotes_issued_total{chain="ethereum",token="ETH"} 1.0' in text
     assert 'creditbridge_api_request_duration_seconds_bucket{le="+Inf",method="POST",route="/v1/quotes"} 2.0' in text
 
 
@@ -442,7 +442,7 @@ async def test_metrics_registries_are_per_app(start):
     a, b = await start(), await start()
     await a.quote(credits="5")
     _, text_b, _ = await b.get("/metrics")
-    assert 'quotes_issued_total{token="ETH"}' not in text_b
+    assert 'quotes_issued_total{chain="ethereum",token="ETH"}' not in text_b
 
 
 async def test_rate_limit(start):
@@ -564,7 +564,7 @@ def two_sources(a: str, b: str, clock=None) -> PriceAggregator:
 async def test_tokens(gw):
     status, tokens, resp = await gw.get("/v1/tokens")
     assert status == 200 and resp.content_type == "application/json"
-    assert tokens == [{"symbol": "ETH", "chain": "ethereum", "decimals": 18, "min_amount": "1000"}]
+    assert tokens == [{"symbol": "ETH", "chain": "ethereum", "decimals": 18, "native": True, "min_amount": "1000"}]
 
 
 async def test_public_catalogue_routes_are_rate_limited(start):

@@ -78,8 +78,9 @@ async def test_a_configured_testnet_token_is_listed_and_quoted_with_its_decimals
     async with http.get("/v1/tokens") as r:
         assert r.status == 200
         tokens = await r.json()
-    assert tokens == [{"symbol": "ETH", "chain": "sepolia", "decimals": 18, "min_amount": "0"},
-                      {"symbol": "WND", "chain": "westend", "decimals": 12, "min_amount": "10000000000"}]
+    assert tokens == [{"symbol": "ETH", "chain": "sepolia", "decimals": 18, "native": True, "min_amount": "0"},
+                      {"symbol": "WND", "chain": "westend", "decimals": 12, "native": True,
+                       "min_amount": "10000000000"}]
     async with http.post("/v1/quotes", json={"token": "WND", "credits": "500"}) as r:
         assert r.status == 201, await r.text()
         q = await r.json()
