@@ -56,22 +56,16 @@ async def test_checkout_page_turns_to_credited(devnet: Devnet, tmp_path):
     assert await balance(devnet, 1) - before == 500
 
 
-# After the per-payment deposit addresses are collected on the devnet (engineer A's collector),
-# a plain transfer is credited: set this to 1 to also wait for "credited" after the wallet pays.
-WALLET_CREDITED = os.environ.get("CREDITBRIDGE_CHECKOUT_WALLET_CREDITED") == "1"
-
-
 async def test_checkout_pays_with_an_injected_browser_wallet(devnet: Devnet, tmp_path):
     """A wallet announced by EIP-6963 (an EIP-1193 provider backed by an anvil dev account) pays
-    from the page: the click sends the payment's ``instructions.transfer`` (or, for a payment
-    without one, the lock call), mined on anvil with the right recipient and value."""
+    from the page: the click sends the payment's ``instructions.transfer`` -- a plain transfer
+    with empty calldata to the payment's deposit address, mined on anvil with the right recipient
+    and value -- the devnet's relay collects it into the lock, and the page turns to credited."""
     before = await balance(devnet, 1)
     p = await open_payment(devnet, 1)
     rpc = devnet.info["chains"]["ethereum"]["rpc"]
     payer = devnet.info["accounts"]["ethereum"][2]["address"]
     args = ["node", str(SCRIPT), f"{devnet.api}/pay/{p['id']}", str(tmp_path / "wallet.png"), "--wallet", rpc, payer]
-    if not WALLET_CREDITED:
-        args.append("--no-wait")
     proc = await asyncio.create_subprocess_exec(*args, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.STDOUT)
     try:
@@ -93,16 +87,12 @@ async def test_checkout_pays_with_an_injected_browser_wallet(devnet: Devnet, tmp
     assert receipt is not None and int(receipt["status"], 16) == 1, receipt
     ins = p["instructions"]
     assert tx["from"].lower() == payer.lower()
-    if "transfer" in ins:  # issue 14: the plain transfer to the payment's deposit address
-        assert tx["to"].lower() == ins["transfer"]["to"].lower() and int(tx["value"], 16) == int(ins["transfer"]["amount"])
-        assert tx["input"] in ("0x", "")
-    else:  # a payment without a transfer (before the family builder has one): the lock call
-        assert tx["to"].lower() == ins["contract"].lower() and int(tx["value"], 16) == int(ins["value"])
-        assert tx["input"] == "0x01670ba9" + ins["reference"][2:]
-    if WALLET_CREDITED:
-        states = [ln.split()[1] for ln in lines if ln.startswith("STATE ")]
-        assert states[-1] == "credited", out
-        assert await balance(devnet, 1) - before == 500
+    # issue 14: the plain transfer to the payment's deposit address, not the lock call
+    assert tx["to"].lower() == ins["transfer"]["to"].lower() and int(tx["value"], 16) == int(ins["transfer"]["amount"])
+    assert tx["input"] in ("0x", "")
+    states = [ln.split()[1] for ln in lines if ln.startswith("STATE ")]
+    assert states[-1] == "credited", out
+    assert await balance(devnet, 1) - before == 500
 
 
 def _substrate_chain() -> dict:
