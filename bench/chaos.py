@@ -221,6 +221,7 @@ class Payment:
     included_at: float = 0.0  # TON / Asset Hub: when the payer saw its transfer in a block
     overpay: int = 0  # paid on top of the quoted amount: must come back as one refund
     instructions: dict = field(default_factory=dict)
+    plain: bool = False  # paid by a plain transfer (instructions.transfer), not the call-based form
 
 
 @dataclass
@@ -302,8 +303,13 @@ class Harness:
     async def send(self, p: Payment) -> None:
         acct = self.info["accounts"]["ethereum"][p.payer]
         nonce = self.nonces[p.payer]
-        tx = {"to": self.lock, "value": p.value + p.overpay, "data": "0x" + (LOCK_SELECTOR + bytes.fromhex(p.reference[2:])).hex(),
-              "nonce": nonce, "gas": 120_000, "gasPrice": self.gas_price, "chainId": self.chain_id}
+        if p.plain:  # what any wallet sends: plain ETH, no calldata, to the payment's deposit address
+            tx = {"to": p.instructions["transfer"]["to"], "value": p.value + p.overpay, "data": "0x",
+                  "nonce": nonce, "gas": 21_000, "gasPrice": self.gas_price, "chainId": self.chain_id}
+        else:
+            tx = {"to": self.lock, "value": p.value + p.overpay,
+                  "data": "0x" + (LOCK_SELECTOR + bytes.fromhex(p.reference[2:])).hex(),
+                  "nonce": nonce, "gas": 120_000, "gasPrice": self.gas_price, "chainId": self.chain_id}
         p.raw = "0x" + Account.sign_transaction(tx, acct["private_key"]).raw_transaction.hex()
         p.tx = await self.eth("eth_sendRawTransaction", p.raw)
         p.sent_at = time.monotonic()
@@ -325,6 +331,10 @@ class Harness:
         p = Payment(pay["id"], pay["reference"], index, token, beneficiary.lower(), int(q["amount"]),
                     int(q["credits"]), int(ins[value_field]))
         p.instructions = ins
+        # about half of the payments by plain transfer (issue 14): alternate per payer, so every
+        # token and every payer has both kinds, in quick runs too
+        p.plain = "transfer" in ins and self.args.transfer_share > 0 and \
+            (index + number) % max(1, round(1 / self.args.transfer_share)) == 0
         every = max(1, round(1 / self.args.overpay_share)) if self.args.overpay_share > 0 else 0
         if every and (index + number + 1) % every == 0:
             p.overpay = p.value // 10 + 1
@@ -666,6 +676,42 @@ class Harness:
         return {k: int(v) for k, v in sorted(out.items())}
 
     # --- reconciliation ----------------------------------------------------------------------------
+    async def stuck_at_payment_addresses(self) -> list[dict]:
+        """Plain-transfer payments whose per-payment address still holds funds: nothing may stay
+        there once collected (Ethereum deposit addresses, Asset Hub payment accounts)."""
+        out = []
+        for p in self.payments.values():
+            if not p.plain:
+                continue
+            to = p.instructions["transfer"]["to"]
+            if p.token == "ETH":
+                left = int(await self.eth("eth_getBalance", to, "latest"), 16)
+            elif p.token in ("DOT", "KSM"):
+                left = await self.substrate_free_balance(p.token, to)
+            else:
+                continue  # TON: a text comment to the lock itself, no per-payment address
+            if left:
+                out.append({"token": p.token, "payment": p.id, "address": to, "left": left})
+        return out
+
+    async def substrate_free_balance(self, token: str, address: str) -> int:
+        chain = next(c for c in self.substrate_chains if self.info["chains"][c]["token"] == token)
+        rpc = self.info["chains"][chain]["rpc"]
+
+        def job() -> int:
+            from relayers.substrate import wallet as sw
+            from relayers.substrate.client import SDK_LOCK
+
+            with SDK_LOCK:
+                si = sw.connect(rpc, self.info["chains"][chain]["ss58_prefix"])
+                try:
+                    acct = si.query("System", "Account", [address]).value
+                    return int(acct["data"]["free"]) + int(acct["data"]["reserved"])
+                finally:
+                    si.close()
+
+        return await asyncio.get_running_loop().run_in_executor(None, job)
+
     async def chain_state(self) -> tuple[list[dict], list[dict], list[dict]]:
         """Deposits on every source chain and the ledger's credits, read from the chains."""
         locked = await self.eth("eth_getLogs", {"address": self.lock, "fromBlock": "0x0", "toBlock": "latest",
@@ -1228,8 +1274,14 @@ class Harness:
             t.cancel()
         signer_retries = await self.signer_retries()
         eth_latency, other_latency = self.latencies(locked, deposits)
+        stuck = await self.stuck_at_payment_addresses()
+        plain: dict[str, int] = {}
+        for p in self.payments.values():
+            if p.plain:
+                plain[p.token] = plain.get(p.token, 0) + 1
         report = {
             "seed": a.seed, "tokens": sorted(self.tokens), "payments": len(self.payments),
+            "paid_by_plain_transfer": dict(sorted(plain.items())), "stuck_at_payment_addresses": stuck,
             "deposits": result["deposits"], "deposits_by_token": result["deposits_by_token"],
             "quotes_refused": self.stats.quotes_refused, "quote_refusals": self.stats.refusals,
             "fault_effects": self.stats.effects,
@@ -1253,7 +1305,7 @@ class Harness:
                             or refunds["wrong"] or refunds["phantom"]
                             or treasury["doubled"] or treasury["wrong"] or treasury["over_swept"]
                             or treasury["treasury_mismatch"] or treasury["insolvent"] or treasury["problems"]
-                            ) and report["deposits"] >= report["payments"]
+                            or stuck) and report["deposits"] >= report["payments"]
         return report
 
 
@@ -1265,7 +1317,9 @@ def summary_line(r: dict) -> str:
     lat = r["finality_to_credit_seconds"]
     wf, nf = lat["with_faults"], lat["without_faults"]
     faults = ", ".join(f"{k} {v}" for k, v in r["faults"].items())
-    return (f"chaos {'OK' if r['ok'] else 'FAILED'}: {r['payments']} payments, {r['deposits']} deposits, "
+    plain = ", ".join(f"{k} {v}" for k, v in r.get("paid_by_plain_transfer", {}).items()) or "none"
+    return (f"chaos {'OK' if r['ok'] else 'FAILED'}: {r['payments']} payments ({plain} by plain transfer), "
+            f"{r['deposits']} deposits, {len(r.get('stuck_at_payment_addresses', []))} stuck at payment addresses, "
             f"{r['faults_total']} faults ({faults}); lost {len(r['lost'])}, doubled {len(r['doubled'])}, "
             f"mispriced {len(r['mispriced']) + len(r['mispriced_quotes'])}, phantom {len(r['phantom'])}; "
             f"finality->credit p50/p99/max {nf.get('p50')}/{nf.get('p99')}/{nf.get('max')}s without faults, "
@@ -1305,6 +1359,8 @@ def main(argv=None) -> int:
                     help="only the EVM chains (no TON or Asset Hub devnet chains)")
     ap.add_argument("--other-share", type=float, default=0.3,
                     help="share of the payments made in the other tokens (TON, DOT, KSM), split evenly")
+    ap.add_argument("--transfer-share", type=float, default=0.5,
+                    help="share of the payments paid by a plain transfer (instructions.transfer)")
     ap.add_argument("--overpay-share", type=float, default=0.05,
                     help="share of the payments that pay 10%% more than quoted (the excess must be refunded once)")
     args = ap.parse_args(argv)
