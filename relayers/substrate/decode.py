@@ -57,6 +57,7 @@ from typing import Any, Callable, Iterable
 
 from scalecodec.base import RuntimeConfigurationObject, ScaleBytes
 from scalecodec.type_registry import load_type_registry_preset
+from scalecodec.types import WrapperKeepOpaque
 from scalecodec.utils.ss58 import ss58_decode
 
 from bridge.errors import BridgeError
@@ -400,8 +401,14 @@ def _exact(rc: RuntimeConfigurationObject, metadata: Any, call: dict, raw: bytes
                     inner.append(_exact(rc, metadata, value, raw[pos:pos + used]))
                     pos += used
                 args.append({**a, "value": inner})
-            elif name == "call":  # Box<RuntimeCall>
+            elif name == "call":  # Box<RuntimeCall>, or WrapperKeepOpaque<RuntimeCall> (older as_multi)
+                opaque = isinstance(rc.create_scale_object(type_string, metadata=metadata), WrapperKeepOpaque)
+                if opaque:
+                    n, k = read_compact(raw, pos)
+                    pos += k
                 value, used = _decode_call_at(rc, metadata, raw, pos)
+                if opaque and used != n:
+                    raise ValueError(f"{module}.{function}: opaque call length mismatch")
                 args.append({**a, "value": _exact(rc, metadata, value, raw[pos:pos + used])})
                 pos += used
             else:
