@@ -292,3 +292,16 @@ async def test_transfers_naming_no_payment_are_refunded_once_after_the_delay_and
             await n.db.dispose()
         await session.close()
         chain.forget_nonces()
+
+
+async def test_the_devnet_funds_the_committee_account_with_a_top_up_that_is_no_deposit(chain):
+    from devnet.substrate.devchain import top_up
+
+    start = await chain.head() + 1
+    before = await free(chain, COMMITTEE_ID)
+    await top_up(chain.node, COMMITTEE, 5 * UNIT)
+    try:
+        assert await free(chain, COMMITTEE_ID) == before + 5 * UNIT
+        assert await collections(chain, start, await chain.head()) == []
+    finally:
+        chain.forget_nonces()  # //Eve's nonce moved behind the helper's back
