@@ -25,7 +25,8 @@ Each signer runs a :class:`PaymentCollector` that
 The executed collection is the deposit the watcher sees (``decode.find_collection``).
 
 Restart safety: the collector keeps its state in memory. After a restart it rescans from
-``start_block`` (default: ``lookback_blocks`` below the finalized head) and rebuilds the
+``start_block`` (default: ``lookback_blocks`` below the finalized head, not below the chain's
+configured ``start_block``) and rebuilds the
 same funding facts; the refunder's rules then find an operation this member already approved
 (nothing submitted again) or its execution (done). A collection is never executed twice for
 the same funds: ``transfer_all`` moves everything, the next round starts only with a new
@@ -137,7 +138,7 @@ class PaymentCollector:
                             len(self.watched))
         final, final_hash = await self.client.call(self._final, "finalized head")
         if self.cursor is None:
-            self.cursor = max(0, final - self.lookback_blocks)
+            self.cursor = max(self.cfg.start_block, final - self.lookback_blocks, 0)
         end = min(final, self.cursor + SCAN_PER_STEP - 1)
         if self.cursor <= end and len(self.watched):
             accounts = self.watched.addresses()

@@ -11,6 +11,12 @@ independently calls :meth:`MultisigRefunder.step` every few seconds with the ord
 
 so every refund has its own call hash, even for equal payer and amount.
 
+The same rules drive the collection of a per-payment account (``CollectionOrder``, see
+``collect.py``): the multisig is then the payment account (the members plus a tag of the
+reference), the other signatories include the tag, and the call is ``Utility.batch_all([
+Balances.transfer_all(committee, false), System.remark_with_event(reference ++ payer)])``. The
+collector shares its node's refunder, so one member key has one nonce sequence per chain.
+
 Rules of one ``step`` (everything is read at one pinned best block, so "no entry" and "not
 executed" are facts about the same state):
 
