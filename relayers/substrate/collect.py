@@ -7,7 +7,8 @@ Each signer runs a :class:`PaymentCollector` that
 
 1. keeps the payments to watch (``bridge.payments.feed.WatchedReferences``, refreshed from the
    gateway's reference feed; every address is recomputed here from the reference, so the
-   gateway cannot redirect funds);
+   gateway cannot redirect funds; while the feed cannot be read, the step does nothing, so no
+   block is scanned without the payments listed by then);
 2. scans *finalized* blocks in order for ``Balances.Transfer`` events touching a watched
    account (the raw event bytes are searched for the account id first; only blocks that
    contain one are decoded) and remembers, per account, the earliest transfer *into* it since
@@ -133,9 +134,11 @@ class PaymentCollector:
         if self.has_feed:
             try:
                 await self.watched.refresh()
-            except BridgeError as e:  # the gateway is trusted for liveness only: carry on with what we have
-                log.warning("chain %s: reference feed unavailable (%s); watching %d payments", self.chain, e,
-                            len(self.watched))
+            except BridgeError as e:
+                # the gateway is trusted for liveness only: without a fresh list, new blocks are not
+                # scanned (a funding of a payment not listed yet would be passed over): wait for it
+                log.warning("chain %s: reference feed unavailable (%s); collections wait", self.chain, e)
+                return
         final, final_hash = await self.client.call(self._final, "finalized head")
         if self.cursor is None:
             self.cursor = max(self.cfg.start_block, final - self.lookback_blocks, 0)

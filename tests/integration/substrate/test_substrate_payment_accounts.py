@@ -356,3 +356,33 @@ class _NoRefunder:
 
     def __init__(self, cfg) -> None:
         self.client, self.committee, self.me = None, COMMITTEE_ID, bytes(32)
+
+
+async def test_no_block_is_scanned_while_the_reference_feed_cannot_be_read(chain, refunders):
+    """A funding of a payment the collector has not listed yet must not be passed over: while
+    the feed fails, the collector scans nothing; once it answers, the funding is found."""
+    from bridge.errors import GatewayUnavailable
+
+    class FlakyFeed(ListFeed):
+        down = True
+
+        async def references(self, chain_name: str, after: int, limit: int) -> list[FeedEntry]:
+            if self.down:
+                raise GatewayUnavailable("gateway unreachable (test)")
+            return await super().references(chain_name, after, limit)
+
+    cfg = chain_config(chain.url)
+    reference = ref()
+    account = payment_account(cfg.committee, reference)
+    feed = FlakyFeed()
+    feed.add("polkadot", reference, int(time.time()) + 3600)
+    start = await chain.head() + 1
+    c = PaymentCollector(cfg, refunders[0], feed, start_block=start)
+    paid = await chain.send("//Dave", lambda si: transfer(si, ss58(account, 42), 2 * UNIT))
+    await chain.new_block([paid])
+    await c.step()
+    assert c.cursor == start and c.funded == {} and refunders[0].submitted == []
+    feed.down = False
+    await c.step()
+    assert c.funded[account].payer == DAVE.public_key and c.cursor == await chain.head() + 1
+    assert [a for a, _, _ in refunders[0].submitted] == ["create"]  # its approval of the collection
