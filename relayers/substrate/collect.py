@@ -116,6 +116,7 @@ class PaymentCollector:
         self.rounds: dict[bytes, Round] = {}
         self.dust: dict[bytes, int] = {}  # account -> balance below min_refund (reported)
         self._warned: set[tuple[bytes, int | None, str]] = set()
+        self._feed_down = False  # warned once per outage
         self._dust_gauge = _dust_gauge(registry) if registry is not None else None
 
     # ------------------------------------------------------------------ running
@@ -137,8 +138,13 @@ class PaymentCollector:
             except BridgeError as e:
                 # the gateway is trusted for liveness only: without a fresh list, new blocks are not
                 # scanned (a funding of a payment not listed yet would be passed over): wait for it
-                log.warning("chain %s: reference feed unavailable (%s); collections wait", self.chain, e)
+                log.log(logging.DEBUG if self._feed_down else logging.WARNING,
+                        "chain %s: reference feed unavailable (%s); collections wait", self.chain, e)
+                self._feed_down = True
                 return
+            if self._feed_down:
+                log.info("chain %s: reference feed readable again; collections resume", self.chain)
+                self._feed_down = False
         final, final_hash = await self.client.call(self._final, "finalized head")
         if self.cursor is None:
             self.cursor = max(self.cfg.start_block, final - self.lookback_blocks, 0)
