@@ -146,13 +146,28 @@ async def run_signer(settings: Settings) -> None:
         **lifecycle_options(settings, refund_key, sup),
     )
     node.sweeper = make_sweeper(settings, node, registry, sup)
+    collectors = payment_collectors(settings, node.approvers, node.gateway, session, registry)
     if manifest_hash is not None:
         from bridge.manifest import register_metric
 
         register_metric(registry, manifest_hash)
     await _serve(sup, create_signer_app(node, registry, manifest_hash=manifest_hash), cfg.host, cfg.port)
     sup.add("signer", node.run)
+    for name, collector in collectors.items():
+        sup.add(f"collector:{name}", collector.run)
     await sup.run()
+
+
+def payment_collectors(settings: Settings, approvers: dict, gateway, session, registry=None) -> dict:
+    """Each Asset Hub chain's collector of per-payment accounts (``relayers/substrate/collect.py``),
+    over the node's own multisig approver for that chain (one nonce sequence per member key) and
+    the gateway's reference feed."""
+    from relayers.substrate.collect import GatewayReferenceFeed, PaymentCollector
+
+    feed = gateway if hasattr(gateway, "references") else GatewayReferenceFeed(gateway.base_url, session)
+    return {c.name: PaymentCollector(c, approvers[c.name].refunder, feed, registry=registry,
+                                     poll_interval=max(c.poll_interval, 1.0))
+            for c in settings.source_chains() if c.family == "substrate" and c.name in approvers}
 
 
 def chainlink_source_factory(settings: Settings, sup: Supervisor):

@@ -6,7 +6,10 @@ names for the test runtime's native token (12 decimals on chain). Amounts are ba
 chain either way; the configured token's decimals (DOT 10, KSM 12) are used for pricing
 only, exactly as on the real networks. The dev accounts //Alice, //Bob, //Charlie and //Dave
 are funded through chopsticks' ``import-storage``; the committee's account is the
-``pallet_multisig`` account of the signers' Ed25519 keys and the devnet threshold.
+``pallet_multisig`` account of the signers' Ed25519 keys and the devnet threshold. An operator
+account (``OPERATOR_SEED``) tops the committee account up with its existential deposit the way
+an operator does on a real network: a batch with the ``creditbridge:top-up`` remark, which the
+watchers do not count as a deposit (a plain transfer there would be refunded as unattributed).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ DEV_CHAINS = (
 DEV_BALANCE = 10**18  # base units per dev account (10^6 tokens at the runtime's 12 decimals)
 # funds the chaos harness's undecodable extrinsics (bench/chaos.py), never a payer
 FAULT_SEED = "//Ferdie"
+# funds the committee accounts' existential deposit with a top-up (never a payer)
+OPERATOR_SEED = "//Eve"
 # Balances.ExistentialDeposit of the chopsticks runtime (Rococo Asset Hub, spec 900): what the
 # committee account keeps whatever it owes (the treasury sweeper's ``reserve``)
 EXISTENTIAL_DEPOSIT = 3_333_333
@@ -81,6 +86,35 @@ async def keep_clock(node: ChopsticksNode, interval: float = CLOCK_CHECK_SECONDS
         await asyncio.sleep(interval)
 
 
+async def top_up(node: ChopsticksNode, committee: str, amount: int) -> None:
+    """Send an operator's top-up of ``amount`` to the committee account and build its block."""
+    from relayers.substrate.wallet import connect, submit, top_up_call
+
+    def job() -> None:
+        si = connect(node.ws_url, 42)
+        try:
+            submit(si, OPERATOR_SEED, top_up_call(si, committee, amount), wait=False)
+        finally:
+            si.close()
+
+    await asyncio.to_thread(job)
+    await node.new_block()
+    free = await asyncio.to_thread(_free, node.ws_url, committee)
+    if free < amount:
+        raise ChainError(f"chopsticks {node.name}: the committee top-up did not land ({free} < {amount})",
+                         retryable=False)
+
+
+def _free(url: str, account: str) -> int:
+    from relayers.substrate.wallet import connect
+
+    si = connect(url, 42)
+    try:
+        return int(si.query("System", "Account", [account]).value["data"]["free"])
+    finally:
+        si.close()
+
+
 async def start_devchains(directory: Path, committee: DevCommittee) -> list[DevChain]:
     """``committee`` is a ``devnet.devchains.DevCommittee`` (its ``ed25519_public`` keys as hex
     and its ``threshold`` are used)."""
@@ -89,13 +123,10 @@ async def start_devchains(directory: Path, committee: DevCommittee) -> list[DevC
         return []
     members = ["0x" + k.lower().removeprefix("0x") for k in committee.ed25519_public]
     committee_cfg = {"members": members, "threshold": committee.threshold}
-    balances = {keypair(s, 42).ss58_address: DEV_BALANCE for s in (*DEV_SEEDS, FAULT_SEED)}
+    balances = {keypair(s, 42).ss58_address: DEV_BALANCE for s in (*DEV_SEEDS, FAULT_SEED, OPERATOR_SEED)}
     # the members approve refunds from the committee account themselves: they pay fees and the
     # multisig deposit
     balances.update({ss58(bytes.fromhex(m[2:]), 42): MEMBER_BALANCE for m in members})
-    # the committee account's own existential deposit (the treasury sweeper's reserve): what an
-    # operator funds it with before it takes payments, so that sweeps can empty it of earned funds
-    balances[committee_address(SubstrateCommittee(**committee_cfg), 42)] = EXISTENTIAL_DEPOSIT
     where = directory / "chopsticks"
     started = await asyncio.gather(
         *(ChopsticksNode.start(where, name, balances=balances, build_block_mode="Manual")
@@ -110,6 +141,10 @@ async def start_devchains(directory: Path, committee: DevCommittee) -> list[DevC
     chains = []
     keepers: list[asyncio.Task] = []
     try:
+        # the committee account's own existential deposit (the treasury sweeper's reserve): what an
+        # operator funds it with before it takes payments, so that sweeps can empty it of earned funds
+        await asyncio.gather(*(top_up(node, committee_address(SubstrateCommittee(**committee_cfg), 42),
+                                      EXISTENTIAL_DEPOSIT) for node in started))
         for node, (name, token, prefix, usd, min_amount) in zip(started, DEV_CHAINS):
             keeper = asyncio.create_task(keep_clock(node), name=f"chopsticks-clock-{name}")
             keepers.append(keeper)

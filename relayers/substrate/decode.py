@@ -1,5 +1,24 @@
 """Recognising payments in decoded Asset Hub extrinsics and events (scalecodec values).
 
+Deposits to the committee's multisig account come in three shapes (issue 14):
+
+* **call-based payment**: a batch paying the committee with a 32-byte remark (below);
+* **collection** (:func:`find_collection`): the executed ``Multisig.as_multi`` by which t
+  committee members move a per-payment account (``multisig.payment_account``: the multisig of
+  the members and a tag of the reference) into the committee account with
+  ``Utility.batch_all([Balances.transfer_all(dest=committee, ..), System.remark_with_event(
+  reference ++ payer)])``. The multisig account computed from the extrinsic's signer,
+  ``other_signatories`` and ``threshold`` must equal the payment account of the remark's
+  reference; the deposit's payer is the remark's payer (whoever funded the payment account
+  first since its last collection), its amount what the ``Balances.Transfer`` events of the
+  extrinsic moved from that account to the committee;
+* **unattributed** (reference :data:`ZERO_REFERENCE`, which no payment has: the signers refund
+  it to its payer after a delay): a plain ``transfer`` / ``transfer_keep_alive`` /
+  ``transfer_allow_death`` to the committee, or a batch paying it with no 32-byte remark or two
+  different ones (a 64-byte remark in a payer's batch is no collection either). The exception
+  is an operator's **top-up** of the committee account (existential deposit, fee reserve): a
+  batch whose only remarks are exactly :data:`TOP_UP_REMARK`: not a deposit at all.
+
 A payment is one signed extrinsic whose call is (optionally wrapped in ``Proxy.proxy``) a
 ``Utility.batch_all`` / ``batch`` / ``force_batch`` holding
 
@@ -10,11 +29,10 @@ A payment is one signed extrinsic whose call is (optionally wrapped in ``Proxy.p
 
 It counts only if the extrinsic emitted ``System.ExtrinsicSuccess`` and, for each transfer
 call, a distinct ``Balances.Transfer {from: payer, to: committee, amount}`` event of the same
-extrinsic confirms it. ``batch`` and ``force_batch`` (and ``Proxy.proxy``) succeed even when
+extrinsic confirms it (the 32 bytes may appear in several remark calls). ``batch`` and ``force_batch`` (and ``Proxy.proxy``) succeed even when
 an inner call fails, so the event -- not the call -- is the proof that money moved; the
 deposit amount is the sum of the confirmed transfers. Everything else is ignored (logged at
-debug level): unsigned extrinsics, other calls, transfers to other accounts, batches
-without a remark or with two different 32-byte remarks, nested batches.
+debug level): unsigned extrinsics, other calls, transfers to other accounts, nested batches.
 
 Only *candidates* need decoding (:func:`is_candidate`): an extrinsic whose encoded bytes do
 not contain the committee's 32-byte account id cannot be such a payment.
@@ -35,18 +53,25 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from scalecodec.base import RuntimeConfigurationObject, ScaleBytes
 from scalecodec.type_registry import load_type_registry_preset
+from scalecodec.types import WrapperKeepOpaque
 from scalecodec.utils.ss58 import ss58_decode
+
+from bridge.errors import BridgeError
 
 log = logging.getLogger(__name__)
 
 TRANSFER_CALLS = frozenset({"transfer_keep_alive", "transfer_allow_death", "transfer"})
 BATCH_CALLS = frozenset({"batch_all", "batch", "force_batch"})
 REMARK_CALLS = frozenset({"remark_with_event", "remark"})
+NESTING_CALLS = frozenset({("Proxy", "proxy"), ("Multisig", "as_multi")})  # one boxed call, made exact
 REFERENCE_LEN = 32
+ZERO_REFERENCE = bytes(32)  # unattributed deposits: no payment has this reference
+TOP_UP_REMARK = b"creditbridge:top-up"  # an operator funding the committee account: not a deposit
+COLLECTION_REMARK_LEN = 64  # reference ++ payer
 
 # twox128("System") ++ twox128("Events"): the storage key of a block's events
 EVENTS_STORAGE_KEY = "0x26aa394eea5630e07c48ae0c9558cef780d41e5e16056765bc8461851072c9d7"
@@ -59,7 +84,9 @@ class PaymentCall:
     payer: bytes  # 32-byte account id
     reference: bytes  # 32 bytes
     transfers: tuple[int, ...]  # amounts of the transfer calls to the committee, call order
-    kind: str  # "Utility.batch_all", "Proxy.proxy/Utility.batch", ...
+    kind: str  # "Utility.batch_all", "Proxy.proxy/Utility.batch", "Balances.transfer", ...
+    # a collection: the payment account whose funds (any amount: transfer_all) move to the committee
+    collected_from: bytes | None = None
 
 
 def compact(n: int) -> bytes:
@@ -120,32 +147,44 @@ def remark_bytes(call: dict) -> bytes | None:
 
 
 def _batch_payment(batch: dict, committee: bytes) -> tuple[bytes, tuple[int, ...]] | None:
-    """(reference, transfer amounts) of a batch call paying ``committee``, else None."""
+    """(reference, transfer amounts) of a batch call paying ``committee``, else None (also for
+    a top-up); the reference is :data:`ZERO_REFERENCE` when the remarks name no single one."""
     calls = _args(batch).get("calls")
     if not isinstance(calls, list):
         return None
-    references: set[bytes] = set()
+    remarks: list[bytes | None] = []
     transfers: list[int] = []
     for inner in calls:
         if not isinstance(inner, dict):
             continue
         module, function = _name(inner)
         if module == "System" and function in REMARK_CALLS:
-            r = remark_bytes(inner)
-            if r is not None and len(r) == REFERENCE_LEN:
-                references.add(r)
+            remarks.append(remark_bytes(inner))
         elif module == "Balances" and function in TRANSFER_CALLS:
-            a = _args(inner)
-            dest = account_bytes(a.get("dest"))
-            value = a.get("value")
-            if dest == committee and isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            value = _transfer_to(inner, committee)
+            if value is not None:
                 transfers.append(value)
     if not transfers:
         return None
-    if len(references) != 1:
-        log.debug("batch pays the committee but carries %d distinct 32-byte remarks: ignored", len(references))
+    references = {r for r in remarks if r is not None and len(r) == REFERENCE_LEN}
+    if len(references) == 1:
+        return references.pop(), tuple(transfers)
+    if remarks and all(r == TOP_UP_REMARK for r in remarks):
+        log.debug("batch tops up the committee account: not a deposit")
         return None
-    return references.pop(), tuple(transfers)
+    log.debug("batch pays the committee with %d remarks (%d distinct 32-byte ones): unattributed",
+              len(remarks), len(references))
+    return ZERO_REFERENCE, tuple(transfers)
+
+
+def _transfer_to(call: dict, committee: bytes) -> int | None:
+    """The amount of a balances transfer call to ``committee`` (> 0), else None."""
+    a = _args(call)
+    value = a.get("value")
+    if account_bytes(a.get("dest")) == committee and isinstance(value, int) and not isinstance(value, bool) \
+            and value > 0:
+        return value
+    return None
 
 
 def find_payment(extrinsic: dict, committee: bytes) -> PaymentCall | None:
@@ -164,6 +203,12 @@ def find_payment(extrinsic: dict, committee: bytes) -> PaymentCall | None:
             return None
         payer, call, kind = real, inner, "Proxy.proxy/"
         module, function = _name(call)
+    if module == "Balances" and function in TRANSFER_CALLS:  # a plain transfer: unattributed
+        value = _transfer_to(call, committee)
+        if value is None:
+            return None
+        return PaymentCall(payer=payer, reference=ZERO_REFERENCE, transfers=(value,),
+                           kind=f"{kind}Balances.{function}")
     if module != "Utility" or function not in BATCH_CALLS:
         return None
     found = _batch_payment(call, committee)
@@ -171,6 +216,47 @@ def find_payment(extrinsic: dict, committee: bytes) -> PaymentCall | None:
         return None
     reference, transfers = found
     return PaymentCall(payer=payer, reference=reference, transfers=transfers, kind=f"{kind}Utility.{function}")
+
+
+def find_collection(extrinsic: dict, committee: bytes,
+                    payment_account_of: Callable[[bytes], bytes]) -> PaymentCall | None:
+    """The collection of a per-payment account a decoded extrinsic asks for (see module doc),
+    if any; ``payment_account_of(reference)`` is ``multisig.payment_account`` of the committee.
+    Whether it executed and how much it moved is for its events to tell (:func:`confirmed_amount`)."""
+    from relayers.substrate.multisig import multisig_account_id  # multisig.py imports this module
+
+    call = extrinsic.get("call")
+    signer = account_bytes(extrinsic.get("address")) if "address" in extrinsic else None
+    if signer is None or not isinstance(call, dict) or _name(call) != ("Multisig", "as_multi"):
+        return None
+    a = _args(call)
+    inner, threshold, others = a.get("call"), a.get("threshold"), a.get("other_signatories")
+    if not isinstance(inner, dict) or _name(inner) != ("Utility", "batch_all") or not isinstance(others, list) \
+            or not isinstance(threshold, int) or isinstance(threshold, bool):
+        return None
+    calls = _args(inner).get("calls")
+    if not isinstance(calls, list) or len(calls) != 2 or not all(isinstance(c, dict) for c in calls):
+        return None
+    sweep, note = calls
+    if _name(sweep) != ("Balances", "transfer_all") or account_bytes(_args(sweep).get("dest")) != committee:
+        return None
+    remark = remark_bytes(note) if _name(note)[0] == "System" and _name(note)[1] in REMARK_CALLS else None
+    if remark is None or len(remark) != COLLECTION_REMARK_LEN:
+        return None
+    reference, payer = remark[:REFERENCE_LEN], remark[REFERENCE_LEN:]
+    signatories = [account_bytes(o) for o in others]
+    if any(o is None for o in signatories):
+        return None
+    try:
+        multisig = multisig_account_id([signer, *signatories], threshold)  # type: ignore[list-item]
+    except BridgeError:
+        return None
+    if multisig != payment_account_of(reference):
+        log.debug("as_multi sweeping into the committee from an account that is not the payment account of its "
+                  "remark's reference: not a collection")
+        return None
+    return PaymentCall(payer=payer, reference=reference, transfers=(), kind="Multisig.as_multi/Utility.batch_all",
+                       collected_from=multisig)
 
 
 def raw_extrinsic(data: str | bytes) -> bytes:
@@ -224,9 +310,11 @@ def events_of(events: Iterable[dict], extrinsic_index: int) -> list[dict]:
 
 def confirmed_amount(payment: PaymentCall, events: list[dict], committee: bytes) -> int:
     """Sum of the payment's transfers that its extrinsic's events confirm; 0 if the extrinsic
-    failed. ``events`` are the events of this extrinsic only (see :func:`events_of`)."""
+    failed. ``events`` are the events of this extrinsic only (see :func:`events_of`). For a
+    collection: everything its events moved from the payment account to the committee."""
     if not any(_event_name(e) == ("System", "ExtrinsicSuccess") for e in events):
         return 0
+    source = payment.collected_from or payment.payer
     moved: list[int] = []
     for e in events:
         if _event_name(e) != ("Balances", "Transfer"):
@@ -234,10 +322,12 @@ def confirmed_amount(payment: PaymentCall, events: list[dict], committee: bytes)
         attrs = e.get("attributes")
         if not isinstance(attrs, dict):
             continue
-        if account_bytes(attrs.get("from")) == payment.payer and account_bytes(attrs.get("to")) == committee:
+        if account_bytes(attrs.get("from")) == source and account_bytes(attrs.get("to")) == committee:
             amount = attrs.get("amount")
             if isinstance(amount, int) and not isinstance(amount, bool):
                 moved.append(amount)
+    if payment.collected_from is not None:
+        return sum(moved)
     total = 0
     for want in payment.transfers:
         if want in moved:
@@ -299,7 +389,7 @@ def _exact(rc: RuntimeConfigurationObject, metadata: Any, call: dict, raw: bytes
             raise ValueError("remark call length mismatch")
         data = bytes(raw[2 + k:])
         v["call_args"] = [{**a, "value": data} if a.get("name") == "remark" else a for a in v.get("call_args") or []]
-    elif (module == "Utility" and function in BATCH_CALLS) or (module, function) == ("Proxy", "proxy"):
+    elif (module == "Utility" and function in BATCH_CALLS) or (module, function) in NESTING_CALLS:
         pos, args = 2, []
         for a, (name, type_string) in zip(v.get("call_args") or [], _call_fields(metadata, module, function)):
             if name == "calls":  # Vec<RuntimeCall>
@@ -311,8 +401,14 @@ def _exact(rc: RuntimeConfigurationObject, metadata: Any, call: dict, raw: bytes
                     inner.append(_exact(rc, metadata, value, raw[pos:pos + used]))
                     pos += used
                 args.append({**a, "value": inner})
-            elif name == "call":  # Box<RuntimeCall>
+            elif name == "call":  # Box<RuntimeCall>, or WrapperKeepOpaque<RuntimeCall> (older as_multi)
+                opaque = isinstance(rc.create_scale_object(type_string, metadata=metadata), WrapperKeepOpaque)
+                if opaque:
+                    n, k = read_compact(raw, pos)
+                    pos += k
                 value, used = _decode_call_at(rc, metadata, raw, pos)
+                if opaque and used != n:
+                    raise ValueError(f"{module}.{function}: opaque call length mismatch")
                 args.append({**a, "value": _exact(rc, metadata, value, raw[pos:pos + used])})
                 pos += used
             else:
@@ -337,7 +433,7 @@ def decode_extrinsic(runtime_config: RuntimeConfigurationObject, metadata: Any, 
     call_obj = obj.value_object.get("call") if isinstance(obj.value_object, dict) else None
     if isinstance(value.get("call"), dict) and call_obj is not None:
         module, function = _name(value["call"])
-        if (module == "Utility" and function in BATCH_CALLS) or module in ("Proxy", "System"):
+        if (module == "Utility" and function in BATCH_CALLS) or module in ("Proxy", "System", "Multisig"):
             value["call"] = _exact(runtime_config, metadata, value["call"], bytes(call_obj.get_used_bytes()))
     return value
 

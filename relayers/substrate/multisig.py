@@ -64,3 +64,37 @@ def ss58(account_id: bytes, prefix: int) -> str:
 
 def committee_address(committee: SubstrateCommittee, prefix: int) -> str:
     return ss58(committee_account_id(committee), prefix)
+
+
+# --- per-payment accounts (issue 14: any wallet can pay with a plain transfer) ----------------
+PAYMENT_TAG_DOMAIN = b"creditbridge/payment"
+
+
+def payment_tag(reference: bytes) -> bytes:
+    """The extra "signatory" of a payment account: ``blake2_256(b"creditbridge/payment" +
+    reference)``. Nobody holds a key for it (it is a hash, not a public key), so it never
+    approves: only ``threshold`` committee members can move the account's funds."""
+    if not isinstance(reference, (bytes, bytearray)) or len(reference) != 32:
+        raise InputError("a payment reference is 32 bytes")
+    return blake2_256(PAYMENT_TAG_DOMAIN + bytes(reference))
+
+
+def payment_signatories(committee: SubstrateCommittee, reference: bytes) -> list[bytes]:
+    """The sorted signatories of a payment account: the committee's members and the tag."""
+    return sorted([*(bytes.fromhex(m[2:]) for m in committee.members), payment_tag(reference)])
+
+
+def payment_account(committee: SubstrateCommittee, reference: bytes) -> bytes:
+    """The 32-byte account id where a plain transfer pays the payment ``reference``: the
+    ``pallet_multisig`` account of the committee's members plus :func:`payment_tag` with the
+    committee's threshold. The signers collect it into the committee account
+    (``relayers/substrate/collect.py``); the watcher sees that collection as the deposit."""
+    signatories = payment_signatories(committee, reference)  # InputError for a malformed reference
+    try:
+        return multisig_account_id(signatories, committee.threshold)
+    except InputError as e:
+        raise ConfigError(f"substrate committee: {e.detail}") from None
+
+
+def payment_address(committee: SubstrateCommittee, reference: bytes, prefix: int) -> str:
+    return ss58(payment_account(committee, reference), prefix)

@@ -11,6 +11,12 @@ independently calls :meth:`MultisigRefunder.step` every few seconds with the ord
 
 so every refund has its own call hash, even for equal payer and amount.
 
+The same rules drive the collection of a per-payment account (``CollectionOrder``, see
+``collect.py``): the multisig is then the payment account (the members plus a tag of the
+reference), the other signatories include the tag, and the call is ``Utility.batch_all([
+Balances.transfer_all(committee, false), System.remark_with_event(reference ++ payer)])``. The
+collector shares its node's refunder, so one member key has one nonce sequence per chain.
+
 Rules of one ``step`` (everything is read at one pinned best block, so "no entry" and "not
 executed" are facts about the same state):
 
@@ -117,6 +123,21 @@ class RefundOrder:
 
 
 @dataclass(frozen=True)
+class CollectionOrder:
+    """The collection of a per-payment account into the committee account (``collect.py``):
+    the same step rules as a refund, for the multisig of ``others`` plus this member, with the
+    call ``Utility.batch_all([Balances.transfer_all(committee, false),
+    System.remark_with_event(reference ++ payer)])``."""
+
+    release_id: bytes  # 32 bytes, unique per collection round (keys the refunder's memory)
+    account: bytes  # the payment account (multisig of the members and the reference's tag)
+    others: tuple[bytes, ...]  # its signatories but this member, sorted (the tag among them)
+    reference: bytes  # 32 bytes
+    payer: bytes  # 32 bytes: the first funder since the account's last collection
+    deposit_block: int  # the block of that funding: lower bound of the execution scan
+
+
+@dataclass(frozen=True)
 class Progress:
     state: str  # "none" | "proposed" | "approved" | "done" | "failed"
     timepoint: tuple[int, int] | None = None  # (height, index) of the op this member approved / created
@@ -218,9 +239,12 @@ class MultisigRefunder:
         self.submitted: list[tuple[str, str, int]] = []  # (action, extrinsic hash, nonce): observability
 
     # ------------------------------------------------------------------ public
-    async def step(self, order: RefundOrder, last: Progress) -> Progress:
+    async def step(self, order: RefundOrder | CollectionOrder, last: Progress) -> Progress:
         """Advance this member's side of ``order`` by at most one transaction (see module doc)."""
-        _check_order(order, self.committee)
+        if isinstance(order, CollectionOrder):
+            _check_collection(order, self.committee)
+        else:
+            _check_order(order, self.committee)
         _check_progress(last)
         if last.state in ("done", "failed"):
             return last
@@ -265,7 +289,7 @@ class MultisigRefunder:
                       ex.block, ex.detail)
             return Progress("failed", timepoint=last.timepoint, block=ex.block, detail=ex.detail)
 
-        entry, nonce = await self.client.call(functools.partial(self._state, call_hash, head.hash),
+        entry, nonce = await self.client.call(functools.partial(self._state, self._multisig_of(order), call_hash, head.hash),
                                               "multisig state")
         if mem.pending is not None:
             waiting = self._settle_pending(mem, nonce, head, pool)
@@ -333,7 +357,7 @@ class MultisigRefunder:
                 return f"scanning events for the execution: at block {start} of {head.number}"
             end = min(start + SCAN_CHUNK - 1, head.final, start + budget - 1)
             found = await self.client.call(
-                functools.partial(self._scan_final, call_hash, start, end), f"events of blocks {start}-{end}")
+                functools.partial(self._scan_final, self._multisig_of(order), call_hash, start, end), f"events of blocks {start}-{end}")
             if found is not None:
                 return found
             budget -= end - start + 1
@@ -341,7 +365,7 @@ class MultisigRefunder:
         # blocks above the finalized head: read on the pinned head's branch, every step
         if head.number > head.final:
             return await self.client.call(
-                functools.partial(self._scan_unfinal, call_hash, max(start, head.final + 1), head),
+                functools.partial(self._scan_unfinal, self._multisig_of(order), call_hash, max(start, head.final + 1), head),
                 "events above the finalized head")
         return None
 
@@ -388,7 +412,21 @@ class MultisigRefunder:
         except Exception as e:  # metadata or type registry the SDK cannot handle
             raise DecodeFailure(f"chain {self.chain}: cannot load the runtime ({_short(e)})", retryable=False) from None
 
-    def _compose(self, si: SubstrateInterface, order: RefundOrder):
+    def _multisig_of(self, order: RefundOrder | CollectionOrder) -> bytes:
+        return order.account if isinstance(order, CollectionOrder) else self.committee
+
+    def _others_of(self, order: RefundOrder | CollectionOrder) -> list[bytes]:
+        return list(order.others) if isinstance(order, CollectionOrder) else self.others
+
+    def _compose(self, si: SubstrateInterface, order: RefundOrder | CollectionOrder):
+        if isinstance(order, CollectionOrder):
+            try:
+                sweep = si.compose_call("Balances", "transfer_all", {"dest": _hex(self.committee), "keep_alive": False})
+                remark = si.compose_call("System", "remark_with_event", {"remark": _hex(order.reference + order.payer)})
+                return si.compose_call("Utility", "batch_all", {"calls": [sweep, remark]})
+            except (ValueError, TypeError, KeyError, NotImplementedError) as e:
+                raise ChainError(f"chain {self.chain}: cannot compose the collection call ({_short(e)})",
+                                 retryable=False) from None
         try:
             transfer = si.compose_call("Balances", "transfer_keep_alive", {"dest": _hex(order.to),
                                                                            "value": order.amount})
@@ -402,7 +440,8 @@ class MultisigRefunder:
         self._init_runtime(si, block_hash)
         return blake2_256(bytes(self._compose(si, order).data.data))
 
-    def _events_of(self, si: SubstrateInterface, call_hash: bytes, number: int, block_hash: str) -> _Execution | None:
+    def _events_of(self, si: SubstrateInterface, multisig: bytes, call_hash: bytes, number: int,
+                   block_hash: str) -> _Execution | None:
         raw = si.rpc_request("state_getStorage", [EVENTS_STORAGE_KEY, block_hash]).get("result")
         if not isinstance(raw, str):
             # every Asset Hub block has events (its inherents'): none means the node lacks the state
@@ -420,7 +459,7 @@ class MultisigRefunder:
             if (ev.get("module_id"), ev.get("event_id")) != ("Multisig", "MultisigExecuted"):
                 continue
             a = ev.get("attributes")
-            if not isinstance(a, dict) or account_bytes(a.get("multisig")) != self.committee:
+            if not isinstance(a, dict) or account_bytes(a.get("multisig")) != multisig:
                 continue
             if str(a.get("call_hash", "")).lower().removeprefix("0x") != call_hash.hex():
                 continue
@@ -450,17 +489,19 @@ class MultisigRefunder:
                 pass
         return False, str(err)
 
-    def _scan_final(self, call_hash: bytes, start: int, end: int, si: SubstrateInterface) -> _Execution | None:
+    def _scan_final(self, multisig: bytes, call_hash: bytes, start: int, end: int,
+                    si: SubstrateInterface) -> _Execution | None:
         for n in range(start, end + 1):
             h = si.rpc_request("chain_getBlockHash", [n]).get("result")
             if not isinstance(h, str):
                 raise ChainError(f"chain {self.chain}: finalized block {n} has no hash")
-            found = self._events_of(si, call_hash, n, h.lower())
+            found = self._events_of(si, multisig, call_hash, n, h.lower())
             if found is not None:
                 return found
         return None
 
-    def _scan_unfinal(self, call_hash: bytes, start: int, head: _Head, si: SubstrateInterface) -> _Execution | None:
+    def _scan_unfinal(self, multisig: bytes, call_hash: bytes, start: int, head: _Head,
+                      si: SubstrateInterface) -> _Execution | None:
         branch: list[tuple[int, str]] = []
         h, n = head.hash, head.number
         while n >= start:
@@ -470,15 +511,15 @@ class MultisigRefunder:
             branch.append((n, h))
             h, n = str(header["parentHash"]).lower(), n - 1
         for n, h in reversed(branch):
-            found = self._events_of(si, call_hash, n, h)
+            found = self._events_of(si, multisig, call_hash, n, h)
             if found is not None:
                 return replace(found, final=False)
         return None
 
-    def _state(self, call_hash: bytes, block_hash: str,
+    def _state(self, multisig: bytes, call_hash: bytes, block_hash: str,
                si: SubstrateInterface) -> tuple[tuple[tuple[int, int], set[bytes]] | None, int]:
         """(the operation's (when, approvals) or None, this member's nonce) at ``block_hash``."""
-        entry = si.query("Multisig", "Multisigs", [_hex(self.committee), _hex(call_hash)], block_hash=block_hash)
+        entry = si.query("Multisig", "Multisigs", [_hex(multisig), _hex(call_hash)], block_hash=block_hash)
         account = si.query("System", "Account", [self.address], block_hash=block_hash)
         nonce = int(account.value["nonce"])
         v = entry.value if entry is not None else None
@@ -529,7 +570,7 @@ class MultisigRefunder:
         arg_types = {a.name: a.type for a in spec.args}
         args: dict[str, Any] = {
             "threshold": self.threshold,
-            "other_signatories": [_hex(m) for m in self.others],
+            "other_signatories": [_hex(m) for m in self._others_of(order)],
             "maybe_timepoint": None if when is None else {"height": when[0], "index": when[1]},
         }
         if action == "approve":
@@ -579,6 +620,17 @@ def _check_order(order: RefundOrder, committee: bytes) -> None:
         raise InputError("a refund's amount does not fit a u128 balance")
     if not isinstance(order.deposit_block, int) or isinstance(order.deposit_block, bool) or order.deposit_block < 0:
         raise InputError("a refund's deposit block is a non-negative block number")
+
+
+def _check_collection(order: CollectionOrder, committee: bytes) -> None:
+    for name in ("release_id", "account", "reference", "payer"):
+        v = getattr(order, name)
+        if not isinstance(v, bytes) or len(v) != 32:
+            raise InputError(f"a collection's {name} is 32 bytes")
+    if order.account == committee:
+        raise InputError("a collection cannot sweep the committee account itself")
+    if not isinstance(order.deposit_block, int) or isinstance(order.deposit_block, bool) or order.deposit_block < 0:
+        raise InputError("a collection's deposit block is a non-negative block number")
 
 
 def _check_progress(last: Progress) -> None:

@@ -53,6 +53,16 @@ def payment_call(si: SubstrateInterface, to: str, amount: int, remark: bytes | N
     return call
 
 
+def top_up_call(si: SubstrateInterface, committee: str, amount: int):
+    """An operator's top-up of the committee account (existential deposit, fee reserve):
+    ``Utility.batch_all([Balances.transfer_keep_alive(committee, amount),
+    System.remark_with_event(b"creditbridge:top-up")])``. The watchers do not take it for a
+    deposit (a plain transfer to the committee account would be refunded as unattributed)."""
+    from relayers.substrate.decode import TOP_UP_REMARK
+
+    return payment_call(si, committee, amount, TOP_UP_REMARK)
+
+
 def submit(si: SubstrateInterface, seed: str, call, *, wait: bool = True) -> Receipt | str:
     """Sign ``call`` with ``seed`` and submit it; with ``wait`` return its receipt once in a
     block, else the extrinsic hash right away."""

@@ -38,6 +38,11 @@ opens a fresh connection (a failed decode may leave the SDK's runtime state half
 The events of a block are one SCALE vector: if they cannot be decoded, the block cannot be
 read (``DecodeFailure``, not retryable), as before.
 
+What counts as a deposit (``decode.py``): call-based payments (a batch with the reference as a
+remark), the signers' collections of per-payment accounts (``collect.py``; payer = the payer
+the collection's remark names), and unattributed transfers to the committee (reference = 32
+zero bytes: refunded by the signers after a delay); top-ups (``decode.TOP_UP_REMARK``) are not.
+
 Amounts are base units of the chain's native token (``Balances``), whatever its decimals;
 the configured token's decimals (DOT 10, KSM 12) matter to pricing only.
 """
@@ -67,6 +72,7 @@ from relayers.substrate.decode import (
     decode_events,
     decode_extrinsic,
     events_of,
+    find_collection,
     find_payment,
     is_candidate,
     is_signed,
@@ -74,7 +80,7 @@ from relayers.substrate.decode import (
     timestamp_ms,
     transfers_to,
 )
-from relayers.substrate.multisig import committee_account_id
+from relayers.substrate.multisig import committee_account_id, payment_account
 from relayers.substrate.networks import check_network
 
 log = logging.getLogger(__name__)
@@ -248,6 +254,9 @@ class SubstrateWatcher(WatcherDefaults):
         await self.client.aclose()
 
     # ------------------------------------------------------------------ internals
+    def _payment_account(self, reference: bytes) -> bytes:
+        return payment_account(self.cfg.committee, reference)
+
     def _observations(self, scan: BlockScan) -> list[Observation]:
         return [
             Observation(
@@ -368,7 +377,8 @@ class SubstrateWatcher(WatcherDefaults):
             except Exception as e:  # scalecodec's many types, RecursionError on deep nesting: reported below
                 unreadable.append((i, f"{e.__class__.__name__}: {str(e)[:120]}"))
                 continue
-            if (p := find_payment(x, self.committee)) is not None:
+            p = find_payment(x, self.committee) or find_collection(x, self.committee, self._payment_account)
+            if p is not None:
                 calls.append((i, p))
         if unreadable:
             self.client.drop_after_call()  # a fresh SDK runtime for the next call

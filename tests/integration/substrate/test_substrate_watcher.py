@@ -2,7 +2,10 @@
 
 One module-scoped block holds every case, signed by real keys and executed by the runtime
 (fees, balances, events): valid payments of each accepted shape, and extrinsics that fail
-(``ExtrinsicFailed``), are interrupted (``BatchInterrupted``, a proxied call that errs), carry no remark, pay another account, or are not batched. The runtime's own
+(``ExtrinsicFailed``), are interrupted (``BatchInterrupted``, a proxied call that errs) or pay another account. Transfers to the
+committee that name no single payment (not batched, no remark, a short remark, two different
+remarks, a 64-byte remark) are unattributed deposits (reference = 32 zero bytes, refunded by
+the signers after a delay); an operator's top-up of the committee account is no deposit. The runtime's own
 receipts prove each failure really happened before the watcher is asked about it.
 This runtime (spec 900) predates ``force_batch`` and ``transfer_allow_death``: those shapes
 are covered against the current Polkadot and Kusama metadata in
@@ -23,6 +26,7 @@ from bridge.storage.db import Database
 from bridge.storage.observations import get_cursor, observations_by_status
 from bridge.watch import DepositFollower
 from relayers.substrate.client import SubstrateClient
+from relayers.substrate.decode import TOP_UP_REMARK, ZERO_REFERENCE
 from relayers.substrate.networks import CHOPSTICKS_GENESIS, POLKADOT_HUB
 from relayers.substrate.wallet import keypair
 from relayers.substrate.watcher import SubstrateWatcher, sequence_of, tx_id_of
@@ -84,6 +88,11 @@ async def cases(chain):
         ("other account", "//Alice", lambda si, r: batch(si, [transfer(si, BOB.ss58_address, UNIT), remark(si, r)]), 0),
         ("not batched", "//Bob", lambda si, r: transfer(si, c, UNIT), 0),
         ("short remark", "//Charlie", lambda si, r: batch(si, [transfer(si, c, UNIT), remark(si, r[:31])]), 0),
+        ("two remarks", "//Dave", lambda si, r: batch(
+            si, [transfer(si, c, 2 * UNIT), remark(si, r), remark(si, bytes(reversed(r)))]), 2 * UNIT),
+        ("64-byte remark", "//Alice", lambda si, r: batch(si, [transfer(si, c, 3 * UNIT), remark(si, r + r)]),
+         3 * UNIT),
+        ("top-up", "//Eve", lambda si, r: batch(si, [transfer(si, c, UNIT), remark(si, TOP_UP_REMARK)]), 0),
     ]
     sent = {}
     for label, seed, build, amount in specs:
@@ -103,6 +112,9 @@ async def watcher(chain):
 
 COUNTED = ("batch_all", "batch, remark first", "transfer+remark", "proxy", "underpaid",
            "batch interrupted after a transfer")
+# deposits naming no payment: reference = 32 zero bytes (refunded after a delay); their payers
+UNATTRIBUTED = {"no remark": DAVE, "not batched": BOB, "short remark": CHARLIE, "two remarks": DAVE,
+                "64-byte remark": ALICE}
 
 
 async def test_the_runtime_really_failed_what_must_not_count(cases):
@@ -114,7 +126,7 @@ async def test_the_runtime_really_failed_what_must_not_count(cases):
     assert ("Utility", "BatchInterrupted") in events["batch interrupted after a transfer"]
     proxied = [a for m, e, a in s["failed proxied call"].receipt["events"] if (m, e) == ("Proxy", "ProxyExecuted")]
     assert proxied and "Err" in str(proxied[0]) and s["failed proxied call"].receipt["success"]
-    for label in ("no remark", "other account", "not batched", "short remark"):
+    for label in ("other account", "top-up", *UNATTRIBUTED):
         assert s[label].receipt["success"], label
     for label in COUNTED:
         assert s[label].receipt["success"], label
@@ -122,10 +134,16 @@ async def test_the_runtime_really_failed_what_must_not_count(cases):
 
 async def test_only_confirmed_payments_are_observed_with_exact_fields(chain, cases, watcher):
     obs = await watcher.fetch_deposits(cases["start"], cases["end"])
-    by_ref = {o.reference: o for o in obs}
+    by_ref = {o.reference: o for o in obs if o.reference != ZERO_REFERENCE}
     s = cases["sent"]
     assert set(by_ref) == {s[k].reference for k in COUNTED}
-    assert len(obs) == len(COUNTED)
+    assert len(obs) == len(COUNTED) + len(UNATTRIBUTED)  # the top-up is no deposit
+    zero = {o.event_index: o for o in obs if o.reference == ZERO_REFERENCE}
+    assert set(zero) == {s[k].index for k in UNATTRIBUTED}
+    for label, payer in UNATTRIBUTED.items():
+        o = zero[s[label].index]
+        assert (o.payer, o.amount) == (payer.public_key, UNIT if label in ("no remark", "not batched",
+                                                                          "short remark") else s[label].amount), label
     block = bytes.fromhex(s["batch_all"].block_hash[2:])
     number = cases["end"]
     ts = await chain.run(lambda si: si.query("Timestamp", "Now", block_hash=s["batch_all"].block_hash).value)
@@ -150,8 +168,9 @@ async def test_reobserve_returns_the_same_deposit_only(cases, watcher):
     for o in obs:
         assert await watcher.reobserve(o.tx_id) == [o]
     s = cases["sent"]
-    no_payment = bytes.fromhex(s["no remark"].block_hash[2:])
-    assert await watcher.reobserve(tx_id_of(no_payment, s["no remark"].index)) == []
+    no_payment = bytes.fromhex(s["other account"].block_hash[2:])
+    assert await watcher.reobserve(tx_id_of(no_payment, s["other account"].index)) == []
+    assert await watcher.reobserve(tx_id_of(no_payment, s["top-up"].index)) == []
     assert await watcher.reobserve(tx_id_of(no_payment, 999)) == []
     assert await watcher.reobserve(b"\x11" * 32) == []  # malformed id
     # (an unknown block hash is not asked here: chopsticks' genesis mode answers any unknown
@@ -184,7 +203,8 @@ async def test_follower_stores_each_deposit_once(tmp_path, chain, cases, watcher
         async with db.begin() as s:
             stored = await observations_by_status(s, "new", 100)
             cursor = await get_cursor(s, "signer", "polkadot")
-        assert sorted(x.observation.reference for x in stored) == sorted(cases["sent"][k].reference for k in COUNTED)
+        assert sorted(x.observation.reference for x in stored) == sorted(
+            [cases["sent"][k].reference for k in COUNTED] + [ZERO_REFERENCE] * len(UNATTRIBUTED))
         assert cursor[0] == await chain.head()
     finally:
         await db.dispose()
@@ -194,7 +214,7 @@ async def test_failover_to_the_next_endpoint(chain, cases):
     w = SubstrateWatcher(chain_config([closed_port_url(), chain.url]))
     try:
         obs = await w.fetch_deposits(cases["end"], cases["end"])
-        assert len(obs) == len(COUNTED)
+        assert len(obs) == len(COUNTED) + len(UNATTRIBUTED)
         assert w.client.url == chain.url
     finally:
         await w.aclose()

@@ -24,7 +24,15 @@ from bridge.config import SubstrateChainConfig, SubstrateCommittee
 from bridge.errors import ConfigError, InputError
 from relayers.substrate.decode import compact, read_compact
 from relayers.substrate.instructions import substrate_instructions
-from relayers.substrate.multisig import committee_account_id, committee_address, multisig_account_id, ss58
+from relayers.substrate.decode import blake2_256
+from relayers.substrate.multisig import (
+    committee_account_id,
+    committee_address,
+    multisig_account_id,
+    payment_account,
+    payment_tag,
+    ss58,
+)
 from relayers.substrate.networks import (
     KUSAMA_ASSET_HUB,
     POLKADOT_HUB,
@@ -79,13 +87,35 @@ def test_committee_address_per_prefix():
         ss58(b"\x00" * 20, 0)
 
 
+def test_payment_account_is_the_multisig_of_the_members_and_the_reference_tag():
+    """pallet_multisig's derivation (scalecodec's independent MultiAccountId) over the members
+    plus blake2_256(b"creditbridge/payment" + reference), with the committee's threshold; the
+    real runtime agrees in tests/integration/substrate/test_substrate_collect.py."""
+    rc = RuntimeConfigurationObject()
+    rc.update_type_registry(load_type_registry_preset("core"))
+    MultiAccountId = rc.get_decoder_class("MultiAccountId")
+    c = SubstrateCommittee(members=["0x" + k.hex() for k in KEYS], threshold=2)
+    reference = bytes(range(32))
+    tag = blake2_256(b"creditbridge/payment" + reference)
+    assert payment_tag(reference) == tag
+    theirs = MultiAccountId.create_from_account_list(["0x" + k.hex() for k in (*KEYS, tag)], 2)
+    assert "0x" + payment_account(c, reference).hex() == theirs.value
+    assert payment_account(c, reference) != committee_account_id(c)
+    assert payment_account(c, reference) != payment_account(c, bytes(31) + b"\x01")
+    with pytest.raises(InputError):
+        payment_account(c, reference[:31])
+
+
 def test_instructions_name_the_multisig_account_and_the_exact_remark():
     cfg = SubstrateChainConfig(family="substrate", name="kusama", rpc=["wss://example.invalid"], token="KSM",
                                ss58_prefix=2, committee={"members": ["0x" + k.hex() for k in KEYS], "threshold": 2})
     reference = os.urandom(32)
     ins = substrate_instructions(cfg, reference, 123_456_789_012)
+    pay_to = ss58(payment_account(cfg.committee, reference), 2)
     assert ins == {"chain": "kusama", "to": committee_address(cfg.committee, 2), "amount": "123456789012",
-                   "remark": "0x" + reference.hex()}
+                   "remark": "0x" + reference.hex(),
+                   "transfer": {"to": pay_to, "amount": "123456789012", "comment": None}, "uri": pay_to}
+    assert substrate_instructions(cfg, reference, 123_456_789_012, code="CB0123456789AB") == ins
     assert ss58_decode(ins["to"], valid_ss58_format=2) == multisig_account_id(KEYS, 2).hex()
     for bad_ref, bad_amount in ((reference[:31], 1), (reference, 0), (reference, -5), (reference, True)):
         with pytest.raises(InputError):

@@ -26,6 +26,8 @@ from substrateinterface import Keypair
 from scalecodec.base import ScaleBytes
 
 from relayers.substrate.decode import (
+    TOP_UP_REMARK,
+    ZERO_REFERENCE,
     account_bytes,
     blake2_256,
     confirmed_amount,
@@ -33,6 +35,7 @@ from relayers.substrate.decode import (
     decode_extrinsic,
     events_of,
     events_type_string,
+    find_collection,
     find_payment,
     remark_bytes,
     runtime_from_metadata,
@@ -219,7 +222,8 @@ def test_a_hex_text_remark_is_not_the_reference_it_spells(rt: Runtime):
     assert shown == "0x" + ref.hex()
     xt = decode(rt, raw)
     assert remark_bytes(xt["call"]["call_args"][0]["value"][1]) == spelled
-    assert find_payment(xt, COMMITTEE) is None
+    p = find_payment(xt, COMMITTEE)  # names no payment: unattributed (refunded), not the spelled one
+    assert p is not None and p.reference == ZERO_REFERENCE != ref
 
 
 def test_several_transfers_to_the_committee_add_up_when_each_is_confirmed(rt: Runtime):
@@ -267,24 +271,87 @@ def test_calls_that_are_not_payments(rt: Runtime):
     ref = os.urandom(32)
     t, r = rt.transfer(COMMITTEE, AMOUNT), rt.remark(ref)
     cases = {
-        "no remark": rt.batch([t]),
         "transfer to another account": rt.batch([rt.transfer(OTHER, AMOUNT), r]),
-        "remark of 31 bytes": rt.batch([t, rt.remark(ref[:31])]),
-        "remark of 33 bytes": rt.batch([t, rt.remark(ref + b"\x00")]),
-        "two different references": rt.batch([t, r, rt.remark(os.urandom(32))]),
-        "plain transfer, no batch": t,
         "remark only": rt.batch([r]),
         "nested batch": rt.batch([rt.batch([t, r])]),
         "zero amount": rt.batch([rt.transfer(COMMITTEE, 0), r]),
+        "top-up": rt.batch([t, rt.remark(TOP_UP_REMARK)]),
+        "top-up, remark first, twice": rt.batch([rt.remark(TOP_UP_REMARK, "remark"), t, rt.remark(TOP_UP_REMARK)]),
     }
     for what, call in cases.items():
         assert find_payment(decode(rt, rt.signed(ALICE, call)), COMMITTEE) is None, what
+    # transfers to the committee naming no single payment: unattributed (reference 32 zero bytes)
+    unattributed = {
+        "no remark": rt.batch([t]),
+        "remark of 31 bytes": rt.batch([t, rt.remark(ref[:31])]),
+        "remark of 33 bytes": rt.batch([t, rt.remark(ref + b"\x00")]),
+        "64-byte remark (no collection)": rt.batch([t, rt.remark(ref + ALICE.public_key)]),
+        "two different references": rt.batch([t, r, rt.remark(os.urandom(32))]),
+        "plain transfer, no batch": t,
+        "proxied plain transfer": rt.proxy(BOB.public_key, t),
+        "top-up remark and another": rt.batch([t, rt.remark(TOP_UP_REMARK), rt.remark(b"hello")]),
+    }
+    if rt.has_call("Balances", "transfer_allow_death"):
+        unattributed["plain transfer_allow_death"] = rt.transfer(COMMITTEE, AMOUNT, "transfer_allow_death")
+    for what, call in unattributed.items():
+        p = find_payment(decode(rt, rt.signed(ALICE, call)), COMMITTEE)
+        assert p is not None and (p.reference, p.transfers) == (ZERO_REFERENCE, (AMOUNT,)), what
+        assert p.payer == (BOB.public_key if what.startswith("proxied") else ALICE.public_key), what
     # index addresses are not account ids
     by_index = rt.call("Balances", "transfer_keep_alive", {"dest": {"Index": 3}, "value": AMOUNT})
     assert find_payment(decode(rt, rt.signed(ALICE, rt.batch([by_index, r]))), COMMITTEE) is None
     # the same remark twice is one reference
     p = find_payment(decode(rt, rt.signed(ALICE, rt.batch([t, r, r]))), COMMITTEE)
     assert p is not None and p.reference == ref
+
+
+def _as_multi(rt: Runtime, signer: Keypair, others: list[bytes], threshold: int, inner):
+    args = {"threshold": threshold, "other_signatories": ["0x" + o.hex() for o in sorted(others)],
+            "maybe_timepoint": {"height": 10, "index": 2}, "call": inner.value,
+            "max_weight": {"ref_time": 10**10, "proof_size": 10**5}}
+    return rt.signed(signer, rt.call("Multisig", "as_multi", args))
+
+
+def test_a_collection_of_a_payment_account_is_recognised_and_confirmed_by_its_transfer(rt: Runtime):
+    """The current Polkadot / Kusama ``as_multi`` (a boxed call; chopsticks' spec 900 has the
+    older opaque one, covered in tests/integration/substrate/test_substrate_payment_accounts.py)."""
+    from bridge.config import SubstrateCommittee
+    from relayers.substrate.multisig import payment_account, payment_tag
+
+    members = sorted([ALICE.public_key, BOB.public_key, OTHER])
+    committee = SubstrateCommittee(members=["0x" + m.hex() for m in members], threshold=2)
+    ref, payer = os.urandom(32), os.urandom(32)
+    account = payment_account(committee, ref)
+
+    def account_of(r: bytes) -> bytes:
+        return payment_account(committee, r)
+
+    others = [m for m in members if m != ALICE.public_key] + [payment_tag(ref)]
+    sweep = rt.call("Balances", "transfer_all", {"dest": {"Id": "0x" + COMMITTEE.hex()}, "keep_alive": False})
+    good = rt.batch([sweep, rt.remark(ref + payer)])
+    xt = decode(rt, _as_multi(rt, ALICE, others, 2, good))
+    assert find_payment(xt, COMMITTEE) is None
+    p = find_collection(xt, COMMITTEE, account_of)
+    assert p is not None and (p.reference, p.payer, p.collected_from) == (ref, payer, account)
+    moved = rt.events([rt.transferred(0, account, COMMITTEE, AMOUNT), rt.transferred(0, account, OTHER, 5),
+                       rt.success(0)])
+    assert confirmed_amount(p, events_of(decode_events(rt.rc, rt.md, moved), 0), COMMITTEE) == AMOUNT
+    created_only = rt.events([rt.success(0)])  # the first approval: nothing moved yet
+    assert confirmed_amount(p, events_of(decode_events(rt.rc, rt.md, created_only), 0), COMMITTEE) == 0
+    # not collections: another multisig (the tag of another reference, or no tag), another threshold,
+    # another destination, a 32-byte remark, extra calls
+    not_ones = {
+        "tag of another reference": _as_multi(rt, ALICE, others[:-1] + [payment_tag(os.urandom(32))], 2, good),
+        "the committee's own multisig": _as_multi(rt, ALICE, others[:-1], 2, good),
+        "threshold 3": _as_multi(rt, ALICE, others, 3, good),
+        "to another account": _as_multi(rt, ALICE, others, 2, rt.batch([rt.call(
+            "Balances", "transfer_all", {"dest": {"Id": "0x" + OTHER.hex()}, "keep_alive": False}),
+            rt.remark(ref + payer)])),
+        "32-byte remark": _as_multi(rt, ALICE, others, 2, rt.batch([sweep, rt.remark(ref)])),
+        "three calls": _as_multi(rt, ALICE, others, 2, rt.batch([sweep, rt.remark(ref + payer), rt.remark(b"x")])),
+    }
+    for what, raw in not_ones.items():
+        assert find_collection(decode(rt, raw), COMMITTEE, account_of) is None, what
 
 
 def test_unsigned_extrinsics_are_never_payments(rt: Runtime):

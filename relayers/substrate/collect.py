@@ -1,0 +1,330 @@
+"""Collecting per-payment accounts into the committee account (one signer's side, issue 14).
+
+A payer with any wallet sends a plain transfer to the payment's own account,
+``multisig.payment_account(committee, reference)``: the ``pallet_multisig`` account of the
+committee members plus a tag of the reference (nobody holds the tag's key), threshold ``t``.
+Each signer runs a :class:`PaymentCollector` that
+
+1. keeps the payments to watch (``bridge.payments.feed.WatchedReferences``, refreshed from the
+   gateway's reference feed; every address is recomputed here from the reference, so the
+   gateway cannot redirect funds; while the feed cannot be read, the step does nothing, so no
+   block is scanned without the payments listed by then);
+2. scans *finalized* blocks in order for ``Balances.Transfer`` events touching a watched
+   account (the raw event bytes are searched for the account id first; only blocks that
+   contain one are decoded) and remembers, per account, the earliest transfer *into* it since
+   the last transfer *out of* it (its last collection): that transfer's sender is the payer;
+3. reads each funded account's free balance at the finalized head: 0 -> nothing to do (never
+   approve a sweep of an empty account); below the chain's ``min_refund`` -> kept and reported
+   as uncollected dust (WARNING once per funding, gauge
+   ``creditbridge_collector_uncollected_dust{chain}``); else it drives its own approval of
+   the collection with the refunder's multisig machinery (``refund.MultisigRefunder.step`` with
+   a ``refund.CollectionOrder``): call ``Utility.batch_all([Balances.transfer_all(committee,
+   keep_alive=false), System.remark_with_event(reference ++ payer)])``. The first approver
+   creates the operation, later ones approve its timepoint, the t-th executes. All honest
+   signers derive the same payer from the same final blocks, hence the same call hash.
+
+The executed collection is the deposit the watcher sees (``decode.find_collection``).
+
+Restart safety: the collector keeps its state in memory. After a restart it rescans from
+``start_block`` (default: ``lookback_blocks`` below the finalized head, not below the chain's
+configured ``start_block``) and rebuilds the
+same funding facts; the refunder's rules then find an operation this member already approved
+(nothing submitted again) or its execution (done). A collection is never executed twice for
+the same funds: ``transfer_all`` moves everything, the next round starts only with a new
+transfer into the account, and an empty account is never approved.
+
+Limits (reported, never guessed): funds that reached a watched account without a
+``Balances.Transfer`` event inside the scanned range (older than the rescan, or minted by XCM)
+have no known payer: WARNING once, not collected, until an operator looks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from substrateinterface import SubstrateInterface
+from substrateinterface.exceptions import BlockNotFound, SubstrateRequestException
+
+from bridge.config import SubstrateChainConfig
+from bridge.errors import BridgeError, ChainError
+from bridge.payments.feed import ReferenceFeed, WatchedReferences
+from relayers.substrate.client import CONNECTION_ERRORS, DecodeFailure
+from relayers.substrate.decode import EVENTS_STORAGE_KEY, account_bytes, blake2_256, decode_events
+from relayers.substrate.multisig import payment_account, payment_signatories, ss58
+from relayers.substrate.refund import CollectionOrder, MultisigRefunder, Progress
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LOOKBACK_BLOCKS = 14_400  # ~1 day of 6 s blocks rescanned after a start
+SCAN_PER_STEP = 256  # finalized blocks scanned at most per step (the rest next step)
+COLLECT_DOMAIN = b"creditbridge/collect/v1"
+
+
+@dataclass(frozen=True)
+class Funding:
+    block: int  # finalized block of the earliest transfer in since the last collection
+    payer: bytes  # its sender (32-byte account id)
+
+
+@dataclass
+class Round:
+    order: CollectionOrder
+    progress: Progress
+
+
+_GAUGES: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+
+
+def _dust_gauge(registry: Any):
+    g = _GAUGES.get(registry)
+    if g is None:
+        from prometheus_client import Gauge
+
+        g = Gauge("creditbridge_collector_uncollected_dust", "Base units resting at per-payment accounts below "
+                  "the chain's min_refund: not collected (kept, reported)", ["chain"], registry=registry)
+        _GAUGES[registry] = g
+    return g
+
+
+class PaymentCollector:
+    """One signer's collector of per-payment accounts on one Asset Hub chain."""
+
+    def __init__(self, cfg: SubstrateChainConfig, refunder: MultisigRefunder, feed: ReferenceFeed | None, *,
+                 registry: Any = None, start_block: int | None = None,
+                 lookback_blocks: int = DEFAULT_LOOKBACK_BLOCKS, poll_interval: float = 3.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.chain = cfg.name
+        self.refunder = refunder  # shared with the node's refunds: one nonce sequence per member key
+        self.client = refunder.client
+        self.committee = refunder.committee
+        self.me = refunder.me
+        self.min_collect = max(cfg.min_refund, 1)
+        self.watched = WatchedReferences(cfg.name, feed if feed is not None else _NoFeed(),
+                                         lambda r: payment_account(cfg.committee, r), clock=clock)
+        self.has_feed = feed is not None
+        self.cursor = start_block
+        self.lookback_blocks = lookback_blocks
+        self.poll_interval = poll_interval
+        self.funded: dict[bytes, Funding] = {}
+        self.rounds: dict[bytes, Round] = {}
+        self.dust: dict[bytes, int] = {}  # account -> balance below min_refund (reported)
+        self._warned: set[tuple[bytes, int | None, str]] = set()
+        self._feed_down = False  # warned once per outage
+        self._dust_gauge = _dust_gauge(registry) if registry is not None else None
+
+    # ------------------------------------------------------------------ running
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.step()
+            except asyncio.CancelledError:
+                raise
+            except BridgeError as e:
+                log.warning("chain %s: collector step failed (%s); retried", self.chain, e)
+            await asyncio.sleep(self.poll_interval)
+
+    async def step(self) -> None:
+        """Refresh the watched payments, scan new final blocks, then advance every collection."""
+        if self.has_feed:
+            try:
+                await self.watched.refresh()
+            except BridgeError as e:
+                # the gateway is trusted for liveness only: without a fresh list, new blocks are not
+                # scanned (a funding of a payment not listed yet would be passed over): wait for it
+                log.log(logging.DEBUG if self._feed_down else logging.WARNING,
+                        "chain %s: reference feed unavailable (%s); collections wait", self.chain, e)
+                self._feed_down = True
+                return
+            if self._feed_down:
+                log.info("chain %s: reference feed readable again; collections resume", self.chain)
+                self._feed_down = False
+        final, final_hash = await self.client.call(self._final, "finalized head")
+        if self.cursor is None:
+            self.cursor = max(self.cfg.start_block, final - self.lookback_blocks, 0)
+        end = min(final, self.cursor + SCAN_PER_STEP - 1)
+        if self.cursor <= end and len(self.watched):
+            accounts = self.watched.addresses()
+            for n, account, frm, to in await self.client.call(
+                    functools.partial(self._transfers, set(accounts), self.cursor, end), "collector scan"):
+                if to == account and account not in self.funded and frm is not None:
+                    self.funded[account] = Funding(n, frm)
+                elif frm == account:
+                    self.funded.pop(account, None)  # collected (or otherwise emptied)
+        if self.cursor <= end:
+            self.cursor = end + 1
+        if end < final:
+            return  # catch up first: a funding fact may still change
+        await self._collect(final_hash)
+
+    async def _collect(self, at: str) -> None:
+        accounts = self.watched.addresses()
+        funded = [a for a in accounts if a in self.funded]
+        balances = await self.client.call(functools.partial(self._balances, funded, at), "balances") if funded else {}
+        self.dust = {}
+        for account in funded:
+            reference, funding, balance = accounts[account], self.funded[account], balances.get(account, 0)
+            if balance == 0:
+                self.rounds.pop(account, None)
+                continue
+            if balance < self.min_collect:
+                self.dust[account] = balance
+                self._warn_once(account, funding.block, "dust",
+                                "chain %s: payment account %s (reference 0x%s) holds %d, below min_refund %d: "
+                                "not collected (kept and reported as dust)", self.chain,
+                                ss58(account, self.cfg.ss58_prefix), reference.hex(), balance, self.min_collect)
+                continue
+            r = self.rounds.get(account)
+            if r is None or r.order.deposit_block != funding.block:
+                others = tuple(s for s in payment_signatories(self.cfg.committee, reference) if s != self.me)
+                rid = blake2_256(COLLECT_DOMAIN + account + funding.block.to_bytes(8, "big"))
+                r = self.rounds[account] = Round(CollectionOrder(release_id=rid, account=account, others=others,
+                                                                 reference=reference, payer=funding.payer,
+                                                                 deposit_block=funding.block), Progress("none"))
+            if r.progress.state in ("done", "failed"):
+                continue  # done: the transfer out is scanned next; failed: logged by the refunder, for an operator
+            try:
+                r.progress = await self.refunder.step(r.order, r.progress)
+            except BridgeError as e:
+                log.warning("chain %s: collection of %s: %s (retried next step)", self.chain,
+                            ss58(account, self.cfg.ss58_prefix), e)
+        for account in accounts:
+            if account not in self.funded:
+                self.rounds.pop(account, None)
+        unknown = [a for a in accounts if a not in self.funded]
+        if unknown:
+            for account, balance in (await self.client.call(functools.partial(self._balances, unknown, at),
+                                                            "balances")).items():
+                if balance > 0:
+                    self._warn_once(account, None, "unknown",
+                                    "chain %s: payment account %s (reference 0x%s) holds %d but no transfer into "
+                                    "it was seen in the scanned blocks: payer unknown, not collected (an operator "
+                                    "must look)", self.chain, ss58(account, self.cfg.ss58_prefix),
+                                    accounts[account].hex(), balance)
+        if self._dust_gauge is not None:
+            self._dust_gauge.labels(chain=self.chain).set(sum(self.dust.values()))
+
+    def _warn_once(self, account: bytes, block: int | None, kind: str, msg: str, *args: Any) -> None:
+        key = (account, block, kind)
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(msg, *args)
+
+    # ------------------------------------------------------------------ on the client's thread
+    def _init_runtime(self, si: SubstrateInterface, block_hash: str) -> None:
+        try:
+            si.init_runtime(block_hash=block_hash)
+        except (BlockNotFound, SubstrateRequestException, *CONNECTION_ERRORS):
+            raise  # converted by the client (retryable)
+        except Exception as e:  # metadata or type registry the SDK cannot handle
+            raise DecodeFailure(f"chain {self.chain}: cannot load the runtime ({e.__class__.__name__})",
+                                retryable=False) from None
+
+    def _final(self, si: SubstrateInterface) -> tuple[int, str]:
+        h = si.rpc_request("chain_getFinalizedHead", []).get("result")
+        header = si.rpc_request("chain_getHeader", [h]).get("result") if isinstance(h, str) else None
+        try:
+            return int(header["number"], 16), h.lower()
+        except (KeyError, TypeError, ValueError):
+            raise ChainError(f"chain {self.chain}: malformed finalized head") from None
+
+    def _transfers(self, accounts: set[bytes], start: int, end: int,
+                   si: SubstrateInterface) -> list[tuple[int, bytes, bytes | None, bytes | None]]:
+        """(block, watched account, from, to) of every successful ``Balances.Transfer`` touching
+        a watched account in blocks ``start..end``, in chain order."""
+        out = []
+        for n in range(start, end + 1):
+            h = si.rpc_request("chain_getBlockHash", [n]).get("result")
+            if not isinstance(h, str):
+                raise ChainError(f"chain {self.chain}: finalized block {n} has no hash")
+            raw = si.rpc_request("state_getStorage", [EVENTS_STORAGE_KEY, h]).get("result")
+            if not isinstance(raw, str):
+                raise ChainError(f"chain {self.chain}: no System.Events for block {n} (pruned state?)")
+            text = raw.lower()
+            hit = [a for a in accounts if a.hex() in text]
+            if not hit:
+                continue
+            self._init_runtime(si, h)
+            try:
+                events = decode_events(si.runtime_config, si.metadata, raw)
+            except Exception as e:  # scalecodec's many exception types
+                raise DecodeFailure(f"chain {self.chain}: cannot decode the events of block {n} "
+                                    f"({e.__class__.__name__})", retryable=False) from None
+            for ev in events:
+                if (ev.get("module_id"), ev.get("event_id")) != ("Balances", "Transfer"):
+                    continue
+                a = ev.get("attributes")
+                if not isinstance(a, dict):
+                    continue
+                frm, to = account_bytes(a.get("from")), account_bytes(a.get("to"))
+                for account in hit:
+                    if account in (frm, to):
+                        out.append((n, account, frm, to))
+        return out
+
+    def _balances(self, accounts: list[bytes], block_hash: str, si: SubstrateInterface) -> dict[bytes, int]:
+        out = {}
+        for account in accounts:
+            v = si.query("System", "Account", ["0x" + account.hex()], block_hash=block_hash).value
+            try:
+                out[account] = int(v["data"]["free"])
+            except (KeyError, TypeError, ValueError):
+                raise ChainError(f"chain {self.chain}: malformed System.Account entry", retryable=False) from None
+        return out
+
+
+class GatewayReferenceFeed:
+    """``ReferenceFeed`` over the gateway's ``GET /v1/payment-references?chain=C&after=N&limit=M``
+    (used when ``bridge.committee.gateway.GatewayClient`` has no ``references`` of its own).
+    Accepts ``{"references": [...]}`` / ``{"entries": [...]}`` or a bare list of
+    ``{"cursor", "chain", "reference": "0x..", "expires_at"}``."""
+
+    def __init__(self, base_url: str, session: Any, timeout: float = 10.0) -> None:
+        import aiohttp
+
+        self.base_url = base_url.rstrip("/")
+        self.session = session
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def references(self, chain: str, after: int, limit: int) -> list:
+        import aiohttp
+
+        from bridge.errors import GatewayUnavailable
+        from bridge.payments.feed import FeedEntry
+
+        url = f"{self.base_url}/v1/payment-references"
+        try:
+            async with self.session.get(url, params={"chain": chain, "after": str(after), "limit": str(limit)},
+                                        timeout=self.timeout) as r:
+                if r.status != 200:
+                    raise GatewayUnavailable(f"gateway answered HTTP {r.status} for the reference feed")
+                body = await r.json()
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise GatewayUnavailable(f"gateway unreachable ({e.__class__.__name__})") from None
+        except ValueError:
+            raise GatewayUnavailable("gateway answered malformed JSON") from None
+        rows = body if isinstance(body, list) else (body.get("references") or body.get("entries") or []) \
+            if isinstance(body, dict) else []
+        out = []
+        try:
+            for e in rows:
+                ref = e["reference"]
+                out.append(FeedEntry(cursor=int(e["cursor"]), chain=str(e.get("chain", chain)),
+                                     reference=bytes.fromhex(ref[2:] if ref[:2] == "0x" else ref),
+                                     expires_at=int(e["expires_at"])))
+        except (KeyError, TypeError, ValueError, AttributeError, BridgeError):
+            raise GatewayUnavailable("gateway answered a malformed reference feed") from None
+        return out
+
+
+class _NoFeed:
+    """No gateway configured: only references added directly are watched."""
+
+    async def references(self, chain: str, after: int, limit: int) -> list:
+        return []
