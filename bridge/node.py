@@ -162,10 +162,9 @@ def payment_collectors(settings: Settings, approvers: dict, gateway, session, re
     """Each Asset Hub chain's collector of per-payment accounts (``relayers/substrate/collect.py``),
     over the node's own multisig approver for that chain (one nonce sequence per member key) and
     the gateway's reference feed."""
-    from relayers.substrate.collect import GatewayReferenceFeed, PaymentCollector
+    from relayers.substrate.collect import PaymentCollector
 
-    feed = gateway if hasattr(gateway, "references") else GatewayReferenceFeed(gateway.base_url, session)
-    return {c.name: PaymentCollector(c, approvers[c.name].refunder, feed, registry=registry,
+    return {c.name: PaymentCollector(c, approvers[c.name].refunder, gateway, registry=registry,
                                      poll_interval=max(c.poll_interval, 1.0))
             for c in settings.source_chains() if c.family == "substrate" and c.name in approvers}
 

@@ -279,50 +279,6 @@ class PaymentCollector:
         return out
 
 
-class GatewayReferenceFeed:
-    """``ReferenceFeed`` over the gateway's ``GET /v1/payment-references?chain=C&after=N&limit=M``
-    (used when ``bridge.committee.gateway.GatewayClient`` has no ``references`` of its own).
-    Accepts ``{"references": [...]}`` / ``{"entries": [...]}`` or a bare list of
-    ``{"cursor", "chain", "reference": "0x..", "expires_at"}``."""
-
-    def __init__(self, base_url: str, session: Any, timeout: float = 10.0) -> None:
-        import aiohttp
-
-        self.base_url = base_url.rstrip("/")
-        self.session = session
-        self.timeout = aiohttp.ClientTimeout(total=timeout)
-
-    async def references(self, chain: str, after: int, limit: int) -> list:
-        import aiohttp
-
-        from bridge.errors import GatewayUnavailable
-        from bridge.payments.feed import FeedEntry
-
-        url = f"{self.base_url}/v1/payment-references"
-        try:
-            async with self.session.get(url, params={"chain": chain, "after": str(after), "limit": str(limit)},
-                                        timeout=self.timeout) as r:
-                if r.status != 200:
-                    raise GatewayUnavailable(f"gateway answered HTTP {r.status} for the reference feed")
-                body = await r.json()
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise GatewayUnavailable(f"gateway unreachable ({e.__class__.__name__})") from None
-        except ValueError:
-            raise GatewayUnavailable("gateway answered malformed JSON") from None
-        rows = body if isinstance(body, list) else (body.get("references") or body.get("entries") or []) \
-            if isinstance(body, dict) else []
-        out = []
-        try:
-            for e in rows:
-                ref = e["reference"]
-                out.append(FeedEntry(cursor=int(e["cursor"]), chain=str(e.get("chain", chain)),
-                                     reference=bytes.fromhex(ref[2:] if ref[:2] == "0x" else ref),
-                                     expires_at=int(e["expires_at"])))
-        except (KeyError, TypeError, ValueError, AttributeError, BridgeError):
-            raise GatewayUnavailable("gateway answered a malformed reference feed") from None
-        return out
-
-
 class _NoFeed:
     """No gateway configured: only references added directly are watched."""
 

@@ -19,11 +19,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import time
 
 import aiohttp
-import pytest
 import pytest_asyncio
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -306,49 +304,6 @@ async def test_the_devnet_funds_the_committee_account_with_a_top_up_that_is_no_d
         assert await collections(chain, start, await chain.head()) == []
     finally:
         chain.forget_nonces()  # //Eve's nonce moved behind the helper's back
-
-
-async def test_the_gateway_feed_adapter_reads_the_reference_feed_over_http():
-    """``GatewayReferenceFeed`` (used until the gateway client has ``references``) against a real
-    HTTP server on 127.0.0.1 serving ``GET /v1/payment-references``."""
-    from bridge.errors import GatewayUnavailable
-    from relayers.substrate.collect import GatewayReferenceFeed
-
-    refs = [os.urandom(32) for _ in range(3)]
-    asked = []
-
-    async def feed(request: web.Request) -> web.Response:
-        q = request.query
-        asked.append((q["chain"], int(q["after"]), int(q["limit"])))
-        rows = [{"cursor": i + 1, "chain": q["chain"], "reference": "0x" + r.hex(), "expires_at": int(time.time()) + 3600 + i}
-                for i, r in enumerate(refs) if i + 1 > int(q["after"])][:int(q["limit"])]
-        return web.json_response({"references": rows})
-
-    async def broken(request: web.Request) -> web.Response:
-        return web.json_response({"references": [{"cursor": 1, "reference": "0x12"}]})
-
-    app = web.Application()
-    app.router.add_get("/v1/payment-references", feed)
-    app.router.add_get("/broken/v1/payment-references", broken)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-    try:
-        async with aiohttp.ClientSession() as session:
-            cfg = chain_config("ws://127.0.0.1:1")
-            c = PaymentCollector(cfg, _NoRefunder(cfg), GatewayReferenceFeed(url, session))
-            c.watched.page = 2
-            assert await c.watched.refresh() == 3
-            assert asked == [("polkadot", 0, 2), ("polkadot", 2, 2)]
-            assert c.watched.addresses() == {payment_account(cfg.committee, r): r for r in refs}
-            with pytest.raises(GatewayUnavailable):
-                await GatewayReferenceFeed(url + "/broken", session).references("polkadot", 0, 10)
-            with pytest.raises(GatewayUnavailable):
-                await GatewayReferenceFeed(url + "/nothing", session).references("polkadot", 0, 10)
-    finally:
-        await runner.cleanup()
 
 
 class _NoRefunder:
