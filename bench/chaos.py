@@ -419,6 +419,10 @@ class Harness:
         def pay(to: str, amount: int, remark: bytes):
             return sw.submit(si, seed, sw.payment_call(si, to, amount, remark), wait=False)
 
+        def pay_plain(to: str, amount: int):  # what any wallet sends: a lone transfer_keep_alive
+            return sw.submit(si, seed, si.compose_call("Balances", "transfer_keep_alive",
+                                                       {"dest": to, "value": amount}), wait=False)
+
         try:
             for number in range(count):
                 p = await self.open_payment(token, decimals, index, "amount", number)
@@ -429,8 +433,11 @@ class Harness:
                 before = await loop.run_in_executor(pool, locked, nonce)
                 # submit, then wait for the devnet's next block (one per 12 s slot) without
                 # holding the SDK lock, so other payers' extrinsics join the same block
-                await loop.run_in_executor(pool, locked, pay, ins["to"], p.value + p.overpay,
-                                           bytes.fromhex(ins["remark"][2:]))
+                if p.plain:
+                    await loop.run_in_executor(pool, locked, pay_plain, ins["transfer"]["to"], p.value + p.overpay)
+                else:
+                    await loop.run_in_executor(pool, locked, pay, ins["to"], p.value + p.overpay,
+                                               bytes.fromhex(ins["remark"][2:]))
                 p.sends += 1
                 deadline = time.monotonic() + 60
                 while await loop.run_in_executor(pool, locked, nonce) <= before:
