@@ -221,6 +221,14 @@ async def next_due_at(s: AsyncSession) -> datetime | None:
                           .where(WebhookDeliveryRow.status == PENDING, _unclaimed(s)))
 
 
+async def next_claim_expiry(s: AsyncSession) -> float | None:
+    """Seconds until the earliest claim on a pending delivery runs out (None: no claims): when
+    a replica that died holding one may have it taken over."""
+    left = await s.scalar(select(func.min(WebhookDeliveryRow.claimed_until) - db_now(s))
+                          .where(WebhookDeliveryRow.status == PENDING, WebhookDeliveryRow.claimed_until.is_not(None)))
+    return None if left is None else max(0.0, float(left))
+
+
 async def get_delivery(s: AsyncSession, delivery_id: str) -> Delivery | None:
     r = await s.get(WebhookDeliveryRow, delivery_id)
     return None if r is None else _delivery(r)

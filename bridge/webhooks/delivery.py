@@ -108,9 +108,12 @@ class DeliveryWorker:
                 self._wake.clear()
                 async with self.db.begin() as s:
                     nxt = await repo.next_due_at(s)
+                    claim_left = await repo.next_claim_expiry(s)
                 timeout = 5.0
                 if nxt is not None:
                     timeout = min(timeout, max(0.05, (nxt - self.clock()).total_seconds()))
+                if claim_left is not None:  # a claim (perhaps a dead replica's) runs out then
+                    timeout = min(timeout, claim_left + 0.05)
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout=timeout)
                 except TimeoutError:
