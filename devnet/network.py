@@ -548,7 +548,8 @@ def postgres_dir(devnet_dir: Path) -> Path:
     import hashlib
     import tempfile
 
-    return Path(tempfile.gettempdir()) / f"creditbridge-devnet-pg-{hashlib.sha1(str(devnet_dir).encode()).hexdigest()[:10]}"
+    digest = hashlib.sha1(str(devnet_dir).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"creditbridge-devnet-pg-{digest}"
 
 
 async def start_postgres(pg_dir: Path) -> str:

@@ -16,8 +16,8 @@ payment, to the pure ``evaluate``:
 A payment is saved only when ``evaluate`` returns events (compare-and-set on the old state
 and version, so two API processes cannot fight: the loser of a race stores nothing, even for
 an ``updated`` change that keeps the state; each event is keyed by the payment's version, so
-the same change is never stored as two events). The events are written to the webhook outbox in the same
-transaction (``record``), and published (``publish``: wakes the delivery worker) after the
+the same change is never stored as two events). The events are written to the webhook outbox
+in the same transaction (``record``), and published (``publish``: wakes the delivery worker) after the
 commit. Payments in final states are no longer looked at -- except expired, late or invalid
 ones with a late deposit decided "credit", until that credit is recorded (``credited``).
 

@@ -1,8 +1,8 @@
 """``creditbridge devnet --postgres --api-replicas 2`` (issue 16): two API processes on one
 PostgreSQL (started by scripts/pg.sh), listed in devnet.json; the devnet's merchant key
-registers a webhook on one replica and opens a payment on the other; the replica first
-started is killed (SIGKILL) mid-flight; the payment is credited, both replicas answer the same
-state, and the receiver gets each event under one event id."""
+registers a webhook on one replica and opens a payment on the other; the replica holding the
+payment watcher's lease is killed (SIGKILL) mid-flight; the payment is credited, both replicas
+answer the same state, and the receiver gets each event under one event id."""
 
 from __future__ import annotations
 
@@ -52,6 +52,25 @@ def replicated(tmp_path_factory):
     assert proc.returncode == 0, f"devnet exited with {proc.returncode}"
 
 
+async def lease_holder(url: str, name: str) -> int:
+    """The pid of the process holding the lease ``name`` (holder = host:pid:suffix)."""
+    from bridge.storage import leases
+    from bridge.storage.db import Database
+
+    db = Database(url)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            async with db.begin() as s:
+                h = await leases.holder_of(s, name)
+            if h is not None:
+                return int(h[0].split(":")[1])
+            assert time.monotonic() < deadline, f"nobody holds {name}"
+            await asyncio.sleep(0.5)
+    finally:
+        await db.dispose()
+
+
 def replica(net: Devnet, i: int) -> Devnet:
     r = Devnet(net.dir, net.proc, net.info)
     r.api = net.info["api_replicas"][i]
@@ -93,12 +112,15 @@ async def test_two_replicas_on_postgres_serve_one_payment_lifecycle(replicated: 
                 assert r.status == 201, await r.text()
                 p = await r.json()
         await pay(replicated, p, 0)
-        pid = replicated.signal("api", signal.SIGKILL)  # whichever replica held the watcher lease
+        holder = await lease_holder(info["api_database"], "api:payment-watcher")
+        victim = next(n for n in ("api", "api-1") if replicated.pid(n) == holder)
+        pid = replicated.signal(victim, signal.SIGKILL)  # the replica running the payment watcher dies
+        # ... and the other one (or the restarted one) takes the watcher over after the lease
         deadline = time.monotonic() + 150
         while (await b.call("GET", f"/v1/payments/{p['id']}"))["state"] != "credited":
             assert time.monotonic() < deadline, "not credited"
             await asyncio.sleep(0.5)
-        await replicated.wait_restarted("api", pid)
+        await replicated.wait_restarted(victim, pid)
         assert (await a.call("GET", f"/v1/payments/{p['id']}"))["state"] == "credited"
         deadline = time.monotonic() + 60
         while "payment.credited" not in {e["type"] for e in got[p["id"]]}:
