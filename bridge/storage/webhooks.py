@@ -221,6 +221,16 @@ async def next_due_at(s: AsyncSession) -> datetime | None:
                           .where(WebhookDeliveryRow.status == PENDING, _unclaimed(s)))
 
 
+async def release_claims(s: AsyncSession, holder: str) -> int:
+    """Drop ``holder``'s claims on pending deliveries (a worker stopping cleanly): another
+    replica may take them at once instead of after their lease."""
+    res = await s.execute(update(WebhookDeliveryRow)
+                          .where(WebhookDeliveryRow.claimed_by == holder, WebhookDeliveryRow.status == PENDING)
+                          .values(claimed_by=None, claimed_until=None)
+                          .execution_options(synchronize_session=False))
+    return res.rowcount
+
+
 async def next_claim_expiry(s: AsyncSession) -> float | None:
     """Seconds until the earliest claim on a pending delivery runs out (None: no claims): when
     a replica that died holding one may have it taken over."""

@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 import aiohttp
+from sqlalchemy.exc import SQLAlchemyError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from bridge.errors import BridgeError
@@ -92,9 +93,17 @@ class DeliveryWorker:
         return self._session
 
     async def aclose(self) -> None:
-        for t in list(self._tasks):
+        tasks = list(self._tasks)
+        for t in tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:  # hand what it held to the other replicas now, not after the claims' lease
+            try:
+                async with self.db.begin() as s:
+                    await repo.release_claims(s, self.holder)
+            except SQLAlchemyError as e:
+                log.warning("webhook worker: releasing claims failed (%s); they expire by themselves",
+                            e.__class__.__name__)
         if self._session is not None:
             await self._session.close()
 

@@ -389,3 +389,22 @@ async def test_cursor_set_and_advance_are_atomic():
     finally:
         for d in dbs:
             await d.dispose()
+
+
+async def test_a_replica_stopping_cleanly_hands_its_deliveries_over_at_once(lifecycle, hooks):
+    a, b = await replicas(lifecycle, 2, run_worker=False)
+    key = await a.merchant()
+    status, w = await a.request("POST", "/v1/webhooks", key, json={"url": hooks.url})
+    hooks.secret = w["secret"]
+    hooks.hang = hang = asyncio.Event()
+    p = await a.payment(key)
+    await a.deposit(p, int(p["amount"]))
+    assert await a.watcher.step() == 1
+    assert await a.worker.step() == 1
+    await wait_until(lambda: hooks.posts, what="the first POST")
+    assert await b.worker.step() == 0
+    await a.worker.aclose()  # shutdown: the in-flight attempt is abandoned, its claim released
+    hang.set()
+    assert await b.worker.step() == 1
+    await b.worker.drain()
+    assert [x["status"] for x in hooks.posts] == [None, 200]
