@@ -235,7 +235,8 @@ async def next_claim_expiry(s: AsyncSession) -> float | None:
     """Seconds until the earliest claim on a pending delivery runs out (None: no claims): when
     a replica that died holding one may have it taken over."""
     left = await s.scalar(select(func.min(WebhookDeliveryRow.claimed_until) - db_now(s))
-                          .where(WebhookDeliveryRow.status == PENDING, WebhookDeliveryRow.claimed_until.is_not(None)))
+                          .where(WebhookDeliveryRow.status == PENDING,
+                                 WebhookDeliveryRow.claimed_until > db_now(s)))  # expired ones: next_due_at
     return None if left is None else max(0.0, float(left))
 
 

@@ -424,3 +424,27 @@ async def test_lease_expiry_and_renewal_on_both_dialects(db):
         assert await lease_repo.acquire(s, "job", "b", 5.0)
         assert (await lease_repo.holder_of(s, "job"))[0] == "b"
         assert not await lease_repo.release(s, "job", "a") and await lease_repo.release(s, "job", "b")
+
+
+async def test_an_expired_claim_on_a_delivery_not_due_yet_does_not_spin_the_worker(db):
+    """A dead replica's claim ran out while its delivery waits for a later attempt: the worker
+    waits for the attempt time, not in a 50 ms loop."""
+    from datetime import timedelta
+
+    from bridge.storage import webhooks as repo
+    from bridge.types import utcnow
+
+    now = utcnow()
+    async with db.begin() as s:
+        await repo.add_webhook(s, "w1", "m1", "https://example.com/h", "whsec_x", now)
+        await repo.add_event(s, "e1", "p1", "m1", "payment.confirmed", "{}", now, iter(["d1"]))
+        assert [d.id for d in await repo.claim_deliveries(s, now, "dead", 0.01)] == ["d1"]
+        await repo.record_attempt(s, "d1", now=now, status_code=500, error="HTTP 500", outcome=repo.PENDING,
+                                  next_attempt_at=now + timedelta(seconds=60), holder="dead", lease_seconds=0.01)
+    await asyncio.sleep(0.1)
+    async with db.begin() as s:
+        assert await repo.next_claim_expiry(s) is None
+        assert await repo.next_due_at(s) == now + timedelta(seconds=60)
+        assert await repo.claim_deliveries(s, now, "alive", 30) == []  # not due yet
+        assert [d.id for d in await repo.claim_deliveries(s, now + timedelta(seconds=61), "alive", 30)] == ["d1"]
+        assert 25 < await repo.next_claim_expiry(s) <= 30
