@@ -3,6 +3,8 @@
 # dependencies and the compiled contract artifacts it reads, nothing else: no node_modules,
 # no anvil/chopsticks, no tests, no benchmarks. One image for every role:
 #   docker run ... creditbridge:latest signer --config /etc/creditbridge/signer.toml
+#   docker run ... creditbridge:latest db upgrade --config /etc/creditbridge/api.toml   (PostgreSQL:
+#   before the components start, once per release; they refuse an unmigrated database)
 # Build: docker build -t creditbridge:latest .
 # (Not built in the project's CI: the development machines have no Docker engine.)
 

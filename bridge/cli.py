@@ -307,7 +307,7 @@ def cmd_devnet(args) -> int:
     _setup_logging("INFO", "devnet")
     opts = DevnetOptions(directory=Path(args.dir), signers=args.signers, threshold=args.threshold,
                          api_port=args.api_port, confirmations=args.confirmations, block_time=args.block_time,
-                         families=not args.evm_only)
+                         families=not args.evm_only, postgres=args.postgres, api_replicas=args.api_replicas)
     asyncio.run(run_devnet(opts))
     return 0
 
@@ -379,6 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--confirmations", type=int, default=2)
     sp.add_argument("--block-time", type=float, default=1.0)
     sp.add_argument("--evm-only", action="store_true", help="start only the EVM chains")
+    sp.add_argument("--postgres", action="store_true",
+                    help="the API's database on PostgreSQL (scripts/pg.sh starts a cluster under --dir)")
+    sp.add_argument("--api-replicas", type=int, default=1, metavar="N",
+                    help="run N API processes on the one database (needs --postgres)")
     sp.set_defaults(func=cmd_devnet)
     return p
 

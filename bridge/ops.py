@@ -7,6 +7,7 @@
     creditbridge apikey new --config F --name N [--role merchant|admin]
     creditbridge apikey list|revoke --config F [--id ID]
     creditbridge status [--api URL | --devnet F] [--key-env CREDITBRIDGE_ADMIN_KEY] [--json]
+    creditbridge db upgrade|status --config F   the schema: migrate (once, under an advisory lock) / show
 
 Secrets never appear in output: ``keys show`` prints the public part only, ``apikey new``
 prints the new key once (it is stored as a hash), errors are one redacted line.
@@ -62,6 +63,31 @@ def cmd_apikey(args) -> int:
         raise BridgeError(f"no active API key {args.id}")
     print(json.dumps({"id": args.id, "revoked": True}))
     return 0
+
+
+def cmd_db(args) -> int:
+    """``db upgrade``: run the migrations (PostgreSQL: under an advisory lock, so running it
+    from several hosts at once is safe; the later ones find nothing to do). ``db status``:
+    the database's revision and the code's (exit 1 when they differ)."""
+    from bridge.cli import _settings
+    from bridge.storage.db import Database
+
+    settings = _settings(args.config)
+
+    async def go() -> tuple[str | None, str, str | None]:
+        db = Database(settings.storage.url)
+        try:
+            before, head = await db.revisions()
+            if args.action == "upgrade":
+                await db.migrate()
+                return before, head, (await db.revisions())[0]
+            return before, head, before
+        finally:
+            await db.dispose()
+
+    before, head, now = asyncio.run(go())
+    print(json.dumps({"database": now, "head": head, **({"was": before} if args.action == "upgrade" else {})}))
+    return 0 if now == head else 1
 
 
 def _fmt_status(st: dict) -> str:
@@ -173,6 +199,14 @@ def add_commands(sub) -> None:
         if action == "revoke":
             sp.add_argument("--id")
         sp.set_defaults(func=cmd_apikey)
+
+    db = sub.add_parser("db", help="the database schema").add_subparsers(dest="action", required=True)
+    for action, helptext in (("upgrade", "migrate the database to this version (run before starting "
+                                         "components on PostgreSQL; safe to run concurrently)"),
+                             ("status", "the database's schema revision and this version's")):
+        sp = db.add_parser(action, help=helptext)
+        sp.add_argument("--config", required=True)
+        sp.set_defaults(func=cmd_db)
 
     sp = sub.add_parser("status", help="chains, pending credits and the governor queue of a running API")
     sp.add_argument("--api")

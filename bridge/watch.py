@@ -9,7 +9,8 @@ Chain-agnostic core: it knows only the ``bridge.chains.Watcher`` Protocol, never
    cursor by ``max_range`` blocks (rescanning is harmless, inserts are idempotent);
 3. fetch ``cursor+1 .. min(finalized, cursor+max_range)``;
 4. store the new observations AND advance the cursor in one transaction, so that a crash can
-   neither skip nor duplicate a deposit;
+   neither skip nor duplicate a deposit; the cursor moves by compare-and-set from the height
+   read in 1., so two processes following one chain into one database never both advance it;
 5. after the commit, hand the newly stored observations to ``on_new``.
 
 ``run()`` loops over steps; retryable chain and storage errors are logged in one line and
@@ -28,12 +29,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from bridge.chains import Watcher
 from bridge.errors import ChainError, StorageError
 from bridge.storage.db import Database
-from bridge.storage.observations import add_observations, get_cursor, set_cursor
+from bridge.storage.observations import add_observations, advance_cursor, get_cursor, set_cursor
 from bridge.types import Observation
 
 log = logging.getLogger(__name__)
 
 OnNew = Callable[[list[Observation]], Awaitable[None]]
+
+
+class _CursorMoved(Exception):
+    """Raised inside the step's transaction to roll it back (compare-and-set lost)."""
 
 _GAUGES: "weakref.WeakKeyDictionary[Any, tuple[Any, Any]]" = weakref.WeakKeyDictionary()
 
@@ -112,14 +117,18 @@ class DepositFollower:
         observations = await self.watcher.fetch_deposits(height + 1, end)
         end_ref = await self.watcher.block_ref(end)
 
-        async with self.db.begin() as s:
-            current = await get_cursor(s, self.component, self.chain)
-            if (current[0] if current is not None else self.start_block - 1) != height:
-                # another instance moved the cursor meanwhile: drop this step's work
-                log.warning("%s/%s: cursor moved under us; retrying", self.component, self.chain)
-                return 0
-            new = await add_observations(s, observations)
-            await set_cursor(s, self.component, self.chain, end, end_ref.hash)
+        try:
+            async with self.db.begin() as s:
+                # the cursor first: its row lock orders two processes racing for this step
+                expected = None if height == self.start_block - 1 and await get_cursor(
+                    s, self.component, self.chain) is None else height
+                if not await advance_cursor(s, self.component, self.chain, expected, end, end_ref.hash):
+                    raise _CursorMoved()
+                new = await add_observations(s, observations)
+        except _CursorMoved:
+            # another instance moved the cursor meanwhile: this step's work is rolled back
+            log.warning("%s/%s: cursor moved under us; retrying", self.component, self.chain)
+            return 0
 
         self.height = end
         self.caught_up = end >= finalized

@@ -93,6 +93,10 @@ class DevnetOptions:
     # chaos testing: the components' request timeout (s) on the Ethereum and TON source chains,
     # so a stalled endpoint times out within a short fault window (None: the family default)
     request_timeout: float | None = None
+    # scale-out: the API's database on PostgreSQL (a cluster of its own, started by the
+    # project's scripts/pg.sh; see postgres_dir) and this many API processes sharing it
+    postgres: bool = False
+    api_replicas: int = 1
 
 
 class ProcessSupervisor:
@@ -285,6 +289,10 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
 
     if not 1 <= opts.threshold <= opts.signers:
         raise BridgeError("devnet: threshold must be between 1 and the number of signers")
+    if opts.api_replicas < 1:
+        raise BridgeError("devnet: --api-replicas must be at least 1")
+    if opts.api_replicas > 1 and not opts.postgres:
+        raise BridgeError("devnet: --api-replicas above 1 needs --postgres (SQLite serves one process)")
     if opts.api_port:
         check_port_free(opts.api_port)
     d = opts.directory.resolve()
@@ -297,6 +305,7 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
     eth = await AnvilNode.start(chain_id=ETH_CHAIN_ID, block_time=opts.block_time)
     st = await AnvilNode.start(chain_id=SETTLEMENT_CHAIN_ID)
     procs: ProcessSupervisor | None = None
+    pg_dir: Path | None = None
     keeper: asyncio.Task | None = None
     ticker: asyncio.Task | None = None
     extra: list[DevChain] = []
@@ -428,16 +437,26 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
         cli = [sys.executable, "-m", "bridge.cli"]
         signer_ports = [_free_port() for _ in range(opts.signers)]
         signer_urls = [f"http://127.0.0.1:{port}" for port in signer_ports]
-        p = write_cfg("api", {"api": {"host": "127.0.0.1", "port": api_port, "quote_key": kref("quote"),
-                                      "rate_limit_per_minute": 6000, "rate_limit_burst": 600,
-                                      "quote_retention_seconds": 3600, "quote_prune_interval_seconds": 300,
-                                      # GET /v1/admin/treasury: what `threshold` signers report alike
-                                      "treasury_signers": signer_urls, "treasury_threshold": opts.threshold,
-                                      "treasury_poll_seconds": 5.0},
-                              "payments": {"webhooks": {"allow_loopback": True}, "late_tolerance_bps": 200}})
-        admin_key = await _devnet_admin_key(p)
-        argv["api"] = [*cli, "api", "--config", str(p)]
-        health["api"] = f"{api_url}/v1/health"
+        api_storage = None
+        if opts.postgres:
+            pg_dir = postgres_dir(d)
+            api_storage = {"url": await start_postgres(pg_dir)}
+        replica_ports = [api_port] + [_free_port() for _ in range(opts.api_replicas - 1)]
+        api_urls = [f"http://127.0.0.1:{port}" for port in replica_ports]
+        for i, port in enumerate(replica_ports):
+            name = "api" if i == 0 else f"api-{i}"
+            p = write_cfg(name, {"api": {"host": "127.0.0.1", "port": port, "quote_key": kref("quote"),
+                                         "rate_limit_per_minute": 6000, "rate_limit_burst": 600,
+                                         "quote_retention_seconds": 3600, "quote_prune_interval_seconds": 300,
+                                         # GET /v1/admin/treasury: what `threshold` signers report alike
+                                         "treasury_signers": signer_urls, "treasury_threshold": opts.threshold,
+                                         "treasury_poll_seconds": 5.0},
+                                 "payments": {"webhooks": {"allow_loopback": True}, "late_tolerance_bps": 200},
+                                 **({"storage": api_storage} if api_storage else {})})
+            if i == 0:  # `db upgrade` once (SQLite would migrate itself), then the devnet's keys
+                admin_key, merchant_key = await _devnet_api_keys(p)
+            argv[name] = [*cli, "api", "--config", str(p)]
+            health[name] = f"{api_urls[i]}/v1/health"
         for i, (port, url) in enumerate(zip(signer_ports, signer_urls)):
             p = write_cfg(f"signer-{i}", {"signer": {
                 "name": f"signer-{i}", "host": "127.0.0.1", "port": port, "key": kref(f"signer-{i}"),
@@ -465,6 +484,7 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
         manifest = load_manifest(manifest_path)
         info = {
             "api": api_url,
+            "api_replicas": api_urls,
             "manifest": {"path": str(manifest_path), "hash": manifest.hash},
             "chains": {
                 "ethereum": {"family": "evm", "rpc": eth.rpc_url, "chain_id": ETH_CHAIN_ID,
@@ -483,6 +503,8 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
                                     for i, u in enumerate(signer_urls)]},
             "gateway_public_key": quote_pub,
             "admin_key": admin_key,  # dev only: `creditbridge status` uses it
+            "merchant_key": merchant_key,  # dev only: a merchant's API key (payments, webhooks)
+            **({"api_database": api_storage["url"]} if api_storage else {}),
             "provider": {"address": provider_addr, "private_key": deployer},
             "processes": {"pids_dir": str(d / "pids"), "logs_dir": str(d / "logs"),
                           "names": list(argv)},
@@ -524,17 +546,60 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
                 log.exception("stopping %s failed", c.name)
         await eth.stop()
         await st.stop()
+        if pg_dir is not None:
+            await stop_postgres(pg_dir)
 
 
-async def _devnet_admin_key(api_config: Path) -> str:
-    """Create the devnet's operator API key in the API's database (migrated here first)."""
+async def _pg_script(action: str, pg_dir: Path) -> str:
+    script = Path(__file__).resolve().parents[1] / "scripts" / "pg.sh"
+    proc = await asyncio.create_subprocess_exec("bash", str(script), action, env={**os.environ, "PGDATA": str(pg_dir)},
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise BridgeError(f"devnet: scripts/pg.sh {action} failed: {err.decode(errors='replace').strip()[-300:]}")
+    return out.decode().strip()
+
+
+def postgres_dir(devnet_dir: Path) -> Path:
+    """Where the devnet's PostgreSQL cluster lives: under the system temp dir (the server runs as
+    the 'postgres' user when we are root, and must reach it), one per devnet directory."""
+    import hashlib
+    import tempfile
+
+    digest = hashlib.sha1(str(devnet_dir).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"creditbridge-devnet-pg-{digest}"
+
+
+async def start_postgres(pg_dir: Path) -> str:
+    """A fresh PostgreSQL cluster of the devnet's own (scripts/pg.sh with PGDATA=pg_dir; one a
+    crashed devnet left behind is removed first); its URL."""
+    await _pg_script("stop", pg_dir)
+    url = (await _pg_script("start", pg_dir)).splitlines()[-1]
+    if not url.startswith("postgresql+asyncpg://"):
+        raise BridgeError(f"devnet: scripts/pg.sh printed no database URL ({url[:80]!r})")
+    return url
+
+
+async def stop_postgres(pg_dir: Path) -> None:
+    try:
+        await _pg_script("stop", pg_dir)
+    except BridgeError as e:
+        log.error("%s", e)
+
+
+async def _devnet_api_keys(api_config: Path) -> tuple[str, str]:
+    """Upgrade the API's database (the explicit `creditbridge db upgrade` step), then create the
+    devnet's operator (admin) and merchant API keys there (stored hashed, like `apikey new`)."""
     from bridge.api.auth import create_key
     from bridge.config import load_settings
-    from bridge.storage.db import open_database
+    from bridge.storage.db import Database
 
-    db = await open_database(load_settings(api_config).storage.url)
+    db = Database(load_settings(api_config).storage.url)
     try:
-        return (await create_key(db, "devnet operator", "admin"))[1]
+        await db.migrate()
+        admin = (await create_key(db, "devnet operator", "admin"))[1]
+        merchant = (await create_key(db, "devnet merchant", "merchant"))[1]
+        return admin, merchant
     finally:
         await db.dispose()
 

@@ -17,6 +17,7 @@ from bridge.payments.watcher import PaymentWatcher
 from bridge.pricing.aggregate import PriceAggregator
 from bridge.pricing.factory import build_aggregator
 from bridge.pricing.quotes import QuoteService, QuoteSigner
+from bridge.singleton import Singleton
 from bridge.storage.db import open_database
 from bridge.storage.quotes import QuotePruner
 from bridge.supervisor import Supervisor
@@ -55,8 +56,13 @@ async def build_api(settings: Settings, sup: Supervisor) -> tuple[web.Applicatio
         **lifecycle,
     )
     refresh = timedelta(seconds=settings.pricing.refresh_seconds)
-    return app, [("payment-watcher", watcher.run), ("price-aggregator", lambda: aggregator.run(refresh)),
-                 ("webhook-deliveries", deliveries.run), ("quote-pruner", quote_pruner(settings, db, metrics).run)]
+    # replicas: the chain followers and the payment evaluation run in one replica at a time
+    # (a lease), and so does quote pruning; every replica delivers webhooks (claimed rows) and
+    # keeps its own prices (it signs quotes from them)
+    return app, [("payment-watcher", Singleton(db, "api:payment-watcher", watcher.run).run),
+                 ("price-aggregator", lambda: aggregator.run(refresh)),
+                 ("webhook-deliveries", deliveries.run),
+                 ("quote-pruner", Singleton(db, "api:quote-pruner", quote_pruner(settings, db, metrics).run).run)]
 
 
 def quote_pruner(settings: Settings, db, metrics: ApiMetrics) -> QuotePruner:

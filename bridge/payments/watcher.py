@@ -13,9 +13,11 @@ payment, to the pure ``evaluate``:
   decided "credit" is due its credits, and its credit is looked up by deposit id (it may name
   the fresh quote rather than the payment's).
 
-A payment is saved only when ``evaluate`` returns events (compare-and-set on the old state,
-so two API processes cannot fight). The events are written to the webhook outbox in the same
-transaction (``record``), and published (``publish``: wakes the delivery worker) after the
+A payment is saved only when ``evaluate`` returns events (compare-and-set on the old state
+and version, so two API processes cannot fight: the loser of a race stores nothing, even for
+an ``updated`` change that keeps the state; each event is keyed by the payment's version, so
+the same change is never stored as two events). The events are written to the webhook outbox
+in the same transaction (``record``), and published (``publish``: wakes the delivery worker) after the
 commit. Payments in final states are no longer looked at -- except expired, late or invalid
 ones with a late deposit decided "credit", until that credit is recorded (``credited``).
 
@@ -54,8 +56,13 @@ log = logging.getLogger("creditbridge.payments")
 
 Publish = Callable[[Event], Awaitable[None]]
 # writes the event in the state change's transaction (the outbox)
-Record = Callable[[AsyncSession, "pay_repo.PaymentRecord", Event, datetime], Awaitable[object]]
+# (session, payment, event, now, seq=the payment's version after this event)
+Record = Callable[..., Awaitable[object]]
 SETTLEMENT_COMPONENT = "api-settlement"
+
+
+class _CursorMoved(Exception):
+    """Rolls back a settlement step another process did first."""
 
 
 class SettlementFollower:
@@ -81,9 +88,15 @@ class SettlementFollower:
             self.caught_up = True
             return 0
         records = await self.submitter.credited(height + 1, end)
-        async with self.db.begin() as s:
-            added = await pay_repo.record_credits(s, records)
-            await obs_repo.set_cursor(s, SETTLEMENT_COMPONENT, self.chain, end, None)
+        try:
+            async with self.db.begin() as s:  # compare-and-set: one process advances it
+                if not await obs_repo.advance_cursor(s, SETTLEMENT_COMPONENT, self.chain,
+                                                     None if cur is None else height, end, None):
+                    raise _CursorMoved()
+                added = await pay_repo.record_credits(s, records)
+        except _CursorMoved:
+            log.warning("settlement follower %s: cursor moved under us; retrying", self.chain)
+            return 0
         self.caught_up = end >= final
         return added
 
@@ -249,10 +262,11 @@ class PaymentWatcher:
         async with self.db.begin() as s:
             ok = await pay_repo.update_payment(s, p.id, now=now, state=state, paid_amount=ev.paid_amount,
                                                credited=ev.credited, settlement_tx=ev.settlement_tx,
-                                               refundable=ev.refundable, expected_state=p.state)
+                                               refundable=ev.refundable, expected_state=p.state,
+                                               expected_version=p.version, bump=len(events))
             if ok and self.record is not None:
-                for e in events:
-                    await self.record(s, p, e, now)
+                for i, e in enumerate(events):
+                    await self.record(s, p, e, now, seq=p.version + i + 1)
         if not ok:
             return 0
         for e in events:

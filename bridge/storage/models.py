@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import (BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, PrimaryKeyConstraint, String,
-                        Text, UniqueConstraint)
+from sqlalchemy import (BigInteger, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, PrimaryKeyConstraint,
+                        String, Text, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from bridge.storage.types import U256, UTCDateTime
@@ -60,6 +60,8 @@ class PaymentRow(Base):
     merchant_id: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
     # 0010: the payment code (TON text comment; reference = sha256(code)); NULL before issue 14
     code: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # 0011: bumped by every evaluated change (compare-and-set; names its webhook events' seq)
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 Index("uq_payments_code", PaymentRow.code, unique=True)
@@ -193,12 +195,16 @@ class WebhookEventRow(Base):
     """The outbox: one row per payment event, written in the state change's transaction."""
 
     __tablename__ = "webhook_events"
+    __table_args__ = (Index("uq_webhook_events_payment_seq", "payment_id", "seq", unique=True),)
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     payment_id: Mapped[str] = mapped_column(String(36), index=True)
     merchant_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
     type: Mapped[str] = mapped_column(String(48))
     payload: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # 0011: the payment's change it reports (payments.version after it): one event per change,
+    # whichever replica evaluates it (NULL for events stored before 0011)
+    seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class WebhookDeliveryRow(Base):
@@ -215,6 +221,9 @@ class WebhookDeliveryRow(Base):
     redelivery_of: Mapped[str | None] = mapped_column(String(36), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # 0011: the replica delivering it and until when (unix seconds, database clock): a lease
+    claimed_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    claimed_until: Mapped[float | None] = mapped_column(Float(precision=53), nullable=True)
 
 
 class WebhookAttemptRow(Base):
@@ -347,3 +356,15 @@ class SweepItemRow(Base):
     source: Mapped[bytes] = mapped_column(LargeBinary(32))
     sequence: Mapped[int] = mapped_column(BigInteger)
     amount: Mapped[int] = mapped_column(U256)
+
+
+# --- 0011: API replicas on one database ------------------------------------------------------------
+class LeaseRow(Base):
+    """A singleton job's lease (bridge/singleton.py): ``holder`` runs ``name`` until
+    ``expires_at`` (unix seconds by the database's clock) unless it renews it."""
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    acquired_at: Mapped[float] = mapped_column(Float(precision=53))
+    expires_at: Mapped[float] = mapped_column(Float(precision=53))

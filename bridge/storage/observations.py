@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Sequence
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.errors import NotFound
@@ -44,16 +44,46 @@ async def get_cursor(s: AsyncSession, component: str, chain: str) -> tuple[int, 
     return None if row is None else (row.height, row.block_hash)
 
 
+def _upsert(s: AsyncSession):
+    if s.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
+
+
 async def set_cursor(
     s: AsyncSession, component: str, chain: str, height: int, block_hash: bytes | None, now: datetime | None = None
 ) -> None:
+    """Set the cursor: one atomic upsert (two processes setting it at once never collide)."""
     now = now or utcnow()
-    row = await s.get(CursorRow, (component, chain))
-    if row is None:
-        s.add(CursorRow(component=component, chain=chain, height=height, block_hash=block_hash, updated_at=now))
-    else:
-        row.height, row.block_hash, row.updated_at = height, block_hash, now
-    await s.flush()
+    table = CursorRow.__table__
+    ins = _upsert(s)(table).values(component=component, chain=chain, height=height, block_hash=block_hash,
+                                   updated_at=now)
+    await s.execute(ins.on_conflict_do_update(
+        index_elements=[table.c.component, table.c.chain],
+        set_={"height": ins.excluded.height, "block_hash": ins.excluded.block_hash,
+              "updated_at": ins.excluded.updated_at}))
+
+
+async def advance_cursor(
+    s: AsyncSession, component: str, chain: str, expected: int | None, height: int, block_hash: bytes | None,
+    now: datetime | None = None,
+) -> bool:
+    """Compare-and-set: move the cursor to ``height`` only if it still is at ``expected``
+    (None: no cursor yet). False when another process moved it first; the caller must then
+    roll back what it stored with the step (or drop it, if idempotent)."""
+    now = now or utcnow()
+    table = CursorRow.__table__
+    if expected is None:
+        ins = _upsert(s)(table).values(component=component, chain=chain, height=height, block_hash=block_hash,
+                                       updated_at=now)
+        res = await s.execute(ins.on_conflict_do_nothing().returning(table.c.height))
+        return res.first() is not None
+    res = await s.execute(update(table).where(table.c.component == component, table.c.chain == chain,
+                                              table.c.height == expected)
+                          .values(height=height, block_hash=block_hash, updated_at=now))
+    return res.rowcount == 1
 
 
 # --- observations ----------------------------------------------------------------------------

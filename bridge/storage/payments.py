@@ -42,6 +42,7 @@ class PaymentRecord:
     refundable: int = 0
     merchant_id: str | None = None
     code: str | None = None  # issue 14: the payment code (None for payments made before codes)
+    version: int = 0  # 0011: bumped by each evaluated change (bridge/payments/watcher.py)
 
     def terms(self) -> PaymentTerms:
         return PaymentTerms(
@@ -60,6 +61,7 @@ def _record(r: PaymentRow) -> PaymentRecord:
         credited=r.credited, settlement_tx=None if r.settlement_tx is None else bytes(r.settlement_tx),
         created_at=r.created_at, updated_at=r.updated_at, refundable=r.refundable or 0, merchant_id=r.merchant_id,
         code=r.code,
+        version=r.version or 0,
     )
 
 
@@ -165,9 +167,13 @@ async def update_payment(
     settlement_tx: bytes | None | object = _UNSET,
     expected_state: str | None = None,
     refundable: int | None = None,
+    expected_version: int | None = None,
+    bump: int = 0,
 ) -> bool:
     """Update a payment's state and figures. With ``expected_state`` the update happens only if
-    the stored state still is that one (compare-and-set) and False is returned otherwise.
+    the stored state still is that one (compare-and-set) and False is returned otherwise;
+    likewise ``expected_version`` (0011: replicas evaluating one payment at once: one wins,
+    even for a change that keeps the state). ``bump`` adds to the version.
     Raises NotFound for an unknown id."""
     if state is not None and state not in STATES:
         raise InputError(f"unknown payment state {state!r}")
@@ -182,9 +188,13 @@ async def update_payment(
         values["settlement_tx"] = settlement_tx
     if refundable is not None:
         values["refundable"] = refundable
+    if bump:
+        values["version"] = PaymentRow.version + bump
     stmt = update(PaymentRow).where(PaymentRow.id == payment_id)
     if expected_state is not None:
         stmt = stmt.where(PaymentRow.state == expected_state)
+    if expected_version is not None:
+        stmt = stmt.where(PaymentRow.version == expected_version)
     result = await s.execute(stmt.values(**values).execution_options(synchronize_session=False))
     if result.rowcount == 1:
         return True
@@ -196,15 +206,27 @@ async def update_payment(
 # --- credits recorded by the settlement contract ------------------------------------------------
 async def record_credits(s: AsyncSession, records: Iterable[CreditRecord]) -> int:
     """Store credits read from the settlement contract, once per deposit id ``(source,
-    sequence)``; records already stored are skipped. Returns how many were new."""
+    sequence)``; records already stored are skipped (``ON CONFLICT DO NOTHING`` on SQLite and
+    PostgreSQL: two processes storing one credit never collide). Returns how many were new."""
+    dialect = s.get_bind().dialect.name
     added = 0
     for rec in records:
         c = rec.credit
+        values = dict(source=c.source, sequence=c.sequence, beneficiary=c.beneficiary, credits=c.credits,
+                      quote_id=c.quote_id, tx_hash=rec.tx_hash, block_number=rec.block_number, observed=False)
+        if dialect in ("sqlite", "postgresql"):
+            if dialect == "sqlite":
+                from sqlalchemy.dialects.sqlite import insert
+            else:
+                from sqlalchemy.dialects.postgresql import insert
+            table = CreditRow.__table__
+            res = await s.execute(insert(table).values(**values).on_conflict_do_nothing()
+                                  .returning(table.c.sequence))
+            added += res.first() is not None
+            continue
         if await s.get(CreditRow, (c.source, c.sequence)) is not None:
             continue
-        s.add(CreditRow(source=c.source, sequence=c.sequence, beneficiary=c.beneficiary, credits=c.credits,
-                        quote_id=c.quote_id, tx_hash=rec.tx_hash, block_number=rec.block_number,
-                        observed=False))
+        s.add(CreditRow(**values))
         added += 1
     await s.flush()
     return added

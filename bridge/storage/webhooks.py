@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bridge.storage.leases import db_now
 from bridge.storage.models import (
     ApiKeyRow,
     WebhookAttemptRow,
@@ -119,11 +120,27 @@ def _delivery(r: WebhookDeliveryRow) -> Delivery:
 
 
 async def add_event(s: AsyncSession, event_id: str, payment_id: str, merchant_id: str | None, type_: str,
-                    payload: str, now: datetime, delivery_ids) -> list[str]:
+                    payload: str, now: datetime, delivery_ids, *, seq: int | None = None) -> list[str]:
     """Store an event and one pending delivery per active webhook of its merchant (the outbox:
-    call it in the transaction that changes the payment). ``delivery_ids`` yields new ids."""
-    s.add(WebhookEventRow(id=event_id, payment_id=payment_id, merchant_id=merchant_id, type=type_,
-                          payload=payload, created_at=now))
+    call it in the transaction that changes the payment). ``delivery_ids`` yields new ids.
+
+    ``seq`` names the payment change the event reports (unique per payment): storing the same
+    change again -- a second replica evaluating the same payment -- is a no-op that adds no
+    deliveries (returns ``[]``), never a second event."""
+    values = {"id": event_id, "payment_id": payment_id, "merchant_id": merchant_id, "type": type_,
+              "payload": payload, "created_at": now, "seq": seq}
+    dialect = s.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        table = WebhookEventRow.__table__
+        res = await s.execute(insert(table).values(**values).on_conflict_do_nothing().returning(table.c.id))
+        if res.first() is None:
+            return []
+    else:
+        s.add(WebhookEventRow(**values))
     out = []
     if merchant_id is not None:
         for w in await list_webhooks(s, merchant_id):
@@ -157,16 +174,70 @@ async def events_for_payment(s: AsyncSession, payment_id: str) -> list[Event]:
     return [Event(r.id, r.payment_id, r.merchant_id, r.type, r.payload, r.created_at) for r in rows]
 
 
+def _unclaimed(s: AsyncSession):
+    return or_(WebhookDeliveryRow.claimed_until.is_(None), WebhookDeliveryRow.claimed_until < db_now(s))
+
+
 async def due_deliveries(s: AsyncSession, now: datetime, limit: int = 50, exclude: set[str] = frozenset()) -> list[Delivery]:
+    """Due pending deliveries no replica holds a claim on (read only: ``claim_deliveries`` takes them)."""
     q = (select(WebhookDeliveryRow).where(WebhookDeliveryRow.status == PENDING,
-                                          WebhookDeliveryRow.next_attempt_at <= now)
+                                          WebhookDeliveryRow.next_attempt_at <= now, _unclaimed(s))
          .order_by(WebhookDeliveryRow.next_attempt_at, WebhookDeliveryRow.id).limit(limit + len(exclude)))
     return [d for d in (_delivery(r) for r in await s.scalars(q)) if d.id not in exclude][:limit]
 
 
+async def claim_deliveries(s: AsyncSession, now: datetime, holder: str, lease_seconds: float, limit: int = 50,
+                           exclude: set[str] = frozenset()) -> list[Delivery]:
+    """Claim up to ``limit`` due pending deliveries for ``holder`` until ``lease_seconds`` from
+    now (database clock). On PostgreSQL the candidates are locked ``FOR UPDATE SKIP LOCKED``
+    (replicas claiming at once take disjoint rows without waiting); the claim itself is an
+    UPDATE that re-checks that the row is still unclaimed, so a delivery is never held by two
+    replicas at once on any dialect. A claim a dead replica left expires after its lease."""
+    cand = (select(WebhookDeliveryRow.id)
+            .where(WebhookDeliveryRow.status == PENDING, WebhookDeliveryRow.next_attempt_at <= now, _unclaimed(s))
+            .order_by(WebhookDeliveryRow.next_attempt_at, WebhookDeliveryRow.id).limit(limit))
+    if exclude:
+        cand = cand.where(WebhookDeliveryRow.id.not_in(list(exclude)))
+    if s.get_bind().dialect.name == "postgresql":
+        cand = cand.with_for_update(skip_locked=True)
+    ids = list(await s.scalars(cand))
+    if not ids:
+        return []
+    table = WebhookDeliveryRow.__table__
+    res = await s.execute(
+        update(table).where(table.c.id.in_(ids), table.c.status == PENDING,
+                            or_(table.c.claimed_until.is_(None), table.c.claimed_until < db_now(s)))
+        .values(claimed_by=holder, claimed_until=db_now(s) + lease_seconds).returning(table.c.id))
+    got = {r[0] for r in res.all()}
+    rows = await s.scalars(select(WebhookDeliveryRow).where(WebhookDeliveryRow.id.in_(got))
+                           .order_by(WebhookDeliveryRow.next_attempt_at, WebhookDeliveryRow.id)
+                           .execution_options(populate_existing=True))
+    return [_delivery(r) for r in rows]
+
+
 async def next_due_at(s: AsyncSession) -> datetime | None:
+    """When the next pending delivery no replica holds is due."""
     return await s.scalar(select(func.min(WebhookDeliveryRow.next_attempt_at))
-                          .where(WebhookDeliveryRow.status == PENDING))
+                          .where(WebhookDeliveryRow.status == PENDING, _unclaimed(s)))
+
+
+async def release_claims(s: AsyncSession, holder: str) -> int:
+    """Drop ``holder``'s claims on pending deliveries (a worker stopping cleanly): another
+    replica may take them at once instead of after their lease."""
+    res = await s.execute(update(WebhookDeliveryRow)
+                          .where(WebhookDeliveryRow.claimed_by == holder, WebhookDeliveryRow.status == PENDING)
+                          .values(claimed_by=None, claimed_until=None)
+                          .execution_options(synchronize_session=False))
+    return res.rowcount
+
+
+async def next_claim_expiry(s: AsyncSession) -> float | None:
+    """Seconds until the earliest claim on a pending delivery runs out (None: no claims): when
+    a replica that died holding one may have it taken over."""
+    left = await s.scalar(select(func.min(WebhookDeliveryRow.claimed_until) - db_now(s))
+                          .where(WebhookDeliveryRow.status == PENDING,
+                                 WebhookDeliveryRow.claimed_until > db_now(s)))  # expired ones: next_due_at
+    return None if left is None else max(0.0, float(left))
 
 
 async def get_delivery(s: AsyncSession, delivery_id: str) -> Delivery | None:
@@ -181,21 +252,43 @@ async def deliveries_of(s: AsyncSession, webhook_id: str, limit: int = 100) -> l
 
 
 async def record_attempt(s: AsyncSession, delivery_id: str, *, now: datetime, status_code: int | None, error: str,
-                         outcome: str, next_attempt_at: datetime | None) -> None:
-    """Log one attempt and move the delivery on (``outcome``: pending again, succeeded, failed)."""
-    row = await s.get(WebhookDeliveryRow, delivery_id)
-    if row is None:
-        return
-    row.attempts += 1
-    row.last_status = status_code
-    row.last_error = error[:200]
-    row.status = outcome
-    row.updated_at = now
+                         outcome: str, next_attempt_at: datetime | None, holder: str | None = None,
+                         lease_seconds: float | None = None) -> int | None:
+    """Log one attempt and move the delivery on (``outcome``: pending again, succeeded, failed);
+    the attempt's number, None for an unknown delivery.
+
+    The counter is incremented in SQL (``attempts = attempts + 1 .. RETURNING``), never read
+    and written back, so replicas cannot lose a count. A final outcome releases the claim; a
+    pending one renews ``holder``'s claim for ``lease_seconds`` (it keeps the delivery while it
+    waits for the next attempt)."""
+    table = WebhookDeliveryRow.__table__
+    values: dict = {"attempts": table.c.attempts + 1, "last_status": status_code, "last_error": error[:200],
+                    "status": outcome, "updated_at": now}
     if next_attempt_at is not None:
-        row.next_attempt_at = next_attempt_at
-    s.add(WebhookAttemptRow(delivery_id=delivery_id, attempt=row.attempts, at=now, status_code=status_code,
+        values["next_attempt_at"] = next_attempt_at
+    if outcome != PENDING or lease_seconds is None:
+        values["claimed_by"], values["claimed_until"] = None, None
+    else:
+        values["claimed_by"], values["claimed_until"] = holder, db_now(s) + lease_seconds
+    res = await s.execute(update(table).where(table.c.id == delivery_id).values(**values)
+                          .returning(table.c.attempts))
+    row = res.first()
+    if row is None:
+        return None
+    s.add(WebhookAttemptRow(delivery_id=delivery_id, attempt=row[0], at=now, status_code=status_code,
                             error=error[:200]))
     await s.flush()
+    return row[0]
+
+
+async def renew_claim(s: AsyncSession, delivery_id: str, holder: str, lease_seconds: float) -> bool:
+    """Extend ``holder``'s claim (before an attempt); False if it is no longer theirs."""
+    res = await s.execute(update(WebhookDeliveryRow)
+                          .where(WebhookDeliveryRow.id == delivery_id, WebhookDeliveryRow.claimed_by == holder,
+                                 WebhookDeliveryRow.status == PENDING)
+                          .values(claimed_until=db_now(s) + lease_seconds)
+                          .execution_options(synchronize_session=False))
+    return res.rowcount == 1
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,14 @@ delivery at once. Every attempt is logged (``webhook_attempts``) and the deliver
 its next attempt time, so a worker that dies mid-backoff resumes where it was after a
 restart: delivery is at least once (receivers de-duplicate by event id). Redirects are not
 followed.
+
+Replicas: every API replica runs a worker on the one database. A worker *claims* the
+deliveries it starts (``claim_deliveries``: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, then a
+lease ``claimed_until`` by the database clock), renews the claim before each attempt and
+while it waits out a backoff, and releases it with the final outcome; the attempts counter
+is incremented in SQL. So no delivery is attempted by two replicas at once, and one that a
+replica left mid-POST (it died) is taken by another after ``timeout_seconds +
+claim_margin`` seconds.
 """
 
 from __future__ import annotations
@@ -24,9 +32,11 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 import aiohttp
+from sqlalchemy.exc import SQLAlchemyError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from bridge.errors import BridgeError
+from bridge.singleton import holder_id
 from bridge.storage import webhooks as repo
 from bridge.storage.db import Database
 from bridge.types import utcnow
@@ -50,8 +60,10 @@ class RetryableDelivery(Exception):
 
 class DeliveryWorker:
     def __init__(self, db: Database, cfg, *, clock: Callable[[], datetime] = utcnow, concurrency: int = 8,
-                 metrics=None) -> None:
+                 metrics=None, holder: str | None = None, claim_margin: float = 10.0) -> None:
         self.db = db
+        self.holder = holder or holder_id()
+        self.claim_margin = claim_margin
         self.cfg = cfg  # config.WebhooksConfig
         self.clock = clock
         self.metrics = metrics
@@ -81,9 +93,17 @@ class DeliveryWorker:
         return self._session
 
     async def aclose(self) -> None:
-        for t in list(self._tasks):
+        tasks = list(self._tasks)
+        for t in tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:  # hand what it held to the other replicas now, not after the claims' lease
+            try:
+                async with self.db.begin() as s:
+                    await repo.release_claims(s, self.holder)
+            except SQLAlchemyError as e:
+                log.warning("webhook worker: releasing claims failed (%s); they expire by themselves",
+                            e.__class__.__name__)
         if self._session is not None:
             await self._session.close()
 
@@ -97,9 +117,12 @@ class DeliveryWorker:
                 self._wake.clear()
                 async with self.db.begin() as s:
                     nxt = await repo.next_due_at(s)
+                    claim_left = await repo.next_claim_expiry(s)
                 timeout = 5.0
                 if nxt is not None:
                     timeout = min(timeout, max(0.05, (nxt - self.clock()).total_seconds()))
+                if claim_left is not None:  # a claim (perhaps a dead replica's) runs out then
+                    timeout = min(timeout, claim_left + 0.05)
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout=timeout)
                 except TimeoutError:
@@ -110,13 +133,18 @@ class DeliveryWorker:
     async def step(self) -> int:
         """Start every due delivery not already in flight; how many were started."""
         async with self.db.begin() as s:
-            due = await repo.due_deliveries(s, self.clock(), limit=100, exclude=set(self._inflight))
+            due = await repo.claim_deliveries(s, self.clock(), self.holder, self._lease(), limit=100,
+                                              exclude=set(self._inflight))
         for d in due:
             self._inflight.add(d.id)
             t = asyncio.create_task(self._deliver(d), name=f"webhook-delivery-{d.id}")
             self._tasks.add(t)
             t.add_done_callback(self._tasks.discard)
         return len(due)
+
+    def _lease(self, wait: float = 0.0) -> float:
+        """How long a claim must last: the wait before the next attempt, the attempt, a margin."""
+        return wait + self.cfg.timeout_seconds + self.claim_margin
 
     async def drain(self) -> None:
         """Wait for the deliveries in flight (tests, shutdown)."""
@@ -152,6 +180,11 @@ class DeliveryWorker:
         try:
             async for attempt in retrying:
                 with attempt:
+                    async with self.db.begin() as s:
+                        mine = await repo.renew_claim(s, d.id, self.holder, self._lease())
+                    if not mine:  # this worker stalled past its claim: another replica has it
+                        log.warning("webhook delivery %s: claim lost; leaving it to its new holder", d.id)
+                        return
                     attempt_no += 1
                     await self._attempt(d, webhook, event, attempt_no)
         except RetryableDelivery as e:
@@ -198,14 +231,16 @@ class DeliveryWorker:
     async def _retry_later(self, delivery_id: str, status: int | None, error: str, attempt_no: int) -> None:
         if attempt_no >= self.cfg.max_attempts:
             return  # the caller records the final failure
-        nxt = self.clock() + timedelta(seconds=self._wait(attempt_no))
-        await self._record(delivery_id, status, error, repo.PENDING, nxt)
+        wait = self._wait(attempt_no)
+        nxt = self.clock() + timedelta(seconds=wait)
+        await self._record(delivery_id, status, error, repo.PENDING, nxt, lease=self._lease(wait))
 
     async def _record(self, delivery_id: str, status: int | None, error: str, outcome: str,
-                      next_at: datetime | None) -> None:
+                      next_at: datetime | None, *, lease: float | None = None) -> None:
         async with self.db.begin() as s:
             await repo.record_attempt(s, delivery_id, now=self.clock(), status_code=status, error=error,
-                                      outcome=outcome, next_attempt_at=next_at)
+                                      outcome=outcome, next_attempt_at=next_at, holder=self.holder,
+                                      lease_seconds=lease)
 
     def _count(self, outcome: str) -> None:
         if self.metrics is not None:

@@ -1,6 +1,11 @@
 """The outbox: a payment event becomes a stored event (plus one pending delivery per webhook
 of the payment's merchant) in the *same transaction* as the payment's state change, so a
-crash between the commit and the delivery loses nothing: the delivery worker finds it."""
+crash between the commit and the delivery loses nothing: the delivery worker finds it.
+
+One event per change, whatever the number of replicas: the payment watcher passes ``seq``,
+the payment's version the change produced, and the event id is derived from
+``(payment id, seq)``; ``(payment_id, seq)`` is unique in ``webhook_events``, so storing the
+same change twice keeps one event (one id) and one set of deliveries."""
 
 from __future__ import annotations
 
@@ -50,10 +55,19 @@ def event_body(event_id: str, p: PaymentRecord, ev: Event, now: datetime) -> dic
     }
 
 
-async def record_event(s: AsyncSession, p: PaymentRecord, ev: Event, now: datetime) -> str:
-    """Store the event and its pending deliveries in the caller's transaction; its id."""
-    event_id = str(uuid.uuid4())
+EVENT_NAMESPACE = uuid.UUID("5d0c7a4e-3f4b-4c55-9a57-6372656469ee")
+
+
+def event_id_for(payment_id: str, seq: int) -> str:
+    """The id of the event reporting a payment's change number ``seq`` (the same on every replica)."""
+    return str(uuid.uuid5(EVENT_NAMESPACE, f"{payment_id}/{seq}"))
+
+
+async def record_event(s: AsyncSession, p: PaymentRecord, ev: Event, now: datetime, seq: int | None = None) -> str:
+    """Store the event and its pending deliveries in the caller's transaction; its id.
+    With ``seq`` a second store of the same change is a no-op returning the same id."""
+    event_id = str(uuid.uuid4()) if seq is None else event_id_for(p.id, seq)
     body = json.dumps(event_body(event_id, p, ev, now), separators=(",", ":"), sort_keys=True)
     ids = iter(lambda: str(uuid.uuid4()), None)
-    await repo.add_event(s, event_id, p.id, p.merchant_id, event_type(ev), body, now, ids)
+    await repo.add_event(s, event_id, p.id, p.merchant_id, event_type(ev), body, now, ids, seq=seq)
     return event_id

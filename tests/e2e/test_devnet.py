@@ -248,3 +248,14 @@ async def test_earned_eth_is_swept_to_the_treasury(devnet: Devnet):
     assert eth["treasury"] == treasury["ethereum"].lower() and eth["last_sweep"]["state"] == "paid"
     receipt = await devnet.rpc("ethereum", "eth_getTransactionReceipt", eth["last_sweep"]["tx"])
     assert receipt["to"].lower() == devnet.info["chains"]["ethereum"]["contracts"]["lock"].lower()
+
+
+async def test_devnet_json_has_a_working_merchant_key(devnet: Devnet):
+    """Every devnet writes a merchant API key (stored hashed) for dApp and webhook testing."""
+    key = devnet.info["merchant_key"]
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as s:
+        async with s.get(devnet.api + "/v1/webhooks") as r:
+            assert r.status == 200, await r.text()
+        async with s.get(devnet.api + "/v1/admin/status") as r:
+            assert r.status == 403  # a merchant, not an operator
+    assert devnet.info["api_replicas"] == [devnet.api]
