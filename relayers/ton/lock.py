@@ -21,6 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CODE_BOC = REPO_ROOT / "contracts" / "ton" / "build" / "lock.boc"
 
 OP_DEPOSIT = 0x43424431  # "CBD1"
+OP_COMMENT = 0  # a wallet's text comment (op 0 + text): a plain-transfer deposit (issue 14)
 OP_RELEASE = 0x43425232  # "CBR2": release#43425232 global_id:int32 lock destination amount release_id
 OP_TOP_UP = 0x43424354  # "CBCT": funds the contract without a deposit log
 OP_ROTATE = 0x43425243  # "CBRC": rotate#43425243 global_id:int32 lock new_index:uint32 threshold:uint8 keys
@@ -177,6 +178,32 @@ def deposit_body(reference: bytes, query_id: int = 0) -> Cell:
     if len(reference) != 32:
         raise InputError("reference must be 32 bytes")
     return Builder().store_uint(OP_DEPOSIT, 32).store_uint(query_id, 64).store_bytes(reference).end_cell()
+
+
+def comment_body(text: str) -> Cell:
+    """The standard wallet text comment: op 0 and the UTF-8 text, continued in references
+    ("snake") past the first cell's 123 bytes, as wallets write it. Sent to the lock it is a
+    deposit whose reference is ``comment_reference`` of it (for a payment code, the payment's)."""
+    if not isinstance(text, str):
+        raise InputError("a comment is text")
+    return Builder().store_uint(OP_COMMENT, 32).store_snake_string(text).end_cell()
+
+
+def comment_reference(body: Cell) -> bytes:
+    """The reference lock.fc logs for a deposit with this body when it is empty or a text
+    comment (op 0): SHA-256 of the comment's bytes if they fit one cell in whole bytes (so
+    ``comment_reference(comment_body(code)) == reference_for_code(code)``), otherwise the
+    representation hash of the comment's cell (a reference no payment has). ``InputError``
+    for a body that is not a comment (lock.fc treats those otherwise)."""
+    import hashlib
+
+    s = body.begin_parse()
+    if s.remaining_bits:
+        if s.remaining_bits < 32 or s.load_uint(32) != OP_COMMENT:
+            raise InputError("not a text comment (op 0) or an empty body")
+    if s.remaining_refs == 0 and s.remaining_bits % 8 == 0:
+        return hashlib.sha256(s.load_bytes(s.remaining_bits // 8)).digest()
+    return Builder().store_slice(s).end_cell().hash
 
 
 def top_up_body(query_id: int = 0) -> Cell:

@@ -102,11 +102,12 @@ def test_top_up_is_accepted_without_a_log(env):
 
 
 @pytest.mark.parametrize("body,code", [
-    (Cell.empty(), L.ERR_SHORT_BODY),
+    # an empty body and a text comment (op 0) are deposits since issue 14: test_ton_comment_deposits.py
     (Builder().store_uint(0xABCD, 16).end_cell(), L.ERR_SHORT_BODY),
+    (Builder().store_uint(0, 31).end_cell(), L.ERR_SHORT_BODY),
     (Builder().store_uint(L.OP_DEPOSIT, 32).store_uint(1, 64).store_uint(5, 100).end_cell(), L.ERR_SHORT_BODY),
     (Builder().store_uint(0xDEADBEEF, 32).store_uint(0, 64).store_bytes(b"\x01" * 32).end_cell(), L.ERR_UNKNOWN_OP),
-    (Builder().store_uint(0, 32).store_snake_string("a text comment").end_cell(), L.ERR_UNKNOWN_OP),
+    (Builder().store_uint(1, 32).store_snake_string("op 1 is not a comment").end_cell(), L.ERR_UNKNOWN_OP),
 ])
 def test_malformed_payments_throw_and_bounce(env, body, code):
     chain, lock, *_ = env
