@@ -291,6 +291,9 @@ def _schemas(tokens: list[str]) -> dict[str, Any]:
                         "comment": {"type": ["string", "null"], "description": "The text comment the "
                                                                               "transfer must carry (TON: the "
                                                                               "payment code), or null."},
+                        "payload": {"type": "string", "description": "TON only: base64 BOC of the message "
+                                                                     "body to attach (the comment cell), as "
+                                                                     "TON Connect's `payload`."},
                     },
                 },
                 "uri": {"type": "string", "description": "The wallet link (QR code) of the plain transfer."},

@@ -10,9 +10,10 @@ no payment, refunded to its sender after the signers' delay. The binary deposit 
     {"chain", "contract" (user-friendly, bounceable), "amount" (nanotons, string),
      "body" (base64 BOC of the binary deposit body),
      "link": "ton://transfer/<contract>?amount=<n>&bin=<base64url BOC of body>",
-     "transfer": {"to": <contract>, "amount": "<n>", "comment": <code> | None},
-     "payload": base64 BOC of what to attach: the comment cell (op 0 + code) with a code,
-                else the binary deposit body (TON Connect's ``messages[].payload``),
+     "transfer": {"to": <contract>, "amount": "<n>", "comment": <code> | None,
+                  "payload": base64 BOC of what to attach: the comment cell (op 0 + code) with
+                             a code, else the binary deposit body (TON Connect's
+                             ``messages[].payload``; the checkout page sends it)},
      "uri": "ton://transfer/<contract>?amount=<n>&text=<code>" with a code, else ``link``}
 
 Both deep links are understood by TON wallets (Tonkeeper, MyTonWallet, Tonhub); ``text=`` is the
@@ -53,7 +54,7 @@ def ton_instructions(chain, reference: bytes, amount: int, code: str | None = No
         "amount": str(amount),
         "body": base64.b64encode(boc).decode(),
         "link": link,
-        "transfer": {"to": contract, "amount": str(amount), "comment": code},
-        "payload": base64.b64encode(payload).decode(),
+        "transfer": {"to": contract, "amount": str(amount), "comment": code,
+                     "payload": base64.b64encode(payload).decode()},
         "uri": uri,
     }
