@@ -10,7 +10,13 @@ components (EVM and Asset Hub RPC, the TON liteserver's ADNL port), and pays fro
 accounts per token as a dApp would: POST /v1/quotes, POST /v1/payments, then on the source
 chain: ``lock(reference)`` on the Ethereum lock contract, a WalletV4R2 transfer to the TON lock
 contract, or ``batch_all(transfer_keep_alive, remark_with_event)`` to the committee multisig on
-the Asset Hub chains (DOT, KSM). ``--other-share`` of the payments go to the non-ETH tokens.
+the Asset Hub chains (DOT, KSM) -- or, for ``--transfer-share`` of each token's payments (half
+by default), the plain transfer any wallet makes (issue 14, ``instructions.transfer``): plain ETH
+with no calldata to the payment's deposit address (collected into the lock by the relay), a lone
+``transfer_keep_alive`` to the payment's Asset Hub account (collected by the signers' multisig),
+a TON transfer with the payment code as its text comment. Funds left at a payment address after
+the drain fail the run (``stuck_at_payment_addresses``). ``--other-share`` of the payments go to
+the non-ETH tokens.
 A seeded schedule injects:
 
 * ``kill_signer`` / ``kill_relay`` / ``kill_api``: SIGKILL (never more than n - t signers down);
@@ -372,8 +378,10 @@ class Harness:
                 await wallet.update()
                 seqno = await wallet.get_seqno() if wallet.is_active else 0
                 for _attempt in range(5):  # an external message can be lost: re-send until seqno moves
-                    await tw.transfer(wallet, ins["contract"], p.value + p.overpay,
-                                      Cell.one_from_boc(base64.b64decode(ins["body"])))
+                    # plain: the standard text comment (the payment code), as any TON wallet sends it
+                    body = ins["transfer"]["payload"] if p.plain else ins["body"]
+                    await tw.transfer(wallet, ins["transfer"]["to"] if p.plain else ins["contract"],
+                                      p.value + p.overpay, Cell.one_from_boc(base64.b64decode(body)))
                     p.sends += 1
                     try:
                         await tw.wait_for(lambda: self._seqno_moved(wallet, seqno), timeout=10)
