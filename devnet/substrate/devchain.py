@@ -88,14 +88,18 @@ async def keep_clock(node: ChopsticksNode, interval: float = CLOCK_CHECK_SECONDS
 
 async def top_up(node: ChopsticksNode, committee: str, amount: int) -> None:
     """Send an operator's top-up of ``amount`` to the committee account and build its block."""
+    from relayers.substrate.client import SDK_LOCK
     from relayers.substrate.wallet import connect, submit, top_up_call
 
     def job() -> None:
-        si = connect(node.ws_url, 42)
-        try:
-            submit(si, OPERATOR_SEED, top_up_call(si, committee, amount), wait=False)
-        finally:
-            si.close()
+        # scalecodec's type registry is process-wide and not thread-safe: the devnet tops up both
+        # chains at once, so SDK work is serialized by the relayers' lock (as everywhere else)
+        with SDK_LOCK:
+            si = connect(node.ws_url, 42)
+            try:
+                submit(si, OPERATOR_SEED, top_up_call(si, committee, amount), wait=False)
+            finally:
+                si.close()
 
     await asyncio.to_thread(job)
     await node.new_block()
@@ -106,13 +110,15 @@ async def top_up(node: ChopsticksNode, committee: str, amount: int) -> None:
 
 
 def _free(url: str, account: str) -> int:
+    from relayers.substrate.client import SDK_LOCK
     from relayers.substrate.wallet import connect
 
-    si = connect(url, 42)
-    try:
-        return int(si.query("System", "Account", [account]).value["data"]["free"])
-    finally:
-        si.close()
+    with SDK_LOCK:
+        si = connect(url, 42)
+        try:
+            return int(si.query("System", "Account", [account]).value["data"]["free"])
+        finally:
+            si.close()
 
 
 async def start_devchains(directory: Path, committee: DevCommittee) -> list[DevChain]:
