@@ -5,6 +5,7 @@ through ``devnet.json``, the public HTTP API and the chains' JSON-RPC."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -72,24 +73,26 @@ class Devnet:
         return body["result"]
 
 
-@pytest.fixture(scope="module")
-def devnet(tmp_path_factory):
-    d = tmp_path_factory.mktemp("devnet") / "dn"
+@contextlib.contextmanager
+def devnet_process(tmp_path_factory, name: str, extra: list[str], start_timeout: float = 180):
+    """A ``creditbridge devnet`` child process with ``extra`` arguments: yields its ``Devnet``
+    once devnet.json exists; on exit SIGTERM, which must stop it cleanly within 60 s and remove
+    devnet.json."""
+    d = tmp_path_factory.mktemp(name) / "dn"
     log = open(d.parent / "devnet.out", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge.cli", "devnet", "--dir", str(d), "--api-port", "0",
+        [sys.executable, "-m", "bridge.cli", "devnet", "--dir", str(d), "--api-port", "0", *extra,
          "--confirmations", str(CONFIRMATIONS), "--block-time", str(BLOCK_TIME)],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     info_file = d / "devnet.json"
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + start_timeout
     while not info_file.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             raise AssertionError("devnet did not start:\n" + (d.parent / "devnet.out").read_text()[-3000:])
         time.sleep(0.2)
-    net = Devnet(d, proc, json.loads(info_file.read_text()))
-    yield net
+    yield Devnet(d, proc, json.loads(info_file.read_text()))
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=60)
@@ -100,3 +103,9 @@ def devnet(tmp_path_factory):
         log.close()
     assert proc.returncode == 0, f"devnet exited with {proc.returncode}"
     assert not info_file.exists(), "devnet.json must be removed on a clean stop"
+
+
+@pytest.fixture(scope="module")
+def devnet(tmp_path_factory):
+    with devnet_process(tmp_path_factory, "devnet", []) as net:
+        yield net

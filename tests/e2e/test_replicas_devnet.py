@@ -8,48 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections import defaultdict
 
 import pytest
 from aiohttp import web
 
-from tests.e2e.conftest import BLOCK_TIME, CONFIRMATIONS, ROOT, Devnet
+from tests.e2e.conftest import Devnet, devnet_process
 from tests.e2e.test_devnet import pay
 
 
 @pytest.fixture(scope="module")
 def replicated(tmp_path_factory):
-    d = tmp_path_factory.mktemp("devnet-replicas") / "dn"
-    log = open(d.parent / "devnet.out", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge.cli", "devnet", "--dir", str(d), "--api-port", "0", "--evm-only",
-         "--postgres", "--api-replicas", "2",
-         "--confirmations", str(CONFIRMATIONS), "--block-time", str(BLOCK_TIME)],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    info_file = d / "devnet.json"
-    deadline = time.monotonic() + 240
-    while not info_file.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError("devnet did not start:\n" + (d.parent / "devnet.out").read_text()[-3000:])
-        time.sleep(0.2)
-    net = Devnet(d, proc, json.loads(info_file.read_text()))
-    yield net
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise AssertionError("devnet did not stop on SIGTERM within 60 s")
-    finally:
-        log.close()
-    assert proc.returncode == 0, f"devnet exited with {proc.returncode}"
+    with devnet_process(tmp_path_factory, "devnet-replicas", ["--evm-only", "--postgres", "--api-replicas", "2"],
+                        start_timeout=240) as net:
+        yield net
 
 
 async def lease_holder(url: str, name: str) -> int:
