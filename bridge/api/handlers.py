@@ -252,12 +252,13 @@ async def create_quote(request: web.Request) -> web.Response:
 
 async def issue_quote(app: web.Application, token: str, *, credits: int | None = None, amount: int | None = None,
                       now: datetime, chain: str | None = None) -> Quote:
-    """Make a signed quote and store it (durable before it is returned: the group-commit
-    writer answers after the commit). ``POST /v1/quotes`` and the late deposits' fresh quotes.
-    ``chain`` may be omitted when ``token`` is payable on one chain only."""
-    quote = await app[QUOTES].make_quote(token, credits=credits, amount=amount, now=now, chain=chain)
+    """Make a quote, sign and store it (durable before it is returned: the group-commit
+    writer signs each batch with one signature over its Merkle root and answers after the
+    commit). ``POST /v1/quotes`` and the late deposits' fresh quotes. ``chain`` may be omitted
+    when ``token`` is payable on one chain only."""
+    quote = await app[QUOTES].make_quote(token, credits=credits, amount=amount, now=now, chain=chain, sign=False)
     try:
-        await app[QUOTE_WRITER].add(quote)
+        quote = await app[QUOTE_WRITER].add(quote)
     except IntegrityError:
         raise Conflict("a concurrent request changed the same object; retry") from None
     except SQLAlchemyError as e:

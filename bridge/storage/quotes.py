@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -42,14 +42,31 @@ def _quote(r: QuoteRow) -> Quote:
         key_id=r.key_id,
         signature=bytes(r.signature),
         sources=tuple(x for x in r.sources.split(",") if x),
+        **_unpack_proof(r.proof),
     )
+
+
+def _pack_proof(q: Quote) -> bytes | None:
+    """The ``proof`` column: the Merkle root then the path, 32 bytes each (None: no root)."""
+    if not q.merkle_root:
+        return None
+    return bytes(q.merkle_root) + b"".join(q.merkle_path)
+
+
+def _unpack_proof(blob: bytes | None) -> dict:
+    if not blob:
+        return {}
+    blob = bytes(blob)
+    if len(blob) % 32:
+        raise StorageError("a stored quote proof is not a whole number of 32-byte hashes")
+    return {"merkle_root": blob[:32], "merkle_path": tuple(blob[i:i + 32] for i in range(32, len(blob), 32))}
 
 
 def _row(q: Quote) -> dict:
     return dict(
         id=q.id, token=q.token, chain=q.chain, amount=q.amount, credits=q.credits, rate=str(q.rate),
         credit_price_usd=str(q.credit_price_usd), sources=",".join(q.sources), created_at=q.created_at,
-        expires_at=q.expires_at, key_id=q.key_id, signature=q.signature,
+        expires_at=q.expires_at, key_id=q.key_id, signature=q.signature, proof=_pack_proof(q),
     )
 
 
@@ -75,11 +92,19 @@ class QuoteWriter:
     returns only after the quote's transaction committed, and raises the database's error if
     it did not. If a batch fails, each of its quotes is retried in a transaction of its own,
     so one bad row cannot fail the others. Without a running task ``add`` writes directly.
+
+    ``sign`` (the API passes ``QuoteSigner.sign_quotes``) signs the unsigned quotes of a batch
+    together just before they are stored -- one signature over the Merkle root of the batch --
+    so the quotes waiting while the previous batch committed share a signature as they share
+    a commit; ``add`` returns the quote as stored (signed). Quotes given already signed are
+    stored as they are.
     """
 
-    def __init__(self, db, *, max_batch: int = 512) -> None:
+    def __init__(self, db, *, max_batch: int = 512,
+                 sign: Callable[[Sequence[Quote]], Sequence[Quote]] | None = None) -> None:
         self.db = db
         self.max_batch = max_batch
+        self.sign = sign
         self._queue: asyncio.Queue[tuple[Quote, asyncio.Future]] = asyncio.Queue()
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()  # one transaction at a time on the held connection
@@ -105,13 +130,14 @@ class QuoteWriter:
             await self._write(batch)
         await self._release()
 
-    async def add(self, quote: Quote) -> None:
+    async def add(self, quote: Quote) -> Quote:
+        """Store ``quote`` (signed with the batch when it has no signature); the stored quote."""
         future = asyncio.get_running_loop().create_future()
         if self._task is None or self._task.done():
             await self._write([(quote, future)])
         else:
             self._queue.put_nowait((quote, future))
-        await future
+        return await future
 
     async def _run(self) -> None:
         while True:
@@ -143,9 +169,20 @@ class QuoteWriter:
             with contextlib.suppress(SQLAlchemyError, OSError):
                 await conn.close()
 
+    def _signed(self, quotes: list[Quote]) -> list[Quote]:
+        unsigned = [i for i, q in enumerate(quotes) if not q.signature]
+        if not unsigned or self.sign is None:
+            return quotes
+        signed = self.sign([quotes[i] for i in unsigned])
+        out = list(quotes)
+        for i, q in zip(unsigned, signed, strict=True):
+            out[i] = q
+        return out
+
     async def _write(self, batch: list[tuple[Quote, asyncio.Future]]) -> None:
         try:
-            await self._insert([q for q, _ in batch])
+            quotes = self._signed([q for q, _ in batch])
+            await self._insert(quotes)
         except SQLAlchemyError as e:
             if len(batch) == 1:
                 _settle(batch[0][1], e)
@@ -164,15 +201,15 @@ class QuoteWriter:
             return
         self.batches += 1
         self.written += len(batch)
-        for _, f in batch:
-            _settle(f, None)
+        for q, (_, f) in zip(quotes, batch):
+            _settle(f, None, q)
 
 
-def _settle(future: asyncio.Future, error: BaseException | None) -> None:
+def _settle(future: asyncio.Future, error: BaseException | None, result: Quote | None = None) -> None:
     if future.done():  # the caller was cancelled; the quote is stored regardless
         return
     if error is None:
-        future.set_result(None)
+        future.set_result(result)
     else:
         future.set_exception(error)
 
