@@ -202,8 +202,12 @@ def late_fields(t: LateTerms) -> dict[str, str]:
     }
 
 
+# one encoder for every call (``json.dumps`` with options builds a new one each time)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode
+
+
 def _canonical_json(fields: dict[str, str]) -> bytes:
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    return _CANONICAL(fields).encode("ascii")
 
 
 def canonical_quote_bytes(q: Quote) -> bytes:
