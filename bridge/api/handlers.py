@@ -85,12 +85,16 @@ def _object(pairs: list[tuple[str, object]]) -> dict:
     return d
 
 
+# built once: ``json.loads`` with hooks builds a new decoder (and scanner) on every call
+_DECODER = json.JSONDecoder(parse_float=_reject_float, parse_constant=_reject_constant, parse_int=_parse_int,
+                            object_pairs_hook=_object)
+
+
 async def json_body(request: web.Request) -> dict:
     """The request's JSON object (the app's ``client_max_size`` bounds it: 413 beyond)."""
     raw = await request.read()
-    try:
-        data = json.loads(raw, parse_float=_reject_float, parse_constant=_reject_constant,
-                          parse_int=_parse_int, object_pairs_hook=_object)
+    try:  # what json.loads does with bytes: detect UTF-8/16/32, then decode
+        data = _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise InputError("the request body is not valid JSON") from None
     if not isinstance(data, dict):
