@@ -268,7 +268,7 @@ async def issue_quote(app: web.Application, token: str, *, credits: int | None =
     except SQLAlchemyError as e:
         log.warning("database error: %s", e.__class__.__name__)
         raise StorageError("the database is unavailable") from None
-    app[METRICS].quotes_issued.labels(quote.token, quote.chain).inc()
+    app[METRICS].quote_issued(quote.token, quote.chain)
     return quote
 
 
