@@ -9,7 +9,10 @@ production):
   JSON object with 201 -- the floor any aiohttp JSON endpoint pays;
 * **api**: the real gateway (``create_app``: metrics, problem and rate-limit middlewares,
   input validation, prices from a ``PriceAggregator`` over two sources, exact conversion,
-  Ed25519 signing, the quote stored in a migrated SQLite file database before the answer).
+  Ed25519 signing by batch -- one signature over the Merkle root of the quotes stored by one
+  commit, docs/quotes.md --, the quote stored in a migrated SQLite file database before the
+  answer). After the run every stored quote is checked against the gateway key, and the
+  number of signatures (batches) is printed.
 
 Each is driven for ``--warmup`` then ``--duration`` seconds by ``--driver``: ``wrk`` (default:
 Debian's C load generator, installed by ``scripts/wrk.sh``, ``--threads`` threads and
@@ -244,18 +247,26 @@ async def serve_and_drive(app, args) -> dict:
 
 
 async def main(args: argparse.Namespace) -> None:
+    from bridge.api.keys import SIGNER
+
     from sqlalchemy import func, select
 
+    from bridge.pricing.quotes import verify_quote
     from bridge.storage.db import Database
     from bridge.storage.models import QuoteRow
+    from bridge.storage.quotes import _quote
 
     with tempfile.TemporaryDirectory(prefix="cb-bench-") as tmp:
         bare = await serve_and_drive(bare_app(), args)
         app, db = await api_app(Path(tmp))
+        public_key = app[SIGNER].public_key
         api = await serve_and_drive(app, args)  # the app's cleanup disposes db
         check = Database(f"sqlite+aiosqlite:///{tmp}/bench.sqlite")
         async with check.begin() as s:
             stored = (await s.execute(select(func.count()).select_from(QuoteRow))).scalar_one()
+            signatures = (await s.execute(select(func.count(func.distinct(QuoteRow.signature))))).scalar_one()
+            for row in (await s.scalars(select(QuoteRow))).all():  # every stored quote verifies
+                verify_quote(_quote(row), public_key)
         await check.dispose()
 
     driver = (f"wrk, {args.threads} thread(s)" if args.driver == "wrk"
@@ -269,7 +280,8 @@ async def main(args: argparse.Namespace) -> None:
     cpu_ratio = bare["cpu_us"] / api["cpu_us"] if api["cpu_us"] else 0.0
     print(f"ratio api/bare: {ratio:.2f}x throughput (target >= 0.75x), {cpu_ratio:.2f}x by server CPU per request "
           f"(what a server-bound run would show); api p99 {api['p99_ms']:.1f} ms (target <= 20 ms); "
-          f"quotes stored: {stored}")
+          f"quotes stored (each verified): {stored}, signatures: {signatures} "
+          f"({stored / max(signatures, 1):.1f} quotes a signature)")
 
 
 def parse() -> argparse.Namespace:

@@ -181,6 +181,11 @@ class Quote:
     key_id: str = ""
     signature: bytes = b""
     sources: tuple[str, ...] = field(default=())
+    # batched signing (bridge/pricing/merkle.py): ``signature`` signs the root of a Merkle tree
+    # of quotes and ``merkle_path`` proves this quote is a leaf of it; an empty root means the
+    # older format, ``signature`` over the quote's canonical bytes themselves
+    merkle_root: bytes = b""
+    merkle_path: tuple[bytes, ...] = field(default=())
 
 
 @dataclass(frozen=True)

@@ -85,12 +85,16 @@ def _object(pairs: list[tuple[str, object]]) -> dict:
     return d
 
 
+# built once: ``json.loads`` with hooks builds a new decoder (and scanner) on every call
+_DECODER = json.JSONDecoder(parse_float=_reject_float, parse_constant=_reject_constant, parse_int=_parse_int,
+                            object_pairs_hook=_object)
+
+
 async def json_body(request: web.Request) -> dict:
     """The request's JSON object (the app's ``client_max_size`` bounds it: 413 beyond)."""
     raw = await request.read()
-    try:
-        data = json.loads(raw, parse_float=_reject_float, parse_constant=_reject_constant,
-                          parse_int=_parse_int, object_pairs_hook=_object)
+    try:  # what json.loads does with bytes: detect UTF-8/16/32, then decode
+        data = _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise InputError("the request body is not valid JSON") from None
     if not isinstance(data, dict):
@@ -252,18 +256,19 @@ async def create_quote(request: web.Request) -> web.Response:
 
 async def issue_quote(app: web.Application, token: str, *, credits: int | None = None, amount: int | None = None,
                       now: datetime, chain: str | None = None) -> Quote:
-    """Make a signed quote and store it (durable before it is returned: the group-commit
-    writer answers after the commit). ``POST /v1/quotes`` and the late deposits' fresh quotes.
-    ``chain`` may be omitted when ``token`` is payable on one chain only."""
-    quote = await app[QUOTES].make_quote(token, credits=credits, amount=amount, now=now, chain=chain)
+    """Make a quote, sign and store it (durable before it is returned: the group-commit
+    writer signs each batch with one signature over its Merkle root and answers after the
+    commit). ``POST /v1/quotes`` and the late deposits' fresh quotes. ``chain`` may be omitted
+    when ``token`` is payable on one chain only."""
+    quote = await app[QUOTES].make_quote(token, credits=credits, amount=amount, now=now, chain=chain, sign=False)
     try:
-        await app[QUOTE_WRITER].add(quote)
+        quote = await app[QUOTE_WRITER].add(quote)
     except IntegrityError:
         raise Conflict("a concurrent request changed the same object; retry") from None
     except SQLAlchemyError as e:
         log.warning("database error: %s", e.__class__.__name__)
         raise StorageError("the database is unavailable") from None
-    app[METRICS].quotes_issued.labels(quote.token, quote.chain).inc()
+    app[METRICS].quote_issued(quote.token, quote.chain)
     return quote
 
 

@@ -29,6 +29,15 @@ class ApiMetrics:
                                      "Expired quotes no payment used, deleted by the retention job",
                                      registry=self.registry)
 
+        self._issued: dict[tuple[str, str], object] = {}  # (token, chain) -> child: bounded by the payable tokens
+
+    def quote_issued(self, token: str, chain: str) -> None:
+        """Count a quote issued (``labels()`` takes a lock and builds a key: once per token)."""
+        child = self._issued.get((token, chain))
+        if child is None:
+            child = self._issued[(token, chain)] = self.quotes_issued.labels(token, chain)
+        child.inc()
+
     def render(self) -> web.Response:
         resp = web.Response(body=generate_latest(self.registry))
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST

@@ -195,7 +195,24 @@ def _schemas(tokens: list[str]) -> dict[str, Any]:
                 "sources": {"type": "array", "items": {"type": "string"},
                             "description": "The price sources behind `rate`."},
                 "signature": {"type": "string", "pattern": "^[0-9a-f]{128}$",
-                              "description": "Ed25519 signature (hex) of the canonical quote bytes."},
+                              "description": "Ed25519 signature (hex): with `proof`, of "
+                                             "`creditbridge/quote-batch/v1\\n` + the 32 root bytes; without "
+                                             "(quotes issued before batched signing), of the canonical quote "
+                                             "bytes. See docs/quotes.md."},
+                "proof": {
+                    "type": "object",
+                    "description": "The quote's place in the signed batch: `root` of the batch's Merkle "
+                                   "tree (SHA-256, sorted pairs) and the sibling hashes from the quote's "
+                                   "leaf up to it. Verify: leaf = sha256(0x00 + canonical quote bytes); for "
+                                   "each hash s in `path`: h = sha256(0x01 + min(h, s) + max(h, s)); h must "
+                                   "equal `root`.",
+                    "required": ["root", "path"],
+                    "properties": {
+                        "root": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                        "path": {"type": "array", "maxItems": 64,
+                                 "items": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},
+                    },
+                },
             },
         },
         "PaymentRequest": {

@@ -18,6 +18,7 @@ the full address would give it unlimited buckets), and an IPv4-mapped IPv6 addre
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import math
@@ -76,10 +77,12 @@ class TokenBucketLimiter:
 IPV6_PREFIX = 64
 
 
+@functools.lru_cache(maxsize=4096)
 def bucket_key(ip: str) -> str:
     """The rate-limit bucket of client address ``ip``: the IPv4 address itself, the /64 of an
     IPv6 address (zone id dropped), the IPv4 address of an IPv4-mapped one. Anything that is
-    not an address is its own key."""
+    not an address is its own key. Cached (a pure function of the string; parsing an address
+    costs more than the rest of the limiter): the clients of the last moment hit the cache."""
     try:
         a = ipaddress.ip_address(ip.split("%", 1)[0])
     except ValueError:

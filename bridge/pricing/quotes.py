@@ -30,10 +30,18 @@ signature cannot be re-attributed to another key.
                                     "refundable":..,"sequence":..,"source":..,"tolerance_bps":..}
     (``fresh_amount`` is "" when there was no fresh price, ``fresh_quote_id`` "" when no fresh
     quote was made)
+
+Quotes are signed in **batches** (``QuoteSigner.sign_quotes``): one signature over the root of
+a Merkle tree whose leaves are the quotes' canonical bytes (``bridge/pricing/merkle.py`` has the
+exact tree), each quote carrying the root and its proof path. A batch of one is the degenerate
+case (root = leaf, empty path). Quotes signed before batching carry the signature over their
+canonical bytes and no root; ``verify_quote`` accepts both. Payment terms and late decisions
+are signed one by one, as before (signer nodes verify those).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -64,6 +72,7 @@ from bridge.errors import (
 from bridge.keystore import SecretKey, load_key, public_of
 from bridge.payments.late import LateTerms
 from bridge.pricing.aggregate import PriceAggregator
+from bridge.pricing import merkle
 from bridge.pricing.credits import amount_for_credits, credits_for_amount
 from bridge.pricing.sources.base import PriceSource
 from bridge.pricing.wrappers import PricingMetrics
@@ -89,6 +98,13 @@ def rfc3339(dt: datetime) -> str:
     """RFC 3339 in UTC with ``Z``; microseconds only when non-zero. Naive datetimes refused."""
     if not isinstance(dt, datetime) or dt.tzinfo is None or dt.utcoffset() is None:
         raise InputError("datetimes must be timezone-aware")
+    return _rfc3339(dt)
+
+
+@functools.lru_cache(maxsize=1024)
+def _rfc3339(dt: datetime) -> str:
+    # cached: every quote of a second has the same created_at and expires_at (equal aware
+    # datetimes denote the same instant, so they format the same in UTC)
     u = dt.astimezone(timezone.utc)
     s = u.strftime("%Y-%m-%dT%H:%M:%S")
     if u.microsecond:
@@ -110,6 +126,12 @@ def decimal_str(d: Decimal) -> str:
     """Plain positional notation, no exponent, no trailing zeros: 3000.00 -> "3000", 1E-2 -> "0.01"."""
     if not isinstance(d, Decimal) or not d.is_finite():
         raise InputError("expected a finite Decimal")
+    return _decimal_str(d)
+
+
+@functools.lru_cache(maxsize=1024)
+def _decimal_str(d: Decimal) -> str:
+    # cached: the rate and credit price repeat across quotes (equal Decimals print the same here)
     s = format(d, "f")
     if "." in s:
         s = s.rstrip("0").rstrip(".")
@@ -180,8 +202,12 @@ def late_fields(t: LateTerms) -> dict[str, str]:
     }
 
 
+# one encoder for every call (``json.dumps`` with options builds a new one each time)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode
+
+
 def _canonical_json(fields: dict[str, str]) -> bytes:
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    return _CANONICAL(fields).encode("ascii")
 
 
 def canonical_quote_bytes(q: Quote) -> bytes:
@@ -222,10 +248,18 @@ class QuoteSigner:
         return self._private.sign(data)
 
     def sign_quote(self, q: Quote) -> Quote:
-        """The quote with this key's ``key_id`` and signature."""
-        if q.key_id != self.key_id or q.signature:
-            q = replace(q, key_id=self.key_id, signature=b"")
-        return replace(q, signature=self.sign_bytes(canonical_quote_bytes(q)))
+        """The quote with this key's ``key_id`` and signature (a batch of one)."""
+        return self.sign_quotes([q])[0]
+
+    def sign_quotes(self, quotes: Sequence[Quote]) -> list[Quote]:
+        """The quotes, in order, with this key's ``key_id``, signed by one signature over the
+        root of their Merkle tree (``bridge/pricing/merkle.py``), each with its proof path."""
+        keyed = [q if q.key_id == self.key_id else replace(q, key_id=self.key_id) for q in quotes]
+        leaves = [merkle.leaf_hash(canonical_quote_bytes(q)) for q in keyed]
+        root, paths = merkle.build(leaves)
+        signature = self.sign_bytes(merkle.batch_message(root))
+        return [replace(q, signature=signature, merkle_root=root, merkle_path=tuple(path))
+                for q, path in zip(keyed, paths)]
 
     def sign_terms(self, t: PaymentTerms) -> PaymentTerms:
         t = replace(t, key_id=self.key_id, signature=b"")
@@ -259,8 +293,25 @@ def _verify(what: str, key_id: str, signature: bytes, data_fn, public_key_hex: s
 
 
 def verify_quote(q: Quote, public_key_hex: str) -> None:
-    """Raise VerificationError unless ``q`` carries a valid signature of ``public_key_hex``."""
-    _verify("quote", q.key_id, q.signature, lambda: canonical_quote_bytes(q), public_key_hex)
+    """Raise VerificationError unless ``q`` carries a valid signature of ``public_key_hex``:
+    a batch signature over ``q.merkle_root`` with ``q.merkle_path`` leading from the quote to
+    that root, or (quotes signed before batching, no root) a signature over the quote itself."""
+    if not q.merkle_root and not q.merkle_path:
+        _verify("quote", q.key_id, q.signature, lambda: canonical_quote_bytes(q), public_key_hex)
+        return
+
+    def batch_message() -> bytes:
+        root, path = q.merkle_root, q.merkle_path
+        if not isinstance(root, (bytes, bytearray)) or len(root) != merkle.HASH_LEN:
+            raise InputError("its Merkle root must be 32 bytes")
+        if len(path) > merkle.MAX_PATH or not all(isinstance(p, (bytes, bytearray)) and len(p) == merkle.HASH_LEN
+                                                  for p in path):
+            raise InputError(f"its Merkle path must be at most {merkle.MAX_PATH} hashes of 32 bytes")
+        if merkle.root_of(merkle.leaf_hash(canonical_quote_bytes(q)), [bytes(p) for p in path]) != bytes(root):
+            raise InputError("its Merkle path does not lead from the quote to the signed root")
+        return merkle.batch_message(bytes(root))
+
+    _verify("quote", q.key_id, q.signature, batch_message, public_key_hex)
 
 
 def verify_terms(terms: PaymentTerms, public_key_hex: str) -> None:
@@ -285,10 +336,12 @@ def ensure_not_expired(q: Quote | PaymentTerms, now: datetime) -> None:
 
 
 # --- JSON forms (the API's wire format) -------------------------------------------------------
-def quote_to_json(q: Quote) -> dict[str, str]:
-    d = quote_fields(q)
-    d["sources"] = list(q.sources)  # type: ignore[assignment]  # a list on the wire
+def quote_to_json(q: Quote) -> dict:
+    d: dict = quote_fields(q)
+    d["sources"] = list(q.sources)  # a list on the wire
     d["signature"] = bytes(q.signature).hex()
+    if q.merkle_root:  # a batch signature: the root it signs and this quote's path to it
+        d["proof"] = {"root": q.merkle_root.hex(), "path": [p.hex() for p in q.merkle_path]}
     return d
 
 
@@ -351,6 +404,18 @@ def _mapping(d) -> Mapping:
     return d
 
 
+def _proof(d: Mapping) -> dict:
+    """``merkle_root`` and ``merkle_path`` from a quote's optional ``proof`` object."""
+    if "proof" not in d:
+        return {}
+    p = _mapping(d["proof"])
+    path = p.get("path")
+    if not isinstance(path, list) or len(path) > merkle.MAX_PATH:
+        raise VerificationError(f"proof.path must be a list of at most {merkle.MAX_PATH} hashes")
+    return {"merkle_root": _bytes(p, "root", merkle.HASH_LEN),
+            "merkle_path": tuple(_bytes({"path": h}, "path", merkle.HASH_LEN) for h in path)}
+
+
 def quote_from_json(d: Mapping) -> Quote:
     """Parse the JSON form of a quote (raises VerificationError; does not check the signature)."""
     d = _mapping(d)
@@ -373,6 +438,7 @@ def quote_from_json(d: Mapping) -> Quote:
             key_id=_str(d, "key_id"),
             signature=_bytes(d, "signature"),
             sources=tuple(sources),
+            **_proof(d),
         )
     except KeyError as e:
         raise VerificationError(f"quote lacks field {e.args[0]!r}") from None
@@ -638,10 +704,14 @@ class QuoteService:
         amount: int | None = None,
         now: datetime | None = None,
         chain: str | None = None,
+        *,
+        sign: bool = True,
     ) -> Quote:
         """A signed quote for buying ``credits`` (amount rounded up) or for paying ``amount``
         base units (credits rounded down) of ``token`` on ``chain`` (which may be omitted when
-        the symbol is payable on one chain only). Exactly one of credits and amount."""
+        the symbol is payable on one chain only). Exactly one of credits and amount. With
+        ``sign=False`` the quote carries this service's ``key_id`` but no signature yet (the
+        API signs the quotes of a few milliseconds together: ``QuoteSigner.sign_quotes``)."""
         payable = self.resolve(token, chain)
         if (credits is None) == (amount is None):
             raise InputError("give exactly one of credits and amount")
@@ -684,7 +754,7 @@ class QuoteService:
             sources=sources,
             key_id=self.signer.key_id,
         )
-        return self.signer.sign_quote(quote)
+        return self.signer.sign_quote(quote) if sign else quote
 
 
 def _positive(name: str, v: int, maximum: int) -> None:

@@ -32,6 +32,9 @@ class QuoteRow(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     key_id: Mapped[str] = mapped_column(String(64))
     signature: Mapped[bytes] = mapped_column(LargeBinary(64))
+    # batched signing (0012): the signed Merkle root (32 bytes) then the quote's proof path
+    # (32 bytes a hash); NULL for quotes signed one by one (the signature covers the quote)
+    proof: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, default=None)
 
 
 class PaymentRow(Base):

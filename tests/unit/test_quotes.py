@@ -161,7 +161,8 @@ TAMPER_TERMS = {
 
 
 def test_tamper_table_covers_every_signed_field():
-    assert set(TAMPER_QUOTE) == {f.name for f in fields(Quote)} - {"key_id", "signature"}
+    # the batch proof (merkle_root, merkle_path) is tampered with in tests/unit/test_quote_batches.py
+    assert set(TAMPER_QUOTE) == {f.name for f in fields(Quote)} - {"key_id", "signature", "merkle_root", "merkle_path"}
     assert set(TAMPER_TERMS) == {f.name for f in fields(PaymentTerms)} - {"key_id", "signature"}
 
 

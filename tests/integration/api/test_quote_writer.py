@@ -62,7 +62,7 @@ async def test_a_bad_row_fails_alone(db):
         results = await asyncio.gather(*(writer.add(q) for q in [*good[:2], duplicate, *good[2:]]),
                                        return_exceptions=True)
         assert isinstance(results[2], IntegrityError)
-        assert [r for i, r in enumerate(results) if i != 2] == [None] * 5
+        assert [r for i, r in enumerate(results) if i != 2] == good  # signed already: stored as given
         for q in good:
             assert await stored(db, q.id) == q
         assert await stored(db, first.id) == first
@@ -109,3 +109,30 @@ async def test_add_quotes_matches_add_quote(db, n):
         await repo.add_quotes(s, quotes)
     for q in quotes:
         assert await stored(db, q.id) == q
+
+
+async def test_unsigned_quotes_are_signed_by_batch_and_returned_as_stored(db):
+    """With ``sign``, the quotes waiting together share one signature over their Merkle root;
+    each caller gets its quote as stored, which verifies, and reads back identical. A bad row
+    fails alone: the others are signed again, each a batch of one, and stored."""
+    writer = repo.QuoteWriter(db, sign=SIGNER.sign_quotes)
+    writer.start()
+    try:
+        unsigned = [replace(quote(), signature=b"", merkle_root=b"", merkle_path=()) for _ in range(50)]
+        got = await asyncio.gather(*(writer.add(q) for q in unsigned))
+        assert [g.id for g in got] == [q.id for q in unsigned]
+        for g in got:
+            verify_quote(g, SIGNER.public_key)
+            assert len(g.merkle_root) == 32 and await stored(db, g.id) == g
+        assert len({g.signature for g in got}) < len(got)  # signatures are shared by batches
+        assert len({g.signature for g in got}) == len({g.merkle_root for g in got})  # one signature a root
+        first = got[0]
+        results = await asyncio.gather(*(writer.add(q) for q in [
+            replace(quote(), signature=b""), replace(quote(), id=first.id, signature=b""),
+            replace(quote(), signature=b"")]), return_exceptions=True)
+        assert isinstance(results[1], IntegrityError)
+        for r in (results[0], results[2]):
+            verify_quote(r, SIGNER.public_key)
+            assert await stored(db, r.id) == r
+    finally:
+        await writer.stop()
