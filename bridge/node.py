@@ -427,7 +427,9 @@ def collectors(settings: Settings, key: bytes, session, db, sup: Supervisor, reg
     for c in settings.source_chains():
         if c.family == "evm" and "lock" in c.contracts:
             col = EvmCollector(c, key, feed, cursor, interval=cfg.collect_interval,
-                               balance_every=cfg.collect_balance_every_blocks, metric=metric)
+                               balance_every=cfg.collect_balance_every_blocks, metric=metric,
+                               relay_index=cfg.relay_index, relay_count=cfg.relay_count,
+                               takeover_after=cfg.takeover_after_seconds)
             _close_on_stop(sup, [col])
             out.append((f"collector-{c.name}", col.run))
     return out

@@ -108,7 +108,8 @@ class EvmCollector:
     def __init__(self, cfg: EvmChainConfig, private_key: bytes | str, feed: ReferenceFeed, cursor: CursorStore, *,
                  pool: RpcPool | None = None, interval: float = 2.0, balance_every: int = 20,
                  max_blocks: int = 500, gas_cap: int = DEFAULT_GAS_CAP, timeout: float = 60.0,
-                 metric: Any = None, clock: Callable[[], float] = time.time) -> None:
+                 metric: Any = None, clock: Callable[[], float] = time.time, relay_index: int = 0,
+                 relay_count: int = 1, takeover_after: float = 30.0) -> None:
         if "lock" not in cfg.contracts:
             raise ConfigError(f"chain {cfg.name}: contracts.lock is required to collect deposits")
         self.cfg = cfg
@@ -133,6 +134,15 @@ class EvmCollector:
         self._polled_at = -1
         self._min_amount: int | None = None
         self.collects = 0  # collect transactions this collector got mined
+        # several relays: this one collects at once the addresses that hash to its index, the
+        # others only once they have waited takeover_after s (their relay is down); two collects of
+        # one address in one block would cost the loser a reverted transaction
+        if not 0 <= relay_index < relay_count:
+            raise ConfigError(f"relay_index {relay_index} must be in [0, {relay_count})")
+        self.relay_index = relay_index
+        self.relay_count = relay_count
+        self.takeover_after = takeover_after
+        self._waiting_since: dict[bytes, float] = {}  # another relay's address -> first seen collectable
 
     def address_of(self, reference: bytes) -> bytes:
         return deposit_address(self.lock, reference)
@@ -273,6 +283,10 @@ class EvmCollector:
             self._forget(fundings)
             return
         self.kept.set(address, 0)
+        if not self._mine(address):
+            since = self._waiting_since.setdefault(address, time.monotonic())
+            if time.monotonic() - since < self.takeover_after:
+                return  # its relay collects it; taken over if still full after the delay
         hint = max(fundings, key=lambda f: (f.tx != NO_HINT, f.block)).tx
         ref = fundings[0].reference
         data = COLLECT + ref + hint
@@ -332,6 +346,12 @@ class EvmCollector:
                 for f in fundings:
                     f.collect_tx = f.collect_block = None
 
+    def _mine(self, address: bytes) -> bool:
+        if self.relay_count == 1:
+            return True
+        return int.from_bytes(keccak(address)[:8], "big") % self.relay_count == self.relay_index
+
     def _forget(self, fundings: list[Funding]) -> None:
         for f in fundings:
+            self._waiting_since.pop(f.address, None)
             self.pending.pop(f.tx if f.tx != NO_HINT else f.address, None)

@@ -362,3 +362,51 @@ async def test_the_relay_runs_one_collector_per_evm_lock_when_a_gateway_is_set(a
         assert [name for name, _ in got] == ["collector-ethereum"]
         for close in sup._cleanups:  # the collectors' RPC pools (what the supervisor does at stop)
             await close()
+
+
+async def test_two_relays_collect_each_address_once_and_take_over_a_stopped_one(anvil, lock, sdb, tmp_path):
+    """Relays 0 and 1 of 2 (separate gas keys and databases) watch the same payments: each
+    collects only the addresses that hash to it, so no collect reverts; when relay 1 stops,
+    relay 0 collects its addresses after the takeover delay."""
+    other_db = Database(f"sqlite+aiosqlite:///{tmp_path}/relay-1.sqlite")
+    await other_db.migrate()
+    feed = ListFeed()
+    cfg = evm_config(anvil.rpc_url, chain_id=anvil.chain_id, lock=lock)
+    cols = [EvmCollector(cfg, key, feed, DbCursor(db, "collector"), relay_index=i, relay_count=2,
+                         takeover_after=3600)
+            for i, (key, db) in enumerate(((GAS_KEY, sdb), (DEV_PRIVATE_KEYS[7], other_db)))]
+    _CLOSE.extend(cols)
+    try:
+        for c in cols:
+            await c.step()
+        start = await head(anvil) + 1
+        refs = [ref(500 + i) for i in range(8)]
+        for r in refs:
+            feed.add(r)
+            await plain_transfer(anvil, deposit_address(lock_bytes(lock), r), MIN_LOCK)
+        for _ in range(2):
+            for c in cols:
+                await c.step()
+        assert sum(c.collects for c in cols) == 8 and all(c.collects for c in cols)
+        for n in range(start, await head(anvil) + 1):
+            for t in (await anvil.rpc("eth_getBlockByNumber", hex(n), False))["transactions"]:
+                assert (await anvil.rpc("eth_getTransactionReceipt", t))["status"] == "0x1"  # none reverted
+        assert len(await deposits(anvil, lock, start)) == 8
+
+        # relay 1 stops: relay 0 takes its addresses over once they have waited the delay
+        more = [ref(600 + i) for i in range(8)]
+        for r in more:
+            feed.add(r)
+            await plain_transfer(anvil, deposit_address(lock_bytes(lock), r), MIN_LOCK)
+        cols[0].takeover_after = 0.3
+        before = cols[0].collects
+        await cols[0].step()
+        own = cols[0].collects - before
+        assert 0 < own < 8
+        time.sleep(0.4)
+        await cols[0].step()
+        await cols[0].step()
+        assert cols[0].collects - before == 8
+        assert all([await balance(anvil, deposit_address(lock_bytes(lock), r)) == 0 for r in more])
+    finally:
+        await other_db.dispose()
