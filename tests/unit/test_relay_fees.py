@@ -84,3 +84,15 @@ def test_relay_of_splits_deposits_about_evenly():
         counts[relay_of((b"\x01" * 32, seq), 3)] += 1
     assert all(900 < c < 1100 for c in counts)
     assert {relay_of((b"\x01" * 32, seq), 1) for seq in range(10)} == {0}
+
+
+@pytest.mark.parametrize("n", [0, 5])
+def test_devnet_refuses_an_aggregator_count_out_of_range_before_starting_anything(tmp_path, n):
+    import asyncio
+
+    from bridge.errors import BridgeError
+    from devnet.network import DevnetOptions, run_devnet
+
+    with pytest.raises(BridgeError, match="--aggregators must be between 1 and 4"):
+        asyncio.run(run_devnet(DevnetOptions(directory=tmp_path / "dn", aggregators=n)))
+    assert not (tmp_path / "dn").exists()
