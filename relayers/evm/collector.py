@@ -8,8 +8,10 @@ with the aggregator's key; anyone else may collect too (the contract pays only i
 
 Each step:
 
-1. refresh the watched references from the gateway's feed (``WatchedReferences``); when the
-   feed cannot be read, nothing is scanned (a payment missing from the set would be missed);
+1. read the final head, then refresh the watched references from the gateway's feed
+   (``WatchedReferences``; in that order, so a payment paid in a block at or below the head is
+   listed); when the feed cannot be read, nothing is scanned (a payment missing from the set
+   would be missed);
 2. scan the next *final* blocks with full transactions for successful top-level transactions
    to a watched address: each is a funding (final already, as its block is);
 3. once caught up with the final head, every ``balance_every`` blocks, read the final balance
@@ -160,8 +162,11 @@ class EvmCollector:
             await asyncio.sleep(delay)
 
     async def step(self) -> None:
-        await self.watched.refresh()  # raises (the caller retries): never scan with a stale set
+        # the final head first, then the feed: a payment funded in a block at or below that head
+        # was created before the block, so before the feed read, and is listed (the other way round,
+        # one created and paid between the two reads would be scanned unlisted and passed over)
         final = await self.pool.finalized_height(self.cfg.finality)
+        await self.watched.refresh()  # raises (the caller retries): never scan with a stale set
         if self.scanned is None:
             self.scanned = await self._load_cursor(final)
         await self._confirm(final)

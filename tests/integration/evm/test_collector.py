@@ -410,3 +410,33 @@ async def test_two_relays_collect_each_address_once_and_take_over_a_stopped_one(
         assert all([await balance(anvil, deposit_address(lock_bytes(lock), r)) == 0 for r in more])
     finally:
         await other_db.dispose()
+
+
+async def test_a_payment_created_and_funded_while_the_feed_is_read_is_collected_with_its_payer(anvil, lock, sdb):
+    """The feed is read, then a payment is created and paid, its block final, before the collector
+    reads the final head: that block must not be scanned without the payment listed (the head is
+    read first, so the block is scanned next step with the payment, and its payer is known)."""
+
+    class RacingFeed(ListFeed):
+        race = None
+
+        async def references(self, chain: str, after: int, limit: int):
+            listed = await super().references(chain, after, limit)
+            if self.race is not None:
+                reference, self.race = self.race, None
+                self.funding = await plain_transfer(anvil, deposit_address(lock_bytes(lock), reference), MIN_LOCK,
+                                                    sender=3)
+                self.add(reference)  # committed just after the read: listed from the next one
+            return listed
+
+    feed = RacingFeed()
+    feed.add(ref(700))
+    col = collector_of(anvil, lock, feed, sdb)
+    await col.step()
+    r = ref(701)
+    feed.race = r
+    await col.step()
+    await col.step()
+    assert col.collects == 1, "the funding was scanned before its payment was listed: passed over"
+    logs = await _collected_logs(anvil, lock)
+    assert feed.funding in {bytes.fromhex(lg["data"][2:]) for lg in logs}  # the collect names the funding
