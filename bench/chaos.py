@@ -56,6 +56,18 @@ and release count, the committee multisig's ``MultisigExecuted`` events on the A
 drain bound.
 Exit status 1 on any lost, doubled, mispriced or phantom credit, or any refund missing, doubled,
 wrong or unexpected.
+
+Scale-out mode (issue 16): ``--postgres --api-replicas 3 --aggregators 2`` runs the devnet with
+the API on PostgreSQL, that many API processes and relays. The harness then spreads its requests
+over the replicas (round robin, the next one on a failure), registers a webhook with the
+devnet's ``merchant_key`` on a receiver of its own on 127.0.0.1 and opens every payment with
+that key; ``kill_api_replica`` SIGKILLs one replica at a time (waiting for it to come back, so
+never all at once) and ``kill_relay`` picks one of the relays. At the end it checks
+(``webhooks`` and ``replicas`` in the report, and the exit status): every event the API
+committed for the merchant (read from its PostgreSQL) reached the receiver; no change was
+committed as two events (one row per payment and change) and no event id arrived for two
+changes; no delivery was attempted by two replicas at once (the receiver records overlapping
+attempts of one delivery id); every payment reads the same from every replica.
 """
 
 from __future__ import annotations
@@ -75,6 +87,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import aiohttp
+from aiohttp import web
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -93,6 +106,7 @@ RELEASED_TOPIC = "0x" + keccak256(b"Released(bytes32,address,uint256)").hex()
 FAULT_KINDS = ("kill_signer", "kill_relay", "kill_api", "reorg", "rpc_cut", "rpc_flap", "rpc_stall",
                "settlement_drop", "settlement_fail", "price_stale", "price_disagree",
                "undecodable_extrinsic")
+REPLICA_FAULT_KINDS = ("kill_api_replica",)  # scale-out mode only (the default schedule is unchanged)
 REQUEST_TIMEOUT = 3.0  # the components' Ethereum and TON request timeout (s): a stall times out
 STALL_SECONDS = (24.0, 26.0)  # a payment's finality + an EVM read's whole retry schedule at that timeout
 
@@ -210,6 +224,52 @@ class Rpc:
         return body["result"]
 
 
+# --- a merchant's webhook receiver (scale-out mode) ------------------------------------------------
+class WebhookReceiver:
+    """Records every webhook POST: the event ids received (with their payment and type), and
+    attempts of one delivery id that overlap in time (two replicas delivering it at once). Each
+    answer is held a moment so that overlapping attempts would show."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.events: dict[str, set[tuple[str, str]]] = {}  # event id -> {(payment id, type)}
+        self.attempts = 0
+        self.in_flight: dict[str, int] = {}
+        self.overlaps: list[dict] = []
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        delivery = request.headers.get("Creditbridge-Delivery", "")
+        self.attempts += 1
+        self.in_flight[delivery] = self.in_flight.get(delivery, 0) + 1
+        try:
+            if self.in_flight[delivery] > 1:
+                self.overlaps.append({"delivery": delivery, "event": request.headers.get("Creditbridge-Event", ""),
+                                      "concurrent": self.in_flight[delivery]})
+            body = json.loads(await request.read())
+            await asyncio.sleep(self.rng.uniform(0.02, 0.15))
+            self.events.setdefault(body["id"], set()).add((body.get("data", {}).get("payment_id", ""), body["type"]))
+            return web.Response(status=200)
+        finally:
+            self.in_flight[delivery] -= 1
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/hook", self.handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}/hook"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
 @dataclass
 class Payment:
     id: str
@@ -260,6 +320,11 @@ class Harness:
         self._custodies: dict[str, object] = {}  # Asset Hub chain -> SubstrateCustody (scan cached)
         self._ton_swept: set[bytes] = set()  # TON sweep ids seen paid
         self.nonces: dict[int, int] = {}
+        self.fault_kinds = FAULT_KINDS + (REPLICA_FAULT_KINDS if args.api_replicas > 1 else ())
+        self.api_urls: list[str] = []
+        self._next_api = 0
+        self.auth: dict[str, str] = {}  # scale-out mode: the merchant's key on every request
+        self.receiver: WebhookReceiver | None = None
 
     async def proxy(self, name: str, url: str) -> str:
         host, port = url.split("//")[1].split("/")[0].split(":")
@@ -296,11 +361,17 @@ class Harness:
             await asyncio.sleep(0.5)
 
     # --- paying ------------------------------------------------------------------------------------
-    async def api(self, method: str, path: str, body=None) -> tuple[int, dict]:
-        for _ in range(120):  # the API may be restarting
+    def next_api(self) -> str:
+        """The API to ask next: round robin over the replicas (the one API by default)."""
+        urls = self.api_urls or [self.info["api"]]
+        self._next_api += 1
+        return urls[self._next_api % len(urls)]
+
+    async def api(self, method: str, path: str, body=None, base: str | None = None) -> tuple[int, dict]:
+        for _ in range(120):  # the API may be restarting (then the next replica is asked)
             try:
-                async with self.session.request(method, self.info["api"] + path, json=body,
-                                                timeout=aiohttp.ClientTimeout(total=10)) as r:
+                async with self.session.request(method, (base or self.next_api()) + path, json=body,
+                                                headers=self.auth, timeout=aiohttp.ClientTimeout(total=10)) as r:
                     return r.status, await r.json(content_type=None)
             except (aiohttp.ClientError, TimeoutError):
                 await asyncio.sleep(0.25)
@@ -568,7 +639,15 @@ class Harness:
             await asyncio.sleep(0.3)
             await self.healthy(node["url"] + "/v1/health")
         elif kind == "kill_relay":
-            os.kill(self.pid("relay"), signal.SIGKILL)
+            relays = [r["name"] for r in self.info.get("relays", [])] or ["relay"]
+            os.kill(self.pid(self.rng.choice(relays) if len(relays) > 1 else relays[0]), signal.SIGKILL)
+        elif kind == "kill_api_replica":
+            # one replica at a time, back before the next fault: never all of them down
+            i = self.rng.randrange(len(self.api_urls))
+            os.kill(self.pid("api" if i == 0 else f"api-{i}"), signal.SIGKILL)
+            self.stats.effect(f"api_replica_{i}_killed")
+            await asyncio.sleep(0.3)
+            await self.healthy(self.api_urls[i] + "/v1/health")
         elif kind == "kill_api":
             os.kill(self.pid("api"), signal.SIGKILL)
             await asyncio.sleep(0.3)
@@ -657,10 +736,10 @@ class Harness:
         log.info("fault %s done in %.1fs", kind, time.monotonic() - t0)
 
     async def chaos(self, stop: asyncio.Event) -> None:
-        kinds = list(FAULT_KINDS)
+        kinds = list(self.fault_kinds)
         self.rng.shuffle(kinds)  # every kind once first, then at random
         while not stop.is_set():
-            kind = kinds.pop() if kinds else self.rng.choice(FAULT_KINDS)
+            kind = kinds.pop() if kinds else self.rng.choice(self.fault_kinds)
             try:
                 await self.fault(kind)
             except (RuntimeError, aiohttp.ClientError, OSError) as e:
@@ -1162,7 +1241,8 @@ class Harness:
         stop_devnet, ready = asyncio.Event(), asyncio.Event()
         opts = DevnetOptions(directory=directory, api_port=0, confirmations=a.confirmations, block_time=a.block_time,
                              families=a.families, rpc_proxy=self.proxy, min_sources=2, price_refresh_seconds=1.0,
-                             request_timeout=REQUEST_TIMEOUT)
+                             request_timeout=REQUEST_TIMEOUT, postgres=a.postgres, api_replicas=a.api_replicas,
+                             aggregators=a.aggregators)
         devnet = asyncio.create_task(run_devnet(opts, ready=ready, stop=stop_devnet))
         done, _ = await asyncio.wait([devnet, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
         if devnet in done:
@@ -1172,12 +1252,91 @@ class Harness:
         self.tokens = {"ETH"} | ({"TON"} if "ton" in self.info["chains"] else set()) | {
             self.info["chains"][n]["token"] for n in self.substrate_chains}
         self.session = aiohttp.ClientSession()
+        self.api_urls = list(self.info.get("api_replicas") or [self.info["api"]])
         try:
+            if a.postgres:
+                await self.start_webhooks()
             return await self._run()
         finally:
             stop_devnet.set()
             await devnet
             await self.session.close()
+            if self.receiver is not None:
+                await self.receiver.stop()
+
+    # --- scale-out checks (--postgres) -------------------------------------------------------------
+    async def start_webhooks(self) -> None:
+        """The merchant's receiver, registered with the devnet's merchant key; every request of
+        the harness carries that key from now on, so the payments are the merchant's."""
+        self.receiver = WebhookReceiver(random.Random(self.args.seed + 1))
+        url = await self.receiver.start()
+        self.auth = {"Authorization": f"Bearer {self.info['merchant_key']}"}
+        status, body = await self.api("POST", "/v1/webhooks", {"url": url})
+        if status != 201:
+            raise RuntimeError(f"webhook registration refused: {status} {body}")
+        self.webhook_id = body["id"]
+
+    async def committed_events(self) -> list[tuple[str, str, int | None, str]]:
+        """(event id, payment id, seq, type) of every event the API committed for the merchant,
+        read from the API's PostgreSQL."""
+        from sqlalchemy import select
+
+        from bridge.storage.db import Database
+        from bridge.storage.models import WebhookEventRow, WebhookRow
+
+        db = Database(self.info["api_database"])
+        try:
+            async with db.begin() as s:
+                merchant = (await s.execute(select(WebhookRow.merchant_id).where(
+                    WebhookRow.id == self.webhook_id))).scalar_one()
+                rows = (await s.execute(select(WebhookEventRow.id, WebhookEventRow.payment_id, WebhookEventRow.seq,
+                                               WebhookEventRow.type).where(
+                    WebhookEventRow.merchant_id == merchant))).all()
+        finally:
+            await db.dispose()
+        return [tuple(r) for r in rows]
+
+    async def webhook_state(self, bound: float) -> dict:
+        """Waits up to ``bound`` s for every committed event to reach the receiver, then: events
+        missing, changes committed as two events, event ids received for two changes, deliveries
+        attempted by two replicas at once."""
+        assert self.receiver is not None
+        deadline = time.monotonic() + bound
+        t0 = time.monotonic()
+        while True:
+            events = await self.committed_events()
+            missing = [e for e in events if e[0] not in self.receiver.events]
+            if not missing or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(1)
+        by_change: dict[tuple[str, int | None, str], list[str]] = {}
+        for eid, pid, seq, typ in events:
+            by_change.setdefault((pid, seq, typ) if seq is not None else (pid, None, eid), []).append(eid)
+        doubled = [{"payment": k[0], "seq": k[1], "type": k[2], "events": v} for k, v in by_change.items()
+                   if len(v) > 1]
+        ids = [e[0] for e in events]
+        committed_twice = sorted({i for i in ids if ids.count(i) > 1})
+        ambiguous = [{"event": k, "changes": sorted(map(list, v))} for k, v in self.receiver.events.items()
+                     if len(v) > 1]
+        return {"committed": len(events), "received": len(self.receiver.events),
+                "attempts": self.receiver.attempts,
+                "missing": [{"event": e[0], "payment": e[1], "type": e[3]} for e in missing],
+                "change_committed_twice": doubled, "event_id_committed_twice": committed_twice,
+                "event_id_for_two_changes": ambiguous, "overlapping_attempts": self.receiver.overlaps,
+                "all_delivered_seconds": None if missing else round(time.monotonic() - t0, 1)}
+
+    async def replica_state(self) -> dict:
+        """GET every payment from every replica: each must read the same everywhere."""
+        mismatches = []
+        for p in self.payments.values():
+            views = []
+            for url in self.api_urls:
+                status, body = await self.api("GET", f"/v1/payments/{p.id}", base=url)
+                views.append((status, json.dumps(body, sort_keys=True)))
+            if len(set(views)) > 1:
+                mismatches.append({"payment": p.id, "states": [json.loads(v).get("state") if st == 200 else st
+                                                               for st, v in views]})
+        return {"replicas": len(self.api_urls), "payments_compared": len(self.payments), "mismatches": mismatches}
 
     async def _run(self) -> dict:
         a = self.args
@@ -1290,6 +1449,8 @@ class Harness:
         signer_retries = await self.signer_retries()
         eth_latency, other_latency = self.latencies(locked, deposits)
         stuck = await self.stuck_at_payment_addresses()
+        webhooks = await self.webhook_state(a.drain_bound) if self.receiver is not None else None
+        replicas = await self.replica_state() if len(self.api_urls) > 1 else None
         plain: dict[str, int] = {}
         for p in self.payments.values():
             if p.plain:
@@ -1315,12 +1476,23 @@ class Harness:
             "inclusion_to_credit_seconds": other_latency,
             "run_seconds": round(time.monotonic() - t_start, 1),
         }
+        if webhooks is not None:
+            report["webhooks"] = webhooks
+        if replicas is not None:
+            report["replicas"] = replicas
+        if len(self.info.get("relays", [])) > 1:
+            report["relays"] = [r["name"] for r in self.info["relays"]]
+        scale_out_bad = bool(webhooks and (webhooks["missing"] or webhooks["change_committed_twice"]
+                                           or webhooks["event_id_committed_twice"]
+                                           or webhooks["event_id_for_two_changes"]
+                                           or webhooks["overlapping_attempts"])) \
+            or bool(replicas and replicas["mismatches"])
         report["ok"] = not (report["lost"] or report["doubled"] or report["mispriced"] or report["phantom"]
                             or report["mispriced_quotes"] or refunds["missing"] or refunds["doubled"]
                             or refunds["wrong"] or refunds["phantom"]
                             or treasury["doubled"] or treasury["wrong"] or treasury["over_swept"]
                             or treasury["treasury_mismatch"] or treasury["insolvent"] or treasury["problems"]
-                            or stuck) and report["deposits"] >= report["payments"]
+                            or stuck or scale_out_bad) and report["deposits"] >= report["payments"]
         return report
 
 
@@ -1355,7 +1527,16 @@ def summary_line(r: dict) -> str:
                          for tok, t in r["treasury"].get("others", {}).items())
                + f"; treasury problems {r['treasury'].get('problems', {}) or 'none'})" if "treasury" in r else "")
             + f"; drained in {r['drain_seconds']}s "
-            f"(bound {r['drain_bound_seconds']}s)")
+            f"(bound {r['drain_bound_seconds']}s)"
+            + (f"; webhooks {r['webhooks']['received']}/{r['webhooks']['committed']} events received "
+               f"(missing {len(r['webhooks']['missing'])}, committed twice "
+               f"{len(r['webhooks']['change_committed_twice']) + len(r['webhooks']['event_id_committed_twice'])}, "
+               f"overlapping attempts {len(r['webhooks']['overlapping_attempts'])}, "
+               f"{r['webhooks']['attempts']} attempts)" if "webhooks" in r else "")
+            + (f"; {r['replicas']['payments_compared']} payments read alike from {r['replicas']['replicas']} "
+               f"replicas: {not r['replicas']['mismatches']} ({len(r['replicas']['mismatches'])} differ)"
+               if "replicas" in r else "")
+            + (f"; relays {len(r['relays'])}" if "relays" in r else ""))
 
 
 def main(argv=None) -> int:
@@ -1378,7 +1559,14 @@ def main(argv=None) -> int:
                     help="share of the payments paid by a plain transfer (instructions.transfer)")
     ap.add_argument("--overpay-share", type=float, default=0.05,
                     help="share of the payments that pay 10%% more than quoted (the excess must be refunded once)")
+    ap.add_argument("--postgres", action="store_true",
+                    help="the API on PostgreSQL; checks webhook delivery through a merchant receiver")
+    ap.add_argument("--api-replicas", type=int, default=1, metavar="N",
+                    help="N API processes (needs --postgres); requests spread over them, kill_api_replica faults")
+    ap.add_argument("--aggregators", type=int, default=1, metavar="N", help="N relay processes")
     args = ap.parse_args(argv)
+    if args.api_replicas > 1 and not args.postgres:
+        ap.error("--api-replicas above 1 needs --postgres")
     args.fault_gap = (1.0, 3.0)
     if args.quick:
         args.payments, args.pace = min(args.payments, 40), 4.0  # spread payments over the faults

@@ -307,7 +307,8 @@ def cmd_devnet(args) -> int:
     _setup_logging("INFO", "devnet")
     opts = DevnetOptions(directory=Path(args.dir), signers=args.signers, threshold=args.threshold,
                          api_port=args.api_port, confirmations=args.confirmations, block_time=args.block_time,
-                         families=not args.evm_only, postgres=args.postgres, api_replicas=args.api_replicas)
+                         families=not args.evm_only, postgres=args.postgres, api_replicas=args.api_replicas,
+                         aggregators=args.aggregators)
     asyncio.run(run_devnet(opts))
     return 0
 
@@ -383,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the API's database on PostgreSQL (scripts/pg.sh starts a cluster under --dir)")
     sp.add_argument("--api-replicas", type=int, default=1, metavar="N",
                     help="run N API processes on the one database (needs --postgres)")
+    sp.add_argument("--aggregators", type=int, default=1, metavar="N",
+                    help="run N relay processes (aggregators), each with its own gas key (1-4)")
     sp.set_defaults(func=cmd_devnet)
     return p
 

@@ -509,11 +509,34 @@ class AggregatorConfig(_Model):
     gateway_url: str | None = None
     collect_interval: float = Field(default=2.0, gt=0, le=3600)
     collect_balance_every_blocks: int = Field(default=20, ge=1, le=100_000)
+    # settlement transactions' fees (relayers/evm/fees.py), in wei per gas: the cap on
+    # maxFeePerGas (unset: no cap; a transaction whose base fee + tip is above it is not sent),
+    # the priority fee (unset: the node's suggestion), and the replacement of a transaction
+    # left unmined fee_bump_after_seconds: same nonce, both fees raised by fee_bump_percent
+    # (>= 10, the geth/anvil replacement minimum), at most max_fee_bumps times, never above the cap
+    max_fee_per_gas: int | None = Field(default=None, gt=0, lt=2**256)
+    priority_fee_per_gas: int | None = Field(default=None, ge=0, lt=2**256)
+    fee_bump_percent: int = Field(default=12, ge=10, le=1000)
+    fee_bump_after_seconds: float = Field(default=30.0, gt=0, le=3600)
+    max_fee_bumps: int = Field(default=3, ge=0, le=20)
+    # several relays (each with its own gas key): relay relay_index of relay_count settles the
+    # deposits whose id hashes to its index at once and the others only when they have been
+    # ready for takeover_after_seconds (their relay is down), so relays rarely send the same batch
+    relay_index: int = Field(default=0, ge=0)
+    relay_count: int = Field(default=1, ge=1, le=64)
+    takeover_after_seconds: float = Field(default=30.0, ge=0, le=86_400)
 
     @model_validator(mode="after")
     def _collector(self) -> "AggregatorConfig":
         if self.gateway_url is not None and not self.gateway_url.startswith(("http://", "https://")):
             raise ValueError(f"aggregator.gateway_url: {self.gateway_url!r} is not an http(s) URL")
+        if self.relay_index >= self.relay_count:
+            raise ValueError(f"aggregator.relay_index: {self.relay_index} must be below relay_count "
+                             f"({self.relay_count})")
+        if (self.max_fee_per_gas is not None and self.priority_fee_per_gas is not None
+                and self.priority_fee_per_gas > self.max_fee_per_gas):
+            raise ValueError(f"aggregator.priority_fee_per_gas: {self.priority_fee_per_gas} is above "
+                             f"max_fee_per_gas ({self.max_fee_per_gas})")
         return self
 
 

@@ -40,11 +40,20 @@ def make_watcher(chain, registry=None) -> Watcher:
     raise ConfigError(f"chain {chain.name}: family {chain.family!r} has no watcher")
 
 
-def make_submitter(chain, private_key: bytes | None = None) -> Submitter:
+def make_submitter(chain, private_key: bytes | None = None, aggregator=None, metrics=None) -> Submitter:
+    """The settlement chain's submitter; with an ``[aggregator]`` section, under its fee policy
+    (cap, priority fee, bumps)."""
     if chain.family == "evm":
         from relayers.evm.settlement import EvmSettlement
 
-        return EvmSettlement(chain, private_key)
+        if aggregator is None:
+            return EvmSettlement(chain, private_key)
+        from relayers.evm.fees import FeePolicy
+
+        policy = FeePolicy.from_config(aggregator)
+        # a transaction is given up on (and re-sent) only after every bump had its time
+        timeout = max(120.0, policy.bump_after * (policy.max_bumps + 1))
+        return EvmSettlement(chain, private_key, fees=policy, metrics=metrics, receipt_timeout=timeout)
     raise ConfigError(f"chain {chain.name}: family {chain.family!r} cannot be a settlement chain")
 
 
@@ -335,7 +344,8 @@ def refund_worker(settings: Settings, key: bytes, session, sup: Supervisor, regi
                      ["chain"], registry=registry) if registry is not None else None
     return RefundWorker(signers=[ReleasesClient(u, session) for u in cfg.signers],
                         releasers=releasers, poll_interval=cfg.poll_interval,
-                        max_reverts=cfg.refund_max_reverts, failed_metric=failed)
+                        max_reverts=cfg.refund_max_reverts, failed_metric=failed, relay_index=cfg.relay_index,
+                        relay_count=cfg.relay_count, takeover_after=cfg.takeover_after_seconds)
 
 
 async def run_relay(settings: Settings) -> None:
@@ -353,14 +363,16 @@ async def run_relay(settings: Settings) -> None:
     session = aiohttp.ClientSession()
     sup.on_stop(session.close)
     registry = CollectorRegistry()
-    settlement = make_submitter(settings.chain(settings.settlement_chain), key.secret)
+    metrics = AggregatorMetrics(registry)
+    settlement = make_submitter(settings.chain(settings.settlement_chain), key.secret, cfg, metrics)
     _close_on_stop(sup, [settlement])
     agg = Aggregator(
         signers=[SignerClient(u, session) for u in cfg.signers],
         settlement=settlement,
         domain=settlement_domain(settings), db=db, batch_size=cfg.batch_size,
         poll_interval=cfg.poll_interval, max_batch_wait=cfg.max_batch_wait,
-        metrics=AggregatorMetrics(registry),
+        metrics=metrics, relay_index=cfg.relay_index, relay_count=cfg.relay_count,
+        takeover_after=cfg.takeover_after_seconds,
     )
     if manifest_hash is not None:
         from bridge.manifest import register_metric
@@ -415,7 +427,9 @@ def collectors(settings: Settings, key: bytes, session, db, sup: Supervisor, reg
     for c in settings.source_chains():
         if c.family == "evm" and "lock" in c.contracts:
             col = EvmCollector(c, key, feed, cursor, interval=cfg.collect_interval,
-                               balance_every=cfg.collect_balance_every_blocks, metric=metric)
+                               balance_every=cfg.collect_balance_every_blocks, metric=metric,
+                               relay_index=cfg.relay_index, relay_count=cfg.relay_count,
+                               takeover_after=cfg.takeover_after_seconds)
             _close_on_stop(sup, [col])
             out.append((f"collector-{c.name}", col.run))
     return out

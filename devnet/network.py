@@ -97,6 +97,9 @@ class DevnetOptions:
     # project's scripts/pg.sh; see postgres_dir) and this many API processes sharing it
     postgres: bool = False
     api_replicas: int = 1
+    # this many relay processes (aggregators), each with its own funded gas key and database,
+    # splitting the deposits by id hash (aggregator.relay_index / relay_count)
+    aggregators: int = 1
 
 
 class ProcessSupervisor:
@@ -291,6 +294,8 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
         raise BridgeError("devnet: threshold must be between 1 and the number of signers")
     if opts.api_replicas < 1:
         raise BridgeError("devnet: --api-replicas must be at least 1")
+    if not 1 <= opts.aggregators <= 4:
+        raise BridgeError("devnet: --aggregators must be between 1 and 4")
     if opts.api_replicas > 1 and not opts.postgres:
         raise BridgeError("devnet: --api-replicas above 1 needs --postgres (SQLite serves one process)")
     if opts.api_port:
@@ -321,8 +326,12 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
         for i, k in enumerate(signer_keys):
             write_keystore(d / "keys" / f"signer-{i}.json", "secp256k1", k, password, n=2**14)
         quote_pub = write_keystore(d / "keys" / "quote.json", "ed25519", os.urandom(32), password, n=2**14)
-        relay_key = DEV_PRIVATE_KEYS[9]
-        write_keystore(d / "keys" / "relay.json", "secp256k1", bytes.fromhex(relay_key[2:]), password, n=2**14)
+        # relay i pays gas with anvil dev account 9, 7, 6, 5 (funded on both anvils, no other devnet
+        # role: 0 deploys, 1-4 are the payers' accounts, 8 owns the price feeds)
+        relay_keys = [DEV_PRIVATE_KEYS[j] for j in (9, 7, 6, 5)[:opts.aggregators]]
+        for i, rk in enumerate(relay_keys):
+            write_keystore(d / "keys" / ("relay.json" if i == 0 else f"relay-{i}.json"), "secp256k1",
+                           bytes.fromhex(rk[2:]), password, n=2**14)
 
         ed_secrets = [os.urandom(32) for _ in range(opts.signers)]
         ed_paths = tuple(d / "keys" / f"signer-{i}-ed25519.json" for i in range(opts.signers))
@@ -465,15 +474,24 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
                 "unknown_reference_refund_after_seconds": 60}})
             argv[f"signer-{i}"] = [*cli, "signer", "--config", str(p)]
             health[f"signer-{i}"] = f"{url}/v1/health"
-        relay_port = _free_port()
-        p = write_cfg("relay", {"aggregator": {"signers": signer_urls, "key": kref("relay"), "batch_size": 32,
-                                               "poll_interval": 0.5, "max_batch_wait": 1.0,
-                                               # the payment-reference feed: collect plain transfers
-                                               # to per-payment deposit addresses (issue 14)
-                                               "gateway_url": api_url, "collect_interval": 1.0},
-                                "metrics_port": relay_port})
-        argv["relay"] = [*cli, "relay", "--config", str(p)]
-        health["relay"] = f"http://127.0.0.1:{relay_port}/v1/health"
+        relays, relay_port = [], 0
+        for i in range(opts.aggregators):
+            name = "relay" if i == 0 else f"relay-{i}"
+            port = _free_port()
+            relay_port = relay_port or port
+            p = write_cfg(name, {"aggregator": {"signers": signer_urls, "key": kref(name), "batch_size": 32,
+                                                "poll_interval": 0.5, "max_batch_wait": 1.0,
+                                                # the payment-reference feed: collect plain transfers
+                                                # to per-payment deposit addresses (issue 14)
+                                                "gateway_url": api_url, "collect_interval": 1.0,
+                                                **({"relay_index": i, "relay_count": opts.aggregators,
+                                                    "takeover_after_seconds": 10.0}
+                                                   if opts.aggregators > 1 else {})},
+                                 "metrics_port": port})
+            argv[name] = [*cli, "relay", "--config", str(p)]
+            health[name] = f"http://127.0.0.1:{port}/v1/health"
+            relays.append({"name": name, "address": "0x" + address_of(bytes.fromhex(relay_keys[i][2:])).hex(),
+                           "metrics": f"http://127.0.0.1:{port}/metrics"})
 
         env = {**os.environ, PASSWORD_ENV: password, "PYTHONUNBUFFERED": "1"}
         procs = ProcessSupervisor(d, env, restart=opts.restart)
@@ -509,6 +527,7 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
             "processes": {"pids_dir": str(d / "pids"), "logs_dir": str(d / "logs"),
                           "names": list(argv)},
             "relay_metrics": f"http://127.0.0.1:{relay_port}/metrics",
+            "relays": relays,  # every relay process: name, gas account, metrics URL
             # one fresh account per chain with no other use: a balance change there is a sweep
             "treasury": treasury,
             "price_feeds": {"ETH": {"chain": "settlement", "address": eth_feed, "decimals": FEED_DECIMALS,

@@ -10,6 +10,14 @@ Batching: each signer attests deposits one by one (a batch of one). When several
 ready, the aggregator asks the signers that attested all of them to sign the whole batch,
 which they do only for credits they attested byte for byte; one signature set then covers
 the batch (``bench/gas.py`` measures what that saves).
+
+Several relays (``relay_count`` > 1, each with its own gas key, so their nonces never collide):
+relay ``relay_index`` settles at once the deposits whose id hashes to its index
+(:func:`relay_of`), and another relay's only once they have been ready for
+``takeover_after`` seconds without being settled (that relay is down or stuck). Each deposit is
+checked on chain before it is sent, so a relay that finds it settled by another marks it done
+and moves on; the contract refuses a settled deposit anyway. Without the split both relays
+would send every batch, and one transaction of each pair would revert (gas burnt for nothing).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import aiohttp
 from bridge.chains import Submitter
 from bridge.committee import digest
 from bridge.errors import BridgeError, SignerUnavailable, TransactionFailed, VerificationError
+from bridge.hashing import keccak256
 from bridge.storage import attestations as repo
 from bridge.storage.db import Database
 from bridge.types import Attestation, Credit, CreditMessage, SettlementDomain, utcnow
@@ -71,6 +80,14 @@ class _Candidate:
     first_seen: float
     # signer address -> (committee index, one-credit signature)
     sigs: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)
+    ready_since: float | None = None  # when this relay first had t signatures for it
+
+
+def relay_of(deposit_id: tuple[bytes, int], relay_count: int) -> int:
+    """The index of the relay that settles ``deposit_id`` first (the others take it over
+    after a delay): a hash of the deposit id modulo the number of relays."""
+    source, sequence = deposit_id
+    return int.from_bytes(keccak256(source + sequence.to_bytes(8, "big"))[:8], "big") % relay_count
 
 
 class Aggregator:
@@ -85,7 +102,12 @@ class Aggregator:
         poll_interval: float = 1.0,
         max_batch_wait: float = 2.0,
         metrics=None,
+        relay_index: int = 0,
+        relay_count: int = 1,
+        takeover_after: float = 30.0,
     ) -> None:
+        if not 0 <= relay_index < relay_count:
+            raise ValueError(f"relay_index {relay_index} must be in [0, {relay_count})")
         self.signers = signers
         self.settlement = settlement
         self.domain = domain
@@ -94,6 +116,9 @@ class Aggregator:
         self.poll_interval = poll_interval
         self.max_batch_wait = max_batch_wait
         self.metrics = metrics
+        self.relay_index = relay_index
+        self.relay_count = relay_count
+        self.takeover_after = takeover_after
         self._cursor = {s.base_url: 0 for s in signers}
         self._signer_of_url: dict[str, bytes] = {}
         # deposit id -> credit content -> candidate (several contents = signers disagree)
@@ -171,10 +196,14 @@ class Aggregator:
         index, members, threshold = await self.settlement.committee()
         member_set = set(members)
         ready: list[_Candidate] = []
+        now = time.monotonic()
         for dep_id, variants in list(self._pending.items()):
             for cand in variants.values():
                 if sum(1 for a in cand.sigs if a in member_set) >= threshold:
-                    ready.append(cand)
+                    if cand.ready_since is None:
+                        cand.ready_since = now
+                    if self._mine(dep_id) or now - cand.ready_since >= self.takeover_after:
+                        ready.append(cand)
                     break
         if not ready:
             return 0
@@ -205,6 +234,9 @@ class Aggregator:
             else:
                 out.append(c)
         return out
+
+    def _mine(self, dep: tuple[bytes, int]) -> bool:
+        return self.relay_count == 1 or relay_of(dep, self.relay_count) == self.relay_index
 
     def _finish(self, dep: tuple[bytes, int]) -> None:
         self._done.add(dep)
@@ -270,8 +302,11 @@ class Aggregator:
             await repo.mark_settled(s, credits, tx or None, utcnow())
         for c in credits:
             self._finish(c.deposit_id)
-        if self.metrics is not None:
+        if self.metrics is not None and tx:
             self.metrics.settled.inc(len(credits))
             self.metrics.batches.inc()
+            others = sum(1 for c in credits if not self._mine(c.deposit_id))
+            if others and getattr(self.metrics, "taken_over", None) is not None:
+                self.metrics.taken_over.inc(others)
         log.info("aggregator: settled %d credit(s) in tx 0x%s", len(credits), (tx or b"").hex() or "(already)")
         return len(credits)

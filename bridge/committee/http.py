@@ -46,6 +46,15 @@ class AggregatorMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.settled = Counter("creditbridge_aggregator_credits_settled_total", "Credits settled", registry=registry)
         self.batches = Counter("creditbridge_aggregator_batches_total", "Settlement batches sent", registry=registry)
+        self.fee_cap_refusals = Counter(
+            "creditbridge_aggregator_fee_cap_refusals_total",
+            "Settlement transactions (or fee bumps) not sent: the price asked was above aggregator.max_fee_per_gas",
+            registry=registry)
+        self.fee_bumps = Counter("creditbridge_aggregator_fee_bumps_total",
+                                 "Unmined settlement transactions replaced with bumped fees", registry=registry)
+        self.taken_over = Counter("creditbridge_aggregator_taken_over_total",
+                                  "Credits this relay settled for another relay index (it had not settled them "
+                                  "within aggregator.takeover_after_seconds)", registry=registry)
 
 
 def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:

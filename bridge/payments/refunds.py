@@ -153,13 +153,15 @@ class _Pending:
     reverts: int = 0  # transactions of this release mined and reverted (they cost gas)
     tx: bytes = b""  # submitted: the tx hash sent, awaiting finality (releasers with ``confirmed``)
     sends: int = 0  # transactions of this release sent and mined
+    ready_since: float | None = None  # first seen with t signatures (another relay's: taken over later)
 
 
 class RefundWorker:
     """Collects signed releases from the signers and submits those with t signatures."""
 
     def __init__(self, *, signers: list, releasers: dict[str, Releaser], poll_interval: float = 1.0,
-                 max_reverts: int = 3, failed_metric=None) -> None:
+                 max_reverts: int = 3, failed_metric=None, relay_index: int = 0, relay_count: int = 1,
+                 takeover_after: float = 30.0) -> None:
         self.signers = signers  # SignerClient-like: .base_url, .releases(after)
         self.releasers = releasers
         self.poll_interval = poll_interval
@@ -167,6 +169,14 @@ class RefundWorker:
         # such attempt burns gas, and one that keeps reverting is not a passing fault
         self.max_reverts = max_reverts
         self.failed_metric = failed_metric  # Counter creditbridge_relay_refunds_failed_total ["chain"]
+        # several relays: this one submits at once the releases whose id hashes to its index, the
+        # others once they have waited takeover_after s (their relay is down); the custody pays
+        # a release id once whoever submits it, the split only saves the loser's gas
+        if not 0 <= relay_index < relay_count:
+            raise ValueError(f"relay_index {relay_index} must be in [0, {relay_count})")
+        self.relay_index = relay_index
+        self.relay_count = relay_count
+        self.takeover_after = takeover_after
         self._cursor = {s.base_url: 0 for s in signers}
         # (release id, to, amount) -> pending; several contents for one id = signers disagree
         self._pending: dict[tuple[bytes, bytes, int], _Pending] = {}
@@ -255,6 +265,11 @@ class RefundWorker:
                 sigs = [(a, s) for a, s in p.sigs.items() if a in set(members)]
                 if len(sigs) < threshold:
                     continue
+                if not self._mine(p.release_id):
+                    if p.ready_since is None:
+                        p.ready_since = now
+                    if now - p.ready_since < self.takeover_after:
+                        continue
                 tx = await releaser.release(p.to, p.amount, p.release_id, sorted(sigs)[:threshold])
             except RefundRefused as e:
                 self._park(key, p, e.detail)
@@ -290,6 +305,11 @@ class RefundWorker:
             self._finish(key, p, tx)
             done += 1
         return done
+
+    def _mine(self, release_id: bytes) -> bool:
+        if self.relay_count == 1:
+            return True
+        return int.from_bytes(keccak256(release_id)[:8], "big") % self.relay_count == self.relay_index
 
     async def _confirmed(self, releaser: Releaser, p: _Pending) -> bool | None:
         try:

@@ -8,8 +8,10 @@ with the aggregator's key; anyone else may collect too (the contract pays only i
 
 Each step:
 
-1. refresh the watched references from the gateway's feed (``WatchedReferences``); when the
-   feed cannot be read, nothing is scanned (a payment missing from the set would be missed);
+1. read the final head, then refresh the watched references from the gateway's feed
+   (``WatchedReferences``; in that order, so a payment paid in a block at or below the head is
+   listed); when the feed cannot be read, nothing is scanned (a payment missing from the set
+   would be missed);
 2. scan the next *final* blocks with full transactions for successful top-level transactions
    to a watched address: each is a funding (final already, as its block is);
 3. once caught up with the final head, every ``balance_every`` blocks, read the final balance
@@ -108,7 +110,8 @@ class EvmCollector:
     def __init__(self, cfg: EvmChainConfig, private_key: bytes | str, feed: ReferenceFeed, cursor: CursorStore, *,
                  pool: RpcPool | None = None, interval: float = 2.0, balance_every: int = 20,
                  max_blocks: int = 500, gas_cap: int = DEFAULT_GAS_CAP, timeout: float = 60.0,
-                 metric: Any = None, clock: Callable[[], float] = time.time) -> None:
+                 metric: Any = None, clock: Callable[[], float] = time.time, relay_index: int = 0,
+                 relay_count: int = 1, takeover_after: float = 30.0) -> None:
         if "lock" not in cfg.contracts:
             raise ConfigError(f"chain {cfg.name}: contracts.lock is required to collect deposits")
         self.cfg = cfg
@@ -133,6 +136,15 @@ class EvmCollector:
         self._polled_at = -1
         self._min_amount: int | None = None
         self.collects = 0  # collect transactions this collector got mined
+        # several relays: this one collects at once the addresses that hash to its index, the
+        # others only once they have waited takeover_after s (their relay is down); two collects of
+        # one address in one block would cost the loser a reverted transaction
+        if not 0 <= relay_index < relay_count:
+            raise ConfigError(f"relay_index {relay_index} must be in [0, {relay_count})")
+        self.relay_index = relay_index
+        self.relay_count = relay_count
+        self.takeover_after = takeover_after
+        self._waiting_since: dict[bytes, float] = {}  # another relay's address -> first seen collectable
 
     def address_of(self, reference: bytes) -> bytes:
         return deposit_address(self.lock, reference)
@@ -150,8 +162,11 @@ class EvmCollector:
             await asyncio.sleep(delay)
 
     async def step(self) -> None:
-        await self.watched.refresh()  # raises (the caller retries): never scan with a stale set
+        # the final head first, then the feed: a payment funded in a block at or below that head
+        # was created before the block, so before the feed read, and is listed (the other way round,
+        # one created and paid between the two reads would be scanned unlisted and passed over)
         final = await self.pool.finalized_height(self.cfg.finality)
+        await self.watched.refresh()  # raises (the caller retries): never scan with a stale set
         if self.scanned is None:
             self.scanned = await self._load_cursor(final)
         await self._confirm(final)
@@ -273,6 +288,10 @@ class EvmCollector:
             self._forget(fundings)
             return
         self.kept.set(address, 0)
+        if not self._mine(address):
+            since = self._waiting_since.setdefault(address, time.monotonic())
+            if time.monotonic() - since < self.takeover_after:
+                return  # its relay collects it; taken over if still full after the delay
         hint = max(fundings, key=lambda f: (f.tx != NO_HINT, f.block)).tx
         ref = fundings[0].reference
         data = COLLECT + ref + hint
@@ -332,6 +351,12 @@ class EvmCollector:
                 for f in fundings:
                     f.collect_tx = f.collect_block = None
 
+    def _mine(self, address: bytes) -> bool:
+        if self.relay_count == 1:
+            return True
+        return int.from_bytes(keccak(address)[:8], "big") % self.relay_count == self.relay_index
+
     def _forget(self, fundings: list[Funding]) -> None:
         for f in fundings:
+            self._waiting_since.pop(f.address, None)
             self.pending.pop(f.tx if f.tx != NO_HINT else f.address, None)

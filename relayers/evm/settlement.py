@@ -28,6 +28,7 @@ from bridge.committee.digest import credit_digest, pack_signatures, recover
 from bridge.config import EvmChainConfig
 from bridge.errors import ChainError, ConfigError, InputError, TransactionFailed, VerificationError
 from bridge.types import Attestation, Credit, CreditMessage, SettlementDomain
+from relayers.evm.fees import FeeAboveCap, FeePolicy
 from relayers.evm.rpc import JsonRpcError, RpcPool, hex_bytes, hex_int
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,8 @@ class EvmSettlement:
         drop_grace: float = 30.0,
         gas_margin: float = 1.25,
         priority_fee: int | None = None,
+        fees: FeePolicy | None = None,
+        metrics: Any = None,
     ) -> None:
         if "credits" not in cfg.contracts:
             raise ConfigError(f"chain {cfg.name}: contracts.credits is required for settlement")
@@ -129,7 +132,12 @@ class EvmSettlement:
         self.receipt_poll = receipt_poll
         self.drop_grace = drop_grace
         self.gas_margin = gas_margin
-        self.priority_fee = priority_fee
+        if fees is None:
+            fees = FeePolicy(priority_fee=priority_fee, bump_after=receipt_timeout + 1, max_bumps=0)
+        self.fees = fees
+        self.priority_fee = fees.priority_fee
+        # optional counters (bridge.committee.http.AggregatorMetrics): fee_cap_refusals, fee_bumps
+        self.metrics = metrics
         self._nonce: int | None = None
         self._nonce_lock = asyncio.Lock()
 
@@ -230,17 +238,21 @@ class EvmSettlement:
         sent = await self._send(data)
         if sent is None:  # the estimate said NothingToSettle: settled meanwhile
             return b""
-        tx_hash, raw = sent
-        receipt = await self._wait_receipt(tx_hash, raw)
+        tx_hash, raw, tx = sent
+        receipt, cancelled = await self._wait_receipt(tx_hash, raw, tx, message)
+        mined = hex_bytes(receipt.get("transactionHash"), "transaction hash") if receipt.get("transactionHash") else tx_hash
+        if cancelled:  # our stuck settle was replaced by a no-op: someone else settled the batch
+            log.info("chain %s: batch settled by someone else; our stuck tx was replaced by 0x%s", self.chain, mined.hex())
+            return b""
         if hex_int(receipt.get("status"), "status") == 1:
-            return tx_hash
+            return mined
         # Reverted on chain: a competitor may have settled the batch first.
         if await self._all_settled(message):
-            log.info("chain %s: batch settled by someone else first (tx 0x%s reverted)", self.chain, tx_hash.hex())
+            log.info("chain %s: batch settled by someone else first (tx 0x%s reverted)", self.chain, mined.hex())
             return b""
         reason = await self._replay_reason(data)
         raise TransactionFailed(
-            f"settle tx 0x{tx_hash.hex()} reverted: {reason or 'unknown reason'}", retryable=not reason
+            f"settle tx 0x{mined.hex()} reverted: {reason or 'unknown reason'}", retryable=not reason
         )
 
     async def _all_settled(self, message: CreditMessage) -> bool:
@@ -272,18 +284,35 @@ class EvmSettlement:
         return pack_signatures(pairs)
 
     async def _fees(self) -> dict[str, int]:
+        """Fee fields of a new transaction under the fee policy; FeeAboveCap (nothing sent)
+        when the chain asks more than the cap."""
         base = await self.pool.base_fee()
         if base is None:
-            return {"gasPrice": await self.pool.gas_price()}
+            return self._capped(None, None, await self.pool.gas_price())
         tip = self.priority_fee
         if tip is None:
             try:
                 tip = await self.pool.max_priority_fee()
             except JsonRpcError:  # method unknown on this node
                 tip = max(await self.pool.gas_price() - base, 1)
-        return {"maxPriorityFeePerGas": tip, "maxFeePerGas": 2 * base + tip}
+            if self.fees.max_fee_per_gas is not None:
+                tip = min(tip, max(self.fees.max_fee_per_gas - base, 0))
+        return self._capped(base, tip, None)
 
-    async def _send(self, data: bytes) -> tuple[bytes, bytes] | None:
+    def _capped(self, base: int | None, tip: int | None, gas_price: int | None) -> dict[str, int]:
+        try:
+            return self.fees.initial(base, tip, gas_price)
+        except FeeAboveCap as e:
+            self._count("fee_cap_refusals")
+            log.warning("chain %s: settle tx %s", self.chain, e.detail)
+            raise
+
+    def _count(self, what: str) -> None:
+        metric = getattr(self.metrics, what, None) if self.metrics is not None else None
+        if metric is not None:
+            metric.inc()
+
+    async def _send(self, data: bytes) -> tuple[bytes, bytes, dict[str, Any]] | None:
         """Estimate, sign and send under the nonce lock; None if the contract says
         NothingToSettle. Any failure drops the cached nonce (re-read from ``pending``)."""
         assert self._account is not None and self.sender is not None
@@ -333,28 +362,38 @@ class EvmSettlement:
                         raise TransactionFailed(f"send rejected: {e.rpc_message}", retryable=False) from None
                 self._nonce += 1
                 log.info("chain %s: sent settle tx 0x%s (nonce %d)", self.chain, tx_hash.hex(), tx["nonce"])
-                return tx_hash, raw
+                return tx_hash, raw, tx
             except BaseException:
                 self._nonce = None
                 raise
 
-    async def _wait_receipt(self, tx_hash: bytes, raw: bytes) -> dict:
-        """Poll for the receipt. A transaction the node stops knowing (a restarted node, a
-        failover to an endpoint that never saw it) is re-broadcast; it counts as dropped
-        only after ``drop_grace`` seconds unknown. Both outcomes are retryable."""
+    async def _wait_receipt(self, tx_hash: bytes, raw: bytes, tx: dict[str, Any],
+                            message: CreditMessage) -> tuple[dict, bool]:
+        """Poll for the receipt of the transaction or of one of its replacements (same nonce);
+        ``(receipt, cancelled)``, cancelled when the one mined is the no-op that replaced a
+        settle made pointless by a competitor. A transaction still unmined after
+        ``fees.bump_after`` s is replaced with bumped fees (at most ``fees.max_bumps`` times,
+        never above the cap). A transaction the node stops knowing (a restarted node, a
+        failover to an endpoint that never saw it) is re-broadcast; it counts as dropped only
+        after ``drop_grace`` seconds unknown. Dropped, or unmined ``receipt_timeout`` s after
+        the last send: TransactionFailed, retryable."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.receipt_timeout
+        last_send = last_try = loop.time()
         unknown_since: float | None = None
+        sent = [tx_hash]  # every hash sent with this nonce, oldest first: any of them may be mined
+        cancels: set[bytes] = set()
+        bumps = 0
         while True:
             try:
-                receipt = await self.pool.get_receipt(tx_hash)
-                if receipt is not None:
-                    return receipt
-                known = await self.pool.get_transaction(tx_hash) is not None
+                for h in reversed(sent):
+                    receipt = await self.pool.get_receipt(h)
+                    if receipt is not None:
+                        return receipt, h in cancels
+                known = await self.pool.get_transaction(sent[-1]) is not None
             except ChainError as e:
                 if not e.retryable:
                     raise
-                log.warning("chain %s: waiting for receipt of 0x%s: %s", self.chain, tx_hash.hex(), e)
+                log.warning("chain %s: waiting for receipt of 0x%s: %s", self.chain, sent[-1].hex(), e)
                 known = True  # cannot tell; keep waiting
             now = loop.time()
             if known:
@@ -363,12 +402,64 @@ class EvmSettlement:
                 unknown_since = now
                 await self._rebroadcast(raw)
             dropped = unknown_since is not None and now - unknown_since >= self.drop_grace
-            if dropped or now > deadline:
+            if not dropped and known and bumps < self.fees.max_bumps and now - last_try >= self.fees.bump_after:
+                bumps += 1
+                last_try = now
+                replaced = await self._replace(tx, message, bumps)
+                if replaced is not None:
+                    new_hash, raw, tx, cancel = replaced
+                    sent.append(new_hash)
+                    if cancel:
+                        cancels.add(new_hash)
+                    last_send = now
+                    continue
+            if dropped or now - last_send > self.receipt_timeout:
                 async with self._nonce_lock:
                     self._nonce = None
                 what = "was dropped" if dropped else f"was not mined within {self.receipt_timeout:g} s"
-                raise TransactionFailed(f"settle tx 0x{tx_hash.hex()} {what}", retryable=True)
+                raise TransactionFailed(f"settle tx 0x{sent[-1].hex()} {what}", retryable=True)
             await asyncio.sleep(self.receipt_poll)
+
+    async def _replace(self, tx: dict[str, Any], message: CreditMessage,
+                       attempt: int) -> tuple[bytes, bytes, dict[str, Any], bool] | None:
+        """Send the replacement of the unmined ``tx`` (same nonce, bumped fees): the same settle,
+        or, when every credit of the batch is settled already (a competitor), a no-op transfer
+        to ourselves, which costs 21k gas instead of a revert. None when not sent (the bump
+        would pass the cap, or the node refused it)."""
+        assert self._account is not None
+        fee_keys = ("gasPrice", "maxFeePerGas", "maxPriorityFeePerGas")
+        try:
+            base = await self.pool.base_fee() if "maxFeePerGas" in tx else None
+            fees = self.fees.bumped({k: tx[k] for k in fee_keys if k in tx}, base)
+            if fees is None:
+                self._count("fee_cap_refusals")
+                log.warning("chain %s: settle tx (nonce %d) unmined after %.0f s; not bumped: its fees raised by %d%% "
+                            "would pass the cap of %s wei per gas", self.chain, tx["nonce"], self.fees.bump_after,
+                            self.fees.bump_percent, self.fees.max_fee_per_gas)
+                return None
+            cancel = tx.get("data") == b"" or await self._all_settled(message)
+        except ChainError as e:
+            log.warning("chain %s: could not prepare the replacement of nonce %d: %s", self.chain, tx["nonce"], e)
+            return None
+        new = {**tx, **fees}
+        if cancel:
+            new.update({"to": self._account.address, "data": b"", "gas": 21_000, "value": 0})
+        signed = self._account.sign_transaction(new)
+        raw = bytes(signed.raw_transaction)
+        new_hash = keccak(raw)
+        try:
+            await self.pool.send_raw_transaction(raw)
+        except JsonRpcError as e:  # "nonce too low": mined meanwhile; "underpriced": refused
+            log.info("chain %s: replacement of nonce %d refused: %s", self.chain, tx["nonce"], e.rpc_message)
+            return None
+        except ChainError as e:
+            log.warning("chain %s: replacement of nonce %d not sent: %s", self.chain, tx["nonce"], e)
+            return None
+        self._count("fee_bumps")
+        log.info("chain %s: %s tx (nonce %d) unmined: replaced by 0x%s with fees %s (bump %d of %d)", self.chain,
+                 "settle" if not cancel else "pointless settle", tx["nonce"], new_hash.hex(),
+                 {k: v for k, v in fees.items()}, attempt, self.fees.max_bumps)
+        return new_hash, raw, new, cancel
 
     async def _rebroadcast(self, raw: bytes) -> None:
         try:

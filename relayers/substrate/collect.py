@@ -131,7 +131,12 @@ class PaymentCollector:
             await asyncio.sleep(self.poll_interval)
 
     async def step(self) -> None:
-        """Refresh the watched payments, scan new final blocks, then advance every collection."""
+        """Read the finalized head, refresh the watched payments, scan the new final blocks up to
+        that head, then advance every collection. The head is read *before* the feed: a payment
+        funded in a block at or below it was created before that block, so before the feed read,
+        and is listed (read the other way round, a payment created and paid between the two reads
+        would have its block scanned without it, and its funding passed over for good)."""
+        final, final_hash = await self.client.call(self._final, "finalized head")
         if self.has_feed:
             try:
                 await self.watched.refresh()
@@ -145,7 +150,6 @@ class PaymentCollector:
             if self._feed_down:
                 log.info("chain %s: reference feed readable again; collections resume", self.chain)
                 self._feed_down = False
-        final, final_hash = await self.client.call(self._final, "finalized head")
         if self.cursor is None:
             self.cursor = max(self.cfg.start_block, final - self.lookback_blocks, 0)
         end = min(final, self.cursor + SCAN_PER_STEP - 1)

@@ -362,3 +362,81 @@ async def test_the_relay_runs_one_collector_per_evm_lock_when_a_gateway_is_set(a
         assert [name for name, _ in got] == ["collector-ethereum"]
         for close in sup._cleanups:  # the collectors' RPC pools (what the supervisor does at stop)
             await close()
+
+
+async def test_two_relays_collect_each_address_once_and_take_over_a_stopped_one(anvil, lock, sdb, tmp_path):
+    """Relays 0 and 1 of 2 (separate gas keys and databases) watch the same payments: each
+    collects only the addresses that hash to it, so no collect reverts; when relay 1 stops,
+    relay 0 collects its addresses after the takeover delay."""
+    other_db = Database(f"sqlite+aiosqlite:///{tmp_path}/relay-1.sqlite")
+    await other_db.migrate()
+    feed = ListFeed()
+    cfg = evm_config(anvil.rpc_url, chain_id=anvil.chain_id, lock=lock)
+    cols = [EvmCollector(cfg, key, feed, DbCursor(db, "collector"), relay_index=i, relay_count=2,
+                         takeover_after=3600)
+            for i, (key, db) in enumerate(((GAS_KEY, sdb), (DEV_PRIVATE_KEYS[7], other_db)))]
+    _CLOSE.extend(cols)
+    try:
+        for c in cols:
+            await c.step()
+        start = await head(anvil) + 1
+        refs = [ref(500 + i) for i in range(8)]
+        for r in refs:
+            feed.add(r)
+            await plain_transfer(anvil, deposit_address(lock_bytes(lock), r), MIN_LOCK)
+        for _ in range(2):
+            for c in cols:
+                await c.step()
+        assert sum(c.collects for c in cols) == 8 and all(c.collects for c in cols)
+        for n in range(start, await head(anvil) + 1):
+            for t in (await anvil.rpc("eth_getBlockByNumber", hex(n), False))["transactions"]:
+                assert (await anvil.rpc("eth_getTransactionReceipt", t))["status"] == "0x1"  # none reverted
+        assert len(await deposits(anvil, lock, start)) == 8
+
+        # relay 1 stops: relay 0 takes its addresses over once they have waited the delay
+        more = [ref(600 + i) for i in range(8)]
+        for r in more:
+            feed.add(r)
+            await plain_transfer(anvil, deposit_address(lock_bytes(lock), r), MIN_LOCK)
+        cols[0].takeover_after = 0.3
+        before = cols[0].collects
+        await cols[0].step()
+        own = cols[0].collects - before
+        assert 0 < own < 8
+        time.sleep(0.4)
+        await cols[0].step()
+        await cols[0].step()
+        assert cols[0].collects - before == 8
+        assert all([await balance(anvil, deposit_address(lock_bytes(lock), r)) == 0 for r in more])
+    finally:
+        await other_db.dispose()
+
+
+async def test_a_payment_created_and_funded_while_the_feed_is_read_is_collected_with_its_payer(anvil, lock, sdb):
+    """The feed is read, then a payment is created and paid, its block final, before the collector
+    reads the final head: that block must not be scanned without the payment listed (the head is
+    read first, so the block is scanned next step with the payment, and its payer is known)."""
+
+    class RacingFeed(ListFeed):
+        race = None
+
+        async def references(self, chain: str, after: int, limit: int):
+            listed = await super().references(chain, after, limit)
+            if self.race is not None:
+                reference, self.race = self.race, None
+                self.funding = await plain_transfer(anvil, deposit_address(lock_bytes(lock), reference), MIN_LOCK,
+                                                    sender=3)
+                self.add(reference)  # committed just after the read: listed from the next one
+            return listed
+
+    feed = RacingFeed()
+    feed.add(ref(700))
+    col = collector_of(anvil, lock, feed, sdb)
+    await col.step()
+    r = ref(701)
+    feed.race = r
+    await col.step()
+    await col.step()
+    assert col.collects == 1, "the funding was scanned before its payment was listed: passed over"
+    logs = await _collected_logs(anvil, lock)
+    assert feed.funding in {bytes.fromhex(lg["data"][2:]) for lg in logs}  # the collect names the funding

@@ -341,3 +341,41 @@ async def test_no_block_is_scanned_while_the_reference_feed_cannot_be_read(chain
     await c.step()
     assert c.funded[account].payer == DAVE.public_key and c.cursor == await chain.head() + 1
     assert [a for a, _, _ in refunders[0].submitted] == ["create"]  # its approval of the collection
+
+
+async def test_a_payment_created_and_funded_while_the_feed_is_read_is_not_passed_over(chain, refunders):
+    """The feed is read, then a payment is created, paid and its block final before the collector
+    asks for the finalized head: that block must not be scanned without the payment listed (the
+    head is read before the feed, so it is scanned next step, with the payment). Seen in the
+    chaos harness: a KSM payment account left 'payer unknown, not collected'."""
+
+    class RacingFeed(ListFeed):
+        race = None  # (reference, funding coroutine): runs during the next read, listed after it
+
+        async def references(self, chain_name: str, after: int, limit: int) -> list[FeedEntry]:
+            listed = await super().references(chain_name, after, limit)
+            if self.race is not None:
+                reference, fund = self.race
+                self.race = None
+                await fund()  # created and paid meanwhile (chopsticks finalizes at once) ...
+                self.add("polkadot", reference, int(time.time()) + 3600)  # ... listed from the next read
+            return listed
+
+    cfg = chain_config(chain.url)
+    reference = ref()
+    account = payment_account(cfg.committee, reference)
+    feed = RacingFeed()
+    feed.add("polkadot", ref(), int(time.time()) + 3600)  # something watched already
+    c = PaymentCollector(cfg, refunders[0], feed, start_block=await chain.head() + 1)
+    await c.step()
+
+    async def fund() -> None:
+        paid = await chain.send("//Charlie", lambda si: transfer(si, ss58(account, 42), 2 * UNIT))
+        await chain.new_block([paid])
+        assert paid.receipt["success"], paid.receipt
+
+    feed.race = (reference, fund)
+    await c.step()
+    await c.step()
+    assert account in c.funded, "the funding was scanned before its payment was listed: passed over"
+    assert c.funded[account].payer == keypair("//Charlie").public_key
