@@ -13,9 +13,12 @@ ARG PYTHON_VERSION=3.11
 # --- 1. Solidity artifacts (contracts/ethereum/build/*.json) with solcjs, pinned like package.json
 FROM node:20-bookworm-slim AS contracts
 WORKDIR /src
-RUN npm install --no-save --no-audit --no-fund solc@0.8.37
+RUN npm install --no-save --no-audit --no-fund solc@0.8.37 @tonconnect/ui@2.4.4
 COPY contracts/ethereum/ contracts/ethereum/
 RUN node contracts/ethereum/build.js && ls contracts/ethereum/build/CreditLedger.json
+# the checkout page's TON Connect bundle, served by the API itself (no CDN; pinned as in package.json)
+RUN mkdir -p vendor && cp node_modules/@tonconnect/ui/dist/tonconnect-ui.min.js vendor/ \
+    && cp node_modules/@tonconnect/ui/LICENSE vendor/tonconnect-ui.LICENSE
 
 # --- 2. Python dependencies in a virtualenv, at the versions the tests ran with (constraints.txt)
 FROM python:${PYTHON_VERSION}-slim-bookworm AS deps
@@ -42,6 +45,7 @@ COPY bridge/ bridge/
 COPY relayers/ relayers/
 COPY contracts/ton/build/ contracts/ton/build/
 COPY --from=contracts /src/contracts/ethereum/build/ contracts/ethereum/build/
+COPY --from=contracts /src/vendor/ bridge/api/static/vendor/
 COPY config/ /usr/share/creditbridge/config/
 ENV PATH=/opt/venv/bin:$PATH PYTHONPATH=/app PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 USER creditbridge
