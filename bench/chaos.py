@@ -107,6 +107,7 @@ FAULT_KINDS = ("kill_signer", "kill_relay", "kill_api", "reorg", "rpc_cut", "rpc
                "settlement_drop", "settlement_fail", "price_stale", "price_disagree",
                "undecodable_extrinsic")
 REPLICA_FAULT_KINDS = ("kill_api_replica",)  # scale-out mode only (the default schedule is unchanged)
+API_RETRY_SECONDS = 180  # how long a payer's dApp keeps asking an API that is down (restarting)
 REQUEST_TIMEOUT = 3.0  # the components' Ethereum and TON request timeout (s): a stall times out
 STALL_SECONDS = (24.0, 26.0)  # a payment's finality + an EVM read's whole retry schedule at that timeout
 
@@ -368,14 +369,19 @@ class Harness:
         return urls[self._next_api % len(urls)]
 
     async def api(self, method: str, path: str, body=None, base: str | None = None) -> tuple[int, dict]:
-        for _ in range(120):  # the API may be restarting (then the next replica is asked)
+        # the API may be restarting (then the next replica is asked): a dApp keeps retrying. The
+        # budget is time, not attempts: a restart after SIGKILL on a loaded 2-core machine once took
+        # 45 s (22 s of imports), longer than 120 quick connection refusals
+        deadline = time.monotonic() + API_RETRY_SECONDS
+        while True:
             try:
                 async with self.session.request(method, (base or self.next_api()) + path, json=body,
                                                 headers=self.auth, timeout=aiohttp.ClientTimeout(total=10)) as r:
                     return r.status, await r.json(content_type=None)
             except (aiohttp.ClientError, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"API unreachable for {path} for {API_RETRY_SECONDS} s") from None
                 await asyncio.sleep(0.25)
-        raise RuntimeError(f"API unreachable for {path}")
 
     async def send(self, p: Payment) -> None:
         acct = self.info["accounts"]["ethereum"][p.payer]
