@@ -89,7 +89,12 @@ def devnet_process(tmp_path_factory, name: str, extra: list[str], start_timeout:
     deadline = time.monotonic() + start_timeout
     while not info_file.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
+            # the whole process group: killing the devnet alone would orphan its chains and
+            # components, which then load the machine for the rest of the suite
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            log.close()
             raise AssertionError("devnet did not start:\n" + (d.parent / "devnet.out").read_text()[-3000:])
         time.sleep(0.2)
     yield Devnet(d, proc, json.loads(info_file.read_text()))
