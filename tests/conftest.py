@@ -13,6 +13,15 @@ from bridge.storage.db import Database
 PG_URL = os.environ.get("CREDITBRIDGE_TEST_PG_URL")
 
 
+def require_pg() -> str:
+    """The test server's URL; without one a skip on a developer's machine, a failure in CI."""
+    if not PG_URL:
+        if os.environ.get("CI"):
+            pytest.fail("CREDITBRIDGE_TEST_PG_URL is not set in CI: run the suite with `make test`")
+        pytest.skip("no PostgreSQL: run through `make test` (scripts/pg.sh starts one)")
+    return PG_URL
+
+
 async def _fresh_pg(url: str) -> None:
     d = Database(url)
     async with d.engine.begin() as c:
@@ -26,10 +35,7 @@ async def db(request, tmp_path):
     if request.param == "sqlite":
         d = Database(f"sqlite+aiosqlite:///{tmp_path}/test.sqlite")
     else:
-        if not PG_URL:
-            if os.environ.get("CI"):
-                pytest.fail("CREDITBRIDGE_TEST_PG_URL is not set in CI: run the suite with `make test`")
-            pytest.skip("no PostgreSQL: run through `make test` (scripts/pg.sh starts one)")
+        require_pg()
         await _fresh_pg(PG_URL)
         d = Database(PG_URL)
     await d.migrate()

@@ -19,7 +19,7 @@ from bridge.payments.feed import FeedEntry, WatchedReferences
 from bridge.payments.instructions import Instructions, evm_instructions
 from bridge.storage import payments as payments_repo
 from bridge.types import PaymentTerms, utcnow
-from tests.conftest import PG_URL, _fresh_pg
+from tests.conftest import PG_URL, _fresh_pg, require_pg
 from tests.integration.api.test_api import Gateway, assert_problem
 from tests.integration.api.test_api import start  # noqa: F401 - the gateway fixture
 
@@ -30,8 +30,7 @@ DAY = 86_400
 async def fgw(request, start) -> Gateway:  # noqa: F811
     if request.param == "sqlite":
         return await start()
-    if not PG_URL:
-        pytest.skip("no PostgreSQL: run through `make test` (scripts/pg.sh starts one)")
+    require_pg()
     await _fresh_pg(PG_URL)
     return await start(storage_url=PG_URL)
 
@@ -254,8 +253,7 @@ async def test_migration_numbers_existing_payments_in_creation_order(tmp_path, b
     from bridge.storage.db import Database, _alembic_config
 
     if backend == "postgres":
-        if not PG_URL:
-            pytest.skip("no PostgreSQL: run through `make test` (scripts/pg.sh starts one)")
+        require_pg()
         await _fresh_pg(PG_URL)
     db = Database(PG_URL if backend == "postgres" else f"sqlite+aiosqlite:///{tmp_path}/old.sqlite")
 

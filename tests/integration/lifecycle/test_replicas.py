@@ -37,15 +37,11 @@ from bridge.storage.models import WebhookAttemptRow, WebhookDeliveryRow, Webhook
 from bridge.webhooks import signing
 from bridge.webhooks.outbox import event_id_for
 
-PG_URL = os.environ.get("CREDITBRIDGE_TEST_PG_URL")
+from tests.conftest import PG_URL, require_pg  # noqa: E402
 ROOT = Path(__file__).resolve().parents[3]
 
 def _require_pg() -> str:
-    if not PG_URL:
-        if os.environ.get("CI"):
-            pytest.fail("CREDITBRIDGE_TEST_PG_URL is not set in CI: run the suite with `make test`")
-        pytest.skip("no PostgreSQL: run through `make test` (scripts/pg.sh starts one)")
-    return PG_URL
+    return require_pg()
 
 
 async def fresh_pg(migrate: bool = True) -> None:
