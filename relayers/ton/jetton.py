@@ -149,3 +149,69 @@ def parse_wallet_data(stack: list) -> tuple[int, Address, Address]:
     except Exception as e:  # pytoniq-core raises assorted errors on unexpected stacks
         raise InputError(f"not a jetton wallet's get_wallet_data ({e.__class__.__name__})") from None
     return balance, owner, master
+
+
+# ------------------------------------------------------------------ wallet side (dev tools, tests, chaos)
+async def jetton_wallet_of(provider, master: Address, owner: Address) -> Address:
+    """``owner``'s jetton wallet, as the master's ``get_wallet_address`` says (any TEP-74 master)."""
+    from bridge.errors import ChainError
+
+    try:
+        (res,) = await provider.run_get_method(master, "get_wallet_address",
+                                               [Builder().store_address(owner).end_cell().begin_parse()])
+        addr = res.load_address() if hasattr(res, "load_address") else res.begin_parse().load_address()
+    except Exception as e:  # pytoniq raises assorted errors (not deployed, exit code, decoding)
+        raise ChainError(f"get_wallet_address of {master.to_str()} failed ({e.__class__.__name__}: {e})") from None
+    addr.is_bounceable = True
+    return addr
+
+
+async def jetton_balance(provider, master: Address | str, owner: Address | str) -> int:
+    """The jetton balance (base units) of ``owner`` for the jetton ``master``: its wallet's
+    ``get_wallet_data`` (0 while the wallet is not deployed). ``provider``: a LiteBalancer."""
+    master = Address(master) if isinstance(master, str) else master
+    owner = Address(owner) if isinstance(owner, str) else owner
+    wallet = await jetton_wallet_of(provider, master, owner)
+    state = await provider.get_account_state(wallet)
+    if getattr(state, "state", None) is None or getattr(state.state, "type_", None) != "active":
+        return 0
+    balance, _, _ = parse_wallet_data(await provider.run_get_method(wallet, "get_wallet_data", []))
+    return balance
+
+
+async def pay_jettons(wallet, master: Address | str, to: Address | str, amount: int, *, code: str | None = None,
+                      reference: bytes | None = None, forward_ton_amount: int = PAYMENT_FORWARD_TON,
+                      ton_amount: int = TRANSFER_VALUE) -> bytes:
+    """Pay ``amount`` jetton base units from ``wallet`` (a pytoniq WalletV4R2 holding them) to
+    ``to`` (the lock) as a wallet app does: a TEP-74 ``transfer`` to the payer's own jetton
+    wallet, ``forward_ton_amount`` so the lock is notified, the payment ``code`` as the forward
+    payload's text comment (or the binary deposit body of ``reference``; neither: no payload).
+    Excess TON comes back to the wallet. Returns the external message's hash."""
+    from relayers.ton import lock as L
+    from relayers.ton import wallet as tw
+
+    master = Address(master) if isinstance(master, str) else master
+    to = Address(to) if isinstance(to, str) else to
+    if code is not None and reference is not None:
+        raise InputError("give a code or a reference, not both")
+    payload = L.comment_body(code) if code is not None else L.deposit_body(reference) if reference is not None else None
+    body = transfer_body(amount, to, response=wallet.address, forward_ton_amount=forward_ton_amount,
+                         forward_payload=payload)
+    return await tw.transfer(wallet, await jetton_wallet_of(wallet.provider, master, wallet.address), ton_amount, body)
+
+
+async def deploy_minter(admin_wallet, uri: str, *, value: int = 200_000_000) -> Address:
+    """Deploy this repo's TEP-74 minter with ``admin_wallet`` as admin (the dev USDT)."""
+    from relayers.ton import wallet as tw
+
+    content = content_cell(uri)
+    master = minter_address(admin_wallet.address, content)
+    await tw.transfer(admin_wallet, master, value, None, state_init=minter_state_init(admin_wallet.address, content))
+    return master
+
+
+async def mint(admin_wallet, master: Address, to: Address, amount: int, *, value: int = 100_000_000) -> bytes:
+    """Admin: mint ``amount`` base units to ``to`` (its wallet is deployed by the mint)."""
+    from relayers.ton import wallet as tw
+
+    return await tw.transfer(admin_wallet, master, value, mint_body(to, amount, ton_amount=value // 2))
