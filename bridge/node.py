@@ -24,7 +24,12 @@ from bridge.types import SettlementDomain
 log = logging.getLogger("creditbridge.node")
 
 
-def make_watcher(chain, registry=None) -> Watcher:
+def chain_tokens(settings: Settings, chain: str) -> dict:
+    """The non-native tokens payable on ``chain`` (symbol -> PayableToken), for its relayers."""
+    return {t.symbol: t for t in settings.payable_tokens() if t.chain == chain and not t.native}
+
+
+def make_watcher(chain, registry=None, tokens: dict | None = None) -> Watcher:
     if chain.family == "evm":
         from relayers.evm.watcher import EvmWatcher
 
@@ -36,7 +41,7 @@ def make_watcher(chain, registry=None) -> Watcher:
     if chain.family == "ton":
         from relayers.ton.watcher import TonWatcher
 
-        return TonWatcher(chain)
+        return TonWatcher(chain, tokens=tokens)
     raise ConfigError(f"chain {chain.name}: family {chain.family!r} has no watcher")
 
 
@@ -137,7 +142,8 @@ async def run_signer(settings: Settings) -> None:
     session = aiohttp.ClientSession()
     sup.on_stop(session.close)
     registry = CollectorRegistry()
-    watchers = {c.name: make_watcher(c, registry) for c in settings.source_chains()}
+    watchers = {c.name: make_watcher(c, registry, tokens=chain_tokens(settings, c.name))
+                for c in settings.source_chains()}
     settlement = make_submitter(settings.chain(settings.settlement_chain))
     _close_on_stop(sup, [*watchers.values(), settlement])
     metrics = SignerMetrics(registry)
@@ -244,7 +250,7 @@ def signer_price_bound(settings: Settings, sup: Supervisor, registry: CollectorR
                       decimals={t.label: t.decimals for t in settings.payable_tokens()})
 
 
-def make_custody(chain):
+def make_custody(chain, token=None):
     """What a custody holds and has paid out (the treasury sweeper's solvency check), or None if
     the family cannot tell yet."""
     if chain.family == "evm" and "lock" in chain.contracts:
@@ -257,7 +263,7 @@ def make_custody(chain):
             return None
         from relayers.ton.custody import TonCustody
 
-        return TonCustody(chain)
+        return TonCustody(chain, token=token)
     if chain.family == "substrate":
         from relayers.substrate.custody import SubstrateCustody
 
@@ -309,7 +315,8 @@ def lifecycle_options(settings: Settings, refund_key=None, sup: Supervisor | Non
             if c.family == "ton":
                 from relayers.ton.release import TonRefundSigner
 
-                refund_signers[c.name] = TonRefundSigner.from_config(c, refund_key.secret)
+                refund_signers[c.name] = TonRefundSigner.from_config(c, refund_key.secret,
+                                                                     tokens=chain_tokens(settings, c.name))
             elif c.family == "substrate":
                 from relayers.substrate.refund import SignerApprovals
 
@@ -337,7 +344,7 @@ def refund_worker(settings: Settings, key: bytes, session, sup: Supervisor, regi
     cfg = settings.aggregator
     releasers = {c.name: EvmLockReleaser(c, key, gas_cap=cfg.refund_gas_cap) for c in settings.source_chains()
                  if c.family == "evm" and "lock" in c.contracts}
-    releasers.update({c.name: TonLockReleaser(c) for c in settings.source_chains()
+    releasers.update({c.name: TonLockReleaser(c, tokens=chain_tokens(settings, c.name)) for c in settings.source_chains()
                       if c.family == "ton" and c.liteserver_config is not None})
     _close_on_stop(sup, list(releasers.values()))
     failed = Counter("creditbridge_relay_refunds_failed_total", "Refunds parked as failed (never retried), by chain",
