@@ -238,3 +238,21 @@ def test_jetton_release_before_set_up_is_refused(committee):
            .end_cell())
     recs = chain.send_internal(usdt, lock, TON // 10, body=bad)  # the master answering addr_none
     assert exit_code(recs[0]) == L.ERR_BAD_JETTON_WALLET
+
+
+def test_a_jetton_release_the_wallet_refuses_restores_the_lock_s_record(env):
+    chain, lock, usdt, other, seeds = env
+    pay(chain, usdt, lock, 10 * USDT, None)
+    master_id = int.from_bytes(usdt.hash_part, "big")
+    # the destination is on the masterchain: the lock's jetton wallet refuses (333) and bounces
+    recs = jrelease(chain, lock, usdt, seeds, [0, 1, 2], amount=4 * USDT, release_id=os.urandom(32),
+                    dest=Address((-1, b"\x77" * 32)))
+    wallet_tx = [tx(r) for r in recs if r.account == J.wallet_address(lock, usdt).hash_part]
+    assert wallet_tx and wallet_tx[0].description.compute_ph.exit_code == 333
+    assert jetton_balance(chain, usdt, lock) == 10 * USDT
+    assert get(chain, lock, "get_jetton", [master_id])[1] == 10 * USDT  # the record follows the wallet
+    # a bounce from anyone else changes nothing
+    fake_bounce = (Builder().store_uint(0xFFFFFFFF, 32).store_uint(J.OP_TRANSFER, 32).store_uint(0, 64)
+                   .store_coins(10**6 * USDT).end_cell())
+    chain.send_internal(ANYONE, lock, TON // 10, body=fake_bounce, bounced=True, bounce=False)
+    assert get(chain, lock, "get_jetton", [master_id])[1] == 10 * USDT
