@@ -57,6 +57,8 @@ USDT_DEV_BALANCE = 100_000 * 10**USDT_DECIMALS  # per dev wallet
 USDT_CONTENT_URI = "https://creditbridge.invalid/devnet/usdt.json"
 USDT_PEG_BAND_BPS = 100
 USDT_QUOTE_MIN = 10**5  # 0.1 USDT
+# the smallest USDT refund: a jetton release costs the lock ~0.01-0.02 TON of its reserve
+USDT_MIN_REFUND = 500_000  # 0.5 USDT
 
 
 def _v4r2_address(public_key: bytes):
@@ -197,7 +199,7 @@ async def start_devchains(directory: Path, committee: DevCommittee) -> list[DevC
             "lock_min_amount": str(LOCK_MIN_NANOTON), "lock_min_release": str(lockc.DEFAULT_MIN_RELEASE),
             "tokens": {"USDT": {"jetton_master": usdt, "decimals": USDT_DECIMALS}}}
     tokens = [{"symbol": "USDT", "chain": CHAIN_NAME, "decimals": USDT_DECIMALS, "jetton_master": usdt,
-               "peg": "1.00", "peg_band_bps": USDT_PEG_BAND_BPS}]
+               "peg": "1.00", "peg_band_bps": USDT_PEG_BAND_BPS, "min_refund": USDT_MIN_REFUND}]
     return [DevChain(name=CHAIN_NAME, config=config, info=info, accounts=accounts, fixed_usd={"TON": TON_USD},
                      min_amount={"TON": QUOTE_MIN_NANOTON, f"USDT@{CHAIN_NAME}": USDT_QUOTE_MIN}, stop=chain.stop,
                      tokens=tokens)]
