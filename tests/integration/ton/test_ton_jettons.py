@@ -30,6 +30,7 @@ from relayers.ton.custody import TonCustody
 from relayers.ton.release import TonLockReleaser, TonRefundSigner
 from relayers.ton.watcher import TonWatcher
 from tests.integration.ton.conftest import MIN, TON, TonEnv
+from tests.integration.treasury_harness import settlement  # noqa: F401  (a fixture: anvil with the CreditLedger)
 
 USDT = 10**6
 
@@ -173,3 +174,99 @@ async def test_a_forged_notification_and_another_masters_jettons_credit_nothing(
     finally:
         await watcher.aclose()
         await custody.aclose()
+
+
+async def test_credited_jettons_are_swept_once_to_the_treasury_in_jettons(ton: TonEnv, jet: Jet, settlement,  # noqa: F811
+                                                                        tmp_path):
+    """The lead's per-(chain, token) sweeper over the TON lock's USDT (issue 15): four signer
+    nodes (tests/integration/treasury_harness.py) sweep what the credited USDT deposits earned,
+    once, as a jetton release (token USDT, release id ``sweep_release_id(.., "USDT")``) that the
+    lock pays from its jetton wallet to the treasury's; the overpayment's excess is refunded in
+    USDT and never swept; a replay of the sweep is refused by the lock (410)."""
+    import aiohttp
+
+    from bridge.committee.treasury import Sweeper
+    from bridge.payments import rules
+    from bridge.payments.refunds import RefundWorker, ReleasesClient
+    from bridge.payments.treasury import sweep_release_id
+    from tests.integration.treasury_harness import EPOCH, close, credit, learn, make_node, processed, serve
+
+    cfg = jet.config(ton, min_refund=L.DEFAULT_MIN_RELEASE)
+    usdt = jet.tokens["USDT"]
+    treasury = os.urandom(32)
+    probe = TonWatcher(cfg, tokens=jet.tokens)
+    start = await probe.finalized_height() + 1
+    codes = [new_code(), new_code()]
+    await _send(ton, 1, lambda w: J.pay_jettons(w, jet.usdt, jet.lock, 30 * USDT, code=codes[0]))
+    await _send(ton, 2, lambda w: J.pay_jettons(w, jet.usdt, jet.lock, 25 * USDT, code=codes[1]))
+    obs = await _observe(ton, probe, start, [reference_for_code(c) for c in codes])
+    exact, over = (obs[reference_for_code(c)] for c in codes)
+    assert exact.token == over.token == "USDT"
+    excess = 5 * USDT
+    deposits = [(exact, rules.Decision(rules.CREDIT, 3000, exact.amount, 0)),
+                (over, rules.Decision(rules.CREDIT, 2000, over.amount - excess, excess))]
+    nodes, runners, session = [], [], aiohttp.ClientSession()
+    releaser = TonLockReleaser(cfg, tokens=jet.tokens, timeout=30)
+    custody = TonCustody(cfg, token=usdt)
+    try:
+        height = await probe.finalized_height()
+        for i, seed in enumerate(ton.seeds):
+            node = await make_node(tmp_path, i, chain="ton", token="TON", watcher=TonWatcher(cfg, tokens=jet.tokens),
+                                   custody=TonCustody(cfg), treasury=treasury, settlement=settlement,
+                                   min_refund=cfg.min_refund,
+                                   refund_signers={"ton": TonRefundSigner.from_config(cfg, seed, tokens=jet.tokens)})
+            node.native_tokens = {"ton": "TON"}
+            node.min_refund["USDT@ton"] = USDT
+            await node.sweeper.custody[("ton", "TON")].aclose()
+            node.sweeper = Sweeper(node, addresses={"ton": treasury}, epoch_blocks=EPOCH,
+                                   custody={("ton", "USDT"): TonCustody(cfg, token=usdt)}, tokens={"ton": "TON"})
+            await learn(node, "ton", height, deposits)
+            nodes.append(node)
+        urls = [await serve(n, runners) for n in nodes]
+        worker = RefundWorker(signers=[ReleasesClient(u, session) for u in urls], releasers={"ton": releaser})
+
+        async def sweeps(i: int = 0) -> list[dict]:
+            return [r for r in await nodes[i].releases_after(0, 1000) if r["purpose"] == "sweep"]
+
+        block = await settlement.next_epoch()
+        for n in nodes:
+            await credit(n, deposits, block)
+        await settlement.mine(5)
+        assert [await n.sweeper.step() for n in nodes] == [1, 1, 1, 1]
+        earned = exact.amount + over.amount - excess
+        got = [await sweeps(i) for i in range(4)]
+        assert all(len(g) == 1 for g in got)
+        sweep = got[0][0]
+        assert (sweep["to"], int(sweep["amount"]), sweep["token"]) == ("0x" + treasury.hex(), earned, "USDT")
+        rid = bytes.fromhex(sweep["release_id"][2:])
+        assert rid == sweep_release_id(await probe.source(), sweep["sequence"], "USDT")
+
+        before = await probe.finalized_height()
+        held = await custody.balance(before)
+        assert await worker.step() == 2  # the sweep and the excess refund, both in USDT
+        await ton.wait_block(2)
+        after = await probe.finalized_height()
+        assert await custody.balance(after) == held - earned - excess
+        owner = L.basechain(treasury)
+        assert await J.jetton_balance(ton.lb, jet.usdt, owner) == earned
+        assert await custody.released(after, {rid}) == {rid}
+        for n in nodes:
+            await processed(n, "ton", after)
+        assert [await n.sweeper.step() for n in nodes] == [0, 0, 0, 0]  # nothing more to sweep
+        # a replay of the sweep is refused by the lock
+        await ton.wait_block(3)
+        sigs = {bytes.fromhex(r["signer"][2:]): bytes.fromhex(r["signature"][2:]) for r in [g[0] for g in got][:3]}
+        payload = L.jetton_release_payload(global_id=LOCAL_GLOBAL_ID, lock=jet.lock, destination=owner,
+                                           amount=earned, release_id=rid, master=jet.usdt)
+        with pytest.raises(LiteServerError, match=f"exit code {L.ERR_RELEASE_USED}"):
+            await ton.lb.raw_send_message(L.release_message(jet.lock, L.release_body(payload, sigs)).to_boc())
+        await ton.wait_block()
+        assert await J.jetton_balance(ton.lb, jet.usdt, owner) == earned
+    finally:
+        await session.close()
+        for r in runners:
+            await r.cleanup()
+        await close(nodes)
+        await releaser.aclose()
+        await custody.aclose()
+        await probe.aclose()
