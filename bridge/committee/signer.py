@@ -135,6 +135,7 @@ class SignerNode:
                 start_block=(start_block or {}).get(name_, 0),
                 poll_interval=poll_interval,
                 on_new=self._on_new,
+                clock=wall_clock,  # a deposit is due from when it is seen: see process_once
             )
             for name_, w in watchers.items()
         ]

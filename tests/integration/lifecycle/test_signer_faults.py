@@ -264,6 +264,31 @@ async def test_deposits_waiting_for_a_late_decision_do_not_fill_the_window(chain
     assert set((await statuses(sg.nodes[0])).values()) == {"attested", "rejected"}
 
 
+async def test_a_deposit_retried_after_an_outage_is_not_overtaken_by_later_deposits(chain, lifecycle, signers):
+    """The full chaos run's failed drain (seed 1): deposits first tried while the API was down
+    were tried again only once the stream of newer deposits had ended, 7 to 12 minutes later,
+    because their stored retry time sorted after every new deposit's 0. A deposit is now due
+    from when the signer saw it, and each pass takes deposits in the order they became due."""
+    lc = await lifecycle(chains=chain_settings(chain)["chains"])
+    sg = await signers(lc)
+    first = await lc.payment(None, credits="100")
+    await lock(chain, first["reference"], int(first["amount"]))
+    await sg.follow()
+    sg.gateway.answer_if = lambda path, body: web.Response(status=503)  # the API is down (kill_api)
+    assert await sg.process(limit=2) == [0]
+    assert sg.retries(0, "gateway-unavailable") == 1
+    sg.gateway.heal()
+    sg.clock.t += retry_delay(1) + 1  # its retry time has passed; then newer deposits arrive
+    later = [await lc.payment(None, credits=str(c)) for c in (200, 300, 400)]
+    for p in later:
+        await lock(chain, p["reference"], int(p["amount"]))
+    await sg.follow()
+    assert await sg.process(limit=2) == [2]
+    assert sorted((await attested(sg.nodes[0])).values()) == [100, 200]  # the oldest due first
+    assert await sg.process(limit=2) == [2]
+    assert sorted((await attested(sg.nodes[0])).values()) == [100, 200, 300, 400]
+
+
 class _Approvals:
     """The signer's approver contract (``step``) for three refund orders: the first one's chain
     endpoint keeps failing (retryable), the second hits a bug, the third goes through."""
