@@ -1438,6 +1438,9 @@ class Harness:
         deposits, credited, locked = await self.chain_state()
         result = self.reconcile(deposits, credited)
         refunds = await self.refund_state(deposits)
+        # the report's lost/missing are these, taken now (not when the run ends: the checks below take minutes)
+        log.info("drain ended %.0fs after the faults stopped: %d deposit(s) not credited, %d refund(s) missing",
+                 time.monotonic() - faults_stopped, len(result["lost"]), len(refunds["missing"]))
         treasury = await self.treasury_state(deposits, credited)
         treasury["drain_seconds"] = None if swept_at is None else round(swept_at - faults_stopped, 1)
         if self._ton_releaser is not None:
