@@ -408,7 +408,7 @@ class Harness:
         if q is None:
             return None
         status, pay = await self.api("POST", "/v1/payments", {"quote_id": q["id"], "beneficiary": beneficiary})
-        if status == 409:  # our retry raced our own first request (an API slow after a restart): the dApp moves on
+        if status == 409:  # a uniqueness race (seen right after a kill_api restart; likely our own retried POST): move on
             log.warning("payment refused (%s); this payment is skipped", pay.get("detail") if isinstance(pay, dict) else pay)
             self.stats.effect("payments_refused_409")
             return None
