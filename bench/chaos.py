@@ -408,6 +408,10 @@ class Harness:
         if q is None:
             return None
         status, pay = await self.api("POST", "/v1/payments", {"quote_id": q["id"], "beneficiary": beneficiary})
+        if status == 409:  # a uniqueness race (seen right after a kill_api restart; likely our own retried POST): move on
+            log.warning("payment refused (%s); this payment is skipped", pay.get("detail") if isinstance(pay, dict) else pay)
+            self.stats.effect("payments_refused_409")
+            return None
         if status not in (200, 201):
             raise RuntimeError(f"payment refused: {pay}")
         ins = pay["instructions"]
@@ -1438,6 +1442,9 @@ class Harness:
         deposits, credited, locked = await self.chain_state()
         result = self.reconcile(deposits, credited)
         refunds = await self.refund_state(deposits)
+        # the report's lost/missing are these, taken now (not when the run ends: the checks below take minutes)
+        log.info("drain ended %.0fs after the faults stopped: %d deposit(s) not credited, %d refund(s) missing",
+                 time.monotonic() - faults_stopped, len(result["lost"]), len(refunds["missing"]))
         treasury = await self.treasury_state(deposits, credited)
         treasury["drain_seconds"] = None if swept_at is None else round(swept_at - faults_stopped, 1)
         if self._ton_releaser is not None:

@@ -69,6 +69,7 @@ class DepositFollower:
         max_backoff: float = 30.0,
         on_new: OnNew | None = None,
         registry: Any = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         if max_range <= 0:
             raise ValueError("max_range must be positive")
@@ -83,6 +84,10 @@ class DepositFollower:
         self.poll_interval = poll_interval
         self.max_backoff = max_backoff
         self.on_new = on_new
+        # unix-seconds clock: new observations are stored as due from the time they are seen
+        # (a signer's retry window, ``observations_due``, then serves them in arrival order
+        # among the deposits whose backoff ended); None: due at 0 (components that never retry)
+        self.clock = clock
         self.height: int | None = None  # last handled block, once known
         self.finalized: int | None = None
         self.caught_up = False
@@ -124,7 +129,8 @@ class DepositFollower:
                     s, self.component, self.chain) is None else height
                 if not await advance_cursor(s, self.component, self.chain, expected, end, end_ref.hash):
                     raise _CursorMoved()
-                new = await add_observations(s, observations)
+                new = await add_observations(s, observations,
+                                             due_at=int(self.clock()) if self.clock is not None else 0)
         except _CursorMoved:
             # another instance moved the cursor meanwhile: this step's work is rolled back
             log.warning("%s/%s: cursor moved under us; retrying", self.component, self.chain)

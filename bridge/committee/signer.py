@@ -96,6 +96,7 @@ class SignerNode:
         unknown_reference_refund_after_seconds: int = 86_400,
         native_tokens: dict[str, str] | None = None,
         lock_tokens: dict[str, dict[str, bytes]] | None = None,
+        read_concurrency: int = 8,
     ) -> None:
         if key.kind != "secp256k1":
             raise InputError("a signer key must be secp256k1")
@@ -131,6 +132,10 @@ class SignerNode:
         # bridge.committee.pricebound.PriceBound: this node's own bound on the terms' rate
         self.price_bound = price_bound
         self.unknown_reference_refund_after = unknown_reference_refund_after_seconds
+        if read_concurrency < 1:
+            raise InputError("read_concurrency must be at least 1")
+        # deposits of a window whose reads (chain view, terms, price bound) run at once
+        self.read_concurrency = read_concurrency
         self._wake = asyncio.Event()
         self._committee: tuple[int, list[bytes], int] | None = None
         self._committee_at = 0.0
@@ -143,6 +148,7 @@ class SignerNode:
                 start_block=(start_block or {}).get(name_, 0),
                 poll_interval=poll_interval,
                 on_new=self._on_new,
+                clock=wall_clock,  # a deposit is due from when it is seen: see process_once
             )
             for name_, w in watchers.items()
         ]
@@ -198,16 +204,36 @@ class SignerNode:
         """Handle observations waiting for a decision (and queued ones whose governor release
         time has passed); return how many were decided.
 
-        Only deposits whose next attempt time has come are taken, the longest waiting first,
+        Only deposits whose next attempt time has come are taken, in the order they became due
+        (a new deposit is due from when this node saw it, one backing off from its retry time),
         and each is decided on its own (``_attempt``): one that cannot be decided now gets a
-        backoff and leaves the window to the others."""
+        backoff and leaves the window to the others.
+
+        What a decision reads -- the deposit again on this node's chain view, its terms from the
+        gateway, the late decision, the price bound's reference -- is read for up to
+        ``read_concurrency`` deposits of the window at once (each read is a round trip to a
+        chain node or the gateway, which under load take most of a deposit's time); the
+        decisions and their writes (refunds, governor, attestation) stay one at a time, in due
+        order, exactly as before."""
         now = int(self.wall_clock())
         async with self.db.begin() as s:
             pending = await obs_repo.observations_due(s, "new", now, limit)
             queued = await obs_repo.observations_due(s, "queued", now, 1000)
         decided = 0
-        for stored in pending:
-            decided += await self._attempt(stored)
+        gate = asyncio.Semaphore(self.read_concurrency)
+
+        async def read(obs: Observation):
+            async with gate:
+                return await self._evaluate(obs)
+
+        reads = [asyncio.ensure_future(read(stored.observation)) for stored in pending]
+        try:
+            for stored, evaluation in zip(pending, reads):
+                decided += await self._attempt(stored, evaluation)
+        finally:
+            for t in reads:  # only when cancelled or a write failed: drop the reads not used
+                t.cancel()
+            await asyncio.gather(*reads, return_exceptions=True)
         for stored in queued:
             o = stored.observation
             async with self.db.begin() as s:
@@ -216,15 +242,16 @@ class SignerNode:
                 decided += await self._attempt(stored)
         return decided
 
-    async def _attempt(self, stored: obs_repo.StoredObservation) -> int:
-        """Decide one deposit. What goes wrong with it stays with it: anything that is not a
+    async def _attempt(self, stored: obs_repo.StoredObservation, evaluation: asyncio.Future | None = None) -> int:
+        """Decide one deposit (``evaluation``: its reads, already started). What goes wrong with
+        it stays with it: anything that is not a
         proved-bad fact (a chain or gateway that could not tell, an unknown reference before
         its refund time, a late deposit not decided yet, a bug or malformed data) leaves it
         undecided with a backoff -- retried for ever, counted and logged -- never stopping the
         others."""
         obs = stored.observation
         try:
-            return await self._decide(stored.id, obs)
+            return await self._decide(stored.id, obs, evaluation)
         except _Retry as e:
             reason, detail, not_after = e.reason, e.detail, e.not_after
         except BridgeError as e:  # retryable or not: the chain or gateway could not tell now
@@ -252,14 +279,21 @@ class SignerNode:
         log.log(level, "signer %s: deposit %s/%d not decided yet (%s: %s); attempt %d, next in %ds",
                 self.name, obs.chain, obs.sequence, reason, detail, attempts, at - now)
 
-    async def _decide(self, row_id: int, obs: Observation) -> int:
+    async def _evaluate(self, obs: Observation) -> tuple:
+        """What deciding ``obs`` reads, and nothing it writes: ``(terms, decision, fresh quote
+        id or None)``. It depends only on facts (the chain, the signed terms, the deposits of
+        the same reference as observed), so it may run ahead of the decisions before it."""
         quote_id = None
+        terms, decision = await self._check(obs)
+        if decision.outcome == rules.LATE:
+            decision, quote_id = await self._late(obs, terms, decision)
+        if self.price_bound is not None:  # outside it: held for refund ("unpriced")
+            decision = await self.price_bound.apply(obs, terms, decision)
+        return terms, decision, quote_id
+
+    async def _decide(self, row_id: int, obs: Observation, evaluation: asyncio.Future | None = None) -> int:
         try:
-            terms, decision = await self._check(obs)
-            if decision.outcome == rules.LATE:
-                decision, quote_id = await self._late(obs, terms, decision)
-            if self.price_bound is not None:  # outside it: held for refund ("unpriced")
-                decision = await self.price_bound.apply(obs, terms, decision)
+            terms, decision, quote_id = await (evaluation if evaluation is not None else self._evaluate(obs))
         except _UnknownReference as e:
             refund_at = obs.timestamp + self.unknown_reference_refund_after
             if int(self.wall_clock()) < refund_at:

@@ -87,7 +87,7 @@ async def advance_cursor(
 
 
 # --- observations ----------------------------------------------------------------------------
-def _row_values(o: Observation, now: datetime) -> dict:
+def _row_values(o: Observation, now: datetime, due_at: int = 0) -> dict:
     return {
         "chain": o.chain,
         "source": o.source,
@@ -104,6 +104,7 @@ def _row_values(o: Observation, now: datetime) -> dict:
         "status": "new",
         "status_detail": "",
         "created_at": now,
+        "next_attempt_at": due_at,
     }
 
 
@@ -138,8 +139,14 @@ def _chunks(items: Sequence, n: int = _CHUNK) -> Iterable[Sequence]:
         yield items[i : i + n]
 
 
-async def add_observations(s: AsyncSession, observations: Iterable[Observation]) -> list[Observation]:
-    """Store observations; return only the newly inserted ones, in the given order."""
+async def add_observations(s: AsyncSession, observations: Iterable[Observation], *,
+                           due_at: int = 0) -> list[Observation]:
+    """Store observations; return only the newly inserted ones, in the given order.
+
+    ``due_at`` (unix seconds) is their first attempt time: a signer stamps its deposits with
+    the time it observed them, so that ``observations_due`` serves deposits in the order they
+    became due -- a deposit backing off after a failed attempt is not overtaken by every deposit
+    observed after its retry time (with 0, fresh deposits would always sort first)."""
     unique: list[Observation] = []
     seen_events: set = set()
     seen_ids: set = set()
@@ -165,7 +172,7 @@ async def add_observations(s: AsyncSession, observations: Iterable[Observation])
         # bind parameters on each call (that compilation was most of a catch-up scan's time)
         stmt = insert(table).on_conflict_do_nothing().returning(table.c.chain, table.c.tx_id, table.c.event_index)
         for part in _chunks(unique):
-            result = await s.execute(stmt, [_row_values(o, now) for o in part])
+            result = await s.execute(stmt, [_row_values(o, now, due_at) for o in part])
             for chain, tx_id, event_index in result.all():
                 inserted.add((chain, bytes(tx_id), event_index))
     else:  # portable fallback: check, then insert, in the caller's transaction
@@ -173,7 +180,7 @@ async def add_observations(s: AsyncSession, observations: Iterable[Observation])
         for o in unique:
             if _event_key(o) in existing_events or o.deposit_id in existing_ids:
                 continue
-            s.add(ObservationRow(**_row_values(o, now)))
+            s.add(ObservationRow(**_row_values(o, now, due_at)))
             inserted.add(_event_key(o))
         await s.flush()
     new = [o for o in unique if _event_key(o) in inserted]

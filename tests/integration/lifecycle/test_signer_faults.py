@@ -11,6 +11,7 @@ the gateway's own 404 ``not-found`` problem, as during a database failover)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from datetime import timedelta
 from decimal import Decimal
@@ -262,6 +263,70 @@ async def test_deposits_waiting_for_a_late_decision_do_not_fill_the_window(chain
     assert await sg.process(limit=2) == [2]
     assert sorted(r["purpose"] for r in await sg.nodes[0].releases_after(0, 10)) == ["late", "late"]
     assert set((await statuses(sg.nodes[0])).values()) == {"attested", "rejected"}
+
+
+async def test_a_deposit_retried_after_an_outage_is_not_overtaken_by_later_deposits(chain, lifecycle, signers):
+    """The full chaos run's failed drain (seed 1): deposits first tried while the API was down
+    were tried again only once the stream of newer deposits had ended, 7 to 12 minutes later,
+    because their stored retry time sorted after every new deposit's 0. A deposit is now due
+    from when the signer saw it, and each pass takes deposits in the order they became due."""
+    lc = await lifecycle(chains=chain_settings(chain)["chains"])
+    sg = await signers(lc)
+    first = await lc.payment(None, credits="100")
+    await lock(chain, first["reference"], int(first["amount"]))
+    await sg.follow()
+    sg.gateway.answer_if = lambda path, body: web.Response(status=503)  # the API is down (kill_api)
+    assert await sg.process(limit=2) == [0]
+    assert sg.retries(0, "gateway-unavailable") == 1
+    sg.gateway.heal()
+    sg.clock.t += retry_delay(1) + 1  # its retry time has passed; then newer deposits arrive
+    later = [await lc.payment(None, credits=str(c)) for c in (200, 300, 400)]
+    for p in later:
+        await lock(chain, p["reference"], int(p["amount"]))
+    await sg.follow()
+    assert await sg.process(limit=2) == [2]
+    assert sorted((await attested(sg.nodes[0])).values()) == [100, 200]  # the oldest due first
+    assert await sg.process(limit=2) == [2]
+    assert sorted((await attested(sg.nodes[0])).values()) == [100, 200, 300, 400]
+
+
+async def test_a_slow_gateway_answer_does_not_hold_the_reads_of_the_other_deposits(chain, lifecycle, signers):
+    """The full chaos run's signers fell ~5 minutes behind the deposits while faults slowed
+    their round trips (about 1 deposit a second on the loaded machine, 30 ms when idle): each
+    deposit's reads (its receipt, its terms, the price bound) waited for the previous deposit's.
+    Now the reads of a window's deposits run at once (``read_concurrency``); the decisions and
+    writes stay in due order. Here the gateway holds the first deposit's terms: the others'
+    terms are asked for meanwhile, and every deposit is attested once it answers."""
+    lc = await lifecycle(chains=chain_settings(chain)["chains"])
+    sg = await signers(lc)
+    node = sg.nodes[0]
+    node.gateway.timeout = aiohttp.ClientTimeout(total=60)  # the held request never times out here
+    pays = [await lc.payment(None, credits=str(c)) for c in (100, 200, 300, 400)]
+    for p in pays:
+        await lock(chain, p["reference"], int(p["amount"]))
+    await sg.follow()
+    refs = [p["reference"].lower() for p in pays]
+    asked: list[str] = []
+
+    def record(path: str, body: bytes):
+        asked.extend(r for r in refs if r in path.lower())
+        return None
+
+    sg.gateway.answer_if = record
+    sg.gateway.stall_if = lambda path, body: refs[0] in path.lower()
+    task = asyncio.ensure_future(node.process_once())
+    try:
+        for _ in range(100):  # up to 10 s for the other three while the first one is held
+            if set(refs[1:]) <= set(asked):
+                break
+            await asyncio.sleep(0.1)
+        assert sg.gateway.stalled == 1 and set(refs[1:]) <= set(asked), asked
+        assert not task.done() and await attested(node) == {}  # decisions wait for the first, in order
+    finally:
+        sg.gateway.heal()
+    assert await task == 4
+    assert sg.retries(0, "gateway-unavailable") == 0
+    assert sorted((await attested(node)).values()) == [100, 200, 300, 400]
 
 
 class _Approvals:
