@@ -24,11 +24,16 @@ from bridge.types import SettlementDomain
 log = logging.getLogger("creditbridge.node")
 
 
-def make_watcher(chain, registry=None) -> Watcher:
+def non_native_tokens(settings: Settings, chain: str) -> dict:
+    """symbol -> PayableToken of the chain's configured non-native tokens (ERC-20s ...)."""
+    return {t.symbol: t for t in settings.payable_tokens() if t.chain == chain and not t.native}
+
+
+def make_watcher(chain, registry=None, tokens=None) -> Watcher:
     if chain.family == "evm":
         from relayers.evm.watcher import EvmWatcher
 
-        return EvmWatcher(chain)
+        return EvmWatcher(chain, tokens=tokens)
     if chain.family == "substrate":
         from relayers.substrate.watcher import SubstrateWatcher
 
@@ -61,7 +66,9 @@ def payment_instructions():
     """Instruction builders of every chain family (the API shows them to payers)."""
     from bridge.payments.instructions import Instructions
 
-    builders = {}
+    from relayers.evm.instructions import evm_instructions
+
+    builders = {"evm": evm_instructions}  # ERC-20 payments too (token=PayableToken)
     try:
         from relayers.substrate.instructions import substrate_instructions
 
@@ -137,7 +144,8 @@ async def run_signer(settings: Settings) -> None:
     session = aiohttp.ClientSession()
     sup.on_stop(session.close)
     registry = CollectorRegistry()
-    watchers = {c.name: make_watcher(c, registry) for c in settings.source_chains()}
+    watchers = {c.name: make_watcher(c, registry, non_native_tokens(settings, c.name))
+                for c in settings.source_chains()}
     settlement = make_submitter(settings.chain(settings.settlement_chain))
     _close_on_stop(sup, [*watchers.values(), settlement])
     metrics = SignerMetrics(registry)
@@ -244,13 +252,13 @@ def signer_price_bound(settings: Settings, sup: Supervisor, registry: CollectorR
                       decimals={t.label: t.decimals for t in settings.payable_tokens()})
 
 
-def make_custody(chain):
+def make_custody(chain, token=None):
     """What a custody holds and has paid out (the treasury sweeper's solvency check), or None if
-    the family cannot tell yet."""
+    the family cannot tell yet. ``token``: a non-native PayableToken (None: the native one)."""
     if chain.family == "evm" and "lock" in chain.contracts:
         from relayers.evm.custody import EvmCustody
 
-        return EvmCustody(chain)
+        return EvmCustody(chain, token=token)
     if chain.family == "ton" and "lock" in chain.contracts:
         if chain.liteserver_config is None:
             log.warning("treasury: chain %s has no liteserver_config: its lock cannot be read for sweeps", chain.name)
@@ -335,8 +343,9 @@ def refund_worker(settings: Settings, key: bytes, session, sup: Supervisor, regi
     from bridge.payments.refunds import RefundWorker, ReleasesClient
 
     cfg = settings.aggregator
-    releasers = {c.name: EvmLockReleaser(c, key, gas_cap=cfg.refund_gas_cap) for c in settings.source_chains()
-                 if c.family == "evm" and "lock" in c.contracts}
+    releasers = {c.name: EvmLockReleaser(c, key, gas_cap=cfg.refund_gas_cap,
+                                         tokens=non_native_tokens(settings, c.name))
+                 for c in settings.source_chains() if c.family == "evm" and "lock" in c.contracts}
     releasers.update({c.name: TonLockReleaser(c) for c in settings.source_chains()
                       if c.family == "ton" and c.liteserver_config is not None})
     _close_on_stop(sup, list(releasers.values()))
@@ -429,7 +438,8 @@ def collectors(settings: Settings, key: bytes, session, db, sup: Supervisor, reg
             col = EvmCollector(c, key, feed, cursor, interval=cfg.collect_interval,
                                balance_every=cfg.collect_balance_every_blocks, metric=metric,
                                relay_index=cfg.relay_index, relay_count=cfg.relay_count,
-                               takeover_after=cfg.takeover_after_seconds)
+                               takeover_after=cfg.takeover_after_seconds,
+                               tokens=non_native_tokens(settings, c.name))
             _close_on_stop(sup, [col])
             out.append((f"collector-{c.name}", col.run))
     return out

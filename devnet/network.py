@@ -48,9 +48,11 @@ FEED_DECIMALS = 8
 FEED_HEARTBEAT_SECONDS = 86_400
 FEED_OWNER_INDEX = 8  # anvil dev account that owns the feed (no other devnet role)
 # stablecoin USD feeds (issue 15), on the settlement anvil next to ETH / USD and in the fixed
-# source: the devnet prices USDC and USDT from local sources. The tokens are not payable on the
-# devnet until their custody exists (ERC-20 lock, pallet_assets, jettons), so no chain lists them
+# source: the devnet prices USDC and USDT from local sources. On ethereum they are payable
+# (ERC-20 test tokens deployed by devnet/evm/tokens.py, minted to the funded dev accounts)
 STABLE_USD = {"USDC": "1", "USDT": "1"}
+STABLE_PEG_BAND_BPS = 200
+ETH_TOKEN_MIN_AMOUNT = 10_000  # 0.01 of a 6-decimal stablecoin
 DEVNET_MAX_DEPOSIT_USD = "1000000"  # the signers' hard cap on one deposit's credits
 
 
@@ -289,6 +291,7 @@ def check_port_free(port: int, host: str = "127.0.0.1") -> None:
 async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
                      stop: asyncio.Event | None = None) -> None:
     from devnet.evm.anvil import DEV_PRIVATE_KEYS, AnvilNode
+    from devnet.evm.tokens import DEV_TOKEN_DECIMALS, deploy_dev_tokens
 
     if not 1 <= opts.threshold <= opts.signers:
         raise BridgeError("devnet: threshold must be between 1 and the number of signers")
@@ -366,6 +369,9 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
             evm_deploys.cancel()
             raise
         log.info("deployed CreditLock %s on ethereum and CreditLedger %s on settlement", lock, ledger)
+        eth_tokens = await deploy_dev_tokens(eth.rpc_url, DEV_PRIVATE_KEYS[0], [
+            "0x" + address_of(bytes.fromhex(k[2:])).hex() for k in DEV_PRIVATE_KEYS[1:5]])
+        log.info("deployed the ERC-20 test tokens %s on ethereum", ", ".join(f"{s} {a}" for s, a in eth_tokens.items()))
         feed_key = DEV_PRIVATE_KEYS[FEED_OWNER_INDEX]
         eth_usd = int(ETH_USD) * 10**FEED_DECIMALS
         eth_feed = await _deploy_feed(st.rpc_url, feed_key, eth_usd)
@@ -391,6 +397,9 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
         if opts.request_timeout is not None:  # the source chain (not the settlement chain)
             chains[0]["request_timeout"] = opts.request_timeout
         fixed_usd, min_amount = {"ETH": ETH_USD, **STABLE_USD}, {"ETH": 10**13}
+        min_amount.update({f"{s}@ethereum": ETH_TOKEN_MIN_AMOUNT for s in eth_tokens})
+        erc20 = [{"symbol": s, "chain": "ethereum", "decimals": DEV_TOKEN_DECIMALS, "contract": a.lower(),
+                  "peg": "1.00", "peg_band_bps": STABLE_PEG_BAND_BPS} for s, a in eth_tokens.items()]
         for c in extra:
             cfg = await _proxied(c.config, component_rpc) if opts.rpc_proxy else c.config
             if opts.request_timeout is not None and cfg.get("family") == "ton":
@@ -417,7 +426,7 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
         # Asset Hub committee accounts keep the existential deposit whatever they owe
         reserve = {c.name: int(c.info["existential_deposit"]) for c in extra
                    if c.config.get("family") == "substrate" and "existential_deposit" in c.info}
-        base = {"manifest": str(manifest_path), "chains": chains,
+        base = {"manifest": str(manifest_path), "chains": chains, "tokens": erc20,
                 "treasury": {"poll_interval": 2.0, "reserve": reserve},
                 "pricing": {"credit_price_usd": "0.01", "fixed_usd": fixed_usd, "min_amount": min_amount,
                             "min_sources": opts.min_sources, "refresh_seconds": opts.price_refresh_seconds,
@@ -440,7 +449,11 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
                     "heartbeat_seconds": FEED_HEARTBEAT_SECONDS, "tolerance": "0.03",
                     "settle_seconds": 2},  # the settlement anvil mines only on transactions
             **{t: {"kind": "band", "tolerance": "0.25"} for t in sorted(fixed_usd)
-               if t != "ETH" and t not in STABLE_USD}}}
+               if t != "ETH" and t not in STABLE_USD},
+            # the ERC-20 stablecoins: bounded by their own Chainlink feeds, as ETH is
+            **{f"{s}@ethereum": {"kind": "chainlink", "chain": "settlement", "address": stable_feeds[s],
+                                 "heartbeat_seconds": FEED_HEARTBEAT_SECONDS, "tolerance": "0.03",
+                                 "settle_seconds": 2} for s in eth_tokens}}}
         health: dict[str, str] = {}
         argv: dict[str, list[str]] = {}
         cli = [sys.executable, "-m", "bridge.cli"]
@@ -506,7 +519,9 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
             "manifest": {"path": str(manifest_path), "hash": manifest.hash},
             "chains": {
                 "ethereum": {"family": "evm", "rpc": eth.rpc_url, "chain_id": ETH_CHAIN_ID,
-                             "contracts": {"lock": lock}, "finality": {"confirmations": opts.confirmations}},
+                             "contracts": {"lock": lock}, "finality": {"confirmations": opts.confirmations},
+                             "tokens": {s: {"contract": a, "decimals": DEV_TOKEN_DECIMALS}
+                                        for s, a in eth_tokens.items()}},
                 "settlement": {"family": "evm", "rpc": st.rpc_url, "chain_id": SETTLEMENT_CHAIN_ID,
                                "contracts": {"credits": ledger}},
             },

@@ -315,3 +315,20 @@ async def test_a_funding_hint_without_a_transfer_of_the_token_gives_no_payer(anv
     [obs] = await observe(watcher)
     assert (obs.token, obs.amount, obs.payer) == ("USDC", 4 * UNIT, NO_PAYER)
     assert await token_balance(anvil.rpc_url, tokens["USDT"], to) == UNIT  # USDT untouched
+
+
+def test_instructions_of_an_erc20_payment(configured):
+    from relayers.evm.instructions import evm_instructions
+
+    cfg = evm_config("http://127.0.0.1:1", chain_id=1, lock="0x" + "11" * 20)
+    r = ref(20)
+    to = to_checksum_address(deposit_address(b"\x11" * 20, r))
+    usdc = configured["USDC"]
+    ins = evm_instructions(cfg, r, 2_500_000, token=usdc)
+    token = to_checksum_address(usdc.contract)
+    assert ins["transfer"] == {"to": to, "amount": "2500000", "comment": None, "token": token}
+    assert ins["uri"] == f"ethereum:{token}@1/transfer?address={to}&uint256=2500000"
+    assert ins["method"] == "lockToken(address,uint256,bytes32)" and ins["contract"] == "0x" + "11" * 20
+    native = evm_instructions(cfg, r, 10**15)
+    assert native["transfer"] == {"to": to, "amount": str(10**15), "comment": None}
+    assert native["uri"] == f"ethereum:{to}@1?value={10**15}"
