@@ -1,8 +1,8 @@
 """The devnet prices USDC and USDT from its local sources (issue 15): "USDC / USD" and "USDT / USD"
 PriceFeeds on the settlement anvil (listed in devnet.json's price_feeds, kept fresh like ETH / USD)
-and the fixed source. The tokens are not payable on the devnet until their custody exists, so the
-devnet lists none; a config that adds them (as the custody work will) quotes them from those
-sources, at the measured rate."""
+and the fixed source. On ethereum they are payable ERC-20 test tokens (devnet.json's
+chains.ethereum.tokens, /v1/tokens, held by the dev accounts, quoted with the chain); a config
+that names them quotes them from those sources, at the measured rate."""
 
 from __future__ import annotations
 
@@ -19,8 +19,23 @@ from bridge.supervisor import Supervisor
 async def test_devnet_prices_stablecoins_from_its_local_feeds(devnet):
     feeds = devnet.info["price_feeds"]
     assert {"ETH", "USDC", "USDT"} <= set(feeds) and feeds["USDT"]["decimals"] == 8
+    # the ERC-20 test tokens on ethereum (issue 15): listed with their contracts, held by the dev accounts
+    from devnet.evm.tokens import DEV_TOKEN_FUNDS, token_balance
+
+    listed = devnet.info["chains"]["ethereum"]["tokens"]
+    assert set(listed) == {"USDC", "USDT"} and {t["decimals"] for t in listed.values()} == {6}
     tokens = await devnet.call("GET", "/v1/tokens", expect=200)
-    assert {t["symbol"] for t in tokens}.isdisjoint({"USDC", "USDT"})  # not payable yet
+    erc20 = {t["symbol"]: t for t in tokens if t.get("chain") == "ethereum" and t["symbol"] in ("USDC", "USDT")}
+    assert {s: t["contract"].lower() for s, t in erc20.items()} == {s: t["contract"].lower()
+                                                                     for s, t in listed.items()}
+    rpc = devnet.info["chains"]["ethereum"]["rpc"]
+    for account in devnet.info["accounts"]["ethereum"]:
+        for t in listed.values():
+            assert await token_balance(rpc, t["contract"], account["address"]) == DEV_TOKEN_FUNDS
+    for symbol in ("USDC", "USDT"):
+        q = await devnet.call("POST", "/v1/quotes", {"token": symbol, "chain": "ethereum", "credits": "250"},
+                              expect=201)
+        assert int(q["amount"]) == 2_500_000  # 250 credits x $0.01 at $1.00, 6 decimals
 
     cfg = json.loads((devnet.dir / "config" / "api.json").read_text())
     cfg["tokens"] = [{"symbol": "USDC", "chain": "ethereum", "decimals": 6, "contract": "0x" + "a0" * 20,
