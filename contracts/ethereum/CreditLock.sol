@@ -175,6 +175,8 @@ contract CreditLock is Committee {
     ///         (anyone may call; the relay does). `fundingTx` names the transaction that funded
     ///         the address, so the watchers can learn the payer; it is a hint they verify.
     function collect(bytes32 ref, bytes32 fundingTx) external returns (uint64 nonce) {
+        // not from inside a token collect (its forwarder would move that token uncounted)
+        if (_entered) revert Reentered();
         address from = depositAddress(ref);
         uint256 amount = from.balance;
         if (amount == 0) revert NothingToCollect(ref);

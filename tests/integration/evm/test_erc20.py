@@ -332,3 +332,24 @@ def test_instructions_of_an_erc20_payment(configured):
     native = evm_instructions(cfg, r, 10**15)
     assert native["transfer"] == {"to": to, "amount": str(10**15), "comment": None}
     assert native["uri"] == f"ethereum:{to}@1?value={10**15}"
+
+
+async def test_gas_of_token_payment_collect_and_eth_collect(anvil, lock, tokens, parts):
+    """The figures the README reports (printed with -s); bounds catch a regression."""
+    cfg, feed, collector, watcher, _ = parts
+    r, r2 = ref(21), ref(22)
+    feed.add(r)
+    feed.add(r2)
+    to = deposit_address(lock_bytes(lock), r)
+    pay = await pay_token(anvil.rpc_url, DEV_PRIVATE_KEYS[1], tokens["USDC"], to, 9 * UNIT)
+    pay_gas = int((await receipt(anvil, pay))["gasUsed"], 16)
+    await collector.step()
+    usdc_collect = collector.last_collect_gas
+    to2 = deposit_address(lock_bytes(lock), r2)
+    await anvil.rpc("eth_sendTransaction", {"from": DEV_ADDRESSES[1], "to": to_checksum_address(to2),
+                                            "value": hex(MIN_LOCK)})
+    rc = await send(anvil, 2, lock, keccak(text="collect(bytes32,bytes32)")[:4] + r2 + bytes(32))
+    eth_collect = int(rc["gasUsed"], 16)
+    print(f"\ngas: USDC transfer to a fresh deposit address {pay_gas}, collectToken(USDC) {usdc_collect}, "
+          f"ETH collect {eth_collect}")
+    assert pay_gas < 60_000 and usdc_collect < 140_000 and eth_collect < 80_000
