@@ -87,13 +87,15 @@ class EvmRefundSigner:
     in one of the chain's configured ERC-20s (``token=SYMBOL``)."""
 
     def __init__(self, domain: SettlementDomain, secret: bytes, address: bytes,
-                 tokens: dict[str, PayableToken] | None = None, *, chain: str = "") -> None:
+                 tokens: dict[str, PayableToken] | None = None) -> None:
         self.domain = domain
         self._secret = secret
         self.signer_id = address
-        self.chain = chain
-        self.tokens = token_contracts(chain, tokens) if chain else {
-            s: bytes.fromhex(t.contract[2:]) for s, t in (tokens or {}).items() if not t.native and t.contract}
+        chains = {t.chain for t in (tokens or {}).values() if not t.native}
+        if len(chains) > 1:
+            raise ConfigError(f"a refund signer signs for one chain's lock, got tokens of {', '.join(sorted(chains))}")
+        self.chain = chains.pop() if chains else ""
+        self.tokens = token_contracts(self.chain, tokens)
 
     def sign(self, payer: bytes, amount: int, release_id: bytes, token: str | None = None) -> tuple[bytes, bytes] | None:
         to = payer_address(payer)

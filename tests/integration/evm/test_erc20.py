@@ -353,3 +353,34 @@ async def test_gas_of_token_payment_collect_and_eth_collect(anvil, lock, tokens,
     print(f"\ngas: USDC transfer to a fresh deposit address {pay_gas}, collectToken(USDC) {usdc_collect}, "
           f"ETH collect {eth_collect}")
     assert pay_gas < 60_000 and usdc_collect < 140_000 and eth_collect < 80_000
+
+
+def _locked_token_log(token: bytes, amount: int, nonce: int = 7, lock: str = "0x" + "11" * 20) -> dict:
+    from relayers.evm.watcher import LOCKED_TOKEN_TOPIC
+
+    return {"address": lock, "blockNumber": "0x5", "blockHash": "0x" + "aa" * 32, "transactionHash": "0x" + "bb" * 32,
+            "logIndex": "0x1", "topics": ["0x" + LOCKED_TOKEN_TOPIC.hex(), "0x" + nonce.to_bytes(32, "big").hex(),
+                                          "0x" + (bytes(12) + b"\x22" * 20).hex(), "0x" + ref(1).hex()],
+            "data": "0x" + (amount.to_bytes(32, "big") + bytes(12) + token).hex()}
+
+
+async def test_the_watcher_maps_configured_tokens_and_drops_others(configured, tokens):
+    cfg = evm_config("http://127.0.0.1:1", chain_id=1, lock="0x" + "11" * 20)
+    w = EvmWatcher(cfg, tokens=configured)
+    try:
+        usdc = bytes.fromhex(tokens["USDC"][2:])
+        lg = w._decode(_locked_token_log(usdc, 123))
+        assert (lg.token, lg.amount, lg.nonce, lg.sender) == (usdc, 123, 7, b"\x22" * 20)
+        obs = w._observation(lg, 1000)
+        assert (obs.token, obs.amount, obs.payer) == ("USDC", 123, bytes(12) + b"\x22" * 20)
+        junk = bytes.fromhex(tokens["JUNK"][2:])
+        assert w._observation(w._decode(_locked_token_log(junk, 5)), 1000) is None
+        bad = _locked_token_log(usdc, 1)
+        bad["data"] = bad["data"][:-40]  # a truncated token word
+        with pytest.raises(Exception, match="undecodable"):
+            w._decode(bad)
+    finally:
+        await w.aclose()
+    with pytest.raises(Exception, match="no contract"):
+        EvmWatcher(cfg, tokens={"USDC": PayableToken(symbol="USDC", chain="ethereum", family="evm", decimals=6,
+                                                     price_symbol="USDC", native=False)})
