@@ -39,8 +39,8 @@ contract CreditLock is Committee {
     event ReleasedToken(bytes32 indexed releaseId, address indexed to, uint256 amount, address token);
 
     bytes32 internal constant RELEASE_TYPEHASH = keccak256("Release(address to,uint256 amount,bytes32 releaseId)");
-    bytes32 internal constant RELEASE_TOKEN_TYPEHASH =
-        keccak256("ReleaseToken(address token,address to,uint256 amount,bytes32 releaseId)");
+    bytes32 internal constant TOKEN_RELEASE_TYPEHASH =
+        keccak256("TokenRelease(address token,address to,uint256 amount,bytes32 releaseId)");
 
     /// Init code of the per-payment forwarder, written by hand so that the deposit addresses
     /// never depend on the compiler. Deployed by the lock with CREATE2 (salt = ref) it asks its
@@ -287,12 +287,12 @@ contract CreditLock is Committee {
     }
 
     /// @notice Pay out `amount` of `token` to `to` under a committee-signed
-    ///         `ReleaseToken(token, to, amount, releaseId)`; release ids are shared with `release`.
+    ///         `TokenRelease(token, to, amount, releaseId)`; release ids are shared with `release`.
     function releaseToken(address token, address to, uint256 amount, bytes32 releaseId, bytes calldata signatures)
         external
     {
         if (_releaseUsed[releaseId]) revert ReleaseUsed(releaseId);
-        _verify(_hashTypedData(keccak256(abi.encode(RELEASE_TOKEN_TYPEHASH, token, to, amount, releaseId))), signatures);
+        _verify(_hashTypedData(keccak256(abi.encode(TOKEN_RELEASE_TYPEHASH, token, to, amount, releaseId))), signatures);
         _releaseUsed[releaseId] = true;
         emit ReleasedToken(releaseId, to, amount, token);
         _callToken(token, abi.encodeWithSelector(0xa9059cbb, to, amount)); // transfer

@@ -20,11 +20,11 @@ under ``cfg.finality``, status 1), provably gone (send it again), or not known y
 
 ERC-20 releases (issue 15: refunds and sweeps of a token) are
 ``releaseToken(token, to, amount, releaseId, signatures)`` over the EIP-712 struct
-``ReleaseToken(address token,address to,uint256 amount,bytes32 releaseId)`` of the same lock
-domain, with the same used-id set as ETH releases. ``release(..., token=SYMBOL)`` and
+``TokenRelease(address token,address to,uint256 amount,bytes32 releaseId)`` of the same lock
+domain (``digest.token_release_digest``; the signers' ``refunds.EvmRefundSigner`` signs it),
+with the same used-id set as ETH releases. ``release(..., token=SYMBOL)`` and
 ``verify(..., token=SYMBOL)`` take the token's symbol and map it to its contract through the
-chain's configured tokens; ``EvmRefundSigner`` signs either kind (``sign(to32, amount, rid,
-token=None|SYMBOL)``). A token payout that fails (``TokenTransferFailed``: the token refuses,
+chain's configured tokens. A token payout that fails (``TokenTransferFailed``: the token refuses,
 e.g. a blacklisted payer) while the lock holds enough of it is ``RefundRefused``.
 """
 
@@ -43,15 +43,12 @@ from web3.exceptions import BlockNotFound, ContractLogicError, TransactionNotFou
 
 from bridge.committee import digest
 from bridge.config import EvmChainConfig, PayableToken
-from bridge.hashing import keccak256
 from bridge.errors import ChainError, ConfigError, TransactionFailed, VerificationError
-from bridge.payments.refunds import RefundRefused, ReleaseReverted, lock_domain, payer_address
-from bridge.types import SettlementDomain
+from bridge.payments.refunds import RefundRefused, ReleaseReverted, lock_domain
 from relayers.evm.contracts import LOCK, decode_error, describe_revert, revert_data, send_transaction
 
 RELEASE = keccak(text="release(address,uint256,bytes32,bytes)")[:4]
 RELEASE_TOKEN = keccak(text="releaseToken(address,address,uint256,bytes32,bytes)")[:4]
-RELEASE_TOKEN_TYPEHASH = keccak256(b"ReleaseToken(address token,address to,uint256 amount,bytes32 releaseId)")
 BALANCE_OF = keccak(text="balanceOf(address)")[:4]
 COMMITTEE_INDEX = keccak(text="committeeIndex()")[:4]
 THRESHOLD = keccak(text="threshold()")[:4]
@@ -60,14 +57,6 @@ DEFAULT_GAS_CAP = 300_000  # a t-of-n release to an EOA costs ~60-120k
 _RPC_ERRORS = (Web3Exception, aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
 
 log = logging.getLogger("creditbridge.refunds")
-
-
-def release_token_digest(domain: SettlementDomain, token: bytes, to: bytes, amount: int, release_id: bytes) -> bytes:
-    """EIP-712 digest of ``ReleaseToken(token, to, amount, releaseId)`` (CreditLock.releaseToken)."""
-    if len(token) != 20 or len(to) != 20 or len(release_id) != 32:
-        raise ValueError("token and to are 20 bytes, a release id 32")
-    return digest.typed_digest(domain, keccak256(RELEASE_TOKEN_TYPEHASH + bytes(12) + token + bytes(12) + to
-                                                 + amount.to_bytes(32, "big") + release_id))
 
 
 def token_contracts(chain: str, tokens: dict[str, PayableToken] | None) -> dict[str, bytes]:
@@ -80,34 +69,6 @@ def token_contracts(chain: str, tokens: dict[str, PayableToken] | None) -> dict[
             raise ConfigError(f"chain {chain}: token {symbol} has no contract address")
         out[symbol] = bytes.fromhex(t.contract[2:])
     return out
-
-
-class EvmRefundSigner:
-    """A signer node's EIP-712 release signatures for one EVM lock, in ETH (``token=None``) or
-    in one of the chain's configured ERC-20s (``token=SYMBOL``)."""
-
-    def __init__(self, domain: SettlementDomain, secret: bytes, address: bytes,
-                 tokens: dict[str, PayableToken] | None = None) -> None:
-        self.domain = domain
-        self._secret = secret
-        self.signer_id = address
-        chains = {t.chain for t in (tokens or {}).values() if not t.native}
-        if len(chains) > 1:
-            raise ConfigError(f"a refund signer signs for one chain's lock, got tokens of {', '.join(sorted(chains))}")
-        self.chain = chains.pop() if chains else ""
-        self.tokens = token_contracts(self.chain, tokens)
-
-    def sign(self, payer: bytes, amount: int, release_id: bytes, token: str | None = None) -> tuple[bytes, bytes] | None:
-        to = payer_address(payer)
-        if to is None or amount <= 0:
-            return None
-        if token is None:
-            return to, digest.sign_digest(self._secret, digest.release_digest(self.domain, to, amount, release_id))
-        contract = self.tokens.get(token)
-        if contract is None:
-            log.warning("chain %s: no release signed in the unconfigured token %s", self.chain, token)
-            return None
-        return to, digest.sign_digest(self._secret, release_token_digest(self.domain, contract, to, amount, release_id))
 
 
 class EvmLockReleaser:
@@ -154,7 +115,7 @@ class EvmLockReleaser:
         if len(to) != 20:
             raise VerificationError("release signature does not match its signer")
         d = (digest.release_digest(self.domain, to, amount, release_id) if token is None
-             else release_token_digest(self.domain, self._contract(token), to, amount, release_id))
+             else digest.token_release_digest(self.domain, self._contract(token), to, amount, release_id))
         if digest.recover(d, signature) != signer:
             raise VerificationError("release signature does not match its signer")
 

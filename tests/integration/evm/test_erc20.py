@@ -26,14 +26,14 @@ from bridge.errors import TransactionFailed
 from bridge.node import DbCursor
 from bridge.payments.evm_deposit import deposit_address
 from bridge.payments.feed import FeedEntry
-from bridge.payments.refunds import lock_domain, release_id
+from bridge.payments.refunds import EvmRefundSigner, release_id
 from bridge.storage.db import Database
 from devnet.evm.anvil import DEV_PRIVATE_KEYS
 from devnet.evm.tokens import deploy_token, mint, pay_token, token_balance
 from relayers.evm.collector import EvmCollector
 from relayers.evm.contracts import LOCK, deploy
 from relayers.evm.custody import EvmCustody
-from relayers.evm.release import EvmLockReleaser, EvmRefundSigner
+from relayers.evm.release import EvmLockReleaser, token_contracts
 from relayers.evm.watcher import NO_PAYER, EvmWatcher
 from tests.integration.evm.helpers import DEV_ADDRESSES, MIN_LOCK, evm_config, receipt, ref
 
@@ -126,11 +126,11 @@ async def observe(watcher: EvmWatcher, start: int = 0):
 
 async def release_in(committee, releaser: EvmLockReleaser, configured, payer: bytes, amount: int, rid: bytes,
                      token: str | None):
-    """The committee's signatures (through EvmRefundSigner, as the signer nodes make them),
+    """The committee's signatures (the signer nodes' refunds.EvmRefundSigner: EIP-712 TokenRelease),
     checked with the releaser's ``verify``, then submitted."""
     sigs = []
     for k, a in zip(committee.keys[:THRESHOLD], committee.addresses[:THRESHOLD]):
-        s = EvmRefundSigner(releaser.domain, k, a, configured)
+        s = EvmRefundSigner(releaser.domain, k, a, token_contracts("ethereum", configured))
         to, sig = s.sign(b"\x00" * 12 + payer, amount, rid, token=token)
         releaser.verify(to, amount, rid, a, sig, token=token)
         sigs.append((a, sig))
@@ -277,7 +277,8 @@ async def test_an_overpayment_excess_is_refunded_in_the_token(anvil, lock, token
     assert await token_balance(anvil.rpc_url, tokens["USDC"], payer) == before + 2 * UNIT
     assert await token_balance(anvil.rpc_url, tokens["USDC"], lock) == 10 * UNIT
     # a release signed for USDC does not verify as USDT (the token is in the signed struct)
-    s = EvmRefundSigner(releaser.domain, committee.keys[0], committee.addresses[0], configured)
+    s = EvmRefundSigner(releaser.domain, committee.keys[0], committee.addresses[0],
+                        token_contracts("ethereum", configured))
     to20, sig = s.sign(b"\x00" * 12 + payer, UNIT, rid, token="USDC")
     with pytest.raises(Exception, match="does not match"):
         releaser.verify(to20, UNIT, rid, committee.addresses[0], sig, token="USDT")

@@ -36,7 +36,7 @@ from devnet.evm.anvil import DEV_PRIVATE_KEYS, AnvilNode
 from devnet.evm.tokens import deploy_token, mint, pay_token, token_balance
 from relayers.evm.collector import EvmCollector
 from relayers.evm.contracts import deploy
-from relayers.evm.release import EvmLockReleaser, EvmRefundSigner
+from relayers.evm.release import EvmLockReleaser
 from relayers.evm.settlement import EvmSettlement
 from relayers.evm.watcher import EvmWatcher
 
@@ -100,9 +100,6 @@ class ListFeed:
         return [e for e in self.entries if e.chain == chain and e.cursor > after][:limit]
 
 
-@pytest.mark.xfail(strict=True, reason="needs the lead's chain-neutral core (issue 15): releases carry their token "
-                   "(releases.token, GET /v1/releases 'token', refund_signers' sign(..., token=), "
-                   "release(..., token=release.token)); remove this mark when merging it")
 async def test_erc20_payments_are_credited_once_and_refunded_in_the_token_deposited(chain, lifecycle, tmp_path):
     lc = await lifecycle(
         chains=[chain.cfg.model_dump(mode="json"), chain.settlement_cfg.model_dump(mode="json")],
@@ -157,8 +154,8 @@ async def test_erc20_payments_are_credited_once_and_refunded_in_the_token_deposi
                 settlement=EvmSettlement(chain.settlement_cfg, None),
                 domain=SettlementDomain(CHAIN_ID, bytes.fromhex(chain.ledger[2:])),
                 gateway=GatewayClient(lc.url, session), gateway_public_key=lc.app[SIGNER_KEY].public_key,
-                lock_domains={"ethereum": domain},
-                refund_signers={"ethereum": EvmRefundSigner(domain, k, dg.address_of(k), chain.payables())},
+                lock_domains={"ethereum": domain}, native_tokens={"ethereum": "ETH"},
+                lock_tokens={"ethereum": {s: bytes.fromhex(a[2:]) for s, a in chain.tokens.items()}},
                 credit_price_usd=Decimal("0.01"), poll_interval=0.1)
             runner = web.AppRunner(create_signer_app(node, __import__("prometheus_client").CollectorRegistry()))
             await runner.setup()
