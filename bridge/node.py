@@ -61,9 +61,7 @@ def payment_instructions():
     """Instruction builders of every chain family (the API shows them to payers)."""
     from bridge.payments.instructions import Instructions
 
-    from relayers.evm.instructions import evm_instructions
-
-    builders = {"evm": evm_instructions}  # ERC-20 payments too (token=PayableToken)
+    builders = {}
     try:
         from relayers.substrate.instructions import substrate_instructions
 

@@ -187,6 +187,14 @@ def _now(request: web.Request) -> datetime:
     return request.app[CLOCK]()
 
 
+def _token_kw(settings: Settings, rec: PaymentRecord) -> dict:
+    """``token=PayableToken`` for a payment in a non-native token (its instructions name it)."""
+    for t in settings.payable_tokens():
+        if t.symbol == rec.token and t.chain == rec.chain:
+            return {} if t.native else {"token": t}
+    return {}
+
+
 def payment_json(rec: PaymentRecord, settings: Settings, instructions=evm_default,
                  late: list[LateTerms] | None = None) -> dict:
     try:
@@ -209,7 +217,7 @@ def payment_json(rec: PaymentRecord, settings: Settings, instructions=evm_defaul
         "paid_amount": str(rec.paid_amount),
         "refundable_amount": str(rec.refundable),
         "code": rec.code,
-        "instructions": instructions(chain, rec.reference, rec.amount, code=rec.code),
+        "instructions": instructions(chain, rec.reference, rec.amount, code=rec.code, **_token_kw(settings, rec)),
         "terms": terms,
     }
     if rec.settlement_tx is not None:

@@ -319,7 +319,9 @@ async def test_a_funding_hint_without_a_transfer_of_the_token_gives_no_payer(anv
 
 
 def test_instructions_of_an_erc20_payment(configured):
-    from relayers.evm.instructions import evm_instructions
+    from bridge.payments.instructions import Instructions
+
+    evm_instructions = Instructions()  # the API's builder: ERC-20s through the core EVM form
 
     cfg = evm_config("http://127.0.0.1:1", chain_id=1, lock="0x" + "11" * 20)
     r = ref(20)
@@ -330,6 +332,9 @@ def test_instructions_of_an_erc20_payment(configured):
     assert ins["transfer"] == {"to": to, "amount": "2500000", "comment": None, "token": token}
     assert ins["uri"] == f"ethereum:{token}@1/transfer?address={to}&uint256=2500000"
     assert ins["method"] == "lockToken(address,uint256,bytes32)" and ins["contract"] == "0x" + "11" * 20
+    substrate_only = Instructions({"evm": lambda chain, reference, amount, code=None: {}})
+    with pytest.raises(Exception, match="no payment instructions for USDC"):
+        substrate_only(cfg, r, 1, token=usdc)  # a builder without tokens never shows native instructions
     native = evm_instructions(cfg, r, 10**15)
     assert native["transfer"] == {"to": to, "amount": str(10**15), "comment": None}
     assert native["uri"] == f"ethereum:{to}@1?value={10**15}"

@@ -121,6 +121,12 @@ async def test_erc20_payments_are_credited_once_and_refunded_in_the_token_deposi
     assert int(over["amount"]) == 5 * UNIT
     lock20 = bytes.fromhex(chain.lock[2:])
     refs = {k: bytes.fromhex(p["reference"][2:]) for k, p in (("over", over), ("wrong", wrong))}
+    # the payment names what to send where: USDC, to the payment's deposit address (EIP-681 transfer)
+    ins = over["instructions"]
+    to = AsyncWeb3.to_checksum_address(deposit_address(lock20, refs["over"]))
+    usdc = AsyncWeb3.to_checksum_address(chain.tokens["USDC"])
+    assert ins["transfer"] == {"to": to, "amount": str(5 * UNIT), "comment": None, "token": usdc}
+    assert ins["uri"] == f"ethereum:{usdc}@{CHAIN_ID}/transfer?address={to}&uint256={5 * UNIT}"
     await pay_token(chain.anvil.rpc_url, PAYER, chain.tokens["USDC"], deposit_address(lock20, refs["over"]), 6 * UNIT)
     await pay_token(chain.anvil.rpc_url, PAYER, chain.tokens["USDT"], deposit_address(lock20, refs["wrong"]),
                     3 * UNIT)
