@@ -48,11 +48,13 @@ FEED_DECIMALS = 8
 FEED_HEARTBEAT_SECONDS = 86_400
 FEED_OWNER_INDEX = 8  # anvil dev account that owns the feed (no other devnet role)
 # stablecoin USD feeds (issue 15), on the settlement anvil next to ETH / USD and in the fixed
-# source: the devnet prices USDC and USDT from local sources. On ethereum they are payable
-# (ERC-20 test tokens deployed by devnet/evm/tokens.py, minted to the funded dev accounts)
+# source: the devnet prices USDC and USDT from local sources. Payable where their custody exists:
+# USDC and USDT on ethereum (ERC-20 test tokens deployed by devnet/evm/tokens.py, minted to the
+# funded dev accounts); TON's USDT jetton (devnet/ton/devchain.py)
 STABLE_USD = {"USDC": "1", "USDT": "1"}
 STABLE_PEG_BAND_BPS = 200
 ETH_TOKEN_MIN_AMOUNT = 10_000  # 0.01 of a 6-decimal stablecoin
+ETH_TOKEN_MIN_REFUND = 100_000  # 0.10: smaller ERC-20 refunds (a releaseToken costs ~80k gas) are kept as dust
 DEVNET_MAX_DEPOSIT_USD = "1000000"  # the signers' hard cap on one deposit's credits
 
 
@@ -398,9 +400,12 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
             chains[0]["request_timeout"] = opts.request_timeout
         fixed_usd, min_amount = {"ETH": ETH_USD, **STABLE_USD}, {"ETH": 10**13}
         min_amount.update({f"{s}@ethereum": ETH_TOKEN_MIN_AMOUNT for s in eth_tokens})
-        erc20 = [{"symbol": s, "chain": "ethereum", "decimals": DEV_TOKEN_DECIMALS, "contract": a.lower(),
-                  "peg": "1.00", "peg_band_bps": STABLE_PEG_BAND_BPS} for s, a in eth_tokens.items()]
+        # the non-native tokens ([[tokens]]): the ERC-20s on ethereum, then the family plug-ins' (TON's USDT jetton)
+        payable = [{"symbol": s, "chain": "ethereum", "decimals": DEV_TOKEN_DECIMALS, "contract": a.lower(),
+                    "peg": "1.00", "peg_band_bps": STABLE_PEG_BAND_BPS, "min_refund": ETH_TOKEN_MIN_REFUND}
+                   for s, a in eth_tokens.items()]
         for c in extra:
+            payable.extend(c.tokens)
             cfg = await _proxied(c.config, component_rpc) if opts.rpc_proxy else c.config
             if opts.request_timeout is not None and cfg.get("family") == "ton":
                 cfg = {**cfg, "request_timeout": opts.request_timeout}
@@ -426,7 +431,7 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
         # Asset Hub committee accounts keep the existential deposit whatever they owe
         reserve = {c.name: int(c.info["existential_deposit"]) for c in extra
                    if c.config.get("family") == "substrate" and "existential_deposit" in c.info}
-        base = {"manifest": str(manifest_path), "chains": chains, "tokens": erc20,
+        base = {"manifest": str(manifest_path), "chains": chains, **({"tokens": payable} if payable else {}),
                 "treasury": {"poll_interval": 2.0, "reserve": reserve},
                 "pricing": {"credit_price_usd": "0.01", "fixed_usd": fixed_usd, "min_amount": min_amount,
                             "min_sources": opts.min_sources, "refresh_seconds": opts.price_refresh_seconds,
@@ -450,10 +455,11 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
                     "settle_seconds": 2},  # the settlement anvil mines only on transactions
             **{t: {"kind": "band", "tolerance": "0.25"} for t in sorted(fixed_usd)
                if t != "ETH" and t not in STABLE_USD},
-            # the ERC-20 stablecoins: bounded by their own Chainlink feeds, as ETH is
-            **{f"{s}@ethereum": {"kind": "chainlink", "chain": "settlement", "address": stable_feeds[s],
-                                 "heartbeat_seconds": FEED_HEARTBEAT_SECONDS, "tolerance": "0.03",
-                                 "settle_seconds": 2} for s in eth_tokens}}}
+            # a payable stablecoin (SYMBOL@chain) is bounded by its USD PriceFeed
+            **{f"{t['symbol']}@{t['chain']}": {
+                "kind": "chainlink", "chain": "settlement", "address": stable_feeds[t["symbol"]],
+                "heartbeat_seconds": FEED_HEARTBEAT_SECONDS, "tolerance": "0.03", "settle_seconds": 2}
+               for t in payable if t["symbol"] in stable_feeds}}}
         health: dict[str, str] = {}
         argv: dict[str, list[str]] = {}
         cli = [sys.executable, "-m", "bridge.cli"]

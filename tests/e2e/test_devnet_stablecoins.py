@@ -36,6 +36,12 @@ async def test_devnet_prices_stablecoins_from_its_local_feeds(devnet):
         q = await devnet.call("POST", "/v1/quotes", {"token": symbol, "chain": "ethereum", "credits": "250"},
                               expect=201)
         assert int(q["amount"]) == 2_500_000  # 250 credits x $0.01 at $1.00, 6 decimals
+    # payable only where custody exists: the ERC-20s on ethereum and TON's USDT jetton (devnet/ton/devchain.py)
+    stables = sorted((t["symbol"], t["chain"]) for t in tokens if t["symbol"] in ("USDC", "USDT"))
+    assert stables == [("USDC", "ethereum"), ("USDT", "ethereum"), ("USDT", "ton")]
+    (usdt,) = [t for t in tokens if t["symbol"] == "USDT" and t["chain"] == "ton"]
+    assert usdt["jetton_master"] == devnet.info["chains"]["ton"]["tokens"]["USDT"]["jetton_master"]
+    assert (usdt["decimals"], usdt["peg_usd"]) == (6, "1")
 
     cfg = json.loads((devnet.dir / "config" / "api.json").read_text())
     cfg["tokens"] = [{"symbol": "USDC", "chain": "ethereum", "decimals": 6, "contract": "0x" + "a0" * 20,
