@@ -187,12 +187,12 @@ def _now(request: web.Request) -> datetime:
     return request.app[CLOCK]()
 
 
-def _token_kw(settings: Settings, rec: PaymentRecord) -> dict:
-    """``token=PayableToken`` for a payment in a non-native token (its instructions name it)."""
+def _payable(settings: Settings, symbol: str, chain: str):
+    """The non-native token (symbol, chain) a payment is quoted in, or None (the chain's own)."""
     for t in settings.payable_tokens():
-        if t.symbol == rec.token and t.chain == rec.chain:
-            return {} if t.native else {"token": t}
-    return {}
+        if t.symbol == symbol and t.chain == chain and not t.native:
+            return t
+    return None
 
 
 def payment_json(rec: PaymentRecord, settings: Settings, instructions=evm_default,
@@ -217,7 +217,8 @@ def payment_json(rec: PaymentRecord, settings: Settings, instructions=evm_defaul
         "paid_amount": str(rec.paid_amount),
         "refundable_amount": str(rec.refundable),
         "code": rec.code,
-        "instructions": instructions(chain, rec.reference, rec.amount, code=rec.code, **_token_kw(settings, rec)),
+        "instructions": instructions(chain, rec.reference, rec.amount, code=rec.code,
+                                     token=_payable(settings, rec.token, rec.chain)),
         "terms": terms,
     }
     if rec.settlement_tx is not None:

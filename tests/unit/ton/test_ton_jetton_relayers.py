@@ -94,3 +94,22 @@ def test_lock_builder_refuses_bad_jetton_lists():
     # the masters are part of the lock's address
     assert L.lock_address(pub, 1, 10**7, global_id=-217) != L.lock_address(pub, 1, 10**7, global_id=-217,
                                                                            jetton_masters=[MASTER])
+
+
+def test_the_api_instructions_of_a_jetton_payment_name_the_jetton():
+    """What the API serves (``bridge.payments.instructions.Instructions``, the builders the
+    composition root registers): a USDT@ton payment's instructions are a jetton transfer, not a
+    TON one; a chain family whose builder takes no token refuses instead of showing the native
+    form for a token payment."""
+    from bridge.errors import ConfigError
+    from bridge.node import payment_instructions
+    from bridge.payments.instructions import Instructions
+
+    code = new_code()
+    ins = payment_instructions()(chain(), reference_for_code(code), 12_500_000, code=code, token=usdt())
+    assert ins["transfer"]["jetton_master"] == usdt().jetton_master
+    assert "jetton=" in ins["uri"]
+    native = payment_instructions()(chain(), reference_for_code(code), 12_500_000, code=code, token=None)
+    assert "jetton_master" not in native["transfer"]
+    with pytest.raises(ConfigError, match="no payment instructions for USDT"):
+        Instructions({"ton": lambda c, r, a, code=None: {}})(chain(), reference_for_code(code), 1, token=usdt())
