@@ -28,7 +28,7 @@ def make_watcher(chain, registry=None, tokens: dict | None = None) -> Watcher:
     if chain.family == "evm":
         from relayers.evm.watcher import EvmWatcher
 
-        return EvmWatcher(chain)
+        return EvmWatcher(chain, tokens=tokens)
     if chain.family == "substrate":
         from relayers.substrate.watcher import SubstrateWatcher
 
@@ -358,9 +358,9 @@ def refund_worker(settings: Settings, key: bytes, session, sup: Supervisor, regi
     from bridge.payments.refunds import RefundWorker, ReleasesClient
 
     cfg = settings.aggregator
-    releasers = {c.name: EvmLockReleaser(c, key, gas_cap=cfg.refund_gas_cap) for c in settings.source_chains()
-                 if c.family == "evm" and "lock" in c.contracts}
     extra = non_native_tokens(settings)
+    releasers = {c.name: EvmLockReleaser(c, key, gas_cap=cfg.refund_gas_cap, tokens=extra[c.name])
+                 for c in settings.source_chains() if c.family == "evm" and "lock" in c.contracts}
     releasers.update({c.name: TonLockReleaser(c, tokens=extra[c.name]) for c in settings.source_chains()
                       if c.family == "ton" and c.liteserver_config is not None})
     _close_on_stop(sup, list(releasers.values()))
@@ -453,7 +453,8 @@ def collectors(settings: Settings, key: bytes, session, db, sup: Supervisor, reg
             col = EvmCollector(c, key, feed, cursor, interval=cfg.collect_interval,
                                balance_every=cfg.collect_balance_every_blocks, metric=metric,
                                relay_index=cfg.relay_index, relay_count=cfg.relay_count,
-                               takeover_after=cfg.takeover_after_seconds)
+                               takeover_after=cfg.takeover_after_seconds,
+                               tokens=non_native_tokens(settings).get(c.name))
             _close_on_stop(sup, [col])
             out.append((f"collector-{c.name}", col.run))
     return out

@@ -48,9 +48,13 @@ FEED_DECIMALS = 8
 FEED_HEARTBEAT_SECONDS = 86_400
 FEED_OWNER_INDEX = 8  # anvil dev account that owns the feed (no other devnet role)
 # stablecoin USD feeds (issue 15), on the settlement anvil next to ETH / USD and in the fixed
-# source: the devnet prices USDC and USDT from local sources. The tokens are not payable on the
-# devnet until their custody exists (ERC-20 lock, pallet_assets); TON's USDT jetton is payable (devnet/ton/devchain.py)
+# source: the devnet prices USDC and USDT from local sources. Payable where their custody exists:
+# USDC and USDT on ethereum (ERC-20 test tokens deployed by devnet/evm/tokens.py, minted to the
+# funded dev accounts); TON's USDT jetton (devnet/ton/devchain.py)
 STABLE_USD = {"USDC": "1", "USDT": "1"}
+STABLE_PEG_BAND_BPS = 200
+ETH_TOKEN_MIN_AMOUNT = 10_000  # 0.01 of a 6-decimal stablecoin
+ETH_TOKEN_MIN_REFUND = 100_000  # 0.10: smaller ERC-20 refunds (a releaseToken costs ~80k gas) are kept as dust
 DEVNET_MAX_DEPOSIT_USD = "1000000"  # the signers' hard cap on one deposit's credits
 
 
@@ -289,6 +293,7 @@ def check_port_free(port: int, host: str = "127.0.0.1") -> None:
 async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
                      stop: asyncio.Event | None = None) -> None:
     from devnet.evm.anvil import DEV_PRIVATE_KEYS, AnvilNode
+    from devnet.evm.tokens import DEV_TOKEN_DECIMALS, deploy_dev_tokens
 
     if not 1 <= opts.threshold <= opts.signers:
         raise BridgeError("devnet: threshold must be between 1 and the number of signers")
@@ -366,6 +371,9 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
             evm_deploys.cancel()
             raise
         log.info("deployed CreditLock %s on ethereum and CreditLedger %s on settlement", lock, ledger)
+        eth_tokens = await deploy_dev_tokens(eth.rpc_url, DEV_PRIVATE_KEYS[0], [
+            "0x" + address_of(bytes.fromhex(k[2:])).hex() for k in DEV_PRIVATE_KEYS[1:5]])
+        log.info("deployed the ERC-20 test tokens %s on ethereum", ", ".join(f"{s} {a}" for s, a in eth_tokens.items()))
         feed_key = DEV_PRIVATE_KEYS[FEED_OWNER_INDEX]
         eth_usd = int(ETH_USD) * 10**FEED_DECIMALS
         eth_feed = await _deploy_feed(st.rpc_url, feed_key, eth_usd)
@@ -391,7 +399,11 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
         if opts.request_timeout is not None:  # the source chain (not the settlement chain)
             chains[0]["request_timeout"] = opts.request_timeout
         fixed_usd, min_amount = {"ETH": ETH_USD, **STABLE_USD}, {"ETH": 10**13}
-        payable = []  # the family plug-ins' non-native tokens ([[tokens]]): TON's USDT jetton (issue 15)
+        min_amount.update({f"{s}@ethereum": ETH_TOKEN_MIN_AMOUNT for s in eth_tokens})
+        # the non-native tokens ([[tokens]]): the ERC-20s on ethereum, then the family plug-ins' (TON's USDT jetton)
+        payable = [{"symbol": s, "chain": "ethereum", "decimals": DEV_TOKEN_DECIMALS, "contract": a.lower(),
+                    "peg": "1.00", "peg_band_bps": STABLE_PEG_BAND_BPS, "min_refund": ETH_TOKEN_MIN_REFUND}
+                   for s, a in eth_tokens.items()]
         for c in extra:
             payable.extend(c.tokens)
             cfg = await _proxied(c.config, component_rpc) if opts.rpc_proxy else c.config
@@ -513,7 +525,9 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
             "manifest": {"path": str(manifest_path), "hash": manifest.hash},
             "chains": {
                 "ethereum": {"family": "evm", "rpc": eth.rpc_url, "chain_id": ETH_CHAIN_ID,
-                             "contracts": {"lock": lock}, "finality": {"confirmations": opts.confirmations}},
+                             "contracts": {"lock": lock}, "finality": {"confirmations": opts.confirmations},
+                             "tokens": {s: {"contract": a, "decimals": DEV_TOKEN_DECIMALS}
+                                        for s, a in eth_tokens.items()}},
                 "settlement": {"family": "evm", "rpc": st.rpc_url, "chain_id": SETTLEMENT_CHAIN_ID,
                                "contracts": {"credits": ledger}},
             },

@@ -1,10 +1,13 @@
 """Per-payment deposit addresses on EVM chains (issue 14: any wallet can pay).
 
-``CreditLock.collect(ref, fundingTx)`` deploys, with CREATE2 and salt ``ref``, a forwarder whose
-init code is the two hand-written opcodes ``CALLER SELFDESTRUCT`` (``0x33ff``): it sends what
-its address holds to the lock and leaves the address empty (created and destroyed in the same
-transaction, EIP-6780), so the address of a payment is a pure function of (lock, reference)
-and can be collected again. The init code is a constant, never compiler output, so a
+``CreditLock.collect(ref, fundingTx)`` (ETH) and ``collectToken(token, ref, fundingTx)``
+(ERC-20, issue 15) deploy, with CREATE2 and salt ``ref``, a forwarder whose init code is
+hand-assembled (its opcodes are listed in ``contracts/ethereum/CreditLock.sol``): it asks the
+lock which token is being collected, transfers its whole balance of that token to the lock
+(empty return data or ``true`` accepted), then ``SELFDESTRUCT``s to the lock, which moves any
+ETH as well and leaves the address empty (created and destroyed in the same transaction,
+EIP-6780). One address per payment therefore takes every asset, the address is a pure
+function of (lock, reference), and it can be collected again. The init code is a constant, never compiler output, so a
 recompiled lock derives the same addresses. Core code (no chain SDK): the payment
 instructions, the relay's collector and every watcher compute the address here.
 """
@@ -14,7 +17,11 @@ from __future__ import annotations
 from bridge.errors import InputError
 from bridge.hashing import keccak256
 
-FORWARDER_INITCODE = bytes.fromhex("33ff")  # CALLER SELFDESTRUCT
+FORWARDER_INITCODE = bytes.fromhex(
+    "63285e37c960e01b5f5260205f60045f335afa1560785760203d106078575f518015607c576370a0823160e01b5f5230"
+    "6004526020602460245f845afa1560785760203d1060785763a9059cbb60e01b5f523360045260205f60445f5f855af1"
+    "156078573d15607c5760203d106078575f51600114607c575b5f80fd5b33ff"
+)  # the 127 bytes of CreditLock.FORWARDER_INITCODE
 FORWARDER_INITCODE_HASH = keccak256(FORWARDER_INITCODE)
 
 

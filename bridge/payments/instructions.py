@@ -6,6 +6,11 @@ from the composition root (``bridge/api/wiring.py``), so the core stays SDK-free
     evm:       {"chain", "chain_id", "contract", "method": "lock(bytes32)", "reference", "value",
                 "transfer": {"to" (the payment's deposit address), "amount", "comment": None},
                 "uri": EIP-681 "ethereum:<deposit address>@<chain id>?value=<wei>"}
+    evm ERC-20 (issue 15): {"chain", "chain_id", "contract" (the lock),
+                "method": "lockToken(address,uint256,bytes32)" (after approve), "reference",
+                "token": <ERC-20 contract>, "value",
+                "transfer": {"to" (the same deposit address), "amount", "comment": None, "token"},
+                "uri": EIP-681 "ethereum:<token>@<chain id>/transfer?address=<to>&uint256=<amount>"}
     substrate: {"chain", "to" (SS58 multisig account), "amount", "remark": "0x<hex>"}
     ton:       {"chain", "contract", "amount", "body" (base64 BOC), "link": "ton://transfer/..."}
 """
@@ -23,12 +28,29 @@ from bridge.payments.evm_deposit import checksum_address, deposit_address
 Builder = Callable[..., dict]
 
 
-def evm_instructions(chain, reference: bytes, amount: int, code: str | None = None) -> dict:
+def evm_instructions(chain, reference: bytes, amount: int, code: str | None = None, token=None) -> dict:
     """Two ways to pay: ``lock(reference)`` on the lock with ``value`` wei (a dApp), or a plain
     transfer of ``amount`` wei to the payment's deposit address (any wallet; the relay collects
-    it into the lock). ``code`` is not needed on EVM chains (the address names the payment)."""
+    it into the lock). ``code`` is not needed on EVM chains (the address names the payment).
+    ``token``: the payment's non-native ``PayableToken`` (an ERC-20): a plain ``transfer`` of it to
+    the same deposit address, or ``lockToken(token, amount, reference)`` after ``approve``."""
     lock = chain.contracts["lock"]
     to = checksum_address(deposit_address(bytes.fromhex(lock[2:]), reference))
+    if token is not None and not token.native:
+        if token.chain != chain.name or not token.contract:
+            raise ConfigError(f"token {token.symbol} is not an ERC-20 of chain {chain.name}")
+        contract = checksum_address(bytes.fromhex(token.contract[2:]))
+        return {
+            "chain": chain.name,
+            "chain_id": chain.chain_id,
+            "contract": lock,
+            "method": "lockToken(address,uint256,bytes32)",
+            "reference": "0x" + reference.hex(),
+            "token": contract,
+            "value": str(amount),
+            "transfer": {"to": to, "amount": str(amount), "comment": None, "token": contract},
+            "uri": f"ethereum:{contract}@{chain.chain_id}/transfer?address={to}&uint256={amount}",
+        }
     return {
         "chain": chain.name,
         "chain_id": chain.chain_id,

@@ -8,7 +8,7 @@ const path = require('path');
 
 const DIR = __dirname;
 const OUT = path.join(DIR, 'build');
-const CONTRACTS = ['CreditLedger', 'CreditLock', 'PriceFeed'];
+const CONTRACTS = ['CreditLedger', 'CreditLock', 'PriceFeed', 'TestToken', 'TestTetherToken', 'TestFeeToken'];
 const EVM_VERSION = 'cancun'; // solc 0.8.37 defaults to osaka; anvil and our chains run cancun
 // Measured with bench/gas.py: runs 200 / 10000 / 1000000 differ by < 0.1% in settle gas;
 // 10000 favours the hot path over deployment size. The IR pipeline saves ~1k gas a
@@ -59,7 +59,9 @@ if (errors.length) {
 
 fs.mkdirSync(OUT, { recursive: true });
 for (const name of CONTRACTS) {
-  const unit = output.contracts && output.contracts[name + '.sol'];
+  // a contract lives in <Name>.sol, or (the test tokens) in another unit: the first that has it
+  const units = output.contracts || {};
+  const unit = units[name + '.sol'] || Object.values(units).find((u) => u[name]);
   const c = unit && unit[name];
   if (!c || !c.evm.bytecode.object) {
     console.error(`build.js: no bytecode for ${name}`);

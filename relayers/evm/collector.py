@@ -31,6 +31,15 @@ scanned height. A restart rescans from there, finds the pending fundings again a
 chain: an address with nothing left (final) is done, one whose collect is still in flight is
 waited for. The chain itself refuses to collect an empty address (``NothingToCollect``), so
 no restart collects twice; no table of its own is needed.
+
+ERC-20s (issue 15): a payer ``transfer``s a configured token (``tokens``) to the same deposit
+address. The scan also reads, with ``eth_getLogs`` filtered by the configured token contracts,
+the ``Transfer`` topic and the watched addresses as ``to``, the final token transfers to
+watched addresses (direct or internal: a log is emitted either way, so tokens need no balance
+poll) and collects each (address, token) with ``collectToken(token, ref, fundingTx)``, naming
+the transaction of the latest transfer. Tokens have no lock minimum: any balance is collected
+(the signers keep amounts below the token's ``min_refund``). Tokens that are not configured
+are never collected: they stay at the deposit address.
 """
 
 from __future__ import annotations
@@ -47,7 +56,7 @@ from eth_account import Account
 from eth_utils import keccak, to_checksum_address
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
-from bridge.config import EvmChainConfig
+from bridge.config import EvmChainConfig, PayableToken
 from bridge.errors import BridgeError, ChainError, ConfigError, TransactionFailed
 from bridge.payments.evm_deposit import deposit_address
 from bridge.payments.feed import ReferenceFeed, WatchedReferences
@@ -66,6 +75,10 @@ class CursorStore(Protocol):
 
     async def save(self, chain: str, height: int) -> None: ...
 COLLECT = keccak(text="collect(bytes32,bytes32)")[:4]
+COLLECT_TOKEN = keccak(text="collectToken(address,bytes32,bytes32)")[:4]
+BALANCE_OF = keccak(text="balanceOf(address)")[:4]
+TRANSFER_TOPIC = keccak(text="Transfer(address,address,uint256)")
+TO_TOPICS_PER_QUERY = 200  # watched addresses per eth_getLogs ``to`` filter
 MIN_AMOUNT = keccak(text="minAmount()")[:4]
 NO_HINT = bytes(32)
 DEFAULT_GAS_CAP = 200_000  # a collect costs ~60k
@@ -81,6 +94,13 @@ class Funding:
     block: int
     collect_tx: bytes | None = None
     collect_block: tuple[int, bytes] | None = None  # where our collect was mined
+    token: bytes | None = None  # the ERC-20 moved there (None: ETH)
+
+    @property
+    def key(self) -> bytes:
+        """Its key in ``EvmCollector.pending``."""
+        base = self.tx if self.tx != NO_HINT else self.address
+        return base if self.token is None else base + self.token
 
 
 @dataclass
@@ -111,12 +131,15 @@ class EvmCollector:
                  pool: RpcPool | None = None, interval: float = 2.0, balance_every: int = 20,
                  max_blocks: int = 500, gas_cap: int = DEFAULT_GAS_CAP, timeout: float = 60.0,
                  metric: Any = None, clock: Callable[[], float] = time.time, relay_index: int = 0,
-                 relay_count: int = 1, takeover_after: float = 30.0) -> None:
+                 relay_count: int = 1, takeover_after: float = 30.0,
+                 tokens: dict[str, PayableToken] | None = None) -> None:
         if "lock" not in cfg.contracts:
             raise ConfigError(f"chain {cfg.name}: contracts.lock is required to collect deposits")
         self.cfg = cfg
         self.chain = cfg.name
         self.lock = bytes.fromhex(cfg.contracts["lock"][2:])
+        self.tokens = {bytes.fromhex(t.contract[2:]): sym for sym, t in (tokens or {}).items()
+                       if not t.native and t.chain == cfg.name and t.contract}
         self.watched = WatchedReferences(cfg.name, feed, self.address_of, clock=clock)
         self.cursor_store = cursor
         self._own_pool = pool is None
@@ -130,12 +153,13 @@ class EvmCollector:
         self.gas_cap = gas_cap
         self.timeout = timeout
         self.scanned: int | None = None  # last block scanned for fundings
-        self.pending: dict[bytes, Funding] = {}  # funding tx (or address for NO_HINT) -> funding
+        self.pending: dict[bytes, Funding] = {}  # Funding.key -> funding
         self.kept = _Gauge(cfg.name, metric)  # deposit address -> uncollected balance below the minimum
         self._warned: set[bytes] = set()
         self._polled_at = -1
         self._min_amount: int | None = None
         self.collects = 0  # collect transactions this collector got mined
+        self.last_collect_gas = 0  # gas used by the latest token collect (reported by the tests)
         # several relays: this one collects at once the addresses that hash to its index, the
         # others only once they have waited takeover_after s (their relay is down); two collects of
         # one address in one block would cost the loser a reverted transaction
@@ -208,6 +232,8 @@ class EvmCollector:
         watched = self.watched.addresses()
         if not watched:
             return
+        if self.tokens:
+            await self._scan_tokens(start, end, watched)
         found: list[tuple[dict, int]] = []
         for a in range(start, end + 1, 50):
             numbers = list(range(a, min(a + 50, end + 1)))
@@ -234,9 +260,41 @@ class EvmCollector:
             log.info("collector %s: funding 0x%s of %d wei to 0x%s (block %d)", self.chain, h.hex(),
                      hex_int(tx.get("value"), "value"), address.hex(), n)
 
+    async def _scan_tokens(self, start: int, end: int, watched: dict[bytes, bytes]) -> None:
+        """Final ``Transfer`` logs of the configured tokens to watched addresses."""
+        addresses = sorted(watched)
+        tokens = sorted(self.tokens)
+        for i in range(0, len(addresses), TO_TOPICS_PER_QUERY):
+            to_topics = [bytes(12) + a for a in addresses[i:i + TO_TOPICS_PER_QUERY]]
+            for a in range(start, end + 1, self.cfg.max_block_range):
+                b = min(a + self.cfg.max_block_range - 1, end)
+                for raw in await self.pool.get_logs(a, b, tokens, [TRANSFER_TOPIC, None, to_topics]):
+                    topics = raw.get("topics") or []
+                    if raw.get("removed") or len(topics) != 3:
+                        continue
+                    token = hex_bytes(raw.get("address"), "log address")
+                    to = hex_bytes(topics[2], "topic")[12:]
+                    if token not in self.tokens or to not in watched:
+                        continue  # not asked for (a node ignoring the filter)
+                    n = hex_int(raw.get("blockNumber"), "block number")
+                    if not a <= n <= b:
+                        raise ChainError(f"chain {self.chain}: eth_getLogs {a}..{b} returned a log of block {n}")
+                    h = hex_bytes(raw.get("transactionHash"), "tx hash")
+                    f = Funding(to, watched[to], h, n, token=token)
+                    if f.key not in self.pending:
+                        self.pending[f.key] = f
+                        log.info("collector %s: funding 0x%s of %s to 0x%s (block %d)", self.chain, h.hex(),
+                                 self.tokens[token], to.hex(), n)
+
+    async def _token_balance(self, token: bytes, address: bytes, block: int | str) -> int:
+        got = await self.pool.call(token, BALANCE_OF + bytes(12) + address, block)
+        if len(got) != 32:
+            raise ChainError(f"chain {self.chain}: balanceOf of token 0x{token.hex()} answered {len(got)} bytes")
+        return int.from_bytes(got, "big")
+
     async def _poll_balances(self, final: int) -> None:
         """Funds that reached a watched address without a top-level transaction."""
-        busy = {f.address for f in self.pending.values()}
+        busy = {f.address for f in self.pending.values() if f.token is None}
         addresses = [(a, r) for a, r in self.watched.addresses().items() if a not in busy]
         if not addresses:
             return
@@ -252,7 +310,8 @@ class EvmCollector:
             else:
                 log.warning("collector %s: 0x%s holds %d wei that no transaction sent (an internal transfer?): "
                             "collecting it without a payer", self.chain, a.hex(), amount)
-                self.pending[a] = Funding(a, r, NO_HINT, final)
+                f = Funding(a, r, NO_HINT, final)
+                self.pending[f.key] = f
 
     # ------------------------------------------------------------------ collect
     async def min_amount(self) -> int:
@@ -268,12 +327,55 @@ class EvmCollector:
                         "kept there, not collected", self.chain, address.hex(), amount, minimum)
 
     async def _collect(self, final: int) -> None:
-        by_address: dict[bytes, list[Funding]] = {}
+        by_address: dict[tuple[bytes, bytes | None], list[Funding]] = {}
         for f in self.pending.values():
             if f.collect_tx is None:
-                by_address.setdefault(f.address, []).append(f)
-        for address, fundings in by_address.items():
-            await self._collect_one(address, fundings, final)
+                by_address.setdefault((f.address, f.token), []).append(f)
+        for (address, token), fundings in by_address.items():
+            if token is None:
+                await self._collect_one(address, fundings, final)
+            else:
+                await self._collect_token(address, token, fundings, final)
+
+    async def _collect_token(self, address: bytes, token: bytes, fundings: list[Funding], final: int) -> None:
+        latest = await self._token_balance(token, address, "latest")
+        if latest == 0:
+            if await self._token_balance(token, address, final) == 0:
+                self._forget(fundings)
+            return
+        key = address + token
+        if not self._mine(address):
+            since = self._waiting_since.setdefault(key, time.monotonic())
+            if time.monotonic() - since < self.takeover_after:
+                return
+        hint = max(fundings, key=lambda f: (f.tx != NO_HINT, f.block)).tx
+        ref = fundings[0].reference
+        data = COLLECT_TOKEN + bytes(12) + token + ref + hint
+        call = {"from": self._sender, "to": to_checksum_address(self.lock), "data": "0x" + data.hex()}
+        try:
+            gas = await self.pool.estimate_gas(call)
+        except JsonRpcError as e:
+            decoded = decode_error(LOCK, e.revert_data) if e.is_revert else None
+            if decoded is not None and decoded[0] == "NothingToCollect":
+                return
+            raise
+        tx = {**call, "gas": min(self.gas_cap, gas + gas // 5)}
+        try:
+            receipt = await send_transaction(self.w3, tx, self._key, timeout=self.timeout)
+        except TransactionFailed as e:
+            log.warning("collector %s: collect of %s at 0x%s failed: %s (tried again later)", self.chain,
+                        self.tokens.get(token), address.hex(), e)
+            return
+        except (aiohttp.ClientError, OSError) as e:
+            raise ChainError(f"chain {self.chain}: sending a collect failed: {e.__class__.__name__}") from None
+        tx_hash = bytes(receipt["transactionHash"])
+        mined = (int(receipt["blockNumber"]), bytes(receipt["blockHash"]))
+        for f in fundings:
+            f.collect_tx, f.collect_block = tx_hash, mined
+        self.collects += 1
+        self.last_collect_gas = int(receipt["gasUsed"])
+        log.info("collector %s: collected %d %s of 0x%s for payment ref 0x%s in tx 0x%s (funding 0x%s)",
+                 self.chain, latest, self.tokens.get(token), address.hex(), ref.hex()[:16], tx_hash.hex(), hint.hex())
 
     async def _collect_one(self, address: bytes, fundings: list[Funding], final: int) -> None:
         latest = await self.pool.balance(address, "latest")
@@ -358,5 +460,5 @@ class EvmCollector:
 
     def _forget(self, fundings: list[Funding]) -> None:
         for f in fundings:
-            self._waiting_since.pop(f.address, None)
-            self.pending.pop(f.tx if f.tx != NO_HINT else f.address, None)
+            self._waiting_since.pop(f.address if f.token is None else f.address + f.token, None)
+            self.pending.pop(f.key, None)

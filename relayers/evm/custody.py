@@ -1,7 +1,12 @@
 """What a CreditLock holds and has paid out, at a final block (the treasury sweeper's solvency
 check, bridge/committee/treasury.py): ``eth_getBalance`` of the lock at that block, and the
 ``Released(releaseId, to, amount)`` events up to it (refunds and sweeps paid), and where each
-was paid (``payouts``: the Released log's transaction hash, block and block time)."""
+was paid (``payouts``: the Released log's transaction hash, block and block time).
+
+Per token (issue 15): a reader built with ``token`` (a non-native ``PayableToken`` of the chain)
+reports the lock's ``balanceOf`` of that ERC-20 at the block; ``released`` reads both
+``Released`` (ETH) and ``ReleasedToken`` (any token) logs, as release ids are unique across
+tokens."""
 
 from __future__ import annotations
 
@@ -11,18 +16,27 @@ from eth_abi import decode as abi_decode
 from eth_abi.exceptions import DecodingError
 from eth_utils import keccak
 
-from bridge.config import EvmChainConfig
+from bridge.config import EvmChainConfig, PayableToken
 from bridge.errors import ChainError, ConfigError
 from bridge.payments.treasury import Payout
 from relayers.evm.rpc import RpcPool, hex_bytes, hex_int
 
 RELEASED_TOPIC = keccak(text="Released(bytes32,address,uint256)")
+RELEASED_TOKEN_TOPIC = keccak(text="ReleasedToken(bytes32,address,uint256,address)")
+BALANCE_OF = keccak(text="balanceOf(address)")[:4]
 
 
 class EvmCustody:
-    def __init__(self, cfg: EvmChainConfig, pool: RpcPool | None = None, *, registry: Any = None) -> None:
+    def __init__(self, cfg: EvmChainConfig, pool: RpcPool | None = None, *, registry: Any = None,
+                 token: PayableToken | None = None) -> None:
         if "lock" not in cfg.contracts:
             raise ConfigError(f"chain {cfg.name}: contracts.lock is required for its custody")
+        if token is not None and token.native:
+            token = None
+        if token is not None and (token.chain != cfg.name or not token.contract):
+            raise ConfigError(f"chain {cfg.name}: token {token.symbol} is not an ERC-20 of this chain")
+        self.token = token
+        self.contract = bytes.fromhex(token.contract[2:]) if token is not None and token.contract else None
         self.chain = cfg.name
         self.cfg = cfg
         self.lock = bytes.fromhex(cfg.contracts["lock"][2:])
@@ -34,8 +48,13 @@ class EvmCustody:
         self._scanned = cfg.start_block - 1  # Released events read up to this block (final ones only)
 
     async def balance(self, height: int) -> int:
-        """The lock's balance (wei) at block ``height``."""
-        return await self.pool.balance(self.lock, height)
+        """The lock's balance at block ``height``: wei, or base units of the reader's token."""
+        if self.contract is None:
+            return await self.pool.balance(self.lock, height)
+        got = await self.pool.call(self.contract, BALANCE_OF + bytes(12) + self.lock, height)
+        if len(got) != 32:
+            raise ChainError(f"chain {self.chain}: balanceOf of {self.token.symbol} answered {len(got)} bytes")
+        return int.from_bytes(got, "big")
 
     async def released(self, height: int, candidates: set[bytes] | None = None) -> set[bytes]:
         """Release ids (of ``candidates``, or all) the lock paid in blocks up to ``height`` (a final
@@ -43,12 +62,14 @@ class EvmCustody:
         a = self._scanned + 1
         while a <= height:
             b = min(a + self.cfg.max_block_range - 1, height)
-            for raw in await self.pool.get_logs(a, b, self.lock, [RELEASED_TOPIC]):
+            for raw in await self.pool.get_logs(a, b, self.lock, [[RELEASED_TOPIC, RELEASED_TOKEN_TOPIC]]):
                 topics = raw.get("topics") or []
                 if raw.get("removed") or len(topics) != 3:
                     continue
+                is_token = hex_bytes(topics[0], "topic") == RELEASED_TOKEN_TOPIC
                 try:
-                    (amount,) = abi_decode(["uint256"], hex_bytes(raw.get("data"), "log data"))
+                    amount = abi_decode(["uint256", "address"] if is_token else ["uint256"],
+                                        hex_bytes(raw.get("data"), "log data"))[0]
                 except DecodingError:
                     raise ChainError(f"chain {self.chain}: undecodable Released event") from None
                 block = hex_int(raw.get("blockNumber"), "block number")

@@ -17,6 +17,15 @@ worker parks a release after a few of those).
 A mined release can still be dropped by a reorg below finality: ``confirmed(tx_hash)`` tells
 the worker when it is final (its receipt in the canonical block at its height, that block final
 under ``cfg.finality``, status 1), provably gone (send it again), or not known yet.
+
+ERC-20 releases (issue 15: refunds and sweeps of a token) are
+``releaseToken(token, to, amount, releaseId, signatures)`` over the EIP-712 struct
+``TokenRelease(address token,address to,uint256 amount,bytes32 releaseId)`` of the same lock
+domain (``digest.token_release_digest``; the signers' ``refunds.EvmRefundSigner`` signs it),
+with the same used-id set as ETH releases. ``release(..., token=SYMBOL)`` and
+``verify(..., token=SYMBOL)`` take the token's symbol and map it to its contract through the
+chain's configured tokens. A token payout that fails (``TokenTransferFailed``: the token refuses,
+e.g. a blacklisted payer) while the lock holds enough of it is ``RefundRefused``.
 """
 
 from __future__ import annotations
@@ -33,12 +42,14 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.exceptions import BlockNotFound, ContractLogicError, TransactionNotFound, Web3Exception
 
 from bridge.committee import digest
-from bridge.config import EvmChainConfig
+from bridge.config import EvmChainConfig, PayableToken
 from bridge.errors import ChainError, ConfigError, TransactionFailed, VerificationError
 from bridge.payments.refunds import RefundRefused, ReleaseReverted, lock_domain
 from relayers.evm.contracts import LOCK, decode_error, describe_revert, revert_data, send_transaction
 
 RELEASE = keccak(text="release(address,uint256,bytes32,bytes)")[:4]
+RELEASE_TOKEN = keccak(text="releaseToken(address,address,uint256,bytes32,bytes)")[:4]
+BALANCE_OF = keccak(text="balanceOf(address)")[:4]
 COMMITTEE_INDEX = keccak(text="committeeIndex()")[:4]
 THRESHOLD = keccak(text="threshold()")[:4]
 SIGNERS = keccak(text="signers()")[:4]
@@ -48,15 +59,28 @@ _RPC_ERRORS = (Web3Exception, aiohttp.ClientError, asyncio.TimeoutError, Connect
 log = logging.getLogger("creditbridge.refunds")
 
 
+def token_contracts(chain: str, tokens: dict[str, PayableToken] | None) -> dict[str, bytes]:
+    """symbol -> 20-byte ERC-20 contract of the chain's configured non-native tokens."""
+    out: dict[str, bytes] = {}
+    for symbol, t in (tokens or {}).items():
+        if t.native or t.chain != chain:
+            continue
+        if not t.contract:
+            raise ConfigError(f"chain {chain}: token {symbol} has no contract address")
+        out[symbol] = bytes.fromhex(t.contract[2:])
+    return out
+
+
 class EvmLockReleaser:
     def __init__(self, cfg: EvmChainConfig, private_key: bytes | str, *, timeout: float = 60.0,
-                 gas_cap: int = DEFAULT_GAS_CAP) -> None:
+                 gas_cap: int = DEFAULT_GAS_CAP, tokens: dict[str, PayableToken] | None = None) -> None:
         if "lock" not in cfg.contracts:
             raise ConfigError(f"chain {cfg.name}: contracts.lock is required for refunds")
         self.cfg = cfg
         self.chain = cfg.name
         self.lock = cfg.contracts["lock"]
         self.domain = lock_domain(cfg.chain_id, bytes.fromhex(self.lock[2:]))
+        self.tokens = token_contracts(cfg.name, tokens)
         self._key = private_key
         self._sender = Account.from_key(private_key).address
         self.timeout = timeout
@@ -80,20 +104,36 @@ class EvmLockReleaser:
         (threshold,) = abi_decode(["uint256"], thr)
         return index, [bytes.fromhex(a[2:]) for a in addrs], threshold
 
-    def verify(self, to: bytes, amount: int, release_id: bytes, signer: bytes, signature: bytes) -> None:
-        if len(to) != 20 or digest.recover(digest.release_digest(self.domain, to, amount, release_id),
-                                           signature) != signer:
+    def _contract(self, token: str) -> bytes:
+        try:
+            return self.tokens[token]
+        except KeyError:
+            raise ConfigError(f"chain {self.chain}: release in the unconfigured token {token}") from None
+
+    def verify(self, to: bytes, amount: int, release_id: bytes, signer: bytes, signature: bytes,
+               token: str | None = None) -> None:
+        if len(to) != 20:
+            raise VerificationError("release signature does not match its signer")
+        d = (digest.release_digest(self.domain, to, amount, release_id) if token is None
+             else digest.token_release_digest(self.domain, self._contract(token), to, amount, release_id))
+        if digest.recover(d, signature) != signer:
             raise VerificationError("release signature does not match its signer")
 
-    async def release(self, to: bytes, amount: int, release_id: bytes, signatures: list[tuple[bytes, bytes]]) -> bytes:
+    async def release(self, to: bytes, amount: int, release_id: bytes, signatures: list[tuple[bytes, bytes]],
+                      token: str | None = None) -> bytes:
         packed = digest.pack_signatures(sorted(signatures))  # the lock wants ascending signers
-        data = RELEASE + abi_encode(["address", "uint256", "bytes32", "bytes"],
-                                    [to_checksum_address(to), amount, release_id, packed])
+        if token is None:
+            data = RELEASE + abi_encode(["address", "uint256", "bytes32", "bytes"],
+                                        [to_checksum_address(to), amount, release_id, packed])
+        else:
+            data = RELEASE_TOKEN + abi_encode(["address", "address", "uint256", "bytes32", "bytes"],
+                                              [to_checksum_address(self._contract(token)), to_checksum_address(to),
+                                               amount, release_id, packed])
         tx = {"from": self._sender, "to": to_checksum_address(self.lock), "data": "0x" + data.hex()}
         try:
             gas = await self.w3.eth.estimate_gas(tx)
         except ContractLogicError as e:
-            raise await self._refusal(e, to, amount) from None
+            raise await self._refusal(e, to, amount, token=token) from None
         except (Web3Exception, aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as e:
             raise ChainError(f"chain {self.chain}: estimating a release failed: {e.__class__.__name__}") from None
         if gas > self.gas_cap:
@@ -109,7 +149,7 @@ class EvmLockReleaser:
             try:
                 await self.w3.eth.call(tx)
             except ContractLogicError as again:
-                raise await self._refusal(again, to, amount, mined=e.detail) from None
+                raise await self._refusal(again, to, amount, mined=e.detail, token=token) from None
             except (Web3Exception, aiohttp.ClientError, asyncio.TimeoutError, ConnectionError):
                 pass
             raise ReleaseReverted(f"{e.detail} (gas limit {tx['gas']})") from None
@@ -169,13 +209,21 @@ class EvmLockReleaser:
             return None  # same block and no receipt: an inconsistent node, ask again
         return True
 
-    async def _refusal(self, e: ContractLogicError, to: bytes, amount: int, mined: str = "") -> BaseException:
+    async def _held(self, token: str | None) -> int:
+        if token is None:
+            return await self.w3.eth.get_balance(to_checksum_address(self.lock))
+        got = await self.w3.eth.call({"to": to_checksum_address(self._contract(token)),
+                                      "data": "0x" + (BALANCE_OF + bytes(12) + bytes.fromhex(self.lock[2:])).hex()})
+        return int.from_bytes(bytes(got)[:32], "big") if len(got) >= 32 else 0
+
+    async def _refusal(self, e: ContractLogicError, to: bytes, amount: int, mined: str = "",
+                       token: str | None = None) -> BaseException:
         """The error for a release the lock refuses (``e``, from an estimate or a call)."""
         decoded = decode_error(LOCK, revert_data(e))
         name = decoded[0] if decoded else ""
-        if name == "TransferFailed":
+        if name in ("TransferFailed", "TokenTransferFailed"):
             try:
-                held = await self.w3.eth.get_balance(to_checksum_address(self.lock))
+                held = await self._held(token)
             except (Web3Exception, aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as err:
                 return ChainError(f"chain {self.chain}: lock balance look-up failed: {err.__class__.__name__}")
             if held < amount:  # not the payer's fault: the lock is short (for now)

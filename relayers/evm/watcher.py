@@ -19,6 +19,16 @@ transaction exists, was sent to the deposit address with a value, succeeded, and
 canonical block no later than the collect's. Without a hint (an internal transfer) or with one
 that does not verify, the payer is 32 zero bytes: the signers keep such amounts instead of
 refunding them. Every honest node reads the same final chain, so all derive the same payer.
+
+ERC-20 deposits (issue 15) are ``LockedToken(uint64 indexed nonce, address indexed sender,
+uint256 amount, bytes32 indexed ref, address token)`` events of the same lock and nonce stream
+(``lockToken`` after ``approve``, or ``collectToken`` of a plain ``transfer`` to the deposit
+address); ``amount`` is what the lock's balance grew by. The token contract is mapped to its
+symbol through the chain's configured non-native ``PayableToken``s (``tokens``); a deposit of
+an unconfigured token is no deposit: no Observation (a WARNING), never credited nor refunded,
+and it stays in the lock. A collected token deposit's payer is the ``from`` of a ``Transfer``
+of that token to the deposit address in the named funding transaction (checked as for ETH:
+succeeded, canonical, no later than the collect), else 32 zero bytes.
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ from typing import Any, Iterable
 from eth_utils import keccak
 
 from bridge.chains import PENDING_LOOKBACK, BlockRef, WatcherDefaults
-from bridge.config import EvmChainConfig
+from bridge.config import EvmChainConfig, PayableToken
 from bridge.errors import ChainError, ConfigError, ReorgDetected
 from bridge.hashing import source_id
 from bridge.payments.evm_deposit import deposit_address
@@ -44,6 +54,10 @@ LOCKED_TOPIC = keccak(text="Locked(uint64,address,uint256,bytes32)")
 _LOCKED_TOPIC_HEX = "0x" + LOCKED_TOPIC.hex()
 COLLECTED_TOPIC = keccak(text="Collected(uint64,bytes32)")
 _COLLECTED_TOPIC_HEX = "0x" + COLLECTED_TOPIC.hex()
+LOCKED_TOKEN_TOPIC = keccak(text="LockedToken(uint64,address,uint256,bytes32,address)")
+_LOCKED_TOKEN_TOPIC_HEX = "0x" + LOCKED_TOKEN_TOPIC.hex()
+TRANSFER_TOPIC = keccak(text="Transfer(address,address,uint256)")
+_TRANSFER_TOPIC_HEX = "0x" + TRANSFER_TOPIC.hex()
 NO_PAYER = b"\x00" * 32  # a collected deposit whose funding transaction is not proven
 
 # eth_getLogs answers that mean "ask for a smaller range" (the range is then halved).
@@ -66,6 +80,7 @@ class LockedLog:
     amount: int
     ref: bytes
     raw: dict
+    token: bytes | None = None  # 20-byte ERC-20 contract of a LockedToken (None: ETH)
 
 
 class EvmWatcher(WatcherDefaults):
@@ -77,6 +92,7 @@ class EvmWatcher(WatcherDefaults):
         pool: RpcPool | None = None,
         *,
         registry: Any = None,
+        tokens: dict[str, PayableToken] | None = None,
     ) -> None:
         if "lock" not in cfg.contracts:
             raise ConfigError(f"chain {cfg.name}: contracts.lock is required to watch deposits")
@@ -88,6 +104,7 @@ class EvmWatcher(WatcherDefaults):
         self.lock = bytes.fromhex(cfg.contracts["lock"][2:])
         self._lock_hex = "0x" + self.lock.hex()
         self.source = source_id("evm", cfg.chain_id, self.lock)
+        self.tokens = token_symbols(cfg.name, tokens)
         self.max_range = cfg.max_block_range
         self._own_pool = pool is None
         self.pool = pool if pool is not None else RpcPool.from_config(cfg, registry=registry)
@@ -242,7 +259,7 @@ class EvmWatcher(WatcherDefaults):
 
     async def _get_locked_logs(self, start: int, end: int) -> list[LockedLog]:
         try:
-            raw_logs = await self.pool.get_logs(start, end, self.lock, [LOCKED_TOPIC])
+            raw_logs = await self.pool.get_logs(start, end, self.lock, [[LOCKED_TOPIC, LOCKED_TOKEN_TOPIC]])
         except JsonRpcError as e:
             if end > start and _RANGE_TOO_LARGE.search(e.rpc_message):
                 mid = (start + end) // 2
@@ -266,7 +283,7 @@ class EvmWatcher(WatcherDefaults):
         return (
             str(raw.get("address", "")).lower() == self._lock_hex
             and len(topics) == 4
-            and str(topics[0]).lower() == _LOCKED_TOPIC_HEX
+            and str(topics[0]).lower() in (_LOCKED_TOPIC_HEX, _LOCKED_TOKEN_TOPIC_HEX)
         )
 
     def _decode(self, raw: dict) -> LockedLog:
@@ -278,12 +295,13 @@ class EvmWatcher(WatcherDefaults):
             data = hex_bytes(raw.get("data"), "log data")
         except (KeyError, TypeError, IndexError) as e:
             raise ChainError(f"chain {self.chain}: undecodable Locked log ({e.__class__.__name__})") from None
-        if (len(nonce_w) != 32 or len(sender_w) != 32 or len(ref) != 32 or len(data) != 32
-                or any(nonce_w[:24]) or any(sender_w[:12])):
+        is_token = str(t[0]).lower() == _LOCKED_TOKEN_TOPIC_HEX
+        if (len(nonce_w) != 32 or len(sender_w) != 32 or len(ref) != 32 or len(data) != (64 if is_token else 32)
+                or any(nonce_w[:24]) or any(sender_w[:12]) or (is_token and any(data[32:44]))):
             raise ChainError(f"chain {self.chain}: undecodable Locked log (malformed words)")
         nonce = int.from_bytes(nonce_w, "big")
         sender = sender_w[12:]
-        amount = int.from_bytes(data, "big")
+        amount = int.from_bytes(data[:32], "big")
         return LockedLog(
             block_number=hex_int(raw.get("blockNumber"), "block number"),
             block_hash=hex_bytes(raw.get("blockHash"), "block hash"),
@@ -294,6 +312,7 @@ class EvmWatcher(WatcherDefaults):
             amount=amount,
             ref=ref,
             raw=raw,
+            token=data[44:64] if is_token else None,
         )
 
     def is_collected(self, lg: LockedLog) -> bool:
@@ -352,9 +371,9 @@ class EvmWatcher(WatcherDefaults):
             return NO_PAYER, "the named funding transaction does not exist"
         if not tx.get("blockNumber"):
             return NO_PAYER, "the named funding transaction is not mined"
-        if str(tx.get("to") or "").lower() != "0x" + lg.sender.hex():
+        if lg.token is None and str(tx.get("to") or "").lower() != "0x" + lg.sender.hex():
             return NO_PAYER, "the named transaction was not sent to the deposit address"
-        if hex_int(tx.get("value"), "value") <= 0:
+        if lg.token is None and hex_int(tx.get("value"), "value") <= 0:
             return NO_PAYER, "the named transaction carries no value"
         number = hex_int(tx.get("blockNumber"), "block number")
         if number > lg.block_number:
@@ -369,10 +388,31 @@ class EvmWatcher(WatcherDefaults):
             raise ReorgDetected(f"{where}: not in the canonical block {number} (inconsistent endpoint)")
         if hex_int(receipt.get("status"), "status") != 1:
             return NO_PAYER, "the named funding transaction failed"
+        if lg.token is not None:
+            payer = self._token_payer(lg, receipt)
+            if payer is None:
+                return NO_PAYER, "the named transaction has no Transfer of the token to the deposit address"
+            return b"\x00" * 12 + payer, ""
         sender = hex_bytes(tx.get("from"), "sender")
         if len(sender) != 20:
             raise ChainError(f"{where}: malformed sender")
         return b"\x00" * 12 + sender, ""
+
+    def _token_payer(self, lg: LockedLog, receipt: dict) -> bytes | None:
+        """The ``from`` of the (last) non-zero ``Transfer`` of ``lg``'s token to its deposit address
+        in ``receipt``'s logs, or None."""
+        token_hex = "0x" + bytes(lg.token or b"").hex()
+        to_topic = "0x" + (b"\x00" * 12 + lg.sender).hex()
+        payer = None
+        for raw in receipt.get("logs") or []:
+            topics = [str(t).lower() for t in raw.get("topics") or []]
+            if (str(raw.get("address", "")).lower() == token_hex and len(topics) == 3
+                    and topics[0] == _TRANSFER_TOPIC_HEX and topics[2] == to_topic):
+                frm = hex_bytes(topics[1], "topic")
+                data = hex_bytes(raw.get("data"), "log data")
+                if len(frm) == 32 and not any(frm[:12]) and any(frm) and len(data) == 32 and any(data):
+                    payer = frm[12:]
+        return payer
 
     def _observation(self, lg: LockedLog, timestamp: int, payer: bytes | None = None) -> Observation | None:
         """``payer`` is the verified payer of a collected deposit (None: not verified, which
@@ -380,6 +420,14 @@ class EvmWatcher(WatcherDefaults):
         if lg.amount <= 0:  # the contract's minAmount forbids it; never credit nothing
             log.warning("chain %s: ignoring zero-amount deposit nonce %d", self.chain, lg.nonce)
             return None
+        symbol = self.token
+        if lg.token is not None:
+            symbol = self.tokens.get(lg.token)
+            if symbol is None:
+                log.warning("chain %s: deposit nonce %d (tx 0x%s) is of the unconfigured token 0x%s: not a deposit "
+                            "(never credited; it stays in the lock)", self.chain, lg.nonce, lg.tx_hash.hex(),
+                            lg.token.hex())
+                return None
         if payer is None:
             payer = NO_PAYER if self.is_collected(lg) else b"\x00" * 12 + lg.sender
         return Observation(
@@ -391,7 +439,7 @@ class EvmWatcher(WatcherDefaults):
             block_number=lg.block_number,
             block_hash=lg.block_hash,
             timestamp=timestamp,
-            token=self.token,
+            token=symbol,
             amount=lg.amount,
             payer=payer,
             reference=lg.ref,
@@ -400,3 +448,15 @@ class EvmWatcher(WatcherDefaults):
     async def _headers(self, numbers: Iterable[int]) -> dict[int, BlockHeader | None]:
         nums = sorted(numbers)
         return dict(zip(nums, await self.pool.get_blocks(nums)))
+
+
+def token_symbols(chain: str, tokens: dict[str, PayableToken] | None) -> dict[bytes, str]:
+    """20-byte ERC-20 contract -> symbol of the chain's configured non-native tokens."""
+    out: dict[bytes, str] = {}
+    for symbol, t in (tokens or {}).items():
+        if t.native or t.chain != chain:
+            continue
+        if not t.contract:
+            raise ConfigError(f"chain {chain}: token {symbol} has no contract address")
+        out[bytes.fromhex(t.contract[2:])] = symbol
+    return out
