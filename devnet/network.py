@@ -49,7 +49,7 @@ FEED_HEARTBEAT_SECONDS = 86_400
 FEED_OWNER_INDEX = 8  # anvil dev account that owns the feed (no other devnet role)
 # stablecoin USD feeds (issue 15), on the settlement anvil next to ETH / USD and in the fixed
 # source: the devnet prices USDC and USDT from local sources. The tokens are not payable on the
-# devnet until their custody exists (ERC-20 lock, pallet_assets, jettons), so no chain lists them
+# devnet until their custody exists (ERC-20 lock, pallet_assets); TON's USDT jetton is payable (devnet/ton/devchain.py)
 STABLE_USD = {"USDC": "1", "USDT": "1"}
 DEVNET_MAX_DEPOSIT_USD = "1000000"  # the signers' hard cap on one deposit's credits
 
@@ -391,7 +391,9 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
         if opts.request_timeout is not None:  # the source chain (not the settlement chain)
             chains[0]["request_timeout"] = opts.request_timeout
         fixed_usd, min_amount = {"ETH": ETH_USD, **STABLE_USD}, {"ETH": 10**13}
+        payable = []  # the family plug-ins' non-native tokens ([[tokens]]): TON's USDT jetton (issue 15)
         for c in extra:
+            payable.extend(c.tokens)
             cfg = await _proxied(c.config, component_rpc) if opts.rpc_proxy else c.config
             if opts.request_timeout is not None and cfg.get("family") == "ton":
                 cfg = {**cfg, "request_timeout": opts.request_timeout}
@@ -417,7 +419,7 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
         # Asset Hub committee accounts keep the existential deposit whatever they owe
         reserve = {c.name: int(c.info["existential_deposit"]) for c in extra
                    if c.config.get("family") == "substrate" and "existential_deposit" in c.info}
-        base = {"manifest": str(manifest_path), "chains": chains,
+        base = {"manifest": str(manifest_path), "chains": chains, **({"tokens": payable} if payable else {}),
                 "treasury": {"poll_interval": 2.0, "reserve": reserve},
                 "pricing": {"credit_price_usd": "0.01", "fixed_usd": fixed_usd, "min_amount": min_amount,
                             "min_sources": opts.min_sources, "refresh_seconds": opts.price_refresh_seconds,
@@ -440,7 +442,12 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
                     "heartbeat_seconds": FEED_HEARTBEAT_SECONDS, "tolerance": "0.03",
                     "settle_seconds": 2},  # the settlement anvil mines only on transactions
             **{t: {"kind": "band", "tolerance": "0.25"} for t in sorted(fixed_usd)
-               if t != "ETH" and t not in STABLE_USD}}}
+               if t != "ETH" and t not in STABLE_USD},
+            # a payable stablecoin (SYMBOL@chain) is bounded by its USD PriceFeed
+            **{f"{t['symbol']}@{t['chain']}": {
+                "kind": "chainlink", "chain": "settlement", "address": stable_feeds[t["symbol"]],
+                "heartbeat_seconds": FEED_HEARTBEAT_SECONDS, "tolerance": "0.03", "settle_seconds": 2}
+               for t in payable if t["symbol"] in stable_feeds}}}
         health: dict[str, str] = {}
         argv: dict[str, list[str]] = {}
         cli = [sys.executable, "-m", "bridge.cli"]
