@@ -103,6 +103,10 @@ LOCKED_TOPIC = "0x" + keccak256(b"Locked(uint64,address,uint256,bytes32)").hex()
 CREDITED_TOPIC = "0x" + keccak256(b"Credited(bytes32,uint64,address,uint256,bytes32)").hex()
 LOCK_SELECTOR = keccak256(b"lock(bytes32)")[:4]
 RELEASED_TOPIC = "0x" + keccak256(b"Released(bytes32,address,uint256)").hex()
+# ERC-20 custody of the lock (issue 15)
+LOCKED_TOKEN_TOPIC = "0x" + keccak256(b"LockedToken(uint64,address,uint256,bytes32,address)").hex()
+RELEASED_TOKEN_TOPIC = "0x" + keccak256(b"ReleasedToken(bytes32,address,uint256,address)").hex()
+ERC20_TRANSFER = keccak256(b"transfer(address,uint256)")[:4]
 FAULT_KINDS = ("kill_signer", "kill_relay", "kill_api", "reorg", "rpc_cut", "rpc_flap", "rpc_stall",
                "settlement_drop", "settlement_fail", "price_stale", "price_disagree",
                "undecodable_extrinsic")
@@ -125,7 +129,7 @@ async def _all_deposits(watcher) -> list[dict]:
     finally:
         await watcher.aclose()
     return [{"source": "0x" + o.source.hex(), "sequence": o.sequence, "reference": "0x" + o.reference.hex(),
-             "amount": o.amount} for o in obs]
+             "amount": o.amount, "token": o.token} for o in obs]
 
 
 # --- a TCP proxy the harness can cut ------------------------------------------------------------
@@ -289,6 +293,8 @@ class Payment:
     overpay: int = 0  # paid on top of the quoted amount: must come back as one refund
     instructions: dict = field(default_factory=dict)
     plain: bool = False  # paid by a plain transfer (instructions.transfer), not the call-based form
+    symbol: str = ""  # the token's symbol (``token`` is SYMBOL@chain for a stablecoin)
+    chain: str = ""  # a stablecoin's chain ("" for the native tokens)
 
 
 @dataclass
@@ -326,6 +332,10 @@ class Harness:
         self._next_api = 0
         self.auth: dict[str, str] = {}  # scale-out mode: the merchant's key on every request
         self.receiver: WebhookReceiver | None = None
+        self._account_locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self._ton_lb = None  # a liteserver client for jetton balances
+        self.stables: list[tuple[str, str]] = []  # (chain, symbol) of the devnet's stablecoins
+        self._token_custody: dict[tuple[str, str], object] = {}  # (chain, symbol) -> custody reader
 
     async def proxy(self, name: str, url: str) -> str:
         host, port = url.split("//")[1].split("/")[0].split(":")
@@ -404,7 +414,8 @@ class Harness:
         """What a dApp does first: a quote for a random number of credits, then a payment for
         payer ``index``'s beneficiary; None when quotes stay refused (a price fault)."""
         beneficiary = self.info["accounts"]["settlement"][index]["address"]
-        q = await self.quote(token, self.rng.randint(10, 2000), decimals)
+        symbol, _, chain = token.partition("@")  # a stablecoin is SYMBOL@chain (USDT is paid on several)
+        q = await self.quote(symbol, self.rng.randint(10, 2000), decimals, chain or None)
         if q is None:
             return None
         status, pay = await self.api("POST", "/v1/payments", {"quote_id": q["id"], "beneficiary": beneficiary})
@@ -416,7 +427,8 @@ class Harness:
             raise RuntimeError(f"payment refused: {pay}")
         ins = pay["instructions"]
         p = Payment(pay["id"], pay["reference"], index, token, beneficiary.lower(), int(q["amount"]),
-                    int(q["credits"]), int(ins[value_field]))
+                    int(q["credits"]), int(ins[value_field] if value_field else ins["transfer"]["amount"]),
+                    symbol=symbol, chain=chain)
         p.instructions = ins
         # about half of the payments by plain transfer (issue 14): alternate per payer, so every
         # token and every payer has both kinds, in quick runs too
@@ -437,9 +449,67 @@ class Harness:
                 self.payments[p.reference] = p
             await asyncio.sleep(pace)
 
-    async def ton_payer(self, index: int, count: int, pace: float) -> None:
+    def account_lock(self, chain: str, index: int) -> asyncio.Lock:
+        """One payment at a time per dev account of a chain whose payer waits for its own nonce or
+        seqno to move (TON wallets, Asset Hub accounts): the native and the stablecoin payer of an
+        account share it, so neither mistakes the other's transfer for its own."""
+        return self._account_locks.setdefault((chain, index), asyncio.Lock())
+
+    def family_of(self, chain: str) -> str:
+        info = self.info["chains"][chain]
+        return info.get("family") or ("ton" if chain == "ton" else "evm")
+
+    def chain_tokens(self, chain: str) -> dict:
+        """The devnet's stablecoins of ``chain`` (devnet.json ``chains.<chain>.tokens``) as the
+        relayers take them: symbol -> ``PayableToken``."""
+        from bridge.config import PayableToken
+
+        out = {}
+        for sym, spec in (self.info["chains"][chain].get("tokens") or {}).items():
+            out[sym] = PayableToken(symbol=sym, chain=chain, family=self.family_of(chain),
+                                    decimals=int(spec["decimals"]), price_symbol=sym, native=False,
+                                    contract=spec.get("contract"), asset_id=spec.get("asset_id"),
+                                    jetton_master=spec.get("jetton_master"))
+        return out
+
+    async def stable_payer(self, label: str, index: int, count: int, pace: float) -> None:
+        """Pays in a stablecoin (issue 15) as a wallet does on its chain: an ERC-20 ``transfer`` to
+        the payment's deposit address, an ``Assets.transfer_keep_alive`` (plain to the payment
+        account, or the call-based batch with the reference), a TEP-74 jetton transfer to the lock
+        with the code (or the reference) as forward payload."""
+        symbol, _, chain = label.partition("@")
+        family = self.family_of(chain)
+        if family == "substrate":
+            return await self.substrate_payer(chain, index, count, pace, token=label)
+        if family == "ton":
+            return await self.ton_payer(index, count, pace, token=label)
+        spec = self.info["chains"][chain]["tokens"][symbol]
+        for number in range(count):
+            p = await self.open_payment(label, int(spec["decimals"]), index, None, number)
+            if p is None:
+                continue
+            # the ordinary ERC-20 transfer to the payment's address (approve + lockToken, the
+            # call-based form, is covered by tests/integration/evm)
+            p.plain = True
+            async with self.pay_lock:
+                acct = self.info["accounts"]["ethereum"][p.payer]
+                nonce = self.nonces[p.payer]
+                to = p.instructions["transfer"]["to"]
+                data = ERC20_TRANSFER + bytes(12) + bytes.fromhex(to[2:]) + (p.value + p.overpay).to_bytes(32, "big")
+                tx = {"to": spec["contract"], "value": 0, "data": "0x" + data.hex(), "nonce": nonce, "gas": 120_000,
+                      "gasPrice": self.gas_price, "chainId": self.chain_id}
+                p.raw = "0x" + Account.sign_transaction(tx, acct["private_key"]).raw_transaction.hex()
+                p.tx = await self.eth("eth_sendRawTransaction", p.raw)
+                p.sent_at = time.monotonic()
+                p.sends += 1
+                self.nonces[p.payer] = nonce + 1
+                self.payments[p.reference] = p
+            await asyncio.sleep(pace)
+
+    async def ton_payer(self, index: int, count: int, pace: float, token: str = "TON") -> None:
         """Pays in TON like a wallet app: a signed WalletV4R2 transfer built from the API's
-        instructions, one at a time (the wallet's seqno must move before the next)."""
+        instructions, one at a time (the wallet's seqno must move before the next). A jetton
+        (``token`` SYMBOL@ton) is paid by a TEP-74 transfer from the wallet's jetton wallet."""
         import base64
 
         from pytoniq_core import Cell
@@ -447,29 +517,40 @@ class Harness:
         from relayers.ton import wallet as tw
 
         account = self.info["accounts"]["ton"][index]
+        symbol, _, chain = token.partition("@")
+        decimals = int(self.info["chains"]["ton"]["tokens"][symbol]["decimals"]) if chain else 9
         lb = await tw.connect(self.info["chains"]["ton"]["liteserver_config"], trust_level=2)
         try:
             wallet = await tw.open_wallet(lb, account["mnemonic"])
             for number in range(count):
-                p = await self.open_payment("TON", 9, index, "amount", number)
+                p = await self.open_payment(token, decimals, index, None if chain else "amount", number)
                 if p is None:
                     continue
                 ins = p.instructions
                 self.payments[p.reference] = p
-                await wallet.update()
-                seqno = await wallet.get_seqno() if wallet.is_active else 0
-                for _attempt in range(5):  # an external message can be lost: re-send until seqno moves
-                    # plain: the standard text comment (the payment code), as any TON wallet sends it
-                    body = ins["transfer"]["payload"] if p.plain else ins["body"]
-                    await tw.transfer(wallet, ins["transfer"]["to"] if p.plain else ins["contract"],
-                                      p.value + p.overpay, Cell.one_from_boc(base64.b64decode(body)))
-                    p.sends += 1
-                    try:
-                        await tw.wait_for(lambda: self._seqno_moved(wallet, seqno), timeout=10)
-                        p.included_at = time.monotonic()
-                        break
-                    except Exception:  # noqa: BLE001 - retried: the chain's own seqno guards against doubles
-                        self.stats.effect("ton_transfers_resent")
+                async with self.account_lock("ton", index):
+                    await wallet.update()
+                    seqno = await wallet.get_seqno() if wallet.is_active else 0
+                    for _attempt in range(5):  # an external message can be lost: re-send until seqno moves
+                        if chain:
+                            from relayers.ton.jetton import pay_jettons
+
+                            master = self.info["chains"]["ton"]["tokens"][symbol]["jetton_master"]
+                            await pay_jettons(wallet, master, ins["transfer"]["to"], p.value + p.overpay,
+                                              **({"code": ins["transfer"]["comment"]} if p.plain
+                                                 else {"reference": bytes.fromhex(p.reference[2:])}))
+                        else:
+                            # plain: the standard text comment (the payment code), as any TON wallet sends it
+                            body = ins["transfer"]["payload"] if p.plain else ins["body"]
+                            await tw.transfer(wallet, ins["transfer"]["to"] if p.plain else ins["contract"],
+                                              p.value + p.overpay, Cell.one_from_boc(base64.b64decode(body)))
+                        p.sends += 1
+                        try:
+                            await tw.wait_for(lambda: self._seqno_moved(wallet, seqno), timeout=10)
+                            p.included_at = time.monotonic()
+                            break
+                        except Exception:  # noqa: BLE001 - retried: the chain's own seqno guards against doubles
+                            self.stats.effect("ton_transfers_resent")
                 await asyncio.sleep(pace)
         finally:
             try:  # pytoniq's close can hang after its listener crashed: bound it
@@ -477,7 +558,7 @@ class Harness:
             except (TimeoutError, OSError) as e:
                 log.warning("ton payer %d: closing the liteserver client: %r", index, e)
 
-    async def substrate_payer(self, chain: str, index: int, count: int, pace: float) -> None:
+    async def substrate_payer(self, chain: str, index: int, count: int, pace: float, token: str | None = None) -> None:
         """Pays DOT or KSM like a wallet: ``Utility.batch_all([transfer_keep_alive(committee
         multisig, amount), remark_with_event(reference)])`` signed by a dev account, waiting for
         inclusion (substrate-interface is synchronous: it runs in a thread)."""
@@ -487,8 +568,14 @@ class Harness:
         from relayers.substrate.client import SDK_LOCK
 
         info = self.info["chains"][chain]
-        token, seed = info["token"], self.info["accounts"][chain][index]["seed"]
-        decimals = {"DOT": 10, "KSM": 12}[token]
+        seed = self.info["accounts"][chain][index]["seed"]
+        asset_id = None
+        if token is None:  # the chain's native token
+            token = info["token"]
+            decimals = {"DOT": 10, "KSM": 12}[token]
+        else:  # a pallet_assets stablecoin, SYMBOL@chain (issue 15)
+            spec = info["tokens"][token.partition("@")[0]]
+            decimals, asset_id = int(spec["decimals"]), int(spec["asset_id"])
         loop = asyncio.get_running_loop()
         # one SubstrateInterface per payer, used on one thread; scalecodec's registry is
         # process-wide and not thread-safe, so SDK work is serialized by the relayer's lock
@@ -506,34 +593,41 @@ class Harness:
             return int(si.query("System", "Account", [address]).value["nonce"])
 
         def pay(to: str, amount: int, remark: bytes):
+            if asset_id is not None:
+                return sw.submit(si, seed, sw.asset_payment_call(si, asset_id, to, amount, remark), wait=False)
             return sw.submit(si, seed, sw.payment_call(si, to, amount, remark), wait=False)
 
         def pay_plain(to: str, amount: int):  # what any wallet sends: a lone transfer_keep_alive
+            if asset_id is not None:
+                return sw.submit(si, seed, sw.asset_payment_call(si, asset_id, to, amount, None), wait=False)
             return sw.submit(si, seed, si.compose_call("Balances", "transfer_keep_alive",
                                                        {"dest": to, "value": amount}), wait=False)
 
         try:
             for number in range(count):
-                p = await self.open_payment(token, decimals, index, "amount", number)
+                p = await self.open_payment(token, decimals, index, None if asset_id is not None else "amount",
+                                            number)
                 if p is None:
                     continue
                 ins = p.instructions
                 self.payments[p.reference] = p
-                before = await loop.run_in_executor(pool, locked, nonce)
-                # submit, then wait for the devnet's next block (one per 12 s slot) without
-                # holding the SDK lock, so other payers' extrinsics join the same block
-                if p.plain:
-                    await loop.run_in_executor(pool, locked, pay_plain, ins["transfer"]["to"], p.value + p.overpay)
-                else:
-                    await loop.run_in_executor(pool, locked, pay, ins["to"], p.value + p.overpay,
-                                               bytes.fromhex(ins["remark"][2:]))
-                p.sends += 1
-                deadline = time.monotonic() + 60
-                while await loop.run_in_executor(pool, locked, nonce) <= before:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"{token} payment {p.id} not included within 60 s")
-                    await asyncio.sleep(1.0)
-                p.included_at = time.monotonic()
+                async with self.account_lock(chain, index):
+                    before = await loop.run_in_executor(pool, locked, nonce)
+                    # submit, then wait for the devnet's next block (one per 12 s slot) without
+                    # holding the SDK lock, so other payers' extrinsics join the same block
+                    if p.plain:
+                        await loop.run_in_executor(pool, locked, pay_plain, ins["transfer"]["to"],
+                                                   p.value + p.overpay)
+                    else:
+                        await loop.run_in_executor(pool, locked, pay, ins["to"], p.value + p.overpay,
+                                                   bytes.fromhex(ins["remark"][2:]))
+                    p.sends += 1
+                    deadline = time.monotonic() + 60
+                    while await loop.run_in_executor(pool, locked, nonce) <= before:
+                        if time.monotonic() > deadline:
+                            raise RuntimeError(f"{token} payment {p.id} not included within 60 s")
+                        await asyncio.sleep(1.0)
+                    p.included_at = time.monotonic()
                 await asyncio.sleep(pace)
         finally:
             try:
@@ -573,16 +667,19 @@ class Harness:
 
         cfg = next(c for c in self.api_cfg["chains"] if c["name"] == chain)
         return await _all_deposits(SubstrateWatcher(SubstrateChainConfig.model_validate(
-            {**cfg, "rpc": [self.info["chains"][chain]["rpc"]]})))
+            {**cfg, "rpc": [self.info["chains"][chain]["rpc"]]}), tokens=self.chain_tokens(chain)))
 
     @staticmethod
     async def _seqno_moved(wallet, seqno: int) -> bool:
         await wallet.update()
         return wallet.is_active and await wallet.get_seqno() > seqno
 
-    async def quote(self, token: str, credits: int, decimals: int) -> dict | None:
+    async def quote(self, token: str, credits: int, decimals: int, chain: str | None = None) -> dict | None:
+        body = {"token": token, "credits": str(credits)}
+        if chain:
+            body["chain"] = chain
         for _attempt in range(40):  # a dApp retries a refused quote after a moment
-            status, q = await self.api("POST", "/v1/quotes", {"token": token, "credits": str(credits)})
+            status, q = await self.api("POST", "/v1/quotes", body)
             if status == 201:
                 expect = amount_for_credits(credits, Decimal("0.01"), self.prices[token], decimals)
                 if int(q["amount"]) != expect:
@@ -792,11 +889,37 @@ class Harness:
                 left = int(await self.eth("eth_getBalance", to, "latest"), 16)
             elif p.token in ("DOT", "KSM"):
                 left = await self.substrate_free_balance(p.token, to)
+            elif p.chain and self.family_of(p.chain) != "ton":  # a stablecoin at its payment address
+                left = await self.token_balance_of(p.chain, p.symbol, to)
             else:
                 continue  # TON: a text comment to the lock itself, no per-payment address
             if left:
                 out.append({"token": p.token, "payment": p.id, "address": to, "left": left})
         return out
+
+    async def token_balance_of(self, chain: str, symbol: str, address: str) -> int:
+        """A stablecoin balance of ``address``, read from the chain itself (not through a proxy)."""
+        spec = self.info["chains"][chain]["tokens"][symbol]
+        family = self.family_of(chain)
+        if family == "evm":
+            from devnet.evm.tokens import token_balance
+
+            return await token_balance(self.info["chains"][chain]["rpc"], spec["contract"], address)
+        if family == "substrate":
+            from relayers.substrate import wallet as sw
+            from relayers.substrate.client import SDK_LOCK
+
+            def job() -> int:
+                with SDK_LOCK:
+                    return sw.asset_balance(self.info["chains"][chain]["rpc"], int(spec["asset_id"]), address)
+
+            return await asyncio.get_running_loop().run_in_executor(None, job)
+        from relayers.ton import wallet as tw
+        from relayers.ton.jetton import jetton_balance
+
+        if self._ton_lb is None:
+            self._ton_lb = await tw.connect(self.info["chains"]["ton"]["liteserver_config"], trust_level=2)
+        return await jetton_balance(self._ton_lb, spec["jetton_master"], address)
 
     async def substrate_free_balance(self, token: str, address: str) -> int:
         chain = next(c for c in self.substrate_chains if self.info["chains"][c]["token"] == token)
@@ -822,7 +945,17 @@ class Harness:
                                                 "topics": [LOCKED_TOPIC]})
         eth_source = "0x" + source_id("evm", self.chain_id, bytes.fromhex(self.lock[2:])).hex()
         deposits = [{"source": eth_source, "sequence": int(e["topics"][1], 16), "reference": e["topics"][3],
-                     "amount": int(e["data"], 16)} for e in locked]
+                     "amount": int(e["data"], 16), "token": "ETH"} for e in locked]
+        eth_tokens = {spec["contract"].lower(): sym for sym, spec in
+                      (self.info["chains"]["ethereum"].get("tokens") or {}).items()}
+        if eth_tokens:  # ERC-20 deposits of the same lock (one nonce stream)
+            for e in await self.eth("eth_getLogs", {"address": self.lock, "fromBlock": "0x0", "toBlock": "latest",
+                                                    "topics": [LOCKED_TOKEN_TOPIC]}):
+                data = bytes.fromhex(e["data"][2:])
+                contract = "0x" + data[44:64].hex()
+                deposits.append({"source": eth_source, "sequence": int(e["topics"][1], 16),
+                                 "reference": e["topics"][3], "amount": int.from_bytes(data[:32], "big"),
+                                 "token": eth_tokens.get(contract, contract)})
         if "TON" in self.tokens:
             deposits += await self.ton_deposits()
         for chain in self.substrate_chains:
@@ -836,7 +969,7 @@ class Harness:
         watcher, pointed straight at the liteserver, not through the chaos proxy)."""
         from relayers.ton.watcher import TonWatcher
 
-        return await _all_deposits(TonWatcher(self.ton_config()))
+        return await _all_deposits(TonWatcher(self.ton_config(), tokens=self.chain_tokens("ton")))
 
     def ton_config(self):
         """The devnet TON chain, straight at its liteserver (not through the chaos proxy)."""
@@ -876,6 +1009,11 @@ class Harness:
         its ``min_release``; the other devnet chains refund everything)."""
         if token == "TON":
             return int(self.info["chains"]["ton"].get("lock_min_release", 0))
+        symbol, _, chain = token.partition("@")
+        if chain:  # a stablecoin: its [[tokens]] min_refund (the TON lock's jetton minimum too)
+            for t in self.api_cfg.get("tokens") or []:
+                if t.get("symbol") == symbol and t.get("chain") == chain:
+                    return int(t.get("min_refund") or 0)
         return 0
 
     async def multisig_executions(self, chain: str) -> list[tuple[str, bool]]:
@@ -921,43 +1059,57 @@ class Harness:
         seen: dict[bytes, list] = {}
         for e in logs:
             seen.setdefault(bytes.fromhex(e["topics"][1][2:]), []).append(
-                ("0x" + e["topics"][2][-40:], int(e["data"], 16)))
-        sweep_ids = self.sweep_ids(int(await self.st("eth_blockNumber"), 16))
+                ("0x" + e["topics"][2][-40:], int(e["data"], 16), "ETH"))
+        eth_tokens = {spec["contract"].lower(): f"{sym}@ethereum" for sym, spec in
+                      (self.info["chains"]["ethereum"].get("tokens") or {}).items()}
+        if eth_tokens:  # ERC-20 releases of the lock (refunds and sweeps in the token)
+            for e in await self.eth("eth_getLogs", {"address": self.lock, "fromBlock": "0x0", "toBlock": "latest",
+                                                    "topics": [RELEASED_TOKEN_TOPIC]}):
+                data = bytes.fromhex(e["data"][2:])
+                contract = "0x" + data[44:64].hex()
+                seen.setdefault(bytes.fromhex(e["topics"][1][2:]), []).append(
+                    ("0x" + e["topics"][2][-40:], int.from_bytes(data[:32], "big"), eth_tokens.get(contract, contract)))
+        height = int(await self.st("eth_blockNumber"), 16)
+        sweep_ids = self.sweep_ids(height) | {r for sym in eth_tokens.values()
+                                              for r in self.sweep_ids_of("ethereum", height, sym.partition("@")[0])}
         for rid, got in seen.items():
             if rid in sweep_ids:
                 continue  # a treasury sweep: reconciled by treasury_state
             exp = expected.get(rid)
-            if exp is None or exp["token"] != "ETH":
-                phantom.append({"token": "ETH", "release_id": "0x" + rid.hex()})
+            if exp is None or exp["token"] != got[0][2]:
+                phantom.append({"token": got[0][2], "release_id": "0x" + rid.hex()})
                 continue
             if len(got) > 1:
-                doubled.append({"token": "ETH", "payment": exp["payment"], "times": len(got)})
+                doubled.append({"token": exp["token"], "payment": exp["payment"], "times": len(got)})
             to = self.info["accounts"]["ethereum"][exp["payer"]]["address"].lower()
-            if got[0] != (to, exp["amount"]):
-                wrong.append({"token": "ETH", "payment": exp["payment"], "want": [to, exp["amount"]],
-                              "got": list(got[0])})
+            if got[0][:2] != (to, exp["amount"]):
+                wrong.append({"token": exp["token"], "payment": exp["payment"], "want": [to, exp["amount"]],
+                              "got": list(got[0][:2])})
             done.add(rid)
-        ton = [rid for rid, e in expected.items() if e["token"] == "TON"]
+        ton = [rid for rid, e in expected.items() if e["token"] == "TON" or e["token"].endswith("@ton")]
         if "TON" in self.tokens:
             releaser = await self.ton_releaser()
             for rid in ton:
                 if await releaser.released(rid):
                     done.add(rid)
             (count,) = await releaser.transport.run_get_method(releaser.lock, "get_release_count", [])
-            swept = len(await self.ton_sweeps_paid())  # treasury sweeps: reconciled by treasury_state
+            swept = len(await self.ton_sweeps_paid(every=True))  # treasury sweeps: reconciled by treasury_state
             if int(count) > len([r for r in ton if r in done]) + swept:
                 phantom.append({"token": "TON", "releases": int(count), "expected_done": len(ton), "sweeps": swept})
         missing_n: dict[str, int] = {}
         for chain in self.substrate_chains:
             token = self.info["chains"][chain]["token"]
-            want = [rid for rid, e in expected.items() if e["token"] == token]
+            # the committee account refunds its native token and its pallet_assets alike
+            want = [rid for rid, e in expected.items() if e["token"] == token or e["token"].endswith("@" + chain)]
             execs = await self.multisig_executions(chain)
             ok = [h for h, good in execs if good]
             wrong += [{"token": token, "call_hash": h, "result": "Err"} for h, good in execs if not good]
             doubled += [{"token": token, "call_hash": h, "times": ok.count(h)} for h in sorted(set(ok)) if ok.count(h) > 1]
             # executed release ids, from the remark each executed call carries (relayers/substrate/custody.py)
             executed = await self.substrate_released(chain)
-            sweeps = self.sweep_ids_of(chain, int(await self.st("eth_blockNumber"), 16))
+            h = int(await self.st("eth_blockNumber"), 16)
+            sweeps = self.sweep_ids_of(chain, h).union(
+                *(self.sweep_ids_of(chain, h, sym) for sym in self.chain_tokens(chain)))
             others = executed - set(want) - sweeps
             if others or len(set(ok)) > len(executed):
                 phantom.append({"token": token, "executions": len(set(ok)), "expected": len(want),
@@ -995,13 +1147,14 @@ class Harness:
         return source_id("substrate", f"{info['genesis_hash'].lower()}/{info['token']}",
                          account_bytes(info["committee_account"]))
 
-    def sweep_ids_of(self, chain: str, settlement_height: int) -> set[bytes]:
-        from bridge.payments.refunds import release_id
+    def sweep_ids_of(self, chain: str, settlement_height: int, token: str | None = None) -> set[bytes]:
+        """Release ids the sweeps of one custody may have (``token``: a non-native token's symbol)."""
+        from bridge.payments.treasury import sweep_release_id
 
         source = self.source_of(chain)
-        return {release_id(source, k, "sweep") for k in range(1, settlement_height // self.epoch_blocks + 1)}
+        return {sweep_release_id(source, k, token) for k in range(1, settlement_height // self.epoch_blocks + 1)}
 
-    async def signer_sweeps(self, chain: str) -> tuple[dict[bytes, dict], list]:
+    async def signer_sweeps(self, chain: str, ledger: str | None = None) -> tuple[dict[bytes, dict], list]:
         """Every sweep the signers' audit trails (``GET /v1/sweeps``) list for ``chain``: release id ->
         {amount, to}; and the ids on which two signers disagree (they must be byte-identical)."""
         out: dict[bytes, dict] = {}
@@ -1014,7 +1167,8 @@ class Harness:
                 log.warning("sweeps of %s: %s", node["name"], e)
                 continue
             for w in view.get("sweeps", []):
-                if w["chain"] != chain:
+                # a custody's sweeps are per token: the chain's own token, or SYMBOL@chain
+                if w.get("ledger", w["chain"]) != (ledger or chain):
                     continue
                 rid, got = bytes.fromhex(w["release_id"][2:]), {"amount": int(w["amount"]), "to": w["to"]}
                 if out.setdefault(rid, got) != got:
@@ -1035,25 +1189,30 @@ class Harness:
         head = await c.client.call(lambda si: si.get_block_number(si.get_chain_finalised_head()), "final head")
         return await c.released(max(head, c._scanned))
 
-    async def ton_sweeps_paid(self) -> set[bytes]:
-        """TON sweep ids the lock paid (``is_released``; paid ones are remembered)."""
+    async def ton_sweeps_paid(self, token: str | None = None, every: bool = False) -> set[bytes]:
+        """TON sweep ids the lock paid (``is_released``; paid ones are remembered): of its TON, of
+        one jetton (``token``), or of both (``every``)."""
         releaser = await self.ton_releaser()
-        for rid in self.sweep_ids_of("ton", int(await self.st("eth_blockNumber"), 16)) - self._ton_swept:
+        h = int(await self.st("eth_blockNumber"), 16)
+        tokens = [None, *self.chain_tokens("ton")] if every else [token]
+        ids = set().union(*(self.sweep_ids_of("ton", h, t) for t in tokens))
+        for rid in ids - self._ton_swept:
             if await releaser.released(rid):
                 self._ton_swept.add(rid)
-        return set(self._ton_swept)
+        return self._ton_swept & ids
 
     def earned_owed(self, deposits: list[dict], credited: list[dict], chain: str,
-                    refunded: set[bytes]) -> tuple[int, int]:
-        """(earned, owed before sweeps) of one custody from the chains: the counted part of credited
-        deposits; every counted part, unpaid excess and deposit of an unknown payment."""
+                    refunded: set[bytes], token: str | None = None) -> tuple[int, int]:
+        """(earned, owed before sweeps) of one custody's ``token`` (a symbol; every deposit of the
+        custody when None) from the chains: the counted part of credited deposits; every counted
+        part, unpaid excess and deposit of an unknown payment."""
         from bridge.payments.refunds import release_id
 
         source = "0x" + self.source_of(chain).hex()
         credited_ids = {(e["topics"][1], int(e["topics"][2], 16)) for e in credited}
         earned = owed = 0
         for d in deposits:
-            if d["source"] != source:
+            if d["source"] != source or (token is not None and d.get("token", token) != token):
                 continue
             p = self.payments.get(d["reference"])
             if p is None:
@@ -1116,7 +1275,7 @@ class Harness:
             wrong = [{"release_id": "0x" + r.hex(), "to": w["to"]} for r, w in signed.items()
                      if bytes.fromhex(w["to"][2:]).rjust(32, b"\x00") != treasury.rjust(32, b"\x00")]
             swept = sum(signed[r]["amount"] for r in paid if r in signed)
-            earned, owed = self.earned_owed(deposits, credited, chain, refunded)
+            earned, owed = self.earned_owed(deposits, credited, chain, refunded, token)
             fees = swept - received
             if chain == "ton":
                 mismatch = not 0 <= fees <= len(paid) * L.RELEASE_FEE_BOUND
@@ -1128,6 +1287,69 @@ class Harness:
                           "custody_balance": balance, "custody_owes": owed, "unknown": unknown,
                           "disagree": disagree, "doubled": [], "wrong": wrong, "over_swept": swept > earned,
                           "treasury_mismatch": mismatch or bool(unknown), "insolvent": balance < owed}
+        return out
+
+    async def stable_treasury_state(self, deposits: list[dict], credited: list[dict]) -> dict[str, dict]:
+        """Every stablecoin's sweeps against its chain (issue 15), per SYMBOL@chain: each sweep the
+        signers list paid once (the custody reader's ``released``), to the treasury, which received
+        exactly that token amount (fees are paid in the native token); never more swept than
+        earned; the custody holds at least what it still owes in that token."""
+        from bridge import addresses
+        from bridge.config import EvmChainConfig, SubstrateChainConfig
+
+        out: dict[str, dict] = {}
+        h_settle = int(await self.st("eth_blockNumber"), 16)
+        expected = self.expected_refunds(deposits)
+        for chain, symbol in self.stables:
+            label = f"{symbol}@{chain}"
+            family = self.family_of(chain)
+            token = self.chain_tokens(chain)[symbol]
+            c = self._token_custody.get((chain, symbol))
+            if c is None:
+                cfg = next(x for x in self.api_cfg["chains"] if x["name"] == chain)
+                if family == "evm":
+                    from relayers.evm.custody import EvmCustody
+
+                    c = EvmCustody(EvmChainConfig.model_validate({**cfg, "rpc": [self.info["chains"][chain]["rpc"]]}),
+                                   token=token)
+                elif family == "substrate":
+                    from relayers.substrate.custody import SubstrateCustody
+
+                    c = SubstrateCustody(SubstrateChainConfig.model_validate(
+                        {**cfg, "rpc": [self.info["chains"][chain]["rpc"]]}), token=token)
+                else:
+                    from relayers.ton.custody import TonCustody
+
+                    c = TonCustody(self.ton_config(), token=token)
+                self._token_custody[(chain, symbol)] = c
+                self._custodies[f"{label}"] = c  # closed with the others
+            if family == "evm":
+                height = int(await self.eth("eth_blockNumber"), 16)
+            elif family == "substrate":
+                height = await c.client.call(lambda si: si.get_block_number(si.get_chain_finalised_head()), "head")
+            else:
+                height = await c.transport.last_seqno()
+            ids = self.sweep_ids_of(chain, h_settle, symbol)
+            mine = {rid for rid, e in expected.items() if e["token"] == label}
+            released = await c.released(height, ids | mine)
+            paid, refunded = released & ids, released & mine
+            signed, disagree = await self.signer_sweeps(chain, label)
+            treasury_text = self.info["treasury"][chain]
+            treasury = addresses.parse(family, treasury_text)
+            received = await self.token_balance_of(chain, symbol, treasury_text)
+            balance = await c.balance(height)
+            unknown = ["0x" + r.hex() for r in sorted(paid) if r not in signed]
+            wrong = [{"release_id": "0x" + r.hex(), "to": w["to"]} for r, w in signed.items()
+                     if bytes.fromhex(w["to"][2:]).rjust(32, b"\x00") != treasury.rjust(32, b"\x00")]
+            swept = sum(signed[r]["amount"] for r in paid if r in signed)
+            earned, owed = self.earned_owed(deposits, credited, chain, refunded, symbol)
+            owed -= swept
+            out[label] = {"sweeps": len(paid), "swept": swept, "treasury_received": received,
+                          "fees": swept - received, "earned": earned, "not_swept_yet": earned - swept,
+                          "min_sweep": self.min_refund(label), "custody_balance": balance, "custody_owes": owed,
+                          "unknown": unknown, "disagree": disagree, "doubled": [], "wrong": wrong,
+                          "over_swept": swept > earned,
+                          "treasury_mismatch": received != swept or bool(unknown), "insolvent": balance < owed}
         return out
 
     async def treasury_state(self, deposits: list[dict], credited: list[dict]) -> dict:
@@ -1149,7 +1371,7 @@ class Harness:
                  if got[0][0] != treasury]
         swept = sum(amount for got in sweeps.values() for _, amount in got)
         received = int(await self.eth("eth_getBalance", treasury, "latest"), 16)
-        earned, owed = self.earned_owed(deposits, credited, "ethereum", set(paid))
+        earned, owed = self.earned_owed(deposits, credited, "ethereum", set(paid), "ETH")
         owed -= swept
         balance = int(await self.eth("eth_getBalance", self.lock, "latest"), 16)
         out = {"sweeps": len(sweeps), "swept": swept, "treasury_received": received, "earned": earned,
@@ -1157,6 +1379,7 @@ class Harness:
                "doubled": doubled, "wrong": wrong, "over_swept": swept > earned,
                "treasury_mismatch": received != swept, "insolvent": balance < owed}
         out["others"] = others = await self.other_treasury_state(deposits, credited)
+        others.update(await self.stable_treasury_state(deposits, credited))
         # everything earned is swept, but what waits for its epoch's minimum (TON's min_release)
         out["all_swept"] = out["not_swept_yet"] == 0 and all(
             t["not_swept_yet"] == 0 or 0 < t["not_swept_yet"] < t["min_sweep"] for t in others.values())
@@ -1261,6 +1484,10 @@ class Harness:
         self.substrate_chains = [n for n, c in self.info["chains"].items() if c.get("family") == "substrate"]
         self.tokens = {"ETH"} | ({"TON"} if "ton" in self.info["chains"] else set()) | {
             self.info["chains"][n]["token"] for n in self.substrate_chains}
+        # the stablecoins of every source chain (issue 15), paid and reconciled as SYMBOL@chain
+        self.stables = [(n, sym) for n, c in self.info["chains"].items() if n != "settlement"
+                        for sym in sorted(c.get("tokens") or {})] if a.stable_share > 0 else []
+        self.tokens |= {f"{sym}@{n}" for n, sym in self.stables}
         self.session = aiohttp.ClientSession()
         self.api_urls = list(self.info.get("api_replicas") or [self.info["api"]])
         try:
@@ -1385,13 +1612,22 @@ class Harness:
             payers += [(chain, i) for i in range(min(a.payers, len(self.info["accounts"][chain])))]
         others = ["TON"] * ("TON" in self.tokens) + self.substrate_chains
         n_other = round(a.payments * a.other_share / len(others)) if others else 0
+        stables = [f"{sym}@{n}" for n, sym in self.stables]
+        for label in stables:
+            chain = label.partition("@")[2]
+            accounts = self.info["accounts"]["ton" if chain == "ton" else chain]
+            payers += [(label, i) for i in range(min(a.payers, len(accounts)))]
+        n_stable = round(a.payments * a.stable_share / len(stables)) if stables else 0
         counts = {}
-        for token, n_token in (("ETH", a.payments - n_other * len(others)), *((o, n_other) for o in others)):
+        for token, n_token in (("ETH", a.payments - n_other * len(others) - n_stable * len(stables)),
+                               *((o, n_other) for o in others), *((t, n_stable) for t in stables)):
             mine = [p for p in payers if p[0] == token]
             for j, p in enumerate(mine):
                 counts[p] = n_token // len(mine) + (1 if j < n_token % len(mine) else 0)
 
         def job(token: str, i: int, k: int):
+            if "@" in token:
+                return self.stable_payer(token, i, k, a.pace)
             if token == "ETH":
                 return self.payer(i, k, a.pace)
             if token == "TON":
@@ -1457,6 +1693,11 @@ class Harness:
                 await asyncio.wait_for(c.aclose(), 10)
             except TimeoutError:
                 log.warning("closing a custody reader timed out")
+        if self._ton_lb is not None:
+            try:  # pytoniq's close can hang after its listener crashed: bound it
+                await asyncio.wait_for(self._ton_lb.close_all(), 10)
+            except (TimeoutError, OSError) as e:
+                log.warning("closing the jetton balance client: %r", e)
         for t in observers:
             t.cancel()
         signer_retries = await self.signer_retries()
@@ -1568,6 +1809,9 @@ def main(argv=None) -> int:
                     help="only the EVM chains (no TON or Asset Hub devnet chains)")
     ap.add_argument("--other-share", type=float, default=0.3,
                     help="share of the payments made in the other tokens (TON, DOT, KSM), split evenly")
+    ap.add_argument("--stable-share", type=float, default=0.15,
+                    help="share of the payments made in the devnet's stablecoins (USDC, USDT on each chain), split "
+                         "evenly; 0 pays none")
     ap.add_argument("--transfer-share", type=float, default=0.5,
                     help="share of the payments paid by a plain transfer (instructions.transfer)")
     ap.add_argument("--overpay-share", type=float, default=0.05,
