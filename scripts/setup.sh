@@ -8,12 +8,13 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-stamp_py=".stamp-py-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)"
+# the stamp lives inside .venv: a venv that was removed or recreated is installed again
+stamp_py=".venv/.stamp-py-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp_py" ]; then
   echo "setup: installing Python dependencies (pinned by constraints.txt)"
   .venv/bin/python -m pip install -q --upgrade "pip==25.3"
   .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
-  rm -f .stamp-py-*; touch "$stamp_py"
+  rm -f .venv/.stamp-py-* .stamp-py-*; touch "$stamp_py"
 fi
 
 stamp_npm=".stamp-npm-$(cat package.json package-lock.json | sha256sum | cut -c1-16)"
