@@ -74,7 +74,7 @@ from bridge.keystore import SecretKey, load_key, public_of
 from bridge.payments.late import LateTerms
 from bridge.pricing.aggregate import PriceAggregator
 from bridge.pricing import merkle
-from bridge.pricing.credits import amount_for_credits, credits_for_amount
+from bridge.pricing.credits import credit_value_in_base_units
 from bridge.pricing.sources.base import PriceSource
 from bridge.pricing.wrappers import PricingMetrics
 from bridge.types import TOKEN_DECIMALS, PaymentTerms, Quote, utcnow
@@ -744,13 +744,14 @@ class QuoteService:
         rate, sources = await self.price_of(payable.symbol, now, payable.chain)
         self.check_peg(payable, rate)  # the measured rate is what the quote uses, never the peg
         price = self.credit_price_usd
+        num, den = _credit_value(price, rate, decimals)  # exact, as amount_for_credits computes it
         if credits is not None:
-            amount = amount_for_credits(credits, price, rate, decimals)
+            amount = -(-credits * num // den)  # == amount_for_credits(credits, price, rate, decimals)
             if amount > MAX_AMOUNT:
                 raise InputError("too many credits for one quote")
         else:
             assert amount is not None
-            credits = credits_for_amount(amount, price, rate, decimals)
+            credits = amount * den // num  # == credits_for_amount(amount, price, rate, decimals)
             if credits == 0:
                 raise InputError("the amount does not buy a single credit")
             if credits > MAX_CREDITS:
@@ -772,6 +773,14 @@ class QuoteService:
             key_id=self.signer.key_id,
         )
         return self.signer.sign_quote(quote) if sign else quote
+
+
+@functools.lru_cache(maxsize=256)
+def _credit_value(credit_price_usd: Decimal, token_usd: Decimal, decimals: int) -> tuple[int, int]:
+    """(numerator, denominator) of one credit's value in base units (``credit_value_in_base_units``,
+    an exact Fraction in lowest terms): the price repeats across quotes until it moves."""
+    v = credit_value_in_base_units(credit_price_usd, token_usd, decimals)
+    return v.numerator, v.denominator
 
 
 class _UuidPool:

@@ -248,12 +248,7 @@ class _SqliteBatch:
 
     def _rows(self, quotes: list[Quote]) -> list[tuple]:
         if self.columns != self._FAST_COLUMNS:  # the table changed: the generic conversion
-            out = []
-            for q in quotes:
-                d = _row(q)
-                out.append(tuple(v if p is None else p(v)
-                                 for v, p in zip([d[c] for c in self.columns], self.processors)))
-            return out
+            return self._rows_generic(quotes)
         # _row's values through the same processors, without a dict a row: the datetimes repeat
         # within a batch (quotes of one second) and are converted once; bytes go as bytes
         # (sqlite3 stores them and the Binary the LargeBinary processor wraps them in alike)
@@ -271,6 +266,14 @@ class _SqliteBatch:
                  credits(q.credits) if credits else q.credits, str(q.rate), str(q.credit_price_usd),
                  ",".join(q.sources), when(q.created_at, created), when(q.expires_at, expires), q.key_id,
                  q.signature, _pack_proof(q)) for q in quotes]
+
+    def _rows_generic(self, quotes: list[Quote]) -> list[tuple]:
+        """``_row`` of each quote through every column's bind processor (what _rows must equal)."""
+        out = []
+        for q in quotes:
+            d = _row(q)
+            out.append(tuple(v if p is None else p(v) for v, p in zip([d[c] for c in self.columns], self.processors)))
+        return out
 
     def _write(self, rows: list[tuple]) -> None:  # on the executor's one thread
         if self._conn is None:
