@@ -100,3 +100,41 @@ async def test_batch_answers_out_of_order_are_matched_by_id(anvil, lock):
         finally:
             await pool.aclose()
         assert proxy.batches >= 2
+
+
+async def test_follower_fetches_the_next_range_while_storing(anvil, lock, tmp_path):
+    """Catching up, step N fetches range N+1 ahead (while its own range is stored) and step N+1
+    uses it instead of asking again; the stored deposits are each there once."""
+    from bridge.storage.db import Database
+    from bridge.storage.observations import observations_by_status
+    from bridge.watch import DepositFollower
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/ahead.sqlite")
+    await db.migrate()
+    start = await head(anvil) + 1
+    txs = [await send_lock(anvil, lock, ref(1800 + i), MIN_LOCK + i) for i in range(6)]  # one block each
+    end = await head(anvil)
+    cfg = evm_config(anvil.rpc_url, chain_id=CHAIN_ID, lock=lock)
+    pool = RpcPool.from_config(cfg)
+    ranges: list[tuple[int, int]] = []
+    real_get_logs = pool.get_logs
+
+    async def spy(a, b, *args, **kw):
+        ranges.append((a, b))
+        return await real_get_logs(a, b, *args, **kw)
+
+    pool.get_logs = spy  # type: ignore[method-assign]
+    f = DepositFollower(EvmWatcher(cfg, pool), db, "signer", start_block=start, max_range=2)
+    try:
+        assert await f.step() == 2 and not f.caught_up
+        assert ranges == [(start, start + 1), (start + 2, start + 3)]  # the second one fetched ahead
+        while not f.caught_up:
+            await f.step()
+        assert ranges == [(a, min(a + 1, end)) for a in range(start, end + 1, 2)]  # each range asked once
+        async with db.begin() as s:
+            stored = await observations_by_status(s, "new", limit=100)
+        assert [r.observation.tx_id for r in stored] == txs
+    finally:
+        f.close()
+        await pool.aclose()
+        await db.dispose()
