@@ -13,6 +13,12 @@ Chain-agnostic core: it knows only the ``bridge.chains.Watcher`` Protocol, never
    read in 1., so two processes following one chain into one database never both advance it;
 5. after the commit, hand the newly stored observations to ``on_new``.
 
+While catching up (the range ends below the final height), the next range is fetched ahead, as
+a task running while step 4 writes the database; the next step uses it only if it starts right
+after the stored cursor (anything else, a failed commit or a rewind, drops it). A range
+fetched ahead is read from the chain after the previous one, exactly as a sequential scan
+reads it, and every step still checks the cursor's block hash first (2.).
+
 ``run()`` loops over steps; retryable chain and storage errors are logged in one line and
 backed off (capped exponential); cancellation propagates.
 """
@@ -56,6 +62,23 @@ def _gauges(registry: Any) -> tuple[Any, Any]:
     return g
 
 
+async def _cancel(task: asyncio.Future) -> None:
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not task.cancelled():  # the caller itself is being cancelled
+            raise
+    except (ChainError, StorageError, SQLAlchemyError) as e:  # a stale range's failure: not ours
+        log.debug("range fetched ahead failed: %s", e)
+
+
+def _consume(task: asyncio.Future) -> None:
+    """Done callback of a dropped prefetch: retrieve its outcome (no 'never retrieved' noise)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("range fetched ahead failed: %s", task.exception())
+
+
 class DepositFollower:
     def __init__(
         self,
@@ -70,6 +93,7 @@ class DepositFollower:
         on_new: OnNew | None = None,
         registry: Any = None,
         clock: Callable[[], float] | None = None,
+        fetch_ahead: bool = True,
     ) -> None:
         if max_range <= 0:
             raise ValueError("max_range must be positive")
@@ -93,6 +117,10 @@ class DepositFollower:
         self.caught_up = False
         self.rewinds = 0
         self._metrics = _gauges(registry) if registry is not None else None
+        # catching up, the next range is fetched while the current one is stored (the chain's
+        # RPC and the database work at once): ((start, end), task) until the next step takes it
+        self.fetch_ahead = fetch_ahead
+        self._ahead: tuple[tuple[int, int], asyncio.Future] | None = None
 
     async def _cursor(self) -> tuple[int, bytes | None]:
         async with self.db.begin() as s:
@@ -119,8 +147,9 @@ class DepositFollower:
             self.caught_up = True
             return 0
 
-        observations = await self.watcher.fetch_deposits(height + 1, end)
-        end_ref = await self.watcher.block_ref(end)
+        observations, end_ref, end = await self._fetched(height + 1, end)
+        if end < finalized and self.fetch_ahead:  # catching up: fetch the next range while this one is stored
+            self._prefetch(end + 1, min(finalized, end + self.max_range))
 
         try:
             async with self.db.begin() as s:
@@ -134,7 +163,11 @@ class DepositFollower:
         except _CursorMoved:
             # another instance moved the cursor meanwhile: this step's work is rolled back
             log.warning("%s/%s: cursor moved under us; retrying", self.component, self.chain)
+            self._drop_prefetch()
             return 0
+        except BaseException:
+            self._drop_prefetch()
+            raise
 
         self.height = end
         self.caught_up = end >= finalized
@@ -145,6 +178,40 @@ class DepositFollower:
             await self._publish(new)
         return len(new)
 
+    async def _fetch(self, start: int, end: int) -> tuple[list[Observation], Any]:
+        observations = await self.watcher.fetch_deposits(start, end)
+        return observations, await self.watcher.block_ref(end)
+
+    async def _fetched(self, start: int, end: int) -> tuple[list[Observation], Any, int]:
+        """``(deposits, block ref of the last block, last block)`` of ``start..end`` or of a
+        shorter range from ``start``: the range fetched ahead during the previous step when it
+        starts here and ends no later than ``end`` (it was read from the chain after the
+        previous range, as a sequential scan reads it), else ``start..end`` fetched now."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            (a, b), task = ahead
+            if a == start and b <= end:
+                observations, ref = await task
+                return observations, ref, b
+            await _cancel(task)
+        observations, ref = await self._fetch(start, end)
+        return observations, ref, end
+
+    def _prefetch(self, start: int, end: int) -> None:
+        task = asyncio.ensure_future(self._fetch(start, end))
+        self._ahead = ((start, end), task)
+
+    def _drop_prefetch(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            task = ahead[1]
+            task.cancel()
+            task.add_done_callback(_consume)
+
+    def close(self) -> None:
+        """Drop a range fetched ahead (``run`` does it when it ends)."""
+        self._drop_prefetch()
+
     async def _rewind(self, height: int, stored: bytes, canonical: bytes) -> None:
         to = max(self.start_block - 1, height - self.max_range)
         log.error(
@@ -152,6 +219,7 @@ class DepositFollower:
             "the finality rule is unsound for this chain; rewinding to %d and rescanning",
             self.component, self.chain, height, stored.hex()[:16], canonical.hex()[:16], to,
         )
+        self._drop_prefetch()
         to_hash = (await self.watcher.block_ref(to)).hash if to >= 0 else None
         async with self.db.begin() as s:
             await set_cursor(s, self.component, self.chain, to, to_hash)
@@ -170,6 +238,12 @@ class DepositFollower:
             log.exception("%s/%s: on_new callback failed", self.component, self.chain)
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            self._drop_prefetch()
+
+    async def _run(self) -> None:
         failures = 0
         while True:
             try:

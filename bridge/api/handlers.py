@@ -85,6 +85,14 @@ def _object(pairs: list[tuple[str, object]]) -> dict:
     return d
 
 
+_JSON_TYPE = "application/json; charset=utf-8"  # what web.json_response sends
+try:
+    from orjson import dumps as _dumps  # installed with the pinned dependency set; ~5x json.dumps
+except ImportError:  # pragma: no cover
+    def _dumps(v: object) -> bytes:
+        return json.dumps(v).encode()
+
+
 # built once: ``json.loads`` with hooks builds a new decoder (and scanner) on every call
 _DECODER = json.JSONDecoder(parse_float=_reject_float, parse_constant=_reject_constant, parse_int=_parse_int,
                             object_pairs_hook=_object)
@@ -260,7 +268,9 @@ async def create_quote(request: web.Request) -> web.Response:
     else:
         raise InputError("give one of credits and amount")
     quote = await issue_quote(request.app, token, credits=credits, amount=amount, now=_now(request), chain=chain)
-    return web.json_response(quote_to_json(quote), status=201, headers={"Location": f"/v1/quotes/{quote.id}"})
+    # the body serialized by orjson when installed (the busiest endpoint; same JSON document)
+    return web.Response(body=_dumps(quote_to_json(quote)), status=201,
+                        headers={"Location": f"/v1/quotes/{quote.id}", "Content-Type": _JSON_TYPE})
 
 
 async def issue_quote(app: web.Application, token: str, *, credits: int | None = None, amount: int | None = None,

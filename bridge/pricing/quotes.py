@@ -44,6 +44,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -73,7 +74,7 @@ from bridge.keystore import SecretKey, load_key, public_of
 from bridge.payments.late import LateTerms
 from bridge.pricing.aggregate import PriceAggregator
 from bridge.pricing import merkle
-from bridge.pricing.credits import amount_for_credits, credits_for_amount
+from bridge.pricing.credits import credit_value_in_base_units
 from bridge.pricing.sources.base import PriceSource
 from bridge.pricing.wrappers import PricingMetrics
 from bridge.types import TOKEN_DECIMALS, PaymentTerms, Quote, utcnow
@@ -210,8 +211,24 @@ def _canonical_json(fields: dict[str, str]) -> bytes:
     return _CANONICAL(fields).encode("ascii")
 
 
+# The quote's canonical JSON without building the dict and sorting it on every quote: the
+# keys in sorted order, each value escaped by the very function JSONEncoder(ensure_ascii=True)
+# uses for strings, so the bytes are identical to ``_canonical_json(quote_fields(q))``
+# (tests/unit/test_quotes.py checks both on awkward values).
+_QUOTE_KEYS = ("amount", "chain", "created_at", "credit_price_usd", "credits", "expires_at", "id", "key_id",
+               "rate", "sources", "token")
+_QUOTE_PREFIXES = tuple(("{" if i == 0 else ",") + json.dumps(k) + ":" for i, k in enumerate(_QUOTE_KEYS))
+_escape = json.encoder.encode_basestring_ascii
+
+
 def canonical_quote_bytes(q: Quote) -> bytes:
-    return QUOTE_DOMAIN + _canonical_json(quote_fields(q))
+    values = (str(int(q.amount)), str(q.chain), rfc3339(q.created_at), decimal_str(q.credit_price_usd),
+              str(int(q.credits)), rfc3339(q.expires_at), str(q.id), str(q.key_id), decimal_str(q.rate),
+              ",".join(q.sources), str(q.token))
+    a, b, c, d, e, f, g, h, i, j, k = _QUOTE_PREFIXES
+    v = [_escape(x) for x in values]
+    return QUOTE_DOMAIN + (a + v[0] + b + v[1] + c + v[2] + d + v[3] + e + v[4] + f + v[5] + g + v[6] + h + v[7]
+                           + i + v[8] + j + v[9] + k + v[10] + "}").encode("ascii")
 
 
 def canonical_terms_bytes(t: PaymentTerms) -> bytes:
@@ -727,13 +744,14 @@ class QuoteService:
         rate, sources = await self.price_of(payable.symbol, now, payable.chain)
         self.check_peg(payable, rate)  # the measured rate is what the quote uses, never the peg
         price = self.credit_price_usd
+        num, den = _credit_value(price, rate, decimals)  # exact, as amount_for_credits computes it
         if credits is not None:
-            amount = amount_for_credits(credits, price, rate, decimals)
+            amount = -(-credits * num // den)  # == amount_for_credits(credits, price, rate, decimals)
             if amount > MAX_AMOUNT:
                 raise InputError("too many credits for one quote")
         else:
             assert amount is not None
-            credits = credits_for_amount(amount, price, rate, decimals)
+            credits = amount * den // num  # == credits_for_amount(amount, price, rate, decimals)
             if credits == 0:
                 raise InputError("the amount does not buy a single credit")
             if credits > MAX_CREDITS:
@@ -742,7 +760,7 @@ class QuoteService:
         if amount < minimum:
             raise InputError(f"amount {amount} is below the minimum of {minimum} base units of {payable.symbol}")
         quote = Quote(
-            id=str(uuid.uuid4()),
+            id=_uuid4(),
             token=payable.symbol,
             chain=payable.chain,
             amount=amount,
@@ -755,6 +773,38 @@ class QuoteService:
             key_id=self.signer.key_id,
         )
         return self.signer.sign_quote(quote) if sign else quote
+
+
+@functools.lru_cache(maxsize=256)
+def _credit_value(credit_price_usd: Decimal, token_usd: Decimal, decimals: int) -> tuple[int, int]:
+    """(numerator, denominator) of one credit's value in base units (``credit_value_in_base_units``,
+    an exact Fraction in lowest terms): the price repeats across quotes until it moves."""
+    v = credit_value_in_base_units(credit_price_usd, token_usd, decimals)
+    return v.numerator, v.denominator
+
+
+class _UuidPool:
+    """Random (version 4) UUIDs from ``os.urandom`` drawn 4 KiB at a time: the same CSPRNG and
+    the same 122 random bits as ``uuid.uuid4()``, without a system call per quote."""
+
+    def __init__(self, per_draw: int = 256) -> None:
+        self.per_draw = per_draw
+        self._buf = b""
+        self._at = 0
+
+    def __call__(self) -> str:
+        at = self._at
+        if at >= len(self._buf):
+            self._buf, at = os.urandom(16 * self.per_draw), 0
+        self._at = at + 16
+        b = self._buf
+        # RFC 9562 version 4: version nibble 0100, variant bits 10 (what uuid.UUID(version=4) sets)
+        h = (b[at:at + 6].hex() + "%02x" % (b[at + 6] & 0x0F | 0x40) + b[at + 7:at + 8].hex()
+             + "%02x" % (b[at + 8] & 0x3F | 0x80) + b[at + 9:at + 16].hex())
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_uuid4 = _UuidPool()
 
 
 def _positive(name: str, v: int, maximum: int) -> None:

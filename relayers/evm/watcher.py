@@ -218,7 +218,9 @@ class EvmWatcher(WatcherDefaults):
         # Collected hint). Every deposit's receipt is re-checked where it matters: the signer's
         # ``reobserve`` before it attests or refunds. (Reading a receipt per deposit here made a
         # catch-up scan ~3x slower: bench/relayer_scan.py.)
-        txs = sorted({lg.tx_hash for lg in logs if self.is_collected(lg)})
+        # is_collected costs a keccak (CREATE2 address): once per log, not once per use
+        collected = [lg for lg in logs if self.is_collected(lg)]
+        txs = sorted({lg.tx_hash for lg in collected})
         receipts = dict(zip(txs, await self.pool.get_receipts(txs))) if txs else {}
         out = []
         for lg in logs:
@@ -232,9 +234,12 @@ class EvmWatcher(WatcherDefaults):
                 )
             if lg.tx_hash in receipts:
                 self._check_receipt(lg, receipts[lg.tx_hash])
-        payers = await self._collected_payers([(lg, receipts[lg.tx_hash]) for lg in logs if lg.tx_hash in receipts])
+        payers = await self._collected_payers([(lg, receipts[lg.tx_hash]) for lg in collected])
         for lg in logs:
-            obs = self._observation(lg, headers[lg.block_number].timestamp, payers.get((lg.tx_hash, lg.log_index)))
+            payer = payers.get((lg.tx_hash, lg.log_index))
+            if payer is None:  # not collected: the payer is the sender (as _observation derives it)
+                payer = b"\x00" * 12 + lg.sender
+            obs = self._observation(lg, headers[lg.block_number].timestamp, payer)
             if obs is not None:
                 out.append(obs)
         return out

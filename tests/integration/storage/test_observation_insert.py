@@ -1,0 +1,73 @@
+"""The follower's observation insert sent as driver SQL (issue 16, item 4), on SQLite and
+(under ``make test``) PostgreSQL: the rows are what a Core insert of ``_row_values`` stores,
+a batch of any size is one statement on PostgreSQL (``unnest`` arrays), and idempotence holds
+across a batch boundary."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import event, insert, text
+
+from bridge.storage.models import ObservationRow
+from bridge.storage.observations import _CHUNK, _row_values, add_observations, observations_by_status
+from bridge.types import Observation
+
+
+def _obs(i: int) -> Observation:
+    return Observation(
+        chain="ethereum", source=b"\x07" * 32, sequence=i, tx_id=i.to_bytes(32, "big"), event_index=i % 5,
+        block_number=1000 + i // 10, block_hash=(i // 10).to_bytes(32, "big"), timestamp=1_700_000_000 + i,
+        token="ETH", amount=10**24 + i, payer=b"\x00" * 12 + (i + 1).to_bytes(20, "big"),
+        reference=(i + 7).to_bytes(32, "big"),
+    )
+
+
+async def test_fast_insert_stores_what_a_core_insert_stores(db):
+    now = datetime(2026, 12, 6, 22, 0, 0, 123456, tzinfo=timezone.utc)
+    async with db.begin() as s:
+        assert await add_observations(s, [_obs(1)]) == [_obs(1)]
+        await s.execute(insert(ObservationRow.__table__), [_row_values(_obs(2), now)])
+    cols = [c.name for c in ObservationRow.__table__.columns if c.name not in ("id", "sequence", "tx_id",
+                                                                            "event_index", "block_number",
+                                                                            "block_hash", "timestamp", "amount",
+                                                                            "payer", "reference", "created_at")]
+    async with db.begin() as s:
+        if db.is_postgres:
+            types = "pg_typeof"
+        else:
+            types = "typeof"
+        q = ", ".join(f"{types}({c})" for c in [c.name for c in ObservationRow.__table__.columns])
+        fast, core = (await s.execute(text(f"SELECT {q} FROM observations ORDER BY sequence"))).all()
+        assert fast == core  # every column stored with the same type
+        plain = ", ".join(cols + ["amount"])
+        fast_v, core_v = (await s.execute(text(f"SELECT {plain} FROM observations ORDER BY sequence"))).all()
+        assert fast_v[:-1] == core_v[:-1] and fast_v[-1] == str(10**24 + 1) and core_v[-1] == str(10**24 + 2)
+        stored = await observations_by_status(s, "new")
+    assert [r.observation for r in stored] == [_obs(1), _obs(2)]
+    assert all(r.created_at.tzinfo is not None for r in stored)
+
+
+async def test_batches_across_chunks_are_idempotent_and_pg_uses_one_statement(db):
+    inserts: list[str] = []
+
+    def count(conn, cursor, statement, params, context, executemany):
+        if statement.lstrip().upper().startswith("INSERT INTO OBSERVATIONS"):
+            inserts.append(statement)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        n = 2 * _CHUNK + 17
+        async with db.begin() as s:
+            new = await add_observations(s, [_obs(i) for i in range(n)])
+        assert [o.sequence for o in new] == list(range(n))
+        first = len(inserts)
+        # PostgreSQL: one statement whatever the batch (was one per 400 rows)
+        assert first == (1 if db.is_postgres else -(-n // _CHUNK))
+        async with db.begin() as s:  # a rescan overlapping the end: only the new ones come back
+            new = await add_observations(s, [_obs(i) for i in range(n - 5, n + 5)])
+        assert [o.sequence for o in new] == list(range(n, n + 5))
+        async with db.begin() as s:
+            assert len(await observations_by_status(s, "new", limit=10 * n)) == n + 5
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", count)
