@@ -47,6 +47,15 @@ OPERATOR_SEED = "//Eve"
 # committee account keeps whatever it owes (the treasury sweeper's ``reserve``)
 EXISTENTIAL_DEPOSIT = 3_333_333
 MEMBER_BALANCE = 10**15  # per committee member (10^3 tokens): fees and multisig deposits
+# pallet_assets stablecoins (issue 15), created in each chain's genesis state with Polkadot Hub's
+# ids: symbol -> (asset id, name), per chain; 6 decimals, sufficient, min_balance 0.07 tokens
+DEV_ASSETS = {
+    "polkadot": {"USDT": (1984, "Tether USD"), "USDC": (1337, "USD Coin")},
+    "kusama": {"USDT": (1984, "Tether USD")},
+}
+ASSET_DECIMALS = 6
+ASSET_BALANCE = 10**12  # base units per dev account (10^6 tokens)
+ASSET_MIN_AMOUNT = 100_000  # minimum payment: 0.10 tokens (above the assets' min_balance of 0.07)
 
 # chopsticks sets each block's Timestamp.set to the parent's plus the slot duration (12 s for
 # this runtime, measured between consecutive blocks). In "Instant" mode it builds a block per
@@ -109,6 +118,15 @@ async def top_up(node: ChopsticksNode, committee: str, amount: int) -> None:
                          retryable=False)
 
 
+def dev_assets(chain: str) -> dict:
+    """The chain's ``DEV_ASSETS`` as chopsticks genesis assets held by every dev account."""
+    from devnet.substrate.chopsticks import DevAsset
+
+    holders = {keypair(s, 42).ss58_address: ASSET_BALANCE for s in DEV_SEEDS}
+    return {aid: DevAsset(sym, title, keypair(OPERATOR_SEED, 42).ss58_address, holders, decimals=ASSET_DECIMALS)
+            for sym, (aid, title) in DEV_ASSETS.get(chain, {}).items()}
+
+
 def _free(url: str, account: str) -> int:
     from relayers.substrate.client import SDK_LOCK
     from relayers.substrate.wallet import connect
@@ -135,7 +153,7 @@ async def start_devchains(directory: Path, committee: DevCommittee) -> list[DevC
     balances.update({ss58(bytes.fromhex(m[2:]), 42): MEMBER_BALANCE for m in members})
     where = directory / "chopsticks"
     started = await asyncio.gather(
-        *(ChopsticksNode.start(where, name, balances=balances, build_block_mode="Manual")
+        *(ChopsticksNode.start(where, name, balances=balances, assets=dev_assets(name), build_block_mode="Manual")
           for name, *_ in DEV_CHAINS),
         return_exceptions=True,
     )
@@ -183,10 +201,13 @@ async def start_devchains(directory: Path, committee: DevCommittee) -> list[DevC
                 config=config,
                 info={"family": "substrate", "rpc": node.ws_url, "ss58_prefix": prefix, "token": token,
                       "committee_account": account, "existential_deposit": EXISTENTIAL_DEPOSIT, "genesis_hash": CHOPSTICKS_GENESIS,
-                      "runtime": "Rococo Asset Hub (spec 900) on chopsticks; on-chain decimals 12"},
+                      "runtime": "Rococo Asset Hub (spec 900) on chopsticks; on-chain decimals 12",
+                      # pallet_assets stablecoins held by the dev accounts (devnet.json chains.<name>.tokens)
+                      "tokens": {sym: {"asset_id": aid, "decimals": ASSET_DECIMALS}
+                                 for sym, (aid, _) in DEV_ASSETS.get(name, {}).items()}},
                 accounts=[{"address": keypair(s, prefix).ss58_address, "seed": s} for s in DEV_SEEDS],
                 fixed_usd={token: usd},
-                min_amount={token: min_amount},
+                min_amount={token: min_amount, **{f"{sym}@{name}": ASSET_MIN_AMOUNT for sym in DEV_ASSETS.get(name, {})}},
                 stop=stop,
             ))
     except BaseException:
