@@ -25,6 +25,22 @@ Each signer runs a :class:`PaymentCollector` that
 
 The executed collection is the deposit the watcher sees (``decode.find_collection``).
 
+**Tokens** (issue 15): with ``tokens`` (the chain's ``pallet_assets`` tokens) the collector
+tracks each (account, token) on its own, from ``Balances.Transfer`` and ``Assets.Transferred``
+events: a payer of a USDT payment sends a plain ``Assets.transfer_keep_alive(1984, account,
+amount)``, the account then holds only USDT (the asset is sufficient: no native balance needed;
+the approving members pay every fee, the executed call costs the account nothing). Its
+collection is ``Utility.batch_all([Assets.transfer(id, committee, balance), System.remark_with_event(
+reference ++ payer)])``: ``pallet_assets`` (spec 900) has no ``transfer_all``, so the call names
+the balance read at the finalized head, which every honest member reads alike; a changed
+balance is a new round (its release id includes the asset and amount). One token per
+collection: a payment account that received USDC for a USDT payment is collected twice, two
+deposits (the deposit rule refunds the USDC). Dust floor of an asset: its token's ``min_refund``
+(``min_refunds``, symbol -> base units; at least 1). Assets that are no configured token are
+not collected (WARNING once). Limit: an asset transfer into the account that lands after the
+balance was read and before the collection executed stays behind with no known payer (the
+"payer unknown" WARNING), until an operator looks.
+
 Restart safety: the collector keeps its state in memory. After a restart it rescans from
 ``start_block`` (default: ``lookback_blocks`` below the finalized head, not below the chain's
 configured ``start_block``) and rebuilds the

@@ -34,6 +34,17 @@ an inner call fails, so the event -- not the call -- is the proof that money mov
 deposit amount is the sum of the confirmed transfers. Everything else is ignored (logged at
 debug level): unsigned extrinsics, other calls, transfers to other accounts, nested batches.
 
+**Tokens** (issue 15): wherever a balances transfer pays the committee, a ``pallet_assets``
+``Assets.transfer_keep_alive`` / ``Assets.transfer`` (``id``, ``target``, ``amount``) may pay it
+instead; the deposit is then in that asset (``PaymentCall.asset_id``; None = the native token)
+and is confirmed only by ``Assets.Transferred {asset_id, from, to, amount}`` events of the same
+asset (an event of another asset or of ``Balances`` confirms nothing). A deposit is in one token:
+a batch paying the committee in several takes its first transfer's token, the other transfers
+are not part of it (logged; they stay in custody for an operator). A collection of an asset is
+``Utility.batch_all([Assets.transfer(id, committee, balance), System.remark_with_event(reference
+++ payer)])`` (spec 900's ``pallet_assets`` has no ``transfer_all``). Mapping the asset id to a
+configured token is the watcher's (an unconfigured asset is no deposit).
+
 Only *candidates* need decoding (:func:`is_candidate`): an extrinsic whose encoded bytes do
 not contain the committee's 32-byte account id cannot be such a payment.
 

@@ -43,8 +43,16 @@ remark), the signers' collections of per-payment accounts (``collect.py``; payer
 the collection's remark names), and unattributed transfers to the committee (reference = 32
 zero bytes: refunded by the signers after a delay); top-ups (``decode.TOP_UP_REMARK``) are not.
 
-Amounts are base units of the chain's native token (``Balances``), whatever its decimals;
-the configured token's decimals (DOT 10, KSM 12) matter to pricing only.
+Amounts are base units of the deposit's token, whatever its decimals: the chain's native token
+(``Balances``; the configured decimals, DOT 10, KSM 12, matter to pricing only) or a
+``pallet_assets`` asset (issue 15). ``tokens`` (the chain's non-native ``PayableToken``s, symbol ->
+token) maps asset ids to symbols: ``Observation.token`` is the symbol. A confirmed transfer to
+the committee of an asset that is no configured token is **not** a deposit: it has no symbol,
+price, minimum or release path, and refunding arbitrary assets would have the committee sign
+and pay for transfers of whatever asset anyone sends (frozen, non-sufficient, worthless). It is
+reported once per extrinsic (ERROR log with block, extrinsic, asset, amount, payer, reference;
+``creditbridge_watcher_unconfigured_asset_deposits_total{chain,asset_id}``) and stays in custody
+until an operator configures the asset (the deposit is then seen on a rescan) or returns it.
 """
 
 from __future__ import annotations
