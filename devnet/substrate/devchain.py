@@ -56,6 +56,10 @@ DEV_ASSETS = {
 ASSET_DECIMALS = 6
 ASSET_BALANCE = 10**12  # base units per dev account (10^6 tokens)
 ASSET_MIN_AMOUNT = 100_000  # minimum payment: 0.10 tokens (above the assets' min_balance of 0.07)
+# the committee account holds each asset's min_balance from genesis, as an operator funds it: its
+# releases pay Assets.transfer_keep_alive, which never takes an asset account below min_balance
+# (the treasury sweeper's reserve for (chain, asset)), like the native existential deposit
+ASSET_MIN_BALANCE = 70_000
 
 # chopsticks sets each block's Timestamp.set to the parent's plus the slot duration (12 s for
 # this runtime, measured between consecutive blocks). In "Instant" mode it builds a block per
@@ -118,12 +122,15 @@ async def top_up(node: ChopsticksNode, committee: str, amount: int) -> None:
                          retryable=False)
 
 
-def dev_assets(chain: str) -> dict:
-    """The chain's ``DEV_ASSETS`` as chopsticks genesis assets held by every dev account."""
+def dev_assets(chain: str, extra_holders: dict[str, int] | None = None) -> dict:
+    """The chain's ``DEV_ASSETS`` as chopsticks genesis assets held by every dev account (and
+    ``extra_holders``: SS58 -> base units)."""
     from devnet.substrate.chopsticks import DevAsset
 
     holders = {keypair(s, 42).ss58_address: ASSET_BALANCE for s in DEV_SEEDS}
-    return {aid: DevAsset(sym, title, keypair(OPERATOR_SEED, 42).ss58_address, holders, decimals=ASSET_DECIMALS)
+    holders.update(extra_holders or {})
+    return {aid: DevAsset(sym, title, keypair(OPERATOR_SEED, 42).ss58_address, holders, decimals=ASSET_DECIMALS,
+                          min_balance=ASSET_MIN_BALANCE)
             for sym, (aid, title) in DEV_ASSETS.get(chain, {}).items()}
 
 
@@ -153,7 +160,8 @@ async def start_devchains(directory: Path, committee: DevCommittee) -> list[DevC
     balances.update({ss58(bytes.fromhex(m[2:]), 42): MEMBER_BALANCE for m in members})
     where = directory / "chopsticks"
     started = await asyncio.gather(
-        *(ChopsticksNode.start(where, name, balances=balances, assets=dev_assets(name), build_block_mode="Manual")
+        *(ChopsticksNode.start(where, name, balances=balances, build_block_mode="Manual", assets=dev_assets(
+            name, {committee_address(SubstrateCommittee(**committee_cfg), 42): ASSET_MIN_BALANCE}))
           for name, *_ in DEV_CHAINS),
         return_exceptions=True,
     )
@@ -203,7 +211,7 @@ async def start_devchains(directory: Path, committee: DevCommittee) -> list[DevC
                       "committee_account": account, "existential_deposit": EXISTENTIAL_DEPOSIT, "genesis_hash": CHOPSTICKS_GENESIS,
                       "runtime": "Rococo Asset Hub (spec 900) on chopsticks; on-chain decimals 12",
                       # pallet_assets stablecoins held by the dev accounts (devnet.json chains.<name>.tokens)
-                      "tokens": {sym: {"asset_id": aid, "decimals": ASSET_DECIMALS}
+                      "tokens": {sym: {"asset_id": aid, "decimals": ASSET_DECIMALS, "min_balance": ASSET_MIN_BALANCE}
                                  for sym, (aid, _) in DEV_ASSETS.get(name, {}).items()}},
                 accounts=[{"address": keypair(s, prefix).ss58_address, "seed": s} for s in DEV_SEEDS],
                 fixed_usd={token: usd},
