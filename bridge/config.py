@@ -217,6 +217,9 @@ class TokenConfig(_Model):
     peg: Decimal | None = Field(default=None, gt=0, allow_inf_nan=False)
     peg_band_bps: int | None = Field(default=None, strict=True, ge=1, le=5000)
     depeg: Literal["refuse", "price"] = "refuse"
+    # a non-native token's smallest refund in base units (held amounts below it are kept as dust);
+    # a native token's minimum is its chain's ``min_refund``
+    min_refund: int = Field(default=0, strict=True, ge=0, lt=2**256)
 
     @property
     def priced_as(self) -> str:
@@ -238,6 +241,8 @@ class TokenConfig(_Model):
             raise ValueError("peg and peg_band_bps go together (e.g. peg = \"1.00\", peg_band_bps = 100)")
         if self.depeg != "refuse" and self.peg is None:
             raise ValueError("depeg needs a peg and peg_band_bps")
+        if self.min_refund and self.chain is None:
+            raise ValueError("min_refund on a native token: set the chain's min_refund instead")
         return self
 
 
@@ -267,6 +272,7 @@ class PayableToken:
     peg: Decimal | None = None
     peg_band_bps: int | None = None
     depeg: str = "refuse"
+    min_refund: int = 0  # non-native tokens: the smallest refund in base units (the chain's otherwise)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -772,7 +778,8 @@ class Settings(_Model):
                 out.append(PayableToken(symbol=t.symbol, chain=t.chain, family=families[t.chain],
                                         decimals=t.decimals, price_symbol=t.priced_as, native=False,
                                         contract=t.contract, asset_id=t.asset_id, jetton_master=t.jetton_master,
-                                        peg=t.peg, peg_band_bps=t.peg_band_bps, depeg=t.depeg))
+                                        peg=t.peg, peg_band_bps=t.peg_band_bps, depeg=t.depeg,
+                                        min_refund=t.min_refund))
         return out
 
     def token(self, symbol: str) -> TokenConfig:

@@ -249,24 +249,26 @@ def signer_price_bound(settings: Settings, sup: Supervisor, registry: CollectorR
                       decimals={t.label: t.decimals for t in settings.payable_tokens()})
 
 
-def make_custody(chain):
-    """What a custody holds and has paid out (the treasury sweeper's solvency check), or None if
-    the family cannot tell yet."""
+def make_custody(chain, token=None):
+    """What a custody holds of one token (None: the chain's native token; else a non-native
+    ``PayableToken``) and has paid out (the treasury sweeper's solvency check), or None if the
+    family cannot tell yet."""
+    kw = {} if token is None else {"token": token}
     if chain.family == "evm" and "lock" in chain.contracts:
         from relayers.evm.custody import EvmCustody
 
-        return EvmCustody(chain)
+        return EvmCustody(chain, **kw)
     if chain.family == "ton" and "lock" in chain.contracts:
         if chain.liteserver_config is None:
             log.warning("treasury: chain %s has no liteserver_config: its lock cannot be read for sweeps", chain.name)
             return None
         from relayers.ton.custody import TonCustody
 
-        return TonCustody(chain)
+        return TonCustody(chain, **kw)
     if chain.family == "substrate":
         from relayers.substrate.custody import SubstrateCustody
 
-        return SubstrateCustody(chain)
+        return SubstrateCustody(chain, **kw)
     return None
 
 
@@ -279,14 +281,18 @@ def make_sweeper(settings: Settings, node, registry, sup: Supervisor | None = No
     if t is None or not t.addresses:
         return None
     custody = {}
+    extra = non_native_tokens(settings)
     for c in settings.source_chains():
         if c.name not in t.addresses:
             continue
-        reader = make_custody(c)
-        if reader is None:
-            log.warning("treasury: chain %s has no custody reader yet; it is not swept", c.name)
-            continue
-        custody[c.name] = reader
+        # one reader per token the custody holds: sweeps and solvency are per (chain, token)
+        for token in [None, *extra.get(c.name, {}).values()]:
+            reader = make_custody(c, token)
+            symbol = c.token if token is None else token.symbol
+            if reader is None:
+                log.warning("treasury: %s on %s has no custody reader yet; it is not swept", symbol, c.name)
+                continue
+            custody[(c.name, symbol)] = reader
     if sup is not None:
         _close_on_stop(sup, list(custody.values()))
     st = settings.chain(settings.settlement_chain)
@@ -326,9 +332,24 @@ def lifecycle_options(settings: Settings, refund_key=None, sup: Supervisor | Non
         if others:
             log.warning("signer has no refund_key: it will not authorize refunds on %s", ", ".join(others))
     limits = {name: governor.Limits.from_config(g) for name, g in settings.governor.chains.items()}
+    extra = non_native_tokens(settings)
+    min_refund = {c.name: c.min_refund for c in settings.source_chains()}
+    min_refund.update({t.label: t.min_refund for ts in extra.values() for t in ts.values()})
     return {"lock_domains": domains, "refund_signers": refund_signers, "approvers": approvers, "governor": limits,
-            "credit_price_usd": settings.pricing.credit_price_usd,
-            "min_refund": {c.name: c.min_refund for c in settings.source_chains()}}
+            "credit_price_usd": settings.pricing.credit_price_usd, "min_refund": min_refund,
+            "native_tokens": {c.name: c.token for c in settings.source_chains()},
+            "lock_tokens": {chain: {sym: bytes.fromhex(t.contract[2:]) for sym, t in ts.items() if t.contract}
+                            for chain, ts in extra.items() if chain in domains}}
+
+
+def non_native_tokens(settings: Settings) -> dict[str, dict]:
+    """Per source chain, the non-native tokens its custody holds: symbol -> ``PayableToken``
+    (ERC-20s of an EVM lock, ``pallet_assets`` of the committee account, jettons of a TON lock)."""
+    out: dict[str, dict] = {c.name: {} for c in settings.source_chains()}
+    for t in settings.payable_tokens():
+        if not t.native:
+            out.setdefault(t.chain, {})[t.symbol] = t
+    return out
 
 
 def refund_worker(settings: Settings, key: bytes, session, sup: Supervisor, registry: CollectorRegistry | None = None):

@@ -54,7 +54,9 @@ def _row(view: dict, chain: str) -> dict | None:
     if not isinstance(c, dict):
         return None
     row = {k: c.get(k) for k in FIGURES}
-    last = next((w for w in view.get("sweeps") or [] if isinstance(w, dict) and w.get("chain") == chain), None)
+    # a custody's figures are per token: keyed by the chain (native token) or SYMBOL@chain
+    last = next((w for w in view.get("sweeps") or []
+                 if isinstance(w, dict) and w.get("ledger", w.get("chain")) == chain), None)
     row["last_sweep"] = None if last is None else {k: last.get(k) for k in LAST_SWEEP}
     return row
 

@@ -62,6 +62,7 @@ class TreasuryMetrics:
             if not c["quorum"]:
                 continue
             token = c["token"] or ""
+            chain = c.get("chain") or chain.partition("@")[2] or chain  # SYMBOL@chain: that token's figures
             for gauge, k in ((self.earned, "earned"), (self.swept, "swept"), (self.pending, "pending"),
                              (self.stranded, "stranded")):
                 if c[k] is not None:

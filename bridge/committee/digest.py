@@ -39,6 +39,9 @@ CREDIT_TYPEHASH = keccak256(CREDIT_TYPE)
 BATCH_TYPEHASH = keccak256(BATCH_TYPE)
 ROTATE_TYPEHASH = keccak256(ROTATE_TYPE)
 RELEASE_TYPEHASH = keccak256(RELEASE_TYPE)
+# a release of an ERC-20 the lock holds (issue 15): the token is part of what the committee signs
+TOKEN_RELEASE_TYPE = b"TokenRelease(address token,address to,uint256 amount,bytes32 releaseId)"
+TOKEN_RELEASE_TYPEHASH = keccak256(TOKEN_RELEASE_TYPE)
 
 LEDGER_NAME = "CreditBridge Ledger"
 LOCK_NAME = "CreditBridge Lock"
@@ -93,6 +96,12 @@ def rotate_digest(domain: SettlementDomain, new_index: int, signers: Sequence[by
 
 def release_digest(domain: SettlementDomain, to: bytes, amount: int, release_id: bytes) -> bytes:
     return typed_digest(domain, keccak256(RELEASE_TYPEHASH + _addr(to) + _u(amount) + release_id))
+
+
+def token_release_digest(domain: SettlementDomain, token: bytes, to: bytes, amount: int, release_id: bytes) -> bytes:
+    """EIP-712 ``TokenRelease(token, to, amount, releaseId)`` under the lock's domain."""
+    return typed_digest(domain, keccak256(TOKEN_RELEASE_TYPEHASH + _addr(token) + _addr(to) + _u(amount)
+                                          + release_id))
 
 
 # --- secp256k1 -----------------------------------------------------------------------------

@@ -94,6 +94,8 @@ class SignerNode:
         price_bound=None,
         min_refund: dict[str, int] | None = None,
         unknown_reference_refund_after_seconds: int = 86_400,
+        native_tokens: dict[str, str] | None = None,
+        lock_tokens: dict[str, dict[str, bytes]] | None = None,
     ) -> None:
         if key.kind != "secp256k1":
             raise InputError("a signer key must be secp256k1")
@@ -111,10 +113,16 @@ class SignerNode:
         # collects (EVM locks by their EIP-712 domain, TON locks) or its own on-chain approval
         # (Asset Hub multisig: ``approvers[chain].step(...)``, see relayers/substrate/refund.py)
         self.refund_signers: dict[str, refunds.RefundSigner] = {
-            chain: refunds.EvmRefundSigner(d, key.secret, self.address) for chain, d in (lock_domains or {}).items()}
+            chain: refunds.EvmRefundSigner(d, key.secret, self.address, (lock_tokens or {}).get(chain))
+            for chain, d in (lock_domains or {}).items()}
         self.refund_signers.update(refund_signers or {})
         self.approvers = approvers or {}
-        self.min_refund = min_refund or {}  # source chain -> smallest refunded amount (below: dust)
+        # smallest refunded amount (below: dust), keyed by source chain for its native token and by
+        # SYMBOL@chain for the other tokens it holds (min_refund_of)
+        self.min_refund = min_refund or {}
+        # source chain -> its native token's symbol: a deposit in any other token is refunded in it
+        # (releases carry the token); a chain not listed here has only its native token
+        self.native_tokens = native_tokens or {}
         self.governor = governor or {}
         self.credit_price_usd = credit_price_usd
         self.wall_clock = wall_clock
@@ -330,13 +338,24 @@ class SignerNode:
                                                              credits, release), utcnow())
         return release
 
+    def token_of(self, obs: Observation) -> str | None:
+        """None for a deposit in its chain's native token, else the deposit's token symbol."""
+        native = self.native_tokens.get(obs.chain)
+        return None if native is None or obs.token == native else obs.token
+
+    def min_refund_of(self, chain: str, token: str | None) -> int:
+        """The smallest refund of ``token`` (None: native) on ``chain``; smaller held amounts are dust."""
+        return int(self.min_refund.get(chain if token is None else f"{token}@{chain}", 0) or 0)
+
     async def _sign_release(self, obs: Observation, terms, decision: rules.Decision) -> None:
-        """Authorize the refund of the held part of a deposit, if its chain can refund."""
+        """Authorize the refund of the held part of a deposit, if its chain can refund. A deposit
+        in a non-native token is refunded in that token."""
         purpose = decision.refund_purpose
         if purpose is None:
             return
         rid = refunds.release_id(obs.source, obs.sequence, purpose)
-        if rules.is_dust(decision.refundable, self.min_refund.get(obs.chain, 0)):
+        token = self.token_of(obs)
+        if rules.is_dust(decision.refundable, self.min_refund_of(obs.chain, token)):
             await self._keep_dust(obs, terms, purpose, decision.refundable, rid)
             return
         if obs.payer == bytes(32):  # no provable payer (issue 14: an unverifiable plain-transfer funding)
@@ -344,7 +363,8 @@ class SignerNode:
             return
         signer = self.refund_signers.get(obs.chain)
         if signer is not None:
-            signed = signer.sign(obs.payer, decision.refundable, rid)
+            signed = (signer.sign(obs.payer, decision.refundable, rid) if token is None
+                      else signer.sign(obs.payer, decision.refundable, rid, token=token))
             if signed is None:
                 return
             to, sig = signed
@@ -356,11 +376,11 @@ class SignerNode:
             added = await rel_repo.add_release(s, source=obs.source, sequence=obs.sequence, chain=obs.chain,
                                                purpose=purpose, to=to, amount=decision.refundable, release_id=rid,
                                                signature=sig, payment_id=terms.payment_id if terms else "",
-                                               now=utcnow())
+                                               now=utcnow(), token=token)
         if added:
-            log.info("signer %s: %s refund of %d (%s) for deposit %s seq %d to 0x%s", self.name,
-                     "signed" if sig else "queued the approval of", decision.refundable, purpose, obs.chain,
-                     obs.sequence, to.hex())
+            log.info("signer %s: %s refund of %d %s (%s) for deposit %s seq %d to 0x%s", self.name,
+                     "signed" if sig else "queued the approval of", decision.refundable, obs.token, purpose,
+                     obs.chain, obs.sequence, to.hex())
 
     async def _keep_dust(self, obs: Observation, terms, purpose: str, amount: int, rid: bytes,
                          reason: str | None = None) -> None:
@@ -370,9 +390,10 @@ class SignerNode:
         async with self.db.begin() as s:
             added = await rel_repo.add_dust(s, source=obs.source, sequence=obs.sequence, chain=obs.chain,
                                             purpose=purpose, to=obs.payer, amount=amount, release_id=rid,
-                                            payment_id=terms.payment_id if terms else "", now=utcnow())
+                                            payment_id=terms.payment_id if terms else "", now=utcnow(),
+                                            token=self.token_of(obs))
         if added:
-            why = reason or f"is below the refund minimum {self.min_refund.get(obs.chain, 0)}"
+            why = reason or f"is below the refund minimum {self.min_refund_of(obs.chain, self.token_of(obs))}"
             log_at = log.warning if reason else log.info
             log_at("signer %s: %s amount %d of deposit %s seq %d (payment %s) %s: kept as dust, not refunded",
                    self.name, purpose, amount, obs.chain, obs.sequence, terms.payment_id if terms else "-",
@@ -510,7 +531,7 @@ class SignerNode:
 
         return [{"id": r.id, "signer": signer(r.chain), "chain": r.chain, "source": "0x" + r.source.hex(),
                  "sequence": r.sequence, "purpose": r.purpose, "to": "0x" + r.to.hex(), "amount": str(r.amount),
-                 "release_id": "0x" + r.release_id.hex(), "payment_id": r.payment_id,
+                 "release_id": "0x" + r.release_id.hex(), "payment_id": r.payment_id, "token": r.token,
                  "signature": "0x" + r.signature.hex()} for r in rows]
 
     async def refunds(self) -> dict:
@@ -522,12 +543,14 @@ class SignerNode:
             dust, dust_rows = await rel_repo.dust_summary(s)
         return {"by_chain": by_chain,
                 # held amounts below a chain's min_refund: kept in custody, not refunded
-                "dust": {chain: {"count": d["count"], "amount": str(d["amount"]),
-                                 "min_refund": str(self.min_refund.get(chain, 0))} for chain, d in dust.items()},
-                "dust_latest": [{"chain": r.chain, "payment_id": r.payment_id, "purpose": r.purpose,
+                # keyed by chain (native token) or SYMBOL@chain (another token the chain's custody holds)
+                "dust": {key: {"count": d["count"], "amount": str(d["amount"]),
+                               "min_refund": str(self.min_refund.get(key, 0))} for key, d in dust.items()},
+                "dust_latest": [{"chain": r.chain, "token": r.token, "payment_id": r.payment_id, "purpose": r.purpose,
                                  "amount": str(r.amount), "to": "0x" + r.to.hex(), "sequence": r.sequence,
                                  "release_id": "0x" + r.release_id.hex()} for r in dust_rows],
-                "failed": [{"chain": r.chain, "release_id": "0x" + r.release_id.hex(), "payment_id": r.payment_id,
+                "failed": [{"chain": r.chain, "token": r.token, "release_id": "0x" + r.release_id.hex(),
+                            "payment_id": r.payment_id,
                             "purpose": r.purpose, "amount": str(r.amount), "to": "0x" + r.to.hex(),
                             "detail": json.loads(r.progress).get("detail", "") if r.progress else ""}
                            for r in failed]}

@@ -85,27 +85,51 @@ class TreasuryMetrics:
 
 
 class Sweeper:
-    def __init__(self, node, *, addresses: dict[str, bytes], epoch_blocks: int, custody: dict[str, Custody],
+    def __init__(self, node, *, addresses: dict[str, bytes], epoch_blocks: int, custody: dict,
                  tokens: dict[str, str], reserve: dict[str, int] | None = None, poll_interval: float = 5.0,
                  settlement_start: int = 0, metrics: TreasuryMetrics | None = None) -> None:
+        """``custody``: a reader per (chain, token symbol) -- one custody (a lock, the committee
+        account) holds several tokens and is swept, and checked for solvency, per token; a plain
+        chain key means the chain's native token. ``tokens``: chain -> its native token's symbol.
+        ``reserve``: kept back per chain (native token) or per ``SYMBOL@chain``."""
         if epoch_blocks <= 0:
             raise ValueError("epoch_blocks must be positive")
         self.node = node
         self.addresses = addresses  # chain -> treasury in neutral form (20-byte EVM, 32-byte otherwise)
         self.epoch_blocks = epoch_blocks
-        self.custody = custody
         self.tokens = tokens
+        self.custody: dict[tuple[str, str], Custody] = {}
+        for key, reader in custody.items():
+            chain, token = (key, tokens.get(key, "")) if isinstance(key, str) else key
+            self.custody[(chain, token)] = reader
         self.reserve = reserve or {}
         self.poll_interval = poll_interval
         self.settlement_start = settlement_start
         self.metrics = metrics
         self.final = -1  # settlement height read so far (Credited records stored up to it)
-        self.chains = [c for c in custody if c in addresses and c in node.watchers]
+        # (chain, token symbol) of every custody swept, native tokens first
+        self.ledgers = sorted((k for k in self.custody if k[0] in addresses and k[0] in node.watchers),
+                              key=lambda k: (k[0], not self.native(*k), k[1]))
+        self.chains = sorted({c for c, _ in self.ledgers})
 
-    def minimum(self, chain: str) -> int:
-        """The smallest sweep of ``chain``: its ``min_refund`` (a TON lock refuses releases below its
-        ``min_release``; below it a release costs more than it moves). Smaller epochs roll over."""
-        return int(self.node.min_refund.get(chain, 0) or 0)
+    def native(self, chain: str, token: str) -> bool:
+        return not token or token == self.tokens.get(chain, token)
+
+    def label(self, chain: str, token: str) -> str:
+        """The key of a custody's figures: the chain for its native token, ``SYMBOL@chain`` otherwise."""
+        return chain if self.native(chain, token) else f"{token}@{chain}"
+
+    def _release_token(self, chain: str, token: str) -> str | None:
+        return None if self.native(chain, token) else token
+
+    def minimum(self, chain: str, token: str = "") -> int:
+        """The smallest sweep of a token on ``chain``: its ``min_refund`` (a TON lock refuses releases
+        below its ``min_release``; below it a release costs more than it moves). Smaller epochs roll
+        over."""
+        tok = self._release_token(chain, token)
+        if tok is None:
+            return int(self.node.min_refund.get(chain, 0) or 0)
+        return int(self.node.min_refund.get(f"{tok}@{chain}", 0) or 0)
 
     # --- loop ------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -125,7 +149,9 @@ class Sweeper:
         await self._scan_credits()
         n = 0
         for chain in self.chains:
-            n += await self._chain_step(chain)
+            await self._decide_new(chain)
+        for chain, token in self.ledgers:
+            n += await self._chain_step(chain, token)
         return n
 
     # --- facts -----------------------------------------------------------------------------------
@@ -220,28 +246,33 @@ class Sweeper:
         return d
 
     # --- sweeps ----------------------------------------------------------------------------------
-    async def _chain_step(self, chain: str) -> int:
-        node = self.node
-        source = node.watchers[chain].source
+    async def _source(self, chain: str) -> bytes:
+        source = self.node.watchers[chain].source
         if callable(source):  # some watchers read it from the chain (TON: the lock's address)
             source = await source()
-        token = self.tokens.get(chain, "")
-        custody = self.custody[chain]
+        return source
+
+    async def _chain_step(self, chain: str, token: str | None = None) -> int:
+        """Sweep one token of one custody: every closed epoch that is due, in order."""
+        node = self.node
+        token = self.tokens.get(chain, "") if token is None else token
+        source = await self._source(chain)
+        custody = self.custody[(chain, token)]
+        label = self.label(chain, token)
         async with node.db.begin() as s:
             cur = await obs_repo.get_cursor(s, "signer", chain)
         if cur is None:
             return 0
         processed = cur[0]  # the deposit follower handled every block up to here
-        await self._decide_new(chain)
         async with node.db.begin() as s:
-            facts = await repo.facts(s, chain)
-            last = await repo.last_epoch(s, chain)
+            facts = await repo.facts(s, chain, token)
+            last = await repo.last_epoch(s, chain, token)
             blocks = await repo.credit_blocks(s, source)
-            signed = await repo.sweeps(s, chain)
+            signed = await repo.sweeps(s, chain, token=token)
         top = self.final // self.epoch_blocks
         epochs = sorted(k for k in {-(-b // self.epoch_blocks) for b in blocks} if last < k <= top and k > 0)
-        ids = {k: refunds.release_id(source, k, tr.SWEEP) for k in epochs}
-        minimum = self.minimum(chain)
+        ids = {k: tr.sweep_release_id(source, k, self._release_token(chain, token)) for k in epochs}
+        minimum = self.minimum(chain, token)
         # refunds below the chain's minimum are dust, never signed or paid: not asked about (a TON
         # custody asks the lock about each id at every step)
         candidates = ({f.refund_id for f in facts
@@ -264,7 +295,7 @@ class Sweeper:
             waiting += [f.key[1] for f in facts
                         if f.outcome is None and f.payment in last_credited and f.key < last_credited[f.payment]]
             if waiting:
-                log.info("treasury: epoch %d of %s waits for this signer to decide deposits %s", k, chain,
+                log.info("treasury: epoch %d of %s waits for this signer to decide deposits %s", k, label,
                          waiting[:5])
                 break
             items = tr.span_items(facts, base, k, self.epoch_blocks)
@@ -275,7 +306,7 @@ class Sweeper:
                 # the custody would refuse it or it would cost more than it moves: it rolls into the
                 # next epoch that reaches the minimum (every signer skips the same epochs)
                 log.info("treasury: epoch %d of %s: %d %s earned since epoch %d is below the minimum sweep %d; "
-                         "it rolls into the next epoch", k, chain, amount, token, base, minimum)
+                         "it rolls into the next epoch", k, label, amount, token, base, minimum)
                 continue
             if ids[k] in paid:
                 # paid already (this node lost its records, or the others swept without it): kept
@@ -284,17 +315,17 @@ class Sweeper:
                     await repo.add_sweep(s, release_id=ids[k], chain=chain, token=token, epoch=k, cutoff=at,
                                          amount=amount, to=self.addresses[chain], items=items, now=utcnow(),
                                          state="paid")
-                    signed = await repo.sweeps(s, chain)
-                log.info("treasury: sweep of epoch %d on %s was paid already; recorded", k, chain)
+                    signed = await repo.sweeps(s, chain, token=token)
+                log.info("treasury: sweep of epoch %d of %s was paid already; recorded", k, label)
                 base = k
                 continue
             balance = await custody.balance(processed)
             unpaid = sum(w.amount for w in signed if w.epoch < k and w.release_id not in paid)
             owed = tr.owed(facts, paid, at, unpaid)
-            reserve = self.reserve.get(chain, 0)
+            reserve = self.reserve.get(label, 0)
             if not tr.solvent(balance, amount, owed, reserve):
-                log.error("treasury: sweep of epoch %d on %s REFUSED: custody balance %d at block %d minus sweep %d "
-                          "leaves %d, below what it owes %d (+ reserve %d)", k, chain, balance, processed, amount,
+                log.error("treasury: sweep of epoch %d of %s REFUSED: custody balance %d at block %d minus sweep %d "
+                          "leaves %d, below what it owes %d (+ reserve %d)", k, label, balance, processed, amount,
                           balance - amount, owed, reserve)
                 if self.metrics is not None:
                     self.metrics.refusals.labels(chain=chain, token=token).inc()
@@ -304,7 +335,7 @@ class Sweeper:
             base = k
             done += 1
             async with node.db.begin() as s:
-                signed = await repo.sweeps(s, chain)
+                signed = await repo.sweeps(s, chain, token=token)
         return done
 
     async def _sign(self, chain: str, token: str, source: bytes, epoch: int, at: int, amount: int,
@@ -312,10 +343,12 @@ class Sweeper:
         node = self.node
         treasury = self.addresses[chain]
         signer = node.refund_signers.get(chain)
-        rid = refunds.release_id(source, epoch, tr.SWEEP)
+        release_token = self._release_token(chain, token)
+        rid = tr.sweep_release_id(source, epoch, release_token)
         sequence = epoch
         if signer is not None:  # a lock contract (EVM, TON): a signature the refund worker submits
-            signed = signer.sign(treasury.rjust(32, b"\x00"), amount, rid)
+            signed = (signer.sign(treasury.rjust(32, b"\x00"), amount, rid) if release_token is None
+                      else signer.sign(treasury.rjust(32, b"\x00"), amount, rid, token=release_token))
             if signed is None:
                 log.error("treasury: %s cannot sign a release of %d to the configured treasury 0x%s", chain, amount,
                           treasury.hex())
@@ -340,7 +373,7 @@ class Sweeper:
             if added:
                 await rel_repo.add_release(s, source=source, sequence=sequence, chain=chain, purpose=tr.SWEEP, to=to,
                                            amount=amount, release_id=rid, signature=sig, payment_id="",
-                                           now=utcnow())
+                                           now=utcnow(), token=release_token)
         if added:
             log.info("treasury: signed sweep 0x%s of epoch %d on %s: %d %s (cut-off settlement block %d, %d deposits) "
                      "to 0x%s", rid.hex()[:16], epoch, chain, amount, token, at, len(items), to.hex())
@@ -351,9 +384,9 @@ class Sweeper:
     async def _mark_paid(self, chain: str, token: str, paid: set[bytes], facts) -> None:
         async with self.node.db.begin() as s:
             await repo.mark_paid(s, paid, utcnow())
-            rows = await repo.sweeps(s, chain)
+            rows = await repo.sweeps(s, chain, token=token)
         swept = sum(w.amount for w in rows if w.state == "paid")
-        payouts = getattr(self.custody[chain], "payouts", None)  # optional custody ability
+        payouts = getattr(self.custody[(chain, token)], "payouts", None)  # optional custody ability
         unknown = {w.release_id for w in rows if w.state == "paid" and w.paid_tx is None}
         if payouts is not None and unknown:
             found = await payouts(unknown)
@@ -368,23 +401,25 @@ class Sweeper:
 
     # --- what the HTTP side serves ---------------------------------------------------------------
     async def view(self) -> dict:
-        """``GET /v1/sweeps``: per chain earned / swept / pending figures and every sweep with the
-        deposits it covers (the audit trail)."""
+        """``GET /v1/sweeps``: per custody and token earned / swept / pending figures and every sweep
+        with the deposits it covers (the audit trail). ``chains`` is keyed by the chain for its
+        native token and by ``SYMBOL@chain`` for another token its custody holds."""
         out_chains, out_sweeps = {}, []
         async with self.node.db.begin() as s:
-            for chain in self.chains:
-                facts = await repo.facts(s, chain)
-                rows = await repo.sweeps(s, chain)
+            for chain, token in self.ledgers:
+                facts = await repo.facts(s, chain, token)
+                rows = await repo.sweeps(s, chain, token=token)
                 e = tr.earned(facts, max(self.final, 0))
-                out_chains[chain] = {
-                    "token": self.tokens.get(chain, ""), "treasury": "0x" + self.addresses[chain].hex(),
+                key = self.label(chain, token)
+                out_chains[key] = {
+                    "chain": chain, "token": token, "treasury": "0x" + self.addresses[chain].hex(),
                     "earned": str(e), "swept": str(sum(w.amount for w in rows if w.state == "paid")),
                     "signed_unpaid": str(sum(w.amount for w in rows if w.state != "paid")),
                     "stranded": str(tr.stranded(facts, max(self.final, 0))),
                     "settlement_final": self.final}
                 for w in rows:
                     out_sweeps.append({
-                        "release_id": "0x" + w.release_id.hex(), "chain": w.chain, "token": w.token,
+                        "release_id": "0x" + w.release_id.hex(), "chain": w.chain, "token": w.token, "ledger": key,
                         "epoch": w.epoch, "cutoff": w.cutoff, "amount": str(w.amount), "to": "0x" + w.to.hex(),
                         "state": w.state, "created_at": w.created_at.isoformat(),
                         "tx": None if w.paid_tx is None else "0x" + w.paid_tx.hex(), "block": w.paid_block,

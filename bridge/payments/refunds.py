@@ -72,23 +72,35 @@ class RefundSigner(Protocol):
 
     def sign(self, payer: bytes, amount: int, release_id: bytes) -> tuple[bytes, bytes] | None:
         """(destination as the chain names it, signature), or None if ``payer`` cannot be paid
-        back on this chain."""
+        back on this chain. A release of a non-native token is asked for with ``token=SYMBOL``
+        (issue 15); a signer that does not hold that token answers None."""
         ...
 
 
 class EvmRefundSigner:
-    """EIP-712 ``Release`` signatures for an EVM lock contract."""
+    """EIP-712 ``Release`` signatures for an EVM lock contract; ``TokenRelease(token, to, amount,
+    releaseId)`` for the ERC-20s it holds (``tokens``: symbol -> 20-byte contract)."""
 
-    def __init__(self, domain: SettlementDomain, secret: bytes, address: bytes) -> None:
+    def __init__(self, domain: SettlementDomain, secret: bytes, address: bytes,
+                 tokens: dict[str, bytes] | None = None) -> None:
         self.domain = domain
         self._secret = secret
         self.signer_id = address
+        self.tokens = dict(tokens or {})
 
-    def sign(self, payer: bytes, amount: int, release_id: bytes) -> tuple[bytes, bytes] | None:
+    def sign(self, payer: bytes, amount: int, release_id: bytes,
+             token: str | None = None) -> tuple[bytes, bytes] | None:
         to = payer_address(payer)
         if to is None or amount <= 0:
             return None
-        return to, digest.sign_digest(self._secret, digest.release_digest(self.domain, to, amount, release_id))
+        if token is None:
+            return to, digest.sign_digest(self._secret, digest.release_digest(self.domain, to, amount, release_id))
+        contract = self.tokens.get(token)
+        if contract is None:
+            log.error("refunds: no ERC-20 contract configured for %s on this lock; release not signed", token)
+            return None
+        return to, digest.sign_digest(self._secret, digest.token_release_digest(self.domain, contract, to, amount,
+                                                                                release_id))
 
 
 class RefundRefused(TransactionFailed):
@@ -116,7 +128,8 @@ class Releaser(Protocol):
         ...
 
     def verify(self, to: bytes, amount: int, release_id: bytes, signer: bytes, signature: bytes) -> None:
-        """Raise VerificationError unless ``signature`` is ``signer``'s over this release."""
+        """Raise VerificationError unless ``signature`` is ``signer``'s over this release. A release
+        of a non-native token is verified and sent with ``token=SYMBOL`` (issue 15)."""
         ...
 
     async def release(self, to: bytes, amount: int, release_id: bytes,
@@ -147,6 +160,7 @@ class _Pending:
     release_id: bytes
     purpose: str
     payment_id: str
+    token: str | None = None  # None: the chain's native token; else the symbol of the token paid
     sigs: dict[bytes, bytes] = field(default_factory=dict)
     failures: int = 0
     retry_at: float = 0.0  # monotonic time before which a failed release is not tried again
@@ -154,6 +168,12 @@ class _Pending:
     tx: bytes = b""  # submitted: the tx hash sent, awaiting finality (releasers with ``confirmed``)
     sends: int = 0  # transactions of this release sent and mined
     ready_since: float | None = None  # first seen with t signatures (another relay's: taken over later)
+
+
+def _token_kw(token: str | None) -> dict:
+    """``token=SYMBOL`` for a release of a non-native token; nothing for the native one (releasers
+    of chains without tokens keep their narrower signature)."""
+    return {} if token is None else {"token": token}
 
 
 class RefundWorker:
@@ -178,8 +198,8 @@ class RefundWorker:
         self.relay_count = relay_count
         self.takeover_after = takeover_after
         self._cursor = {s.base_url: 0 for s in signers}
-        # (release id, to, amount) -> pending; several contents for one id = signers disagree
-        self._pending: dict[tuple[bytes, bytes, int], _Pending] = {}
+        # (release id, to, amount, token) -> pending; several contents for one id = signers disagree
+        self._pending: dict[tuple, _Pending] = {}
         self._done: set[bytes] = set()
         self.submitted: list[tuple[bytes, bytes]] = []  # (release id, tx hash)
         # releases parked as failed (never retried by this worker), by release id
@@ -226,9 +246,13 @@ class RefundWorker:
         amount = int(item["amount"])
         sig = bytes.fromhex(item["signature"][2:])
         claimed = bytes.fromhex(item["signer"][2:])
-        releaser.verify(to, amount, rid, claimed, sig)
-        p = self._pending.setdefault((rid, to, amount), _Pending(chain, to, amount, rid, item.get("purpose", ""),
-                                                                  item.get("payment_id", "")))
+        token = item.get("token") or None
+        if token is not None and not isinstance(token, str):
+            raise ValueError("token must be a symbol")
+        releaser.verify(to, amount, rid, claimed, sig, **_token_kw(token))
+        p = self._pending.setdefault((rid, to, amount, token),
+                                     _Pending(chain, to, amount, rid, item.get("purpose", ""),
+                                              item.get("payment_id", ""), token))
         p.sigs[claimed] = sig
         return 1
 
@@ -270,7 +294,8 @@ class RefundWorker:
                         p.ready_since = now
                     if now - p.ready_since < self.takeover_after:
                         continue
-                tx = await releaser.release(p.to, p.amount, p.release_id, sorted(sigs)[:threshold])
+                tx = await releaser.release(p.to, p.amount, p.release_id, sorted(sigs)[:threshold],
+                                            **_token_kw(p.token))
             except RefundRefused as e:
                 self._park(key, p, e.detail)
                 continue
@@ -318,23 +343,23 @@ class RefundWorker:
             log.warning("refund worker: could not tell whether tx 0x%s is final: %s", p.tx.hex(), e)
             return None
 
-    def _finish(self, key: tuple[bytes, bytes, int], p: _Pending, tx: bytes) -> None:
+    def _finish(self, key: tuple, p: _Pending, tx: bytes) -> None:
         """A release that is done: final on chain (``tx``), or made already (``b""``)."""
         self._done.add(p.release_id)
         self._pending.pop(key, None)
         self.submitted.append((p.release_id, tx))
         if tx:
             final = " final" if p.tx else ""
-            log.info("refund worker: refunded %d (%s, payment %s) to 0x%s in tx 0x%s%s", p.amount, p.purpose,
-                     p.payment_id, p.to.hex(), tx.hex(), final)
+            log.info("refund worker: refunded %d%s (%s, payment %s) to 0x%s in tx 0x%s%s", p.amount,
+                     f" {p.token}" if p.token else "", p.purpose, p.payment_id, p.to.hex(), tx.hex(), final)
 
-    def _park(self, key: tuple[bytes, bytes, int], p: _Pending, reason: str) -> None:
+    def _park(self, key: tuple, p: _Pending, reason: str) -> None:
         """Give up on a release that can never go through: it stays visible (``failed``, the
         log, the metric) for an operator, and is not tried again."""
         self._pending.pop(key, None)
         self.failed[p.release_id] = {"chain": p.chain, "release_id": "0x" + p.release_id.hex(),
                                      "to": "0x" + p.to.hex(), "amount": str(p.amount), "purpose": p.purpose,
-                                     "payment_id": p.payment_id, "reason": reason}
+                                     "payment_id": p.payment_id, "token": p.token, "reason": reason}
         if self.failed_metric is not None:
             self.failed_metric.labels(p.chain).inc()
         log.error("refund worker: release 0x%s on %s (%s, payment %s, %d to 0x%s) parked as failed: %s",

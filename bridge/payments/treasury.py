@@ -83,6 +83,15 @@ class DepositFacts:
             raise InputError("a decided deposit's counted + refundable must equal its amount")
 
 
+def sweep_release_id(source: bytes, epoch: int, token: str | None = None) -> bytes:
+    """The release id of epoch ``epoch``'s sweep of a custody: one per (custody, token, epoch).
+    ``token`` None is the chain's native token (the id every sweep had before custodies held
+    several tokens); another token's sweeps have ids of their own."""
+    from bridge.payments.refunds import release_id
+
+    return release_id(source, epoch, SWEEP if token is None else f"{SWEEP}:{token}")
+
+
 def cutoff(epoch: int, epoch_blocks: int) -> int:
     """Settlement block that closes epoch ``epoch`` (epoch 0 closes at block 0)."""
     if epoch < 0 or epoch_blocks <= 0:

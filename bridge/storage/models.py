@@ -276,6 +276,8 @@ class ReleaseRow(Base):
     # 0007: Asset Hub approvals: next step not before this unix time (rotation, backoff)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     next_attempt_at: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # 0013: the token paid out: NULL for the chain's native token, else its symbol (USDC, USDT ...)
+    token: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 # --- 0004: late deposits credited at a fresh quote ---------------------------------------------------
@@ -325,6 +327,7 @@ class TreasuryDepositRow(Base):
     refundable: Mapped[int] = mapped_column(U256, default=0)
     refund_id: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
     credited_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    token: Mapped[str | None] = mapped_column(String(16), nullable=True)  # 0013: the deposit's token symbol
 
 
 class SweepRow(Base):
@@ -332,7 +335,7 @@ class SweepRow(Base):
 
     __tablename__ = "sweeps"
     __table_args__ = (UniqueConstraint("release_id", name="uq_sweep_release_id"),
-                      UniqueConstraint("chain", "epoch", name="uq_sweep_epoch"))
+                      UniqueConstraint("chain", "token", "epoch", name="uq_sweep_epoch"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     release_id: Mapped[bytes] = mapped_column(LargeBinary(32))
     chain: Mapped[str] = mapped_column(String(32))

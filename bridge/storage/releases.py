@@ -29,27 +29,36 @@ class StoredRelease:
     progress: str = ""
     attempts: int = 0
     next_attempt_at: int = 0  # unix seconds (Asset Hub approvals)
+    token: str | None = None  # None: the chain's native token; else the symbol of the token paid out
+
+    @property
+    def ledger(self) -> str:
+        """What its amount is counted in: the chain for the native token, ``SYMBOL@chain`` otherwise."""
+        return self.chain if self.token is None else f"{self.token}@{self.chain}"
 
 
 def _release(r: ReleaseRow) -> StoredRelease:
     return StoredRelease(r.id, bytes(r.source), r.sequence, r.chain, r.purpose, bytes(r.to), r.amount,
                          bytes(r.release_id), bytes(r.signature), r.payment_id, r.state or "",
-                         r.progress or "", r.attempts or 0, r.next_attempt_at or 0)
+                         r.progress or "", r.attempts or 0, r.next_attempt_at or 0, r.token)
 
 
 async def add_release(s: AsyncSession, *, source: bytes, sequence: int, chain: str, purpose: str, to: bytes,
-                      amount: int, release_id: bytes, signature: bytes, payment_id: str, now: datetime) -> bool:
-    """Store a signed release; False if this release id was signed already (first one wins)."""
+                      amount: int, release_id: bytes, signature: bytes, payment_id: str, now: datetime,
+                      token: str | None = None) -> bool:
+    """Store a signed release; False if this release id was signed already (first one wins).
+    ``token``: None for the chain's native token, else the symbol of the token it pays."""
     if await s.scalar(select(ReleaseRow.id).where(ReleaseRow.release_id == release_id)) is not None:
         return False
     s.add(ReleaseRow(source=source, sequence=sequence, chain=chain, purpose=purpose, to=to, amount=amount,
-                     release_id=release_id, signature=signature, payment_id=payment_id, created_at=now))
+                     release_id=release_id, signature=signature, payment_id=payment_id, created_at=now,
+                     token=token))
     await s.flush()
     return True
 
 
 async def add_dust(s: AsyncSession, *, source: bytes, sequence: int, chain: str, purpose: str, to: bytes,
-                   amount: int, release_id: bytes, payment_id: str, now: datetime) -> bool:
+                   amount: int, release_id: bytes, payment_id: str, now: datetime, token: str | None = None) -> bool:
     """Record a held amount kept as dust (below the chain's ``min_refund``): a release row with
     no signature in state ``dust``, never signed, approved or served to the refund worker.
     False if this release id was recorded already (first one wins)."""
@@ -57,17 +66,18 @@ async def add_dust(s: AsyncSession, *, source: bytes, sequence: int, chain: str,
         return False
     s.add(ReleaseRow(source=source, sequence=sequence, chain=chain, purpose=purpose, to=to, amount=amount,
                      release_id=release_id, signature=b"", payment_id=payment_id, created_at=now, state=DUST,
-                     progress=""))
+                     progress="", token=token))
     await s.flush()
     return True
 
 
 async def dust_summary(s: AsyncSession, limit: int = 100) -> tuple[dict[str, dict], list[StoredRelease]]:
-    """Per chain, how many deposits left dust and its total (base units); the latest rows."""
+    """Per chain (``SYMBOL@chain`` for a non-native token: amounts of different tokens are never
+    added), how many deposits left dust and its total (base units); the latest rows."""
     rows = await s.scalars(select(ReleaseRow).where(ReleaseRow.state == DUST))
     out: dict[str, dict] = {}
     for r in rows:
-        d = out.setdefault(r.chain, {"count": 0, "amount": 0})
+        d = out.setdefault(_release(r).ledger, {"count": 0, "amount": 0})
         d["count"] += 1
         d["amount"] += r.amount
     latest = await s.scalars(select(ReleaseRow).where(ReleaseRow.state == DUST).order_by(ReleaseRow.id.desc())

@@ -50,7 +50,7 @@ async def track_new_deposits(s: AsyncSession, chain: str) -> int:
     n = 0
     for o in await s.scalars(untracked):
         s.add(TreasuryDepositRow(source=o.source, sequence=o.sequence, chain=chain, reference=o.reference,
-                                 amount=o.amount, outcome=None, credits=0, counted=0, refundable=0))
+                                 amount=o.amount, outcome=None, credits=0, counted=0, refundable=0, token=o.token))
         n += 1
     await s.flush()
     return n
@@ -100,12 +100,16 @@ async def credited_undecided(s: AsyncSession, source: bytes, upto: int) -> list[
     return sorted(q for (q,) in credited if q not in decided)
 
 
-async def facts(s: AsyncSession, chain: str) -> list[DepositFacts]:
-    """Every tracked deposit of ``chain`` with the settlement block of its recorded credit."""
+async def facts(s: AsyncSession, chain: str, token: str = "") -> list[DepositFacts]:
+    """Every tracked deposit of ``chain`` (in ``token``, a symbol, when given: a custody's
+    figures are per token) with the settlement block of its recorded credit."""
     credited = {(bytes(a), b): (n, c) for a, b, n, c in await s.execute(
         select(CreditRow.source, CreditRow.sequence, CreditRow.block_number, CreditRow.credits))}
     out = []
-    for r in await s.scalars(select(TreasuryDepositRow).where(TreasuryDepositRow.chain == chain)):
+    q = select(TreasuryDepositRow).where(TreasuryDepositRow.chain == chain)
+    if token:
+        q = q.where(TreasuryDepositRow.token == token)
+    for r in await s.scalars(q):
         key = (bytes(r.source), r.sequence)
         block, credits = credited.get(key, (None, None))
         if block is not None and r.outcome is not None and credits != r.credits:
@@ -121,8 +125,10 @@ async def facts(s: AsyncSession, chain: str) -> list[DepositFacts]:
 async def add_sweep(s: AsyncSession, *, release_id: bytes, chain: str, token: str, epoch: int, cutoff: int,
                     amount: int, to: bytes, items: dict[tuple[bytes, int], int], now: datetime,
                     state: str = "signed") -> bool:
-    """Record a signed sweep and the deposits it covers; False if this epoch was signed already."""
-    if await s.scalar(select(SweepRow.id).where(SweepRow.chain == chain, SweepRow.epoch == epoch)) is not None:
+    """Record a signed sweep and the deposits it covers; False if this epoch of this token was
+    signed already."""
+    if await s.scalar(select(SweepRow.id).where(SweepRow.chain == chain, SweepRow.token == token,
+                                                SweepRow.epoch == epoch)) is not None:
         return False
     s.add(SweepRow(release_id=release_id, chain=chain, token=token, epoch=epoch, cutoff=cutoff, amount=amount, to=to,
                    state=state, created_at=now, updated_at=now))
@@ -132,16 +138,18 @@ async def add_sweep(s: AsyncSession, *, release_id: bytes, chain: str, token: st
     return True
 
 
-async def sweeps(s: AsyncSession, chain: str | None = None, limit: int = 1000) -> list[Sweep]:
+async def sweeps(s: AsyncSession, chain: str | None = None, limit: int = 1000, token: str = "") -> list[Sweep]:
     q = select(SweepRow).order_by(SweepRow.id.desc()).limit(limit)
     if chain is not None:
         q = q.where(SweepRow.chain == chain)
+    if token:
+        q = q.where(SweepRow.token == token)
     return [_sweep(r) for r in await s.scalars(q)]
 
 
-async def last_epoch(s: AsyncSession, chain: str) -> int:
-    """The highest epoch this signer signed a sweep for on ``chain`` (0: none)."""
-    rows = await sweeps(s, chain, limit=1)
+async def last_epoch(s: AsyncSession, chain: str, token: str = "") -> int:
+    """The highest epoch this signer signed a sweep for on ``chain`` (of ``token``; 0: none)."""
+    rows = await sweeps(s, chain, limit=1, token=token)
     return rows[0].epoch if rows else 0
 
 
