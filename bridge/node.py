@@ -24,11 +24,6 @@ from bridge.types import SettlementDomain
 log = logging.getLogger("creditbridge.node")
 
 
-def chain_tokens(settings: Settings, chain: str) -> dict:
-    """The chain's non-native payable tokens, symbol -> ``PayableToken`` (issue 15)."""
-    return {t.symbol: t for t in settings.payable_tokens() if t.chain == chain and not t.native}
-
-
 def make_watcher(chain, registry=None, tokens: dict | None = None) -> Watcher:
     if chain.family == "evm":
         from relayers.evm.watcher import EvmWatcher
@@ -142,7 +137,8 @@ async def run_signer(settings: Settings) -> None:
     session = aiohttp.ClientSession()
     sup.on_stop(session.close)
     registry = CollectorRegistry()
-    watchers = {c.name: make_watcher(c, registry, chain_tokens(settings, c.name)) for c in settings.source_chains()}
+    extra = non_native_tokens(settings)
+    watchers = {c.name: make_watcher(c, registry, extra.get(c.name)) for c in settings.source_chains()}
     settlement = make_submitter(settings.chain(settings.settlement_chain))
     _close_on_stop(sup, [*watchers.values(), settlement])
     metrics = SignerMetrics(registry)
@@ -179,7 +175,8 @@ def payment_collectors(settings: Settings, approvers: dict, gateway, session, re
     from relayers.substrate.collect import PaymentCollector
 
     return {c.name: PaymentCollector(c, approvers[c.name].refunder, gateway, registry=registry,
-                                     poll_interval=max(c.poll_interval, 1.0), tokens=chain_tokens(settings, c.name))
+                                     poll_interval=max(c.poll_interval, 1.0),
+                                     tokens=non_native_tokens(settings).get(c.name))
             for c in settings.source_chains() if c.family == "substrate" and c.name in approvers}
 
 
@@ -324,7 +321,7 @@ def lifecycle_options(settings: Settings, refund_key=None, sup: Supervisor | Non
             elif c.family == "substrate":
                 from relayers.substrate.refund import SignerApprovals
 
-                approvers[c.name] = SignerApprovals(c, refund_key.secret, tokens=chain_tokens(settings, c.name))
+                approvers[c.name] = SignerApprovals(c, refund_key.secret, tokens=non_native_tokens(settings).get(c.name))
         if sup is not None:
             _close_on_stop(sup, list(approvers.values()))
     else:

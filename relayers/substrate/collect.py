@@ -36,7 +36,7 @@ the balance read at the finalized head, which every honest member reads alike; a
 balance is a new round (its release id includes the asset and amount). One token per
 collection: a payment account that received USDC for a USDT payment is collected twice, two
 deposits (the deposit rule refunds the USDC). Dust floor of an asset: its token's ``min_refund``
-(``min_refunds``, symbol -> base units; at least 1). Assets that are no configured token are
+(at least 1). Assets that are no configured token are
 not collected (WARNING once). Limit: an asset transfer into the account that lands after the
 balance was read and before the collection executed stays behind with no known payer (the
 "payer unknown" WARNING), until an operator looks.
@@ -118,14 +118,14 @@ class PaymentCollector:
     def __init__(self, cfg: SubstrateChainConfig, refunder: MultisigRefunder, feed: ReferenceFeed | None, *,
                  registry: Any = None, start_block: int | None = None,
                  lookback_blocks: int = DEFAULT_LOOKBACK_BLOCKS, poll_interval: float = 3.0,
-                 clock: Callable[[], float] = time.time, tokens: dict[str, PayableToken] | None = None,
-                 min_refunds: dict[str, int] | None = None) -> None:
+                 clock: Callable[[], float] = time.time, tokens: dict[str, PayableToken] | None = None) -> None:
         self.cfg = cfg
         # the chain's pallet_assets tokens (issue 15): asset id -> symbol; each (account, token) is
         # funded and collected on its own (one token per collection: one deposit per extrinsic)
         self.assets: dict[int, str] = asset_symbols(cfg.name, tokens)
-        # dust floor of an asset collection: the token's min_refund (symbol -> base units), at least 1
-        self.asset_min = {a: max((min_refunds or {}).get(sym, 0), 1) for a, sym in self.assets.items()}
+        # dust floor of an asset collection: the token's min_refund (base units), at least 1
+        self.asset_min = {a: max(int(getattr((tokens or {})[sym], "min_refund", 0) or 0), 1)
+                          for a, sym in self.assets.items()}
         self.chain = cfg.name
         self.refunder = refunder  # shared with the node's refunds: one nonce sequence per member key
         self.client = refunder.client
