@@ -16,7 +16,10 @@ and payment accounts hold nothing from the other substrate tests.
   ``batch`` whose asset transfer fails, a ``batch_all`` of a payer without the asset) are no
   deposit; an unconfigured asset to the committee is no deposit, reported;
 * a release in USDT pays ``Assets.transfer_keep_alive`` from the committee multisig exactly
-  once, and the custody reader sees it and the committee's USDT balance.
+  once, and the custody reader sees it and the committee's USDT balance;
+* with the lead's core (custody per (chain, token)): credited USDT is swept to the treasury in
+  USDT once, an overpayment's excess refunded in USDT (settlement on anvil, three signer nodes'
+  sweepers and approval loops; tests/integration/treasury_harness.py).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from prometheus_client import CollectorRegistry
 from bridge.errors import InputError
 from relayers.substrate.collect import PaymentCollector
 from relayers.substrate.custody import SubstrateCustody
-from relayers.substrate.decode import ZERO_REFERENCE
+from relayers.substrate.decode import TOP_UP_REMARK, ZERO_REFERENCE
 from relayers.substrate.multisig import committee_account_id, payment_account, ss58
 from relayers.substrate.refund import MultisigRefunder, SignerApprovals
 from relayers.substrate.wallet import asset_balance, keypair, pay_asset
@@ -54,6 +57,7 @@ from tests.integration.substrate.helpers import (
     remark,
 )
 from tests.integration.substrate.test_substrate_payment_accounts import ListFeed
+from tests.integration.treasury_harness import settlement  # noqa: F401  (a fixture: the settlement anvil)
 
 ALICE, BOB, CHARLIE, DAVE, EVE, FERDIE = (keypair(s) for s in ("//Alice", "//Bob", "//Charlie", "//Dave", "//Eve",
                                                               "//Ferdie"))
@@ -251,3 +255,111 @@ async def test_a_usdt_release_pays_usdt_once_and_the_custody_reader_sees_it(chai
         assert await custody.balance(head) == usdt0 - 1_500_000
     finally:
         await custody.aclose()
+
+
+async def test_credited_usdt_is_swept_once_and_the_excess_refunded_in_usdt(chain, settlement, tmp_path):
+    """The lead's core on Asset Hub: the sweeper of (polkadot, USDT) sweeps what was credited in
+    USDT to the treasury, the signers' approval loops pay the sweep and the excess refund with
+    ``Assets.transfer_keep_alive`` from the committee multisig (two approvals of three), once."""
+    from bridge.committee.treasury import Sweeper
+    from bridge.payments import refunds, rules
+    from bridge.payments import treasury as tr
+    from bridge.storage import releases as rel_repo
+    from tests.integration.treasury_harness import EPOCH, close, credit, learn, make_node, processed
+
+    head = await chain.head()
+    cfg = cfg_of(chain, start_block=head)
+    committee = committee_account_id(cfg.committee)
+    treasury = hashlib.sha256(b"usdt treasury" + ref()).digest()  # fresh: what it holds is what sweeps paid
+    refs = [ref() for _ in range(3)]
+    amounts = [10_000_000, 6_000_000, 3_000_000]
+    sent = [await chain.send("//Alice", lambda si, r=r, a=a: batch(si, [
+        asset_transfer(si, USDT, ss58(committee, 42), a), remark(si, r)])) for r, a in zip(refs, amounts)]
+    # an operator keeps the asset's min_balance in the committee account (the sweeper's reserve for
+    # USDT@polkadot: releases pay transfer_keep_alive): a top-up, no deposit
+    sent.append(await chain.send("//Eve", lambda si: batch(si, [asset_transfer(si, USDT, ss58(committee, 42), 70_000),
+                                                               remark(si, TOP_UP_REMARK)])))
+    await chain.new_block(sent)
+    probe = SubstrateWatcher(cfg, tokens=TOKENS)
+    end = await probe.finalized_height()
+    obs = {o.reference: o for o in await probe.fetch_deposits(head + 1, end)}
+    await probe.aclose()
+    assert set(obs) == set(refs)  # the top-up is no deposit
+    exact, over, pending = (obs[r] for r in refs)
+    assert {o.token for o in (exact, over, pending)} == {"USDT"}
+    excess = 1_000_000
+    deposits = [(exact, rules.Decision(rules.CREDIT, 1000, exact.amount, 0)),
+                (over, rules.Decision(rules.CREDIT, 500, over.amount - excess, excess)),
+                (pending, rules.Decision(rules.CREDIT, 300, pending.amount, 0))]
+    alice0 = await held(chain, USDT, ALICE.public_key)
+    nodes, loops = [], []
+    custody = SubstrateCustody(cfg, token=TOKENS["USDT"])  # the test's own reader
+    try:
+        for i in range(3):
+            node = await make_node(tmp_path, i, chain="polkadot", token="DOT",
+                                   watcher=SubstrateWatcher(cfg, tokens=TOKENS), custody=SubstrateCustody(cfg),
+                                   treasury=treasury, settlement=settlement, min_refund=10**10,
+                                   approvers={"polkadot": SignerApprovals(cfg, member_seed(3 + i), tokens=TOKENS)})
+            node.native_tokens = {"polkadot": "DOT"}
+            node.min_refund["USDT@polkadot"] = 100_000
+            native = node.sweeper.custody[("polkadot", "DOT")]
+            node.sweeper = Sweeper(node, addresses={"polkadot": treasury}, epoch_blocks=EPOCH,
+                                   custody={("polkadot", "DOT"): native,
+                                            ("polkadot", "USDT"): SubstrateCustody(cfg, token=TOKENS["USDT"])},
+                                   tokens={"polkadot": "DOT"}, reserve={"USDT@polkadot": 70_000})
+            await learn(node, "polkadot", end, deposits)
+            nodes.append(node)
+        refund_id = refunds.release_id(over.source, over.sequence, "excess")
+        async with nodes[0].db.begin() as s:
+            (refund,) = [r for r in await rel_repo.open_approvals(s, ["polkadot"], limit=100)
+                         if r.release_id == refund_id]
+        assert (refund.token, refund.amount, refund.to) == ("USDT", excess, ALICE.public_key)
+
+        block = await settlement.next_epoch()
+        for n in nodes:
+            await credit(n, deposits[:2], block)
+        await settlement.mine(5)
+        assert [await n.sweeper.step() for n in nodes] == [1, 1, 1]
+        earned = exact.amount + over.amount - excess
+        views = [await n.sweeper.view() for n in nodes]
+        assert len({(v["sweeps"][0]["release_id"], v["sweeps"][0]["amount"], v["sweeps"][0]["token"])
+                    for v in views}) == 1
+        (sweep,) = views[0]["sweeps"]
+        assert (sweep["token"], sweep["amount"], sweep["to"]) == ("USDT", str(earned), "0x" + treasury.hex())
+        rid = bytes.fromhex(sweep["release_id"][2:])
+        assert rid == tr.sweep_release_id(exact.source, sweep["epoch"], "USDT")
+
+        before = await chain.head()
+        committee_before = await custody.balance(before)
+        loops = [asyncio.create_task(n._approval_loop(interval=0.2)) for n in nodes[:2]]
+        for _ in range(60):
+            await asyncio.sleep(0.3)
+            await chain.new_block()
+            if await held(chain, USDT, treasury) == earned and await held(chain, USDT, ALICE.public_key) == \
+                    alice0 + excess:
+                break
+        for _ in range(3):  # more rounds pay nothing more
+            await asyncio.sleep(0.3)
+            await chain.new_block()
+        assert await held(chain, USDT, treasury) == earned  # in USDT, once
+        assert await held(chain, USDT, ALICE.public_key) == alice0 + excess
+        assert await chain.run(lambda si: si.query("System", "Account", [ss58(treasury, 42)]).value["data"]["free"]) \
+            == 0  # no native token moved
+        after = await chain.head()
+        assert committee_before - await custody.balance(after) == earned + excess
+        assert await custody.released(after, {rid, refund_id, ref()}) == {rid, refund_id}
+        for n in nodes:
+            await processed(n, "polkadot", after)
+        assert [await n.sweeper.step() for n in nodes] == [0, 0, 0]
+        assert (await nodes[0].sweeper.view())["sweeps"][0]["state"] == "paid"
+    finally:
+        for t in loops:
+            t.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        for n in nodes:
+            await n.approvers["polkadot"].aclose()
+            for w in n.watchers.values():
+                await w.aclose()
+        await close(nodes)
+        await custody.aclose()
+        chain.forget_nonces()
