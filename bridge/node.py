@@ -36,7 +36,7 @@ def make_watcher(chain, registry=None, tokens: dict | None = None) -> Watcher:
     if chain.family == "ton":
         from relayers.ton.watcher import TonWatcher
 
-        return TonWatcher(chain)
+        return TonWatcher(chain, tokens=tokens)
     raise ConfigError(f"chain {chain.name}: family {chain.family!r} has no watcher")
 
 
@@ -137,8 +137,8 @@ async def run_signer(settings: Settings) -> None:
     session = aiohttp.ClientSession()
     sup.on_stop(session.close)
     registry = CollectorRegistry()
-    extra = non_native_tokens(settings)
-    watchers = {c.name: make_watcher(c, registry, extra.get(c.name)) for c in settings.source_chains()}
+    watchers = {c.name: make_watcher(c, registry, tokens=non_native_tokens(settings)[c.name])
+                for c in settings.source_chains()}
     settlement = make_submitter(settings.chain(settings.settlement_chain))
     _close_on_stop(sup, [*watchers.values(), settlement])
     metrics = SignerMetrics(registry)
@@ -317,7 +317,8 @@ def lifecycle_options(settings: Settings, refund_key=None, sup: Supervisor | Non
             if c.family == "ton":
                 from relayers.ton.release import TonRefundSigner
 
-                refund_signers[c.name] = TonRefundSigner.from_config(c, refund_key.secret)
+                refund_signers[c.name] = TonRefundSigner.from_config(c, refund_key.secret,
+                                                                     tokens=non_native_tokens(settings)[c.name])
             elif c.family == "substrate":
                 from relayers.substrate.refund import SignerApprovals
 
@@ -360,7 +361,8 @@ def refund_worker(settings: Settings, key: bytes, session, sup: Supervisor, regi
     cfg = settings.aggregator
     releasers = {c.name: EvmLockReleaser(c, key, gas_cap=cfg.refund_gas_cap) for c in settings.source_chains()
                  if c.family == "evm" and "lock" in c.contracts}
-    releasers.update({c.name: TonLockReleaser(c) for c in settings.source_chains()
+    extra = non_native_tokens(settings)
+    releasers.update({c.name: TonLockReleaser(c, tokens=extra[c.name]) for c in settings.source_chains()
                       if c.family == "ton" and c.liteserver_config is not None})
     _close_on_stop(sup, list(releasers.values()))
     failed = Counter("creditbridge_relay_refunds_failed_total", "Refunds parked as failed (never retried), by chain",

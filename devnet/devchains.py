@@ -6,7 +6,7 @@ the composition root), and the devnet builds its extra source chains from what t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Awaitable, Callable
 
@@ -37,3 +37,6 @@ class DevChain:
     fixed_usd: dict[str, str]  # devnet prices of its token
     min_amount: dict[str, int]
     stop: Callable[[], Awaitable[None]]
+    # its non-native tokens: [[tokens]] entries of every component's config (issue 15); the
+    # devnet bounds a symbol with a stablecoin PriceFeed (STABLE_USD) by that feed
+    tokens: list[dict] = field(default_factory=list)

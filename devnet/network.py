@@ -48,10 +48,9 @@ FEED_DECIMALS = 8
 FEED_HEARTBEAT_SECONDS = 86_400
 FEED_OWNER_INDEX = 8  # anvil dev account that owns the feed (no other devnet role)
 # stablecoin USD feeds (issue 15), on the settlement anvil next to ETH / USD and in the fixed
-# source: the devnet prices USDC and USDT from local sources. They are payable where a family chain
-# holds them (its devnet.json chains.<name>.tokens: the Asset Hub chains' pallet_assets so far)
+# source: the devnet prices USDC and USDT from local sources. The tokens are not payable on the
+# devnet until their custody exists (ERC-20 lock, pallet_assets); TON's USDT jetton is payable (devnet/ton/devchain.py)
 STABLE_USD = {"USDC": "1", "USDT": "1"}
-STABLE_PEG_BAND_BPS = 100  # the devnet's depeg guard: 1 % around 1.00
 DEVNET_MAX_DEPOSIT_USD = "1000000"  # the signers' hard cap on one deposit's credits
 
 
@@ -251,19 +250,6 @@ def _treasury_accounts(extra: list) -> dict[str, str]:
     return out
 
 
-def _token_entries(extra) -> list[dict]:
-    """``[[tokens]]`` config entries of the non-native tokens the family chains hold (their
-    ``devnet.json`` ``chains.<name>.tokens``: symbol -> {contract|asset_id|jetton_master, decimals}):
-    payable stablecoins pegged to 1.00 (issue 15)."""
-    out = []
-    for c in extra:
-        for symbol, t in sorted((c.info.get("tokens") or {}).items()):
-            out.append({"symbol": symbol, "chain": c.name, "decimals": t["decimals"],
-                        **{k: t[k] for k in ("contract", "asset_id", "jetton_master") if k in t},
-                        **({"peg": "1.00", "peg_band_bps": STABLE_PEG_BAND_BPS} if symbol in STABLE_USD else {})})
-    return out
-
-
 async def _proxied(config: dict, proxy) -> dict:
     """A family chain's config with its endpoints routed through the chaos proxy: ws/http RPC
     URLs, and TON liteservers (ADNL over TCP)."""
@@ -405,14 +391,15 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
         if opts.request_timeout is not None:  # the source chain (not the settlement chain)
             chains[0]["request_timeout"] = opts.request_timeout
         fixed_usd, min_amount = {"ETH": ETH_USD, **STABLE_USD}, {"ETH": 10**13}
+        payable = []  # the family plug-ins' non-native tokens ([[tokens]]): TON's USDT jetton (issue 15)
         for c in extra:
+            payable.extend(c.tokens)
             cfg = await _proxied(c.config, component_rpc) if opts.rpc_proxy else c.config
             if opts.request_timeout is not None and cfg.get("family") == "ton":
                 cfg = {**cfg, "request_timeout": opts.request_timeout}
             chains.append(cfg)
             fixed_usd.update(c.fixed_usd)
             min_amount.update(c.min_amount)
-        token_entries = _token_entries(extra)
         extra_sources = []
         if opts.min_sources > 1 and len(fixed_usd) > 1:
             # tokens without an on-chain feed get a second (reference) fixed source, so the
@@ -432,7 +419,7 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
         # Asset Hub committee accounts keep the existential deposit whatever they owe
         reserve = {c.name: int(c.info["existential_deposit"]) for c in extra
                    if c.config.get("family") == "substrate" and "existential_deposit" in c.info}
-        base = {"manifest": str(manifest_path), "chains": chains,
+        base = {"manifest": str(manifest_path), "chains": chains, **({"tokens": payable} if payable else {}),
                 "treasury": {"poll_interval": 2.0, "reserve": reserve},
                 "pricing": {"credit_price_usd": "0.01", "fixed_usd": fixed_usd, "min_amount": min_amount,
                             "min_sources": opts.min_sources, "refresh_seconds": opts.price_refresh_seconds,
@@ -441,8 +428,6 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
                                 **{s: {"address": a, "heartbeat_seconds": FEED_HEARTBEAT_SECONDS}
                                    for s, a in stable_feeds.items()}}},
                                 *extra_sources]}}
-        if token_entries:
-            base["tokens"] = token_entries
 
         def write_cfg(name: str, extra: dict) -> Path:
             p = d / "config" / f"{name}.json"
@@ -458,10 +443,11 @@ async def run_devnet(opts: DevnetOptions, *, ready: asyncio.Event | None = None,
                     "settle_seconds": 2},  # the settlement anvil mines only on transactions
             **{t: {"kind": "band", "tolerance": "0.25"} for t in sorted(fixed_usd)
                if t != "ETH" and t not in STABLE_USD},
-            # payable stablecoins: by their Chainlink-style feed on the settlement chain, like ETH
-            **{s: {"kind": "chainlink", "chain": "settlement", "address": stable_feeds[s],
-                   "heartbeat_seconds": FEED_HEARTBEAT_SECONDS, "tolerance": "0.03", "settle_seconds": 2}
-               for s in sorted({e["symbol"] for e in token_entries} & set(stable_feeds))}}}
+            # a payable stablecoin (SYMBOL@chain) is bounded by its USD PriceFeed
+            **{f"{t['symbol']}@{t['chain']}": {
+                "kind": "chainlink", "chain": "settlement", "address": stable_feeds[t["symbol"]],
+                "heartbeat_seconds": FEED_HEARTBEAT_SECONDS, "tolerance": "0.03", "settle_seconds": 2}
+               for t in payable if t["symbol"] in stable_feeds}}}
         health: dict[str, str] = {}
         argv: dict[str, list[str]] = {}
         cli = [sys.executable, "-m", "bridge.cli"]

@@ -187,6 +187,14 @@ def _now(request: web.Request) -> datetime:
     return request.app[CLOCK]()
 
 
+def _payable(settings: Settings, symbol: str, chain: str):
+    """The non-native token (symbol, chain) a payment is quoted in, or None (the chain's own)."""
+    for t in settings.payable_tokens():
+        if t.symbol == symbol and t.chain == chain and not t.native:
+            return t
+    return None
+
+
 def payment_json(rec: PaymentRecord, settings: Settings, instructions=evm_default,
                  late: list[LateTerms] | None = None) -> dict:
     try:
@@ -209,7 +217,8 @@ def payment_json(rec: PaymentRecord, settings: Settings, instructions=evm_defaul
         "paid_amount": str(rec.paid_amount),
         "refundable_amount": str(rec.refundable),
         "code": rec.code,
-        "instructions": instructions(chain, rec.reference, rec.amount, code=rec.code),
+        "instructions": instructions(chain, rec.reference, rec.amount, code=rec.code,
+                                     token=_payable(settings, rec.token, rec.chain)),
         "terms": terms,
     }
     if rec.settlement_tx is not None:

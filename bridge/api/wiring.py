@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from bridge.api.metrics import ApiMetrics
 from bridge.config import ChainlinkSourceConfig, Settings
 from bridge.errors import PriceUnavailable
-from bridge.node import _close_on_stop, make_submitter, make_watcher, non_native_tokens, payment_instructions
+from bridge.node import _close_on_stop, make_submitter, make_watcher, payment_instructions, non_native_tokens
 from bridge.payments.watcher import PaymentWatcher
 from bridge.pricing.aggregate import PriceAggregator
 from bridge.pricing.factory import build_aggregator
@@ -41,8 +41,7 @@ async def build_api(settings: Settings, sup: Supervisor) -> tuple[web.Applicatio
     app = create_app(settings, db=db, quote_service=quotes, signer=signer, own_db=False,
                      instructions=payment_instructions(), metrics=metrics)
     sources = settings.source_chains()
-    extra = non_native_tokens(settings)
-    watchers = {c.name: make_watcher(c, tokens=extra.get(c.name)) for c in sources}
+    watchers = {c.name: make_watcher(c, tokens=non_native_tokens(settings)[c.name]) for c in sources}
     settlement = make_submitter(settings.chain(settings.settlement_chain))
     _close_on_stop(sup, [*watchers.values(), settlement])
     deliveries, lifecycle = wire_lifecycle(app, settings, db, watchers, metrics)

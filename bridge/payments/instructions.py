@@ -49,22 +49,29 @@ class Instructions:
         self.builders = dict(DEFAULT_BUILDERS)
         self.builders.update(builders or {})
 
-    def __call__(self, chain, reference: bytes, amount: int, code: str | None = None) -> dict:
+    def __call__(self, chain, reference: bytes, amount: int, code: str | None = None, token=None) -> dict:
         """The instructions to pay ``amount`` for the payment ``reference`` (whose payment code is
-        ``code``: None for payments made before codes). A builder that takes no ``code`` keyword
-        (one written before issue 14) is called without it."""
+        ``code``: None for payments made before codes) in ``token`` (a non-native
+        ``PayableToken``: an ERC-20, a ``pallet_assets`` asset, a jetton; None for the chain's own
+        token). A builder that takes no ``code`` keyword (one written before issue 14) is called
+        without it; a token payment needs a builder that takes ``token``."""
         try:
             build = self.builders[chain.family]
         except KeyError:
             raise ConfigError(f"no payment instructions for chain family {chain.family!r}") from None
-        if _takes_code(build):
-            return build(chain, reference, amount, code=code)
-        return build(chain, reference, amount)
+        kw = {}
+        if token is not None and not getattr(token, "native", True):
+            if not _takes(build, "token"):
+                raise ConfigError(f"no payment instructions for {token.symbol} on chain {chain.name!r}")
+            kw["token"] = token
+        if _takes(build, "code"):
+            kw["code"] = code
+        return build(chain, reference, amount, **kw)
 
 
-def _takes_code(build: Builder) -> bool:
+def _takes(build: Builder, name: str) -> bool:
     try:
         params = inspect.signature(build).parameters
     except (TypeError, ValueError):  # a builtin or C callable: no introspection, call it the old way
         return False
-    return "code" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())

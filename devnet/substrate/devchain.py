@@ -60,6 +60,8 @@ ASSET_MIN_AMOUNT = 100_000  # minimum payment: 0.10 tokens (above the assets' mi
 # releases pay Assets.transfer_keep_alive, which never takes an asset account below min_balance
 # (the treasury sweeper's reserve for (chain, asset)), like the native existential deposit
 ASSET_MIN_BALANCE = 70_000
+ASSET_PEG_BAND_BPS = 100  # the devnet's depeg guard: 1 % around 1.00
+ASSET_MIN_REFUND = 100_000  # 0.10 tokens: above min_balance (a smaller refund to a new account fails)
 
 # chopsticks sets each block's Timestamp.set to the parent's plus the slot duration (12 s for
 # this runtime, measured between consecutive blocks). In "Instant" mode it builds a block per
@@ -216,6 +218,10 @@ async def start_devchains(directory: Path, committee: DevCommittee) -> list[DevC
                 accounts=[{"address": keypair(s, prefix).ss58_address, "seed": s} for s in DEV_SEEDS],
                 fixed_usd={token: usd},
                 min_amount={token: min_amount, **{f"{sym}@{name}": ASSET_MIN_AMOUNT for sym in DEV_ASSETS.get(name, {})}},
+                # [[tokens]] of every component's config: the pallet_assets stablecoins are payable
+                tokens=[{"symbol": sym, "chain": name, "decimals": ASSET_DECIMALS, "asset_id": aid, "peg": "1.00",
+                         "peg_band_bps": ASSET_PEG_BAND_BPS, "min_refund": ASSET_MIN_REFUND}
+                        for sym, (aid, _) in DEV_ASSETS.get(name, {}).items()],
                 stop=stop,
             ))
     except BaseException:

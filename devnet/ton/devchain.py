@@ -11,6 +11,13 @@ component (the manifest adds family, lock, global id and start block):
     {"name": "ton", "liteserver_config": {...}, "trust_level": 2,
      "toncenter": ["http://127.0.0.1:P/api/v2"], ...}
 
+USDT (issue 15): before the lock, the deployer wallet deploys this repo's TEP-74 minter (a
+"USDT" jetton with 6 decimals, the deployer as admin) and mints ``USDT_DEV_BALANCE`` to each dev
+wallet; the lock is deployed with that master (``deploy_ton(jetton_masters=...)``), which also
+sets up the lock's jetton wallet (TEP-89). The chain's ``tokens`` (``[[tokens]]`` entries: 6
+decimals, peg 1.00) and devnet.json's ``chains.ton.tokens`` =
+``{"USDT": {"jetton_master": <bounceable>, "decimals": 6}}`` name it.
+
 The local chain produces a block every 0.5 s, so deposits become final within a second.
 It cannot give liteserver proofs, hence ``trust_level`` 2 (see ``devnet.ton.localchain``).
 """
@@ -45,6 +52,13 @@ DEV_BALANCE = 1_000 * 10**9
 DEPLOYER_BALANCE = 100 * 10**9
 LOCK_DEPLOY_VALUE = 10**9
 BLOCK_INTERVAL = 0.5
+USDT_DECIMALS = 6
+USDT_DEV_BALANCE = 100_000 * 10**USDT_DECIMALS  # per dev wallet
+USDT_CONTENT_URI = "https://creditbridge.invalid/devnet/usdt.json"
+USDT_PEG_BAND_BPS = 100
+USDT_QUOTE_MIN = 10**5  # 0.1 USDT
+# the smallest USDT refund: a jetton release costs the lock ~0.01-0.02 TON of its reserve
+USDT_MIN_REFUND = 500_000  # 0.5 USDT
 
 
 def _v4r2_address(public_key: bytes):
@@ -101,6 +115,50 @@ class LocalChainProcess:
                 await self.proc.wait()
 
 
+async def deploy_dev_usdt(liteserver_config: dict, deployer_mnemonic: str, holders: list, *,
+                          amount: int = USDT_DEV_BALANCE, timeout: float = 60.0) -> str:
+    """Deploy the devnet's USDT minter from the deployer wallet and mint ``amount`` to each of
+    ``holders`` (addresses); the master's bounceable address once every balance is there."""
+    from pytoniq_core import Address
+
+    from relayers.ton import jetton as J
+    from relayers.ton import wallet as tw
+
+    lb = await tw.connect(liteserver_config, trust_level=2)
+    try:
+        w = await tw.open_wallet(lb, deployer_mnemonic)
+
+        async def seqno() -> int:
+            await w.update()
+            return await w.get_seqno() if w.is_active else 0
+
+        async def step(coro) -> None:
+            before = await seqno()
+            await coro
+
+            async def moved():
+                return await seqno() > before
+
+            await tw.wait_for(moved, timeout)
+
+        content = J.content_cell(USDT_CONTENT_URI)
+        master = J.minter_address(w.address, content)
+        await step(J.deploy_minter(w, USDT_CONTENT_URI))
+        for h in holders:
+            await step(J.mint(w, master, Address(h) if isinstance(h, str) else h, amount))
+        for h in holders:
+            async def funded(h=h):
+                try:
+                    return await J.jetton_balance(lb, master, h) >= amount
+                except BridgeError:
+                    return False
+
+            await tw.wait_for(funded, timeout)
+    finally:
+        await lb.close_all()
+    return lockc.bounceable(master)
+
+
 async def start_devchains(directory: Path, committee: DevCommittee) -> list[DevChain]:
     """``committee`` is a ``devnet.devchains.DevCommittee`` (``ed25519_public`` hex keys, threshold)."""
     state_dir = directory / "ton"
@@ -119,10 +177,11 @@ async def start_devchains(directory: Path, committee: DevCommittee) -> list[DevC
         cfg = chain.info["liteserver_config"]
         if committee.manifest is None:
             raise BridgeError("the ton devchain deploys through the manifest: DevCommittee.manifest is not set")
+        usdt = await deploy_dev_usdt(cfg, " ".join(deployer), [a["address"] for a in accounts])
         # `creditbridge deploy ton` does the same: state init through a real wallet transfer
         deployed = await deploy_ton(committee.manifest, network=committee.network, chain=CHAIN_NAME,
                                     liteserver_config=cfg, mnemonic=" ".join(deployer), min_amount=LOCK_MIN_NANOTON,
-                                    trust_level=2, value=LOCK_DEPLOY_VALUE)
+                                    trust_level=2, value=LOCK_DEPLOY_VALUE, jetton_masters=[usdt])
         lock, global_id = deployed.bounceable, deployed.global_id
     except BaseException:
         await chain.stop()
@@ -137,6 +196,10 @@ async def start_devchains(directory: Path, committee: DevCommittee) -> list[DevC
               "toncenter": toncenter, "poll_interval": 0.5, "max_block_range": 200}
     info = {"family": "ton", "liteserver_config": cfg, "trust_level": 2, "toncenter": toncenter,
             "contracts": {"lock": lock}, "global_id": global_id,
-            "lock_min_amount": str(LOCK_MIN_NANOTON), "lock_min_release": str(lockc.DEFAULT_MIN_RELEASE)}
+            "lock_min_amount": str(LOCK_MIN_NANOTON), "lock_min_release": str(lockc.DEFAULT_MIN_RELEASE),
+            "tokens": {"USDT": {"jetton_master": usdt, "decimals": USDT_DECIMALS}}}
+    tokens = [{"symbol": "USDT", "chain": CHAIN_NAME, "decimals": USDT_DECIMALS, "jetton_master": usdt,
+               "peg": "1.00", "peg_band_bps": USDT_PEG_BAND_BPS, "min_refund": USDT_MIN_REFUND}]
     return [DevChain(name=CHAIN_NAME, config=config, info=info, accounts=accounts, fixed_usd={"TON": TON_USD},
-                     min_amount={"TON": QUOTE_MIN_NANOTON}, stop=chain.stop)]
+                     min_amount={"TON": QUOTE_MIN_NANOTON, f"USDT@{CHAIN_NAME}": USDT_QUOTE_MIN}, stop=chain.stop,
+                     tokens=tokens)]

@@ -9,19 +9,26 @@ minus the release's gas, import and forwarding fees (``relayers.ton.lock.RELEASE
 Reads go through liteservers (``liteserver_config``), like the refund worker's releases: a
 masterchain block is final once served, so a release id seen paid at a block stays paid; only
 those are remembered, ids not paid yet are asked again at the next height.
+
+Jettons (issue 15): a reader built with ``token`` (a ``PayableToken`` with ``jetton_master``)
+reports that jetton: ``balance(height)`` is the balance (``get_wallet_data``) of the lock's
+jetton wallet at that block, the wallet being the one the lock stored at set-up (``get_jetton``
+of the master; 0 while the lock has none). ``released`` is the same set for every token (release
+ids are unique across tokens).
 """
 
 from __future__ import annotations
 
 from pytoniq_core import Address
 
-from bridge.config import TonChainConfig
-from bridge.errors import ConfigError
+from bridge.config import PayableToken, TonChainConfig
+from bridge.errors import ChainError, ConfigError, InputError
 from relayers.ton.transport import LiteTransport, McBlock
 
 
 class TonCustody:
-    def __init__(self, cfg: TonChainConfig, transport: LiteTransport | None = None) -> None:
+    def __init__(self, cfg: TonChainConfig, transport: LiteTransport | None = None, *,
+                 token: PayableToken | None = None) -> None:
         if "lock" not in cfg.contracts:
             raise ConfigError(f"chain {cfg.name}: contracts.lock is required for its custody")
         if transport is None and cfg.liteserver_config is None:
@@ -32,6 +39,15 @@ class TonCustody:
             self.lock = Address(cfg.contracts["lock"])
         except Exception:  # pytoniq-core raises bare exceptions on bad addresses
             raise ConfigError(f"chain {cfg.name}: contracts.lock is not a TON address") from None
+        self.token = None if token is None or token.native else token
+        self.master: Address | None = None
+        if self.token is not None:
+            if self.token.jetton_master is None:
+                raise ConfigError(f"chain {cfg.name}: token {self.token.symbol} has no jetton_master")
+            try:
+                self.master = Address(self.token.jetton_master)
+            except Exception:  # pytoniq-core raises bare exceptions on bad addresses
+                raise ConfigError(f"chain {cfg.name}: token {self.token.symbol}: jetton_master is not a TON address") from None
         self._own = transport is None
         self.transport = transport if transport is not None else LiteTransport(
             cfg.liteserver_config, cfg.trust_level, cfg.request_timeout)
@@ -48,8 +64,32 @@ class TonCustody:
         return b
 
     async def balance(self, height: int) -> int:
-        """The lock's balance (nanotons) at masterchain block ``height``."""
-        return await self.transport.balance(self.lock, await self._block(height))
+        """The lock's balance (nanotons) at masterchain block ``height``; for a jetton reader, the
+        balance (base units) of the lock's wallet of that jetton at that block."""
+        block = await self._block(height)
+        if self.master is None:
+            return await self.transport.balance(self.lock, block)
+        wallet = await self.jetton_wallet(block)
+        if wallet is None or await self.transport.account_data(wallet, block) is None:
+            return 0
+        from relayers.ton.jetton import parse_wallet_data
+
+        try:
+            balance, _, _ = parse_wallet_data(await self.transport.run_get_method(wallet, "get_wallet_data", [], block))
+        except InputError as e:
+            raise ChainError(f"chain {self.chain}: the lock's jetton wallet {wallet.to_str()} answers oddly: "
+                             f"{e.detail}") from None
+        return balance
+
+    async def jetton_wallet(self, block: McBlock | None = None) -> Address | None:
+        """The lock's wallet of this reader's jetton, as the lock stored it (None before set-up)."""
+        assert self.master is not None
+        wallet, _ = await self.transport.run_get_method(self.lock, "get_jetton",
+                                                        [int.from_bytes(self.master.hash_part, "big")], block)
+        wallet = int(wallet)
+        if wallet <= 0:
+            return None
+        return Address((0, wallet.to_bytes(32, "big")))
 
     async def released(self, height: int, candidates: set[bytes]) -> set[bytes]:
         """Which of ``candidates`` the lock paid in blocks up to ``height`` (``is_released`` at

@@ -6,6 +6,12 @@ from the chain: block 0's ``global_id``, checked against the manifest and the kn
 It is deployed by a real wallet transfer (WalletV4R2, mnemonic from an environment variable in
 the CLI) with the state init attached; the function waits until the lock answers its get-methods
 and records its address, code hash and the masterchain seqno it was seen active at.
+
+Jettons (issue 15): ``jetton_masters`` (the chain's ``[[tokens]] jetton_master`` addresses) are
+part of the lock's initial data, hence of its address; after deployment the same wallet sends
+``jetton_setup`` for each (the lock asks the master for its wallet, TEP-89) and the function
+waits until the lock has stored every wallet: a lock that cannot learn its wallet would refuse
+that jetton's deposits (they would stay on its wallet unlogged).
 """
 
 from __future__ import annotations
@@ -37,6 +43,23 @@ class TonDeployment:
     manifest_hash: str
 
 
+async def _set_up_jetton(lb, deployer, lock, master, timeout: float) -> None:
+    """``jetton_setup`` from the deployer's wallet; waits until the lock stored its wallet."""
+    key = int.from_bytes(master.hash_part, "big")
+
+    async def stored():
+        try:
+            wallet, _ = await lb.run_get_method(lock, "get_jetton", [key])
+            return int(wallet) > 0
+        except Exception:  # pytoniq raises assorted errors while a state is not there yet
+            return False
+
+    if await stored():
+        return
+    await tw.transfer(deployer, lock, lockc.JETTON_SETUP_VALUE, lockc.jetton_setup_body(master))
+    await tw.wait_for(stored, timeout)
+
+
 def check_global_id(network: str, chain: str, actual: int, expected: int | None) -> None:
     if expected is not None and actual != expected:
         raise ConfigError(f"{chain}: the chain's global id is {actual}, the manifest's is {expected}")
@@ -58,7 +81,8 @@ async def _global_id(lb) -> int:
 async def deploy_ton(manifest_path: str | Path, *, network: str, chain: str = "ton", liteserver_config: dict,
                      mnemonic: str, min_amount: int, min_release: int = lockc.DEFAULT_MIN_RELEASE,
                      token: str = "TON", trust_level: int = 0, treasury: str | None = None,
-                     value: int = LOCK_DEPLOY_VALUE, timeout: float = 60.0) -> TonDeployment:
+                     value: int = LOCK_DEPLOY_VALUE, timeout: float = 60.0,
+                     jetton_masters: list[str] | None = None) -> TonDeployment:
     manifest = mf.load_or_new(manifest_path, network)
     if manifest.committee is None:
         raise ConfigError(f"manifest {manifest_path} has no committee: run `creditbridge committee init` first")
@@ -71,8 +95,16 @@ async def deploy_ton(manifest_path: str | Path, *, network: str, chain: str = "t
     try:
         global_id = await _global_id(lb)
         check_global_id(network, chain, global_id, entry.global_id if entry is not None else None)
-        si = lockc.state_init(keys, threshold, min_amount, global_id=global_id, min_release=min_release)
-        address = lockc.lock_address(keys, threshold, min_amount, global_id=global_id, min_release=min_release)
+        from pytoniq_core import Address
+
+        try:
+            masters = [Address(m) for m in jetton_masters or []]
+        except Exception:  # pytoniq-core raises bare exceptions on bad addresses
+            raise ConfigError(f"{chain}: a jetton master is not a TON address") from None
+        si = lockc.state_init(keys, threshold, min_amount, global_id=global_id, min_release=min_release,
+                              jetton_masters=masters)
+        address = lockc.lock_address(keys, threshold, min_amount, global_id=global_id, min_release=min_release,
+                                     jetton_masters=masters)
         deployer = await tw.open_wallet(lb, mnemonic)
         log.info("%s: deploying the lock %s from %s (committee %d of %d, global id %d)", chain,
                  lockc.bounceable(address), deployer.address.to_str(), threshold, len(keys), global_id)
@@ -85,6 +117,8 @@ async def deploy_ton(manifest_path: str | Path, *, network: str, chain: str = "t
                 return False
 
         await tw.wait_for(active, timeout)
+        for master in masters:
+            await _set_up_jetton(lb, deployer, address, master, timeout)
         seqno = int((await lb.get_masterchain_info())["last"]["seqno"])
     finally:
         await lb.close_all()

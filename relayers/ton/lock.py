@@ -7,7 +7,7 @@ Constants mirror lock.fc; tests/unit/ton checks every exit code on the real TVM.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -26,6 +26,9 @@ OP_RELEASE = 0x43425232  # "CBR2": release#43425232 global_id:int32 lock destina
 OP_TOP_UP = 0x43424354  # "CBCT": funds the contract without a deposit log
 OP_ROTATE = 0x43425243  # "CBRC": rotate#43425243 global_id:int32 lock new_index:uint32 threshold:uint8 keys
 LOG_DEPOSIT = 0x43424C31  # "CBL1": the log's topic (addr_extern of 32 bits) and its body tag
+OP_RELEASE_JETTON = 0x43425233  # "CBR3": release_jetton#43425233 ... release_id master:^MsgAddressInt
+OP_JETTON_SETUP = 0x43424A53  # "CBJS": jetton_setup#43424A53 query_id:uint64 master:MsgAddressInt
+LOG_JETTON_DEPOSIT = 0x43424A31  # "CBJ1": a jetton deposit's log topic and body tag
 
 ERR_SHORT_BODY = 401
 ERR_UNKNOWN_OP = 402
@@ -42,6 +45,11 @@ ERR_WRONG_NETWORK = 418
 ERR_BELOW_MIN_RELEASE = 419
 ERR_BAD_ROTATION_INDEX = 420
 ERR_INVALID_COMMITTEE = 421
+ERR_UNKNOWN_JETTON_WALLET = 405
+ERR_UNKNOWN_MASTER = 430
+ERR_JETTON_SET_UP = 431
+ERR_BAD_JETTON_WALLET = 432
+ERR_JETTON_NOT_SET_UP = 434
 EXIT_CODES = {
     ERR_SHORT_BODY: "short body", ERR_UNKNOWN_OP: "unknown op", ERR_TOO_SMALL: "amount below minimum",
     ERR_NOT_BASECHAIN: "sender not on the basechain", ERR_RELEASE_USED: "release id used already",
@@ -51,7 +59,17 @@ EXIT_CODES = {
     ERR_WRONG_NETWORK: "release signed for another network", ERR_BELOW_MIN_RELEASE: "release below the minimum",
     ERR_BAD_ROTATION_INDEX: "rotation index is not the committee index + 1 (replayed or out of order)",
     ERR_INVALID_COMMITTEE: "invalid new committee (no keys, over 255, or not a majority threshold)",
+    ERR_UNKNOWN_JETTON_WALLET: "transfer_notification not from the lock's wallet of a configured jetton",
+    ERR_UNKNOWN_MASTER: "not a configured jetton master", ERR_JETTON_SET_UP: "the jetton's wallet is set up already",
+    ERR_BAD_JETTON_WALLET: "take_wallet_address without a basechain wallet",
+    ERR_JETTON_NOT_SET_UP: "the lock's wallet of this jetton is not set up",
 }
+# TON the lock attaches to a jetton release's transfer, from its reserve (lock.fc)
+JETTON_RELEASE_VALUE = 50_000_000
+# TON to send with jetton_setup (lock.fc forwards jetton_setup_value of it to the master)
+JETTON_SETUP_VALUE = 100_000_000
+# configured jetton masters per lock, at most (a notification looks its wallet up among them)
+MAX_JETTONS = 16
 MIN_RESERVE = 50_000_000  # nanotons kept after a release (lock.fc min_reserve)
 
 # TON global ids (ConfigParam 19): the lock's initial data and every release payload carry one
@@ -106,8 +124,23 @@ def check_committee(public_keys: Sequence[bytes], threshold: int) -> None:
         raise InputError("committee keys must be distinct (a duplicate would let one member sign twice)")
 
 
+def _jettons_dict(masters: Sequence[Address]) -> Cell | None:
+    """``jettons:(HashmapE 256 JettonEntry)`` at deployment: each configured master's basechain
+    account id -> wallet 0 (set up later by TEP-89), balance 0."""
+    if len(masters) > MAX_JETTONS:
+        raise InputError(f"at most {MAX_JETTONS} jetton masters per lock")
+    hm = HashMap(256, value_serializer=lambda src, dest: dest.store_uint(0, 256).store_coins(0))
+    for m in masters:
+        if m.wc != 0:
+            raise InputError("a jetton master must be in the basechain")
+        hm.set_int_key(int.from_bytes(m.hash_part, "big"), b"")
+    if len({m.hash_part for m in masters}) != len(masters):
+        raise InputError("jetton masters must be distinct")
+    return hm.serialize()
+
+
 def initial_data(public_keys: Sequence[bytes], threshold: int, min_amount: int, *, global_id: int,
-                 min_release: int = DEFAULT_MIN_RELEASE) -> Cell:
+                 min_release: int = DEFAULT_MIN_RELEASE, jetton_masters: Sequence[Address] = ()) -> Cell:
     """The lock's storage at deployment (committee index 0; a rotation signed by the current
     set replaces the committee): distinct keys, ``1 <= threshold <= n <= 255`` and
     ``2 * threshold > n`` (it signs refunds, so two disjoint groups must never both reach the threshold). ``global_id`` is the network's
@@ -120,7 +153,8 @@ def initial_data(public_keys: Sequence[bytes], threshold: int, min_amount: int, 
         raise InputError(f"min_release must cover a release's fees (at least {RELEASE_FEE_BOUND} nanotons)")
     return (Builder().store_uint(0, 64).store_uint(0, 32).store_coins(min_amount).store_uint(threshold, 8)
             .store_int(check_global_id(global_id), 32).store_coins(min_release).store_uint(0, 32)
-            .store_maybe_ref(_keys_dict(public_keys)).store_maybe_ref(None).end_cell())
+            .store_maybe_ref(_keys_dict(public_keys)).store_maybe_ref(None)
+            .store_maybe_ref(_jettons_dict(list(jetton_masters))).end_cell())
 
 
 @dataclass(frozen=True)
@@ -133,6 +167,7 @@ class LockData:
     min_release: int
     keys: list[bytes]
     committee_index: int = 0
+    jettons: dict[bytes, tuple[bytes | None, int]] = field(default_factory=dict)  # master id -> (wallet id, held)
 
 
 def parse_lock_data(data: Cell) -> LockData:
@@ -148,6 +183,7 @@ def parse_lock_data(data: Cell) -> LockData:
         committee_index = s.load_uint(32)
         keys = s.load_maybe_ref()
         s.load_maybe_ref()
+        jettons = parse_jettons(s.load_maybe_ref())
         if s.remaining_bits or s.remaining_refs:
             raise InputError("trailing data")
         _, members = parse_committee(threshold, keys)
@@ -155,20 +191,36 @@ def parse_lock_data(data: Cell) -> LockData:
         raise InputError(f"not a lock's storage ({e.detail})") from None
     except Exception as e:  # pytoniq-core raises assorted errors on short slices
         raise InputError(f"not a lock's storage ({e.__class__.__name__})") from None
-    return LockData(min_amount, threshold, global_id, min_release, members, committee_index)
+    return LockData(min_amount, threshold, global_id, min_release, members, committee_index, jettons)
+
+
+def parse_jettons(cell: Cell | None) -> dict[bytes, tuple[bytes | None, int]]:
+    """The lock's ``jettons`` dict (``get_jettons``): master account id -> (its wallet's account
+    id, or None before set-up; the jettons the lock holds for logged deposits minus releases)."""
+    if cell is None:
+        return {}
+
+    def value(s):
+        return s.load_uint(256), s.load_coins()
+
+    parsed = HashMap.parse(cell.begin_parse(), 256, value_deserializer=value) or {}
+    return {k.to_bytes(32, "big"): ((w.to_bytes(32, "big") if w else None), held) for k, (w, held) in parsed.items()}
 
 
 def state_init(public_keys: Sequence[bytes], threshold: int, min_amount: int, *, global_id: int,
-               min_release: int = DEFAULT_MIN_RELEASE) -> StateInit:
+               min_release: int = DEFAULT_MIN_RELEASE, jetton_masters: Sequence[Address] = ()) -> StateInit:
     return StateInit(code=lock_code(), data=initial_data(public_keys, threshold, min_amount, global_id=global_id,
-                                                         min_release=min_release))
+                                                         min_release=min_release, jetton_masters=jetton_masters))
 
 
 def lock_address(public_keys: Sequence[bytes], threshold: int, min_amount: int, *, global_id: int,
-                 min_release: int = DEFAULT_MIN_RELEASE, workchain: int = 0) -> Address:
+                 min_release: int = DEFAULT_MIN_RELEASE, workchain: int = 0,
+                 jetton_masters: Sequence[Address] = ()) -> Address:
     """The lock's address (bounceable form), a function of code and initial storage: the same
-    committee gets a different address on each network (``global_id``)."""
-    si = state_init(public_keys, threshold, min_amount, global_id=global_id, min_release=min_release)
+    committee gets a different address on each network (``global_id``), and the configured
+    jetton masters are part of it too."""
+    si = state_init(public_keys, threshold, min_amount, global_id=global_id, min_release=min_release,
+                    jetton_masters=jetton_masters)
     a = Address((workchain, si.serialize().hash))
     a.is_bounceable = True
     return a
@@ -210,6 +262,28 @@ def top_up_body(query_id: int = 0) -> Cell:
     return Builder().store_uint(OP_TOP_UP, 32).store_uint(query_id, 64).end_cell()
 
 
+def jetton_setup_body(master: Address, query_id: int = 0) -> Cell:
+    """``jetton_setup#43424A53``: the lock asks ``master`` for its wallet (TEP-89) and stores the
+    ``take_wallet_address`` answer if it comes from that master. Anyone may send it, with
+    ``JETTON_SETUP_VALUE``; once per master."""
+    return Builder().store_uint(OP_JETTON_SETUP, 32).store_uint(query_id, 64).store_address(master).end_cell()
+
+
+def payload_reference(payload: Cell | None) -> bytes:
+    """The reference lock.fc logs for a jetton deposit with this ``forward_payload``: a text
+    comment (op 0) or nothing -> ``comment_reference``; the binary deposit body (op CBD1) -> its
+    reference; anything else -> the payload cell's representation hash (no payment's)."""
+    if payload is None:
+        return comment_reference(Cell.empty())
+    s = payload.begin_parse()
+    if s.remaining_bits == 0 or (s.remaining_bits >= 32 and s.preload_uint(32) == OP_COMMENT):
+        return comment_reference(payload)
+    if s.remaining_bits >= 32 + 64 + 256 and s.preload_uint(32) == OP_DEPOSIT:
+        s.skip_bits(32 + 64)
+        return s.load_bytes(32)
+    return payload.hash
+
+
 # ---------------------------------------------------------------------------------- the log
 @dataclass(frozen=True)
 class DepositLog:
@@ -218,6 +292,48 @@ class DepositLog:
     amount: int
     reference: bytes
     query_id: int
+
+
+@dataclass(frozen=True)
+class JettonDepositLog:
+    """A jetton deposit's log: ``sender`` is the jettons' original sender (the payer, refunds
+    go back to it), ``amount`` what the lock's wallet credited, ``master`` the jetton's master
+    (basechain account id)."""
+
+    seq: int
+    sender: Address
+    amount: int
+    reference: bytes
+    query_id: int
+    master: bytes
+
+
+def is_jetton_log_dest(dest) -> bool:
+    from pytoniq_core.boc.address import ExternalAddress
+
+    return isinstance(dest, ExternalAddress) and dest.len == 32 and dest.external_address == LOG_JETTON_DEPOSIT
+
+
+def parse_jetton_deposit_log(body: Cell) -> JettonDepositLog:
+    try:
+        s = body.begin_parse()
+        if s.remaining_refs == 1 and s.remaining_bits == 0:
+            s = s.load_ref().begin_parse()
+        if s.load_uint(32) != LOG_JETTON_DEPOSIT:
+            raise InputError("not a jetton deposit log")
+        seq = s.load_uint(64)
+        sender = s.load_address()
+        amount = s.load_coins()
+        reference = s.load_bytes(32)
+        query_id = s.load_uint(64)
+        master = s.load_bytes(32)
+    except InputError:
+        raise
+    except Exception as e:  # pytoniq-core raises assorted errors on short slices
+        raise InputError(f"malformed jetton deposit log ({e.__class__.__name__})") from None
+    if sender is None:
+        raise InputError("jetton deposit log without a sender")
+    return JettonDepositLog(seq, sender, amount, reference, query_id, master)
 
 
 def is_deposit_log_dest(dest) -> bool:
@@ -260,6 +376,19 @@ def release_payload(*, global_id: int, lock: Address, destination: Address, amou
         raise InputError("a release amount must be positive")
     return (Builder().store_uint(OP_RELEASE, 32).store_int(check_global_id(global_id), 32).store_address(lock)
             .store_address(destination).store_coins(amount).store_bytes(release_id).end_cell())
+
+
+def jetton_release_payload(*, global_id: int, lock: Address, destination: Address, amount: int,
+                           release_id: bytes, master: Address) -> Cell:
+    """The signed part of a jetton release (lock.fc ``release_jetton#43425233``): like a TON
+    release, plus the jetton's master in a reference; the same used-id set."""
+    if len(release_id) != 32:
+        raise InputError("release id must be 32 bytes")
+    if amount <= 0:
+        raise InputError("a release amount must be positive")
+    return (Builder().store_uint(OP_RELEASE_JETTON, 32).store_int(check_global_id(global_id), 32).store_address(lock)
+            .store_address(destination).store_coins(amount).store_bytes(release_id)
+            .store_ref(Builder().store_address(master).end_cell()).end_cell())
 
 
 def rotation_payload(*, global_id: int, lock: Address, new_index: int, public_keys: Sequence[bytes],

@@ -19,6 +19,14 @@ transaction hash (32 bytes, the idempotency key) followed by its logical time (8
 endian), because liteservers and toncenter v2 can only find a transaction by (lt, hash),
 ``event_index`` = the log's out-message index, ``payer`` = the sender's 32-byte account id
 (workchain 0 or -1; wallets are in 0), ``timestamp`` = the transaction's ``now``.
+
+Jetton deposits (issue 15, TEP-74): the lock logs a ``transfer_notification`` from its own
+wallet of a configured master (lock.fc refuses every other sender) as ``CBJ1``: the master, the
+amount its wallet credited, the original sender (payer) and the reference. The observation's
+``token`` is the symbol of the chain's ``PayableToken`` whose ``jetton_master`` is that master
+(``tokens``, symbol -> token); ``amount`` is in the jetton's base units. A jetton the lock logs
+but the config does not name is no token deposit: it is not emitted (logged as an error), so it
+is neither credited nor refunded (configure the same masters the lock was deployed with).
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from pytoniq_core import Address, Cell
 from pytoniq_core.tlb.transaction import Transaction
 
 from bridge.chains import BlockRef, WatcherDefaults
-from bridge.config import TON_REAL_NETWORKS, TonChainConfig
+from bridge.config import TON_REAL_NETWORKS, PayableToken, TonChainConfig
 from bridge.errors import ChainError, ConfigError, InputError
 from bridge.hashing import source_id
 from bridge.types import Observation
@@ -80,12 +88,14 @@ def transport_for(cfg: TonChainConfig) -> Transport:
 
 
 class TonWatcher(WatcherDefaults):
-    def __init__(self, cfg: TonChainConfig, transport: Transport | None = None) -> None:
+    def __init__(self, cfg: TonChainConfig, transport: Transport | None = None, *,
+                 tokens: dict[str, PayableToken] | None = None) -> None:
         if "lock" not in cfg.contracts:
             raise ConfigError(f"chain {cfg.name}: contracts.lock is required")
         self.cfg = cfg
         self.chain = cfg.name
         self.token = cfg.token
+        self.jettons = jetton_symbols(cfg.name, tokens or {})
         self.lock = parse_address(cfg.contracts["lock"])
         if self.lock.wc != 0:
             raise ConfigError(f"chain {cfg.name}: the lock contract must be in workchain 0")
@@ -265,15 +275,23 @@ class TonWatcher(WatcherDefaults):
 
     async def _observe(self, cell: Cell, tx: Any, seqno: int) -> list[Observation]:
         dep = deposit_of(tx, self.lock)
+        token = self.token
         if dep is None:
-            return []
+            dep = jetton_deposit_of(tx, self.lock)
+            if dep is None:
+                return []
+            token = self.jettons.get(dep[1].master)
+            if token is None:
+                log.error("chain %s: jetton deposit %d of master %s, which no [[tokens]] entry names: not "
+                          "credited, not refunded", self.chain, dep[1].seq, dep[1].master.hex())
+                return []
         index, lg = dep
         block = await self._mc(seqno)
         try:
             return [Observation(
                 chain=self.chain, source=await self.source(), sequence=lg.seq, tx_id=tx_id(cell.hash, tx.lt),
                 event_index=index, block_number=seqno, block_hash=block.root_hash, timestamp=int(tx.now),
-                token=self.token, amount=lg.amount, payer=lg.sender.hash_part, reference=lg.reference)]
+                token=token, amount=lg.amount, payer=lg.sender.hash_part, reference=lg.reference)]
         except InputError as e:
             log.error("chain %s: unusable deposit log in %s: %s", self.chain, cell.hash.hex(), e.detail)
             return []
@@ -333,5 +351,64 @@ def deposit_of(tx, lock: Address) -> tuple[int, lockc.DepositLog] | None:
     if (info.src is None or info.src.hash_part != lg.sender.hash_part or info.src.wc != lg.sender.wc
             or info.value.grams != lg.amount):
         log.error("deposit log %d disagrees with its inbound message; ignoring it", lg.seq)
+        return None
+    return found
+
+
+def jetton_symbols(chain: str, tokens: dict[str, PayableToken]) -> dict[bytes, str]:
+    """master account id -> symbol of the chain's jettons (``jetton_master`` of its tokens)."""
+    out: dict[bytes, str] = {}
+    for symbol, t in tokens.items():
+        if t.native or t.jetton_master is None:
+            continue
+        m = parse_address(t.jetton_master)
+        if m.wc != 0:
+            raise ConfigError(f"chain {chain}: token {symbol}: the jetton master must be in the basechain")
+        if m.hash_part in out:
+            raise ConfigError(f"chain {chain}: tokens {out[m.hash_part]} and {symbol} name the same jetton master")
+        out[m.hash_part] = symbol
+    return out
+
+
+def jetton_deposit_of(tx, lock: Address) -> tuple[int, lockc.JettonDepositLog] | None:
+    """(out-message index, log) of the jetton deposit a lock transaction logged, if it did: a
+    successful transaction of an inbound ``transfer_notification`` whose amount and sender are
+    the log's (lock.fc logs one only for its own wallet of a configured master)."""
+    from relayers.ton.jetton import OP_TRANSFER_NOTIFICATION
+
+    if not succeeded(tx):
+        return None
+    found = None
+    for i, m in enumerate(tx.out_msgs):
+        if not m.is_external_out or not lockc.is_jetton_log_dest(m.info.dest):
+            continue
+        src = m.info.src
+        if src is None or src.hash_part != lock.hash_part or src.wc != lock.wc:
+            continue
+        try:
+            lg = lockc.parse_jetton_deposit_log(m.body)
+        except InputError as e:
+            log.error("lock transaction with a malformed jetton deposit log: %s", e.detail)
+            return None
+        if found is not None:
+            log.error("lock transaction with two jetton deposit logs; ignoring it")
+            return None
+        found = (i, lg)
+    if found is None:
+        return None
+    lg = found[1]
+    try:
+        body = tx.in_msg.body.begin_parse()
+        op = body.load_uint(32)
+        body.skip_bits(64)
+        amount = body.load_coins()
+        sender = body.load_address()
+    except Exception as e:  # pytoniq-core raises assorted errors on short slices
+        log.error("jetton deposit log %d without a readable notification (%s); ignoring it", lg.seq,
+                  e.__class__.__name__)
+        return None
+    if (op != OP_TRANSFER_NOTIFICATION or amount != lg.amount or sender is None
+            or sender.hash_part != lg.sender.hash_part or sender.wc != lg.sender.wc):
+        log.error("jetton deposit log %d disagrees with its inbound notification; ignoring it", lg.seq)
         return None
     return found

@@ -20,11 +20,18 @@ async def test_devnet_prices_stablecoins_from_its_local_feeds(devnet):
     feeds = devnet.info["price_feeds"]
     assert {"ETH", "USDC", "USDT"} <= set(feeds) and feeds["USDT"]["decimals"] == 8
     tokens = await devnet.call("GET", "/v1/tokens", expect=200)
-    # payable where a family chain holds them (Asset Hub's pallet_assets); not on ethereum yet
-    assert {t["symbol"] for t in tokens if t["chain"] == "ethereum"}.isdisjoint({"USDC", "USDT"})
+    # payable only where custody exists: TON's USDT jetton and the Asset Hub assets (issue 15)
+    stables = sorted((t["symbol"], t["chain"]) for t in tokens if t["symbol"] in ("USDC", "USDT"))
+    expected = [("USDT", "ton")]
+    if "polkadot" in devnet.info["chains"]:
+        expected += [("USDC", "polkadot"), ("USDT", "kusama"), ("USDT", "polkadot")]
+    assert stables == sorted(expected)
     if "polkadot" in devnet.info["chains"]:
         assert {(t["symbol"], t.get("asset_id")) for t in tokens if t["chain"] == "polkadot"} >= {
             ("USDT", 1984), ("USDC", 1337)}
+    (usdt,) = [t for t in tokens if t["symbol"] == "USDT" and t["chain"] == "ton"]
+    assert usdt["jetton_master"] == devnet.info["chains"]["ton"]["tokens"]["USDT"]["jetton_master"]
+    assert (usdt["decimals"], usdt["peg_usd"]) == (6, "1")
 
     cfg = json.loads((devnet.dir / "config" / "api.json").read_text())
     cfg["tokens"] = [*cfg.get("tokens", []), {"symbol": "USDC", "chain": "ethereum", "decimals": 6, "contract": "0x" + "a0" * 20,

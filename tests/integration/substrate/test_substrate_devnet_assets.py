@@ -14,7 +14,6 @@ from substrateinterface import Keypair, KeypairType
 
 from bridge.config import SubstrateCommittee
 from devnet.devchains import DevCommittee
-from devnet.network import _token_entries
 from devnet.substrate.devchain import ASSET_BALANCE, ASSET_MIN_BALANCE, start_devchains
 from relayers.substrate.multisig import committee_address, payment_address
 from relayers.substrate.wallet import DEV_SEEDS, asset_balance, keypair, pay_asset
@@ -33,9 +32,11 @@ async def test_the_devnet_chains_hold_the_stablecoins_and_a_dev_account_pays_in_
             "USDC": {"asset_id": 1337, "decimals": 6, "min_balance": ASSET_MIN_BALANCE}}
         assert set(by_name["kusama"].info["tokens"]) == {"USDT"}
         assert by_name["polkadot"].min_amount["USDT@polkadot"] == 100_000
-        assert sorted((e["symbol"], e["chain"], e["asset_id"]) for e in _token_entries(chains)) == [
+        entries = [e for c in chains for e in c.tokens]  # the devnet's [[tokens]]
+        assert sorted((e["symbol"], e["chain"], e["asset_id"]) for e in entries) == [
             ("USDC", "polkadot", 1337), ("USDT", "kusama", 1984), ("USDT", "polkadot", 1984)]
-        assert all(e["peg"] == "1.00" and e["decimals"] == 6 for e in _token_entries(chains))
+        assert all(e["peg"] == "1.00" and e["decimals"] == 6 and e["min_refund"] >= ASSET_MIN_BALANCE
+                   for e in entries)
 
         url = by_name["polkadot"].info["rpc"]
         members = SubstrateCommittee(members=["0x" + k.public_key.hex() for k in keys], threshold=2)

@@ -32,3 +32,11 @@ def test_relayer_uses_the_committed_code():
     from relayers.ton.lock import lock_code
 
     assert lock_code().hash.hex() == (ROOT / "contracts" / "ton" / "build" / "lock.code-hash").read_text().strip()
+
+
+def test_relayer_uses_the_committed_jetton_code():
+    from relayers.ton.jetton import minter_code, wallet_code
+
+    build = ROOT / "contracts" / "ton" / "build"
+    assert minter_code().hash.hex() == (build / "jetton_minter.code-hash").read_text().strip()
+    assert wallet_code().hash.hex() == (build / "jetton_wallet.code-hash").read_text().strip()

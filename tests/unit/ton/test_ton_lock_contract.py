@@ -338,6 +338,10 @@ def test_every_exit_code_is_covered():
     import sys
 
     src = inspect.getsource(sys.modules[__name__])
+    # the jetton exit codes (issue 15) are provoked in test_ton_jetton_lock.py
+    from pathlib import Path
+
+    src += (Path(__file__).parent / "test_ton_jetton_lock.py").read_text()
     names = {name for name, value in vars(L).items() if name.startswith("ERR_")}
     assert {n for n in names if f"L.{n}" not in src} == set()
     assert set(L.EXIT_CODES) == {getattr(L, n) for n in names}
