@@ -32,7 +32,7 @@ def make_watcher(chain, registry=None, tokens: dict | None = None) -> Watcher:
     if chain.family == "substrate":
         from relayers.substrate.watcher import SubstrateWatcher
 
-        return SubstrateWatcher(chain, registry=registry)
+        return SubstrateWatcher(chain, registry=registry, tokens=tokens)
     if chain.family == "ton":
         from relayers.ton.watcher import TonWatcher
 
@@ -175,7 +175,8 @@ def payment_collectors(settings: Settings, approvers: dict, gateway, session, re
     from relayers.substrate.collect import PaymentCollector
 
     return {c.name: PaymentCollector(c, approvers[c.name].refunder, gateway, registry=registry,
-                                     poll_interval=max(c.poll_interval, 1.0))
+                                     poll_interval=max(c.poll_interval, 1.0),
+                                     tokens=non_native_tokens(settings).get(c.name))
             for c in settings.source_chains() if c.family == "substrate" and c.name in approvers}
 
 
@@ -321,7 +322,7 @@ def lifecycle_options(settings: Settings, refund_key=None, sup: Supervisor | Non
             elif c.family == "substrate":
                 from relayers.substrate.refund import SignerApprovals
 
-                approvers[c.name] = SignerApprovals(c, refund_key.secret)
+                approvers[c.name] = SignerApprovals(c, refund_key.secret, tokens=non_native_tokens(settings).get(c.name))
         if sup is not None:
             _close_on_stop(sup, list(approvers.values()))
     else:

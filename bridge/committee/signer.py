@@ -455,8 +455,10 @@ class SignerNode:
 
         try:
             last = json.loads(r.progress) if r.progress else {"state": "none"}
+            # a release in a non-native token (r.token: its symbol) pays that token (Asset Hub: pallet_assets)
             new = await self.approvers[r.chain].step(release_id=r.release_id, payer=r.to, amount=r.amount,
-                                                     sequence=r.sequence, progress=last)
+                                                     sequence=r.sequence, progress=last,
+                                                     **({"token": r.token} if r.token is not None else {}))
         except BridgeError as e:
             if e.retryable:
                 await self._approval_later(r, now, e.code, str(e))

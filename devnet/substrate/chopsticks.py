@@ -21,6 +21,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import aiohttp
@@ -92,10 +93,52 @@ async def rpc(url: str, method: str, *params: Any, timeout: float = 30.0) -> Any
     return answer.get("result")
 
 
-def funded_accounts_storage(balances: Mapping[str, int]) -> dict:
-    """``import-storage`` content that sets ``System.Account`` of SS58 addresses."""
-    return {"System": {"Account": [[[addr], {"providers": 1, "data": {"free": str(free)}}]
-                                   for addr, free in balances.items()]}}
+def funded_accounts_storage(balances: Mapping[str, int], assets: Mapping[int, "DevAsset"] | None = None) -> dict:
+    """``import-storage`` content that sets ``System.Account`` of SS58 addresses and, with
+    ``assets``, creates real ``pallet_assets`` assets (``Assets.Asset``, ``Assets.Metadata``)
+    held by those addresses (``Assets.Account``, reason ``Sufficient``; each holder's
+    ``System.Account.sufficients`` counts its assets, as the pallet keeps it)."""
+    assets = dict(assets or {})
+    sufficients: dict[str, int] = {}
+    for a in assets.values():
+        for addr in a.holders:
+            sufficients[addr] = sufficients.get(addr, 0) + 1
+    accounts = []
+    for addr in sorted(set(balances) | set(sufficients)):
+        entry: dict[str, Any] = {"providers": 1 if balances.get(addr) else 0, "data": {"free": str(balances.get(addr, 0))}}
+        if sufficients.get(addr):
+            entry["sufficients"] = sufficients[addr]
+        accounts.append([[addr], entry])
+    out: dict[str, Any] = {"System": {"Account": accounts}}
+    if assets:
+        out["Assets"] = {
+            "Asset": [[[asset_id], a.details()] for asset_id, a in sorted(assets.items())],
+            "Metadata": [[[asset_id], {"deposit": "0", "name": a.name, "symbol": a.symbol, "decimals": a.decimals,
+                                       "isFrozen": False}] for asset_id, a in sorted(assets.items())],
+            "Account": [[[asset_id, addr], {"balance": str(amount), "isFrozen": False, "reason": "Sufficient",
+                                            "extra": None}]
+                        for asset_id, a in sorted(assets.items()) for addr, amount in sorted(a.holders.items())],
+        }
+    return out
+
+
+@dataclass(frozen=True)
+class DevAsset:
+    """A ``pallet_assets`` asset created in a chopsticks chain's genesis state (sufficient, so an
+    account holding only it needs no native balance, as for USDT 1984 and USDC 1337 on Polkadot Hub)."""
+
+    symbol: str
+    name: str
+    owner: str  # SS58: owner, issuer, admin and freezer
+    holders: Mapping[str, int]  # SS58 -> base units
+    decimals: int = 6
+    min_balance: int = 70_000  # Polkadot Hub's USDT / USDC: 0.07 tokens
+
+    def details(self) -> dict:
+        return {"owner": self.owner, "issuer": self.owner, "admin": self.owner, "freezer": self.owner,
+                "supply": str(sum(self.holders.values())), "deposit": "0", "minBalance": str(self.min_balance),
+                "isSufficient": True, "accounts": len(self.holders), "sufficients": len(self.holders),
+                "approvals": 0, "isFrozen": False}
 
 
 class ChopsticksNode:
@@ -130,6 +173,7 @@ class ChopsticksNode:
         name: str,
         *,
         balances: Mapping[str, int] | None = None,
+        assets: Mapping[int, DevAsset] | None = None,
         build_block_mode: str = "Instant",
         port: int | None = None,
         timeout: float = 90.0,
@@ -137,7 +181,8 @@ class ChopsticksNode:
     ) -> "ChopsticksNode":
         """Start chopsticks on the offline Asset Hub runtime and wait until it answers.
 
-        ``balances`` funds SS58 addresses (``import-storage``, which builds block 1).
+        ``balances`` funds SS58 addresses (``import-storage``, which builds block 1); ``assets``
+        (asset id -> :class:`DevAsset`) creates ``pallet_assets`` assets held by addresses.
         Writes ``<directory>/<name>.yml`` (its config) and ``<directory>/<name>.log``.
         """
         if build_block_mode not in ("Instant", "Batch", "Manual"):
@@ -151,8 +196,8 @@ class ChopsticksNode:
             p = port if port is not None else free_port()
             cfg: dict[str, Any] = {"genesis": str(genesis.resolve()), "host": "127.0.0.1", "port": p,
                                    "build-block-mode": build_block_mode}
-            if balances:
-                cfg["import-storage"] = funded_accounts_storage(balances)
+            if balances or assets:
+                cfg["import-storage"] = funded_accounts_storage(balances or {}, assets)
             cfg_path = directory / f"{name}.yml"
             cfg_path.write_text(json.dumps(cfg, indent=2))  # JSON is YAML
             log_path = directory / f"{name}.log"

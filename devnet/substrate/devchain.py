@@ -47,6 +47,21 @@ OPERATOR_SEED = "//Eve"
 # committee account keeps whatever it owes (the treasury sweeper's ``reserve``)
 EXISTENTIAL_DEPOSIT = 3_333_333
 MEMBER_BALANCE = 10**15  # per committee member (10^3 tokens): fees and multisig deposits
+# pallet_assets stablecoins (issue 15), created in each chain's genesis state with Polkadot Hub's
+# ids: symbol -> (asset id, name), per chain; 6 decimals, sufficient, min_balance 0.07 tokens
+DEV_ASSETS = {
+    "polkadot": {"USDT": (1984, "Tether USD"), "USDC": (1337, "USD Coin")},
+    "kusama": {"USDT": (1984, "Tether USD")},
+}
+ASSET_DECIMALS = 6
+ASSET_BALANCE = 10**12  # base units per dev account (10^6 tokens)
+ASSET_MIN_AMOUNT = 100_000  # minimum payment: 0.10 tokens (above the assets' min_balance of 0.07)
+# the committee account holds each asset's min_balance from genesis, as an operator funds it: its
+# releases pay Assets.transfer_keep_alive, which never takes an asset account below min_balance
+# (the treasury sweeper's reserve for (chain, asset)), like the native existential deposit
+ASSET_MIN_BALANCE = 70_000
+ASSET_PEG_BAND_BPS = 100  # the devnet's depeg guard: 1 % around 1.00
+ASSET_MIN_REFUND = 100_000  # 0.10 tokens: above min_balance (a smaller refund to a new account fails)
 
 # chopsticks sets each block's Timestamp.set to the parent's plus the slot duration (12 s for
 # this runtime, measured between consecutive blocks). In "Instant" mode it builds a block per
@@ -109,6 +124,18 @@ async def top_up(node: ChopsticksNode, committee: str, amount: int) -> None:
                          retryable=False)
 
 
+def dev_assets(chain: str, extra_holders: dict[str, int] | None = None) -> dict:
+    """The chain's ``DEV_ASSETS`` as chopsticks genesis assets held by every dev account (and
+    ``extra_holders``: SS58 -> base units)."""
+    from devnet.substrate.chopsticks import DevAsset
+
+    holders = {keypair(s, 42).ss58_address: ASSET_BALANCE for s in DEV_SEEDS}
+    holders.update(extra_holders or {})
+    return {aid: DevAsset(sym, title, keypair(OPERATOR_SEED, 42).ss58_address, holders, decimals=ASSET_DECIMALS,
+                          min_balance=ASSET_MIN_BALANCE)
+            for sym, (aid, title) in DEV_ASSETS.get(chain, {}).items()}
+
+
 def _free(url: str, account: str) -> int:
     from relayers.substrate.client import SDK_LOCK
     from relayers.substrate.wallet import connect
@@ -135,7 +162,8 @@ async def start_devchains(directory: Path, committee: DevCommittee) -> list[DevC
     balances.update({ss58(bytes.fromhex(m[2:]), 42): MEMBER_BALANCE for m in members})
     where = directory / "chopsticks"
     started = await asyncio.gather(
-        *(ChopsticksNode.start(where, name, balances=balances, build_block_mode="Manual")
+        *(ChopsticksNode.start(where, name, balances=balances, build_block_mode="Manual", assets=dev_assets(
+            name, {committee_address(SubstrateCommittee(**committee_cfg), 42): ASSET_MIN_BALANCE}))
           for name, *_ in DEV_CHAINS),
         return_exceptions=True,
     )
@@ -183,10 +211,17 @@ async def start_devchains(directory: Path, committee: DevCommittee) -> list[DevC
                 config=config,
                 info={"family": "substrate", "rpc": node.ws_url, "ss58_prefix": prefix, "token": token,
                       "committee_account": account, "existential_deposit": EXISTENTIAL_DEPOSIT, "genesis_hash": CHOPSTICKS_GENESIS,
-                      "runtime": "Rococo Asset Hub (spec 900) on chopsticks; on-chain decimals 12"},
+                      "runtime": "Rococo Asset Hub (spec 900) on chopsticks; on-chain decimals 12",
+                      # pallet_assets stablecoins held by the dev accounts (devnet.json chains.<name>.tokens)
+                      "tokens": {sym: {"asset_id": aid, "decimals": ASSET_DECIMALS, "min_balance": ASSET_MIN_BALANCE}
+                                 for sym, (aid, _) in DEV_ASSETS.get(name, {}).items()}},
                 accounts=[{"address": keypair(s, prefix).ss58_address, "seed": s} for s in DEV_SEEDS],
                 fixed_usd={token: usd},
-                min_amount={token: min_amount},
+                min_amount={token: min_amount, **{f"{sym}@{name}": ASSET_MIN_AMOUNT for sym in DEV_ASSETS.get(name, {})}},
+                # [[tokens]] of every component's config: the pallet_assets stablecoins are payable
+                tokens=[{"symbol": sym, "chain": name, "decimals": ASSET_DECIMALS, "asset_id": aid, "peg": "1.00",
+                         "peg_band_bps": ASSET_PEG_BAND_BPS, "min_refund": ASSET_MIN_REFUND}
+                        for sym, (aid, _) in DEV_ASSETS.get(name, {}).items()],
                 stop=stop,
             ))
     except BaseException:

@@ -25,6 +25,22 @@ Each signer runs a :class:`PaymentCollector` that
 
 The executed collection is the deposit the watcher sees (``decode.find_collection``).
 
+**Tokens** (issue 15): with ``tokens`` (the chain's ``pallet_assets`` tokens) the collector
+tracks each (account, token) on its own, from ``Balances.Transfer`` and ``Assets.Transferred``
+events: a payer of a USDT payment sends a plain ``Assets.transfer_keep_alive(1984, account,
+amount)``, the account then holds only USDT (the asset is sufficient: no native balance needed;
+the approving members pay every fee, the executed call costs the account nothing). Its
+collection is ``Utility.batch_all([Assets.transfer(id, committee, balance), System.remark_with_event(
+reference ++ payer)])``: ``pallet_assets`` (spec 900) has no ``transfer_all``, so the call names
+the balance read at the finalized head, which every honest member reads alike; a changed
+balance is a new round (its release id includes the asset and amount). One token per
+collection: a payment account that received USDC for a USDT payment is collected twice, two
+deposits (the deposit rule refunds the USDC). Dust floor of an asset: its token's ``min_refund``
+(at least 1). Assets that are no configured token are
+not collected (WARNING once). Limit: an asset transfer into the account that lands after the
+balance was read and before the collection executed stays behind with no known payer (the
+"payer unknown" WARNING), until an operator looks.
+
 Restart safety: the collector keeps its state in memory. After a restart it rescans from
 ``start_block`` (default: ``lookback_blocks`` below the finalized head, not below the chain's
 configured ``start_block``) and rebuilds the
@@ -51,19 +67,23 @@ from typing import Any, Callable
 from substrateinterface import SubstrateInterface
 from substrateinterface.exceptions import BlockNotFound, SubstrateRequestException
 
-from bridge.config import SubstrateChainConfig
+from bridge.config import PayableToken, SubstrateChainConfig
 from bridge.errors import BridgeError, ChainError
 from bridge.payments.feed import ReferenceFeed, WatchedReferences
 from relayers.substrate.client import CONNECTION_ERRORS, DecodeFailure
 from relayers.substrate.decode import EVENTS_STORAGE_KEY, account_bytes, blake2_256, decode_events
 from relayers.substrate.multisig import payment_account, payment_signatories, ss58
 from relayers.substrate.refund import CollectionOrder, MultisigRefunder, Progress
+from relayers.substrate.watcher import asset_symbols
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LOOKBACK_BLOCKS = 14_400  # ~1 day of 6 s blocks rescanned after a start
 SCAN_PER_STEP = 256  # finalized blocks scanned at most per step (the rest next step)
 COLLECT_DOMAIN = b"creditbridge/collect/v1"
+
+
+Key = tuple[bytes, "int | None"]  # (payment account, pallet_assets asset id or None for the native token)
 
 
 @dataclass(frozen=True)
@@ -98,8 +118,14 @@ class PaymentCollector:
     def __init__(self, cfg: SubstrateChainConfig, refunder: MultisigRefunder, feed: ReferenceFeed | None, *,
                  registry: Any = None, start_block: int | None = None,
                  lookback_blocks: int = DEFAULT_LOOKBACK_BLOCKS, poll_interval: float = 3.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, tokens: dict[str, PayableToken] | None = None) -> None:
         self.cfg = cfg
+        # the chain's pallet_assets tokens (issue 15): asset id -> symbol; each (account, token) is
+        # funded and collected on its own (one token per collection: one deposit per extrinsic)
+        self.assets: dict[int, str] = asset_symbols(cfg.name, tokens)
+        # dust floor of an asset collection: the token's min_refund (base units), at least 1
+        self.asset_min = {a: max(int(getattr((tokens or {})[sym], "min_refund", 0) or 0), 1)
+                          for a, sym in self.assets.items()}
         self.chain = cfg.name
         self.refunder = refunder  # shared with the node's refunds: one nonce sequence per member key
         self.client = refunder.client
@@ -112,9 +138,10 @@ class PaymentCollector:
         self.cursor = start_block
         self.lookback_blocks = lookback_blocks
         self.poll_interval = poll_interval
-        self.funded: dict[bytes, Funding] = {}
-        self.rounds: dict[bytes, Round] = {}
-        self.dust: dict[bytes, int] = {}  # account -> balance below min_refund (reported)
+        # keys are (payment account, asset id or None for the native token)
+        self.funded: dict[Key, Funding] = {}
+        self.rounds: dict[Key, Round] = {}
+        self.dust: dict[Key, int] = {}  # balance below min_refund (reported)
         self._warned: set[tuple[bytes, int | None, str]] = set()
         self._feed_down = False  # warned once per outage
         self._dust_gauge = _dust_gauge(registry) if registry is not None else None
@@ -155,12 +182,20 @@ class PaymentCollector:
         end = min(final, self.cursor + SCAN_PER_STEP - 1)
         if self.cursor <= end and len(self.watched):
             accounts = self.watched.addresses()
-            for n, account, frm, to in await self.client.call(
+            for n, account, asset, frm, to in await self.client.call(
                     functools.partial(self._transfers, set(accounts), self.cursor, end), "collector scan"):
-                if to == account and account not in self.funded and frm is not None:
-                    self.funded[account] = Funding(n, frm)
+                key = (account, asset)
+                if asset is not None and asset not in self.assets:
+                    if to == account:
+                        self._warn_once(account, n, f"asset {asset}",
+                                        "chain %s: payment account %s (reference 0x%s) received asset %d, which is no "
+                                        "configured token: not collected (an operator must look)", self.chain,
+                                        ss58(account, self.cfg.ss58_prefix), accounts[account].hex(), asset)
+                    continue
+                if to == account and key not in self.funded and frm is not None:
+                    self.funded[key] = Funding(n, frm)
                 elif frm == account:
-                    self.funded.pop(account, None)  # collected (or otherwise emptied)
+                    self.funded.pop(key, None)  # collected (or otherwise emptied)
         if self.cursor <= end:
             self.cursor = end + 1
         if end < final:
@@ -169,28 +204,36 @@ class PaymentCollector:
 
     async def _collect(self, at: str) -> None:
         accounts = self.watched.addresses()
-        funded = [a for a in accounts if a in self.funded]
+        funded = [k for k in self.funded if k[0] in accounts]
         balances = await self.client.call(functools.partial(self._balances, funded, at), "balances") if funded else {}
         self.dust = {}
-        for account in funded:
-            reference, funding, balance = accounts[account], self.funded[account], balances.get(account, 0)
+        for key in funded:
+            account, asset = key
+            reference, funding, balance = accounts[account], self.funded[key], balances.get(key, 0)
             if balance == 0:
-                self.rounds.pop(account, None)
+                self.rounds.pop(key, None)
                 continue
-            if balance < self.min_collect:
-                self.dust[account] = balance
-                self._warn_once(account, funding.block, "dust",
-                                "chain %s: payment account %s (reference 0x%s) holds %d, below min_refund %d: "
+            floor = self.min_collect if asset is None else self.asset_min[asset]
+            if balance < floor:
+                self.dust[key] = balance
+                self._warn_once(account, funding.block, f"dust {asset}",
+                                "chain %s: payment account %s (reference 0x%s) holds %d of %s, below min_refund %d: "
                                 "not collected (kept and reported as dust)", self.chain,
-                                ss58(account, self.cfg.ss58_prefix), reference.hex(), balance, self.min_collect)
+                                ss58(account, self.cfg.ss58_prefix), reference.hex(), balance,
+                                self.cfg.token if asset is None else self.assets[asset], floor)
                 continue
-            r = self.rounds.get(account)
-            if r is None or r.order.deposit_block != funding.block:
+            r = self.rounds.get(key)
+            # an asset collection moves an exact amount (pallet_assets has no transfer_all): a
+            # changed balance is a new round, every honest member reads it at the same final head
+            amount = 0 if asset is None else balance
+            if r is None or r.order.deposit_block != funding.block or r.order.amount != amount:
                 others = tuple(s for s in payment_signatories(self.cfg.committee, reference) if s != self.me)
-                rid = blake2_256(COLLECT_DOMAIN + account + funding.block.to_bytes(8, "big"))
-                r = self.rounds[account] = Round(CollectionOrder(release_id=rid, account=account, others=others,
-                                                                 reference=reference, payer=funding.payer,
-                                                                 deposit_block=funding.block), Progress("none"))
+                tag = b"" if asset is None else asset.to_bytes(4, "big") + amount.to_bytes(16, "big")
+                rid = blake2_256(COLLECT_DOMAIN + account + funding.block.to_bytes(8, "big") + tag)
+                r = self.rounds[key] = Round(CollectionOrder(release_id=rid, account=account, others=others,
+                                                             reference=reference, payer=funding.payer,
+                                                             deposit_block=funding.block, asset_id=asset,
+                                                             amount=amount), Progress("none"))
             if r.progress.state in ("done", "failed"):
                 continue  # done: the transfer out is scanned next; failed: logged by the refunder, for an operator
             try:
@@ -198,21 +241,23 @@ class PaymentCollector:
             except BridgeError as e:
                 log.warning("chain %s: collection of %s: %s (retried next step)", self.chain,
                             ss58(account, self.cfg.ss58_prefix), e)
-        for account in accounts:
-            if account not in self.funded:
-                self.rounds.pop(account, None)
-        unknown = [a for a in accounts if a not in self.funded]
+        for key in list(self.rounds):
+            if key not in self.funded or key[0] not in accounts:
+                self.rounds.pop(key, None)
+        unknown = [(a, t) for a in accounts for t in (None, *self.assets) if (a, t) not in self.funded]
         if unknown:
-            for account, balance in (await self.client.call(functools.partial(self._balances, unknown, at),
-                                                            "balances")).items():
+            for (account, asset), balance in (await self.client.call(functools.partial(self._balances, unknown, at),
+                                                                     "balances")).items():
                 if balance > 0:
-                    self._warn_once(account, None, "unknown",
-                                    "chain %s: payment account %s (reference 0x%s) holds %d but no transfer into "
+                    self._warn_once(account, None, f"unknown {asset}",
+                                    "chain %s: payment account %s (reference 0x%s) holds %d %s but no transfer into "
                                     "it was seen in the scanned blocks: payer unknown, not collected (an operator "
                                     "must look)", self.chain, ss58(account, self.cfg.ss58_prefix),
-                                    accounts[account].hex(), balance)
+                                    accounts[account].hex(), balance,
+                                    self.cfg.token if asset is None else self.assets[asset])
         if self._dust_gauge is not None:
-            self._dust_gauge.labels(chain=self.chain).set(sum(self.dust.values()))
+            # native base units only (the gauge has no token label); asset dust is in the warnings
+            self._dust_gauge.labels(chain=self.chain).set(sum(v for (_, t), v in self.dust.items() if t is None))
 
     def _warn_once(self, account: bytes, block: int | None, kind: str, msg: str, *args: Any) -> None:
         key = (account, block, kind)
@@ -239,9 +284,10 @@ class PaymentCollector:
             raise ChainError(f"chain {self.chain}: malformed finalized head") from None
 
     def _transfers(self, accounts: set[bytes], start: int, end: int,
-                   si: SubstrateInterface) -> list[tuple[int, bytes, bytes | None, bytes | None]]:
-        """(block, watched account, from, to) of every successful ``Balances.Transfer`` touching
-        a watched account in blocks ``start..end``, in chain order."""
+                   si: SubstrateInterface) -> list[tuple[int, bytes, int | None, bytes | None, bytes | None]]:
+        """(block, watched account, asset id or None, from, to) of every successful
+        ``Balances.Transfer`` / ``Assets.Transferred`` touching a watched account in blocks
+        ``start..end``, in chain order."""
         out = []
         for n in range(start, end + 1):
             h = si.rpc_request("chain_getBlockHash", [n]).get("result")
@@ -261,25 +307,37 @@ class PaymentCollector:
                 raise DecodeFailure(f"chain {self.chain}: cannot decode the events of block {n} "
                                     f"({e.__class__.__name__})", retryable=False) from None
             for ev in events:
-                if (ev.get("module_id"), ev.get("event_id")) != ("Balances", "Transfer"):
+                name = (ev.get("module_id"), ev.get("event_id"))
+                if name not in (("Balances", "Transfer"), ("Assets", "Transferred")):
                     continue
                 a = ev.get("attributes")
                 if not isinstance(a, dict):
                     continue
+                asset = None
+                if name[0] == "Assets":
+                    asset = a.get("asset_id")
+                    if not isinstance(asset, int) or isinstance(asset, bool):
+                        continue
                 frm, to = account_bytes(a.get("from")), account_bytes(a.get("to"))
                 for account in hit:
                     if account in (frm, to):
-                        out.append((n, account, frm, to))
+                        out.append((n, account, asset, frm, to))
         return out
 
-    def _balances(self, accounts: list[bytes], block_hash: str, si: SubstrateInterface) -> dict[bytes, int]:
+    def _balances(self, keys: list[Key], block_hash: str, si: SubstrateInterface) -> dict[Key, int]:
+        """Free native balance (asset None) or ``Assets.Account(asset, account).balance`` (0 when
+        the account holds none) of each (account, asset) at ``block_hash``."""
         out = {}
-        for account in accounts:
-            v = si.query("System", "Account", ["0x" + account.hex()], block_hash=block_hash).value
+        for account, asset in keys:
+            if asset is None:
+                v = si.query("System", "Account", ["0x" + account.hex()], block_hash=block_hash).value
+            else:
+                v = si.query("Assets", "Account", [asset, "0x" + account.hex()], block_hash=block_hash).value
             try:
-                out[account] = int(v["data"]["free"])
+                out[(account, asset)] = int(v["data"]["free"]) if asset is None else (int(v["balance"]) if v else 0)
             except (KeyError, TypeError, ValueError):
-                raise ChainError(f"chain {self.chain}: malformed System.Account entry", retryable=False) from None
+                raise ChainError(f"chain {self.chain}: malformed {'System' if asset is None else 'Assets'}.Account "
+                                 "entry", retryable=False) from None
         return out
 
 

@@ -2,10 +2,16 @@
 sweeper's solvency check, bridge/committee/treasury.py).
 
 * ``balance(h)``: the account's ``free`` balance at block ``h``, minus nothing: the existential
-  deposit the account must keep is the sweeper's ``reserve`` for the chain.
+  deposit the account must keep is the sweeper's ``reserve`` for the chain. For a reader of a
+  ``pallet_assets`` token (``token=``, issue 15): ``Assets.Account(asset_id, committee).balance``
+  at block ``h`` (0 when the account holds none); releases of that token pay
+  ``Assets.transfer_keep_alive``, so the committee keeps the asset's ``min_balance`` once it
+  holds any (the sweeper's reserve for that (chain, token)).
 * ``released(h, candidates)``: the release ids (refunds and sweeps) the committee executed in
   blocks up to ``h``. Every release is the multisig call ``Utility.batch_all([
-  Balances.transfer_keep_alive(to, amount), System.remark(REMARK_PREFIX + release_id)])``
+  Balances.transfer_keep_alive(to, amount), System.remark(REMARK_PREFIX + release_id)])`` (for
+  a token: ``Assets.transfer_keep_alive(asset_id, to, amount)``; release ids are unique across
+  tokens, so the scan is the same)
   (relayers/substrate/refund.py), so an execution is a ``Multisig.MultisigExecuted`` event of
   the committee account with result ``Ok`` and the call's hash, in the block whose final
   ``as_multi`` extrinsic carries the call's bytes. Blocks are scanned once (final blocks only:
@@ -26,8 +32,8 @@ import logging
 
 from substrateinterface import SubstrateInterface
 
-from bridge.config import SubstrateChainConfig
-from bridge.errors import ChainError
+from bridge.config import PayableToken, SubstrateChainConfig
+from bridge.errors import ChainError, ConfigError
 from relayers.substrate.client import DecodeFailure, SubstrateClient
 from relayers.substrate.decode import EVENTS_STORAGE_KEY, account_bytes, blake2_256, decode_events
 from relayers.substrate.multisig import committee_account_id, ss58
@@ -45,7 +51,11 @@ def _short(e: BaseException) -> str:
 
 
 class SubstrateCustody:
-    def __init__(self, cfg: SubstrateChainConfig, client: SubstrateClient | None = None) -> None:
+    def __init__(self, cfg: SubstrateChainConfig, client: SubstrateClient | None = None, *,
+                 token: PayableToken | None = None) -> None:
+        if token is not None and not token.native and (token.asset_id is None or token.chain != cfg.name):
+            raise ConfigError(f"chain {cfg.name}: custody of {token.symbol} needs its pallet_assets asset_id on this chain")
+        self.asset_id = None if token is None or token.native else token.asset_id
         self.chain = cfg.name
         self.committee = committee_account_id(cfg.committee)
         self.address = ss58(self.committee, cfg.ss58_prefix)
@@ -57,7 +67,8 @@ class SubstrateCustody:
         self._scanned = max(cfg.start_block, 1) - 1
 
     async def balance(self, height: int) -> int:
-        """The committee account's free balance at block ``height`` (planck)."""
+        """The committee account's free balance at block ``height`` (planck), or its balance of
+        the reader's asset."""
         return await self.client.call(functools.partial(self._balance, height), f"balance at {height}")
 
     async def released(self, height: int, candidates: set[bytes] | None = None) -> set[bytes]:
@@ -86,6 +97,13 @@ class SubstrateCustody:
 
     def _balance(self, height: int, si: SubstrateInterface) -> int:
         h = self._hash(si, height)
+        if self.asset_id is not None:
+            held = si.query("Assets", "Account", [self.asset_id, self.address], block_hash=h)
+            try:
+                return int(held.value["balance"]) if held.value else 0
+            except (KeyError, TypeError, ValueError, AttributeError):
+                raise ChainError(f"chain {self.chain}: malformed Assets.Account of the committee at block {height}",
+                                 retryable=False) from None
         account = si.query("System", "Account", [self.address], block_hash=h)
         try:
             return int(account.value["data"]["free"])

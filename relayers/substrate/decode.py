@@ -34,6 +34,17 @@ an inner call fails, so the event -- not the call -- is the proof that money mov
 deposit amount is the sum of the confirmed transfers. Everything else is ignored (logged at
 debug level): unsigned extrinsics, other calls, transfers to other accounts, nested batches.
 
+**Tokens** (issue 15): wherever a balances transfer pays the committee, a ``pallet_assets``
+``Assets.transfer_keep_alive`` / ``Assets.transfer`` (``id``, ``target``, ``amount``) may pay it
+instead; the deposit is then in that asset (``PaymentCall.asset_id``; None = the native token)
+and is confirmed only by ``Assets.Transferred {asset_id, from, to, amount}`` events of the same
+asset (an event of another asset or of ``Balances`` confirms nothing). A deposit is in one token:
+a batch paying the committee in several takes its first transfer's token, the other transfers
+are not part of it (logged; they stay in custody for an operator). A collection of an asset is
+``Utility.batch_all([Assets.transfer(id, committee, balance), System.remark_with_event(reference
+++ payer)])`` (spec 900's ``pallet_assets`` has no ``transfer_all``). Mapping the asset id to a
+configured token is the watcher's (an unconfigured asset is no deposit).
+
 Only *candidates* need decoding (:func:`is_candidate`): an extrinsic whose encoded bytes do
 not contain the committee's 32-byte account id cannot be such a payment.
 
@@ -65,6 +76,7 @@ from bridge.errors import BridgeError
 log = logging.getLogger(__name__)
 
 TRANSFER_CALLS = frozenset({"transfer_keep_alive", "transfer_allow_death", "transfer"})
+ASSET_TRANSFER_CALLS = frozenset({"transfer_keep_alive", "transfer"})  # pallet_assets (issue 15)
 BATCH_CALLS = frozenset({"batch_all", "batch", "force_batch"})
 REMARK_CALLS = frozenset({"remark_with_event", "remark"})
 NESTING_CALLS = frozenset({("Proxy", "proxy"), ("Multisig", "as_multi")})  # one boxed call, made exact
@@ -87,6 +99,8 @@ class PaymentCall:
     kind: str  # "Utility.batch_all", "Proxy.proxy/Utility.batch", "Balances.transfer", ...
     # a collection: the payment account whose funds (any amount: transfer_all) move to the committee
     collected_from: bytes | None = None
+    # the token: None = the chain's native token (Balances), else the pallet_assets asset id
+    asset_id: int | None = None
 
 
 def compact(n: int) -> bytes:
@@ -146,35 +160,63 @@ def remark_bytes(call: dict) -> bytes | None:
     return bytes(value) if isinstance(value, (bytes, bytearray)) else None
 
 
-def _batch_payment(batch: dict, committee: bytes) -> tuple[bytes, tuple[int, ...]] | None:
-    """(reference, transfer amounts) of a batch call paying ``committee``, else None (also for
-    a top-up); the reference is :data:`ZERO_REFERENCE` when the remarks name no single one."""
+def _batch_payment(batch: dict, committee: bytes) -> tuple[bytes, tuple[int, ...], int | None] | None:
+    """(reference, transfer amounts, asset id) of a batch call paying ``committee``, else None
+    (also for a top-up); the reference is :data:`ZERO_REFERENCE` when the remarks name no single
+    one. A deposit is in one token: the token of the batch's first transfer to the committee
+    (None = native); transfers of other tokens in the same batch are not part of it (logged)."""
     calls = _args(batch).get("calls")
     if not isinstance(calls, list):
         return None
     remarks: list[bytes | None] = []
-    transfers: list[int] = []
+    transfers: list[tuple[int | None, int]] = []
     for inner in calls:
         if not isinstance(inner, dict):
             continue
         module, function = _name(inner)
         if module == "System" and function in REMARK_CALLS:
             remarks.append(remark_bytes(inner))
-        elif module == "Balances" and function in TRANSFER_CALLS:
-            value = _transfer_to(inner, committee)
-            if value is not None:
-                transfers.append(value)
+        else:
+            found = _token_transfer_to(inner, committee)
+            if found is not None:
+                transfers.append(found)
     if not transfers:
         return None
+    asset_id = transfers[0][0]
+    amounts = tuple(v for a, v in transfers if a == asset_id)
+    if len(amounts) != len(transfers):
+        log.warning("a batch pays the committee in several tokens: only its %s transfers are the deposit; "
+                    "the others are not credited (they stay in custody for an operator)",
+                    "native" if asset_id is None else f"asset {asset_id}")
     references = {r for r in remarks if r is not None and len(r) == REFERENCE_LEN}
     if len(references) == 1:
-        return references.pop(), tuple(transfers)
+        return references.pop(), amounts, asset_id
     if remarks and all(r == TOP_UP_REMARK for r in remarks):
         log.debug("batch tops up the committee account: not a deposit")
         return None
     log.debug("batch pays the committee with %d remarks (%d distinct 32-byte ones): unattributed",
               len(remarks), len(references))
-    return ZERO_REFERENCE, tuple(transfers)
+    return ZERO_REFERENCE, amounts, asset_id
+
+
+def _asset_id(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _token_transfer_to(call: dict, committee: bytes) -> tuple[int | None, int] | None:
+    """(asset id or None for native, amount) of a balances or ``pallet_assets`` transfer call
+    to ``committee`` (amount > 0), else None."""
+    module, function = _name(call)
+    if module == "Balances" and function in TRANSFER_CALLS:
+        value = _transfer_to(call, committee)
+        return None if value is None else (None, value)
+    if module == "Assets" and function in ASSET_TRANSFER_CALLS:
+        a = _args(call)
+        asset_id, amount = _asset_id(a.get("id")), a.get("amount")
+        if asset_id is not None and account_bytes(a.get("target")) == committee and isinstance(amount, int) \
+                and not isinstance(amount, bool) and amount > 0:
+            return asset_id, amount
+    return None
 
 
 def _transfer_to(call: dict, committee: bytes) -> int | None:
@@ -203,19 +245,20 @@ def find_payment(extrinsic: dict, committee: bytes) -> PaymentCall | None:
             return None
         payer, call, kind = real, inner, "Proxy.proxy/"
         module, function = _name(call)
-    if module == "Balances" and function in TRANSFER_CALLS:  # a plain transfer: unattributed
-        value = _transfer_to(call, committee)
-        if value is None:
+    if module in ("Balances", "Assets"):  # a plain transfer: unattributed
+        found = _token_transfer_to(call, committee)
+        if found is None:
             return None
-        return PaymentCall(payer=payer, reference=ZERO_REFERENCE, transfers=(value,),
-                           kind=f"{kind}Balances.{function}")
+        return PaymentCall(payer=payer, reference=ZERO_REFERENCE, transfers=(found[1],),
+                           kind=f"{kind}{module}.{function}", asset_id=found[0])
     if module != "Utility" or function not in BATCH_CALLS:
         return None
-    found = _batch_payment(call, committee)
-    if found is None:
+    batch = _batch_payment(call, committee)
+    if batch is None:
         return None
-    reference, transfers = found
-    return PaymentCall(payer=payer, reference=reference, transfers=transfers, kind=f"{kind}Utility.{function}")
+    reference, transfers, asset_id = batch
+    return PaymentCall(payer=payer, reference=reference, transfers=transfers, kind=f"{kind}Utility.{function}",
+                       asset_id=asset_id)
 
 
 def find_collection(extrinsic: dict, committee: bytes,
@@ -238,8 +281,13 @@ def find_collection(extrinsic: dict, committee: bytes,
     if not isinstance(calls, list) or len(calls) != 2 or not all(isinstance(c, dict) for c in calls):
         return None
     sweep, note = calls
-    if _name(sweep) != ("Balances", "transfer_all") or account_bytes(_args(sweep).get("dest")) != committee:
-        return None
+    if _name(sweep) == ("Balances", "transfer_all") and account_bytes(_args(sweep).get("dest")) == committee:
+        asset_id = None
+    else:  # an asset collection: Assets.transfer(id, committee, what the account holds)
+        found = _token_transfer_to(sweep, committee) if _name(sweep)[0] == "Assets" else None
+        if found is None:
+            return None
+        asset_id = found[0]
     remark = remark_bytes(note) if _name(note)[0] == "System" and _name(note)[1] in REMARK_CALLS else None
     if remark is None or len(remark) != COLLECTION_REMARK_LEN:
         return None
@@ -256,7 +304,7 @@ def find_collection(extrinsic: dict, committee: bytes,
                   "remark's reference: not a collection")
         return None
     return PaymentCall(payer=payer, reference=reference, transfers=(), kind="Multisig.as_multi/Utility.batch_all",
-                       collected_from=multisig)
+                       collected_from=multisig, asset_id=asset_id)
 
 
 def raw_extrinsic(data: str | bytes) -> bytes:
@@ -284,14 +332,15 @@ def is_signed(raw: bytes) -> bool:
 
 
 def transfers_to(events: list[dict], account: bytes) -> list[tuple[bytes | None, int]]:
-    """``(from, amount)`` of the ``Balances.Transfer`` events to ``account`` among one
-    extrinsic's events (see :func:`events_of`); empty if the extrinsic failed."""
+    """``(from, amount)`` of the ``Balances.Transfer`` and ``Assets.Transferred`` events to
+    ``account`` among one extrinsic's events (see :func:`events_of`); empty if the extrinsic
+    failed (amounts of different tokens: for reports only)."""
     if not any(_event_name(e) == ("System", "ExtrinsicSuccess") for e in events):
         return []
     out = []
     for e in events:
         attrs = e.get("attributes")
-        if _event_name(e) != ("Balances", "Transfer") or not isinstance(attrs, dict):
+        if _event_name(e) not in (("Balances", "Transfer"), ("Assets", "Transferred")) or not isinstance(attrs, dict):
             continue
         amount = attrs.get("amount")
         if account_bytes(attrs.get("to")) == account and isinstance(amount, int) and not isinstance(amount, bool):
@@ -317,10 +366,13 @@ def confirmed_amount(payment: PaymentCall, events: list[dict], committee: bytes)
     source = payment.collected_from or payment.payer
     moved: list[int] = []
     for e in events:
-        if _event_name(e) != ("Balances", "Transfer"):
-            continue
         attrs = e.get("attributes")
         if not isinstance(attrs, dict):
+            continue
+        if payment.asset_id is None:
+            if _event_name(e) != ("Balances", "Transfer"):
+                continue
+        elif _event_name(e) != ("Assets", "Transferred") or _asset_id(attrs.get("asset_id")) != payment.asset_id:
             continue
         if account_bytes(attrs.get("from")) == source and account_bytes(attrs.get("to")) == committee:
             amount = attrs.get("amount")

@@ -11,23 +11,33 @@ Two ways to pay, both accepted:
   System.remark_with_event(remark)])``: ``to`` is the committee's multisig account in the
   chain's SS58 format, ``amount`` base units of the chain's native token (a decimal string),
   ``remark`` the exact 32 bytes of the payment reference as ``0x`` hex.
+
+A payment in a ``pallet_assets`` token (``token`` with an ``asset_id``: USDT 1984, USDC 1337 on
+Polkadot Hub, issue 15) is paid the same two ways with ``Assets.transfer_keep_alive(asset_id,
+to, amount)`` in place of the balances transfer; ``transfer`` and the top level carry
+``asset_id``, and ``uri`` is still the payment account (Asset Hub has no payment-URI standard).
 """
 
 from __future__ import annotations
 
-from bridge.config import SubstrateChainConfig
+from bridge.config import PayableToken, SubstrateChainConfig
 from bridge.errors import InputError
 from relayers.substrate.multisig import committee_address, payment_address
 
 
 def substrate_instructions(chain_cfg: SubstrateChainConfig, reference: bytes, amount: int,
-                           code: str | None = None) -> dict:
+                           code: str | None = None, token: PayableToken | None = None) -> dict:
     if len(reference) != 32:
         raise InputError("a payment reference is 32 bytes")
     if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
         raise InputError("amount must be a positive integer of base units")
+    asset_id = None
+    if token is not None and not token.native:
+        if token.asset_id is None or token.chain != chain_cfg.name:
+            raise InputError(f"token {token.symbol} is no pallet_assets token of chain {chain_cfg.name}")
+        asset_id = token.asset_id
     to = payment_address(chain_cfg.committee, reference, chain_cfg.ss58_prefix)
-    return {
+    out = {
         "chain": chain_cfg.name,
         "to": committee_address(chain_cfg.committee, chain_cfg.ss58_prefix),
         "amount": str(amount),
@@ -35,3 +45,7 @@ def substrate_instructions(chain_cfg: SubstrateChainConfig, reference: bytes, am
         "transfer": {"to": to, "amount": str(amount), "comment": None},
         "uri": to,
     }
+    if asset_id is not None:
+        out["asset_id"] = asset_id
+        out["transfer"]["asset_id"] = asset_id
+    return out

@@ -94,7 +94,7 @@ from typing import Any
 from substrateinterface import Keypair, KeypairType, SubstrateInterface
 from substrateinterface.exceptions import BlockNotFound, SubstrateRequestException
 
-from bridge.config import SubstrateChainConfig
+from bridge.config import PayableToken, SubstrateChainConfig
 from bridge.errors import ChainError, ConfigError, InputError
 from relayers.substrate.client import CONNECTION_ERRORS, DecodeFailure, SubstrateClient
 from relayers.substrate.decode import EVENTS_STORAGE_KEY, account_bytes, blake2_256, decode_events
@@ -120,6 +120,7 @@ class RefundOrder:
     to: bytes  # 32-byte account id of the payer
     amount: int  # base units (> 0)
     deposit_block: int  # block number of the deposit being refunded: lower bound of event scans
+    asset_id: int | None = None  # None: the native token (Balances); else a pallet_assets asset (issue 15)
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,10 @@ class CollectionOrder:
     reference: bytes  # 32 bytes
     payer: bytes  # 32 bytes: the first funder since the account's last collection
     deposit_block: int  # the block of that funding: lower bound of the execution scan
+    # None: the native token (Balances.transfer_all); else a pallet_assets asset, collected with
+    # Assets.transfer(asset_id, committee, amount): pallet_assets (spec 900) has no transfer_all
+    asset_id: int | None = None
+    amount: int = 0  # asset collections: what the account holds (the whole balance)
 
 
 @dataclass(frozen=True)
@@ -421,15 +426,25 @@ class MultisigRefunder:
     def _compose(self, si: SubstrateInterface, order: RefundOrder | CollectionOrder):
         if isinstance(order, CollectionOrder):
             try:
-                sweep = si.compose_call("Balances", "transfer_all", {"dest": _hex(self.committee), "keep_alive": False})
+                if order.asset_id is not None:  # allow death: the whole balance leaves, no dust stays
+                    sweep = si.compose_call("Assets", "transfer", {"id": order.asset_id, "target": _hex(self.committee),
+                                                                   "amount": order.amount})
+                else:
+                    sweep = si.compose_call("Balances", "transfer_all", {"dest": _hex(self.committee),
+                                                                         "keep_alive": False})
                 remark = si.compose_call("System", "remark_with_event", {"remark": _hex(order.reference + order.payer)})
                 return si.compose_call("Utility", "batch_all", {"calls": [sweep, remark]})
             except (ValueError, TypeError, KeyError, NotImplementedError) as e:
                 raise ChainError(f"chain {self.chain}: cannot compose the collection call ({_short(e)})",
                                  retryable=False) from None
         try:
-            transfer = si.compose_call("Balances", "transfer_keep_alive", {"dest": _hex(order.to),
-                                                                           "value": order.amount})
+            if order.asset_id is not None:  # keep alive: the committee keeps the asset's min_balance
+                transfer = si.compose_call("Assets", "transfer_keep_alive", {"id": order.asset_id,
+                                                                             "target": _hex(order.to),
+                                                                             "amount": order.amount})
+            else:
+                transfer = si.compose_call("Balances", "transfer_keep_alive", {"dest": _hex(order.to),
+                                                                               "value": order.amount})
             remark = si.compose_call("System", "remark", {"remark": _hex(REMARK_PREFIX + order.release_id)})
             return si.compose_call("Utility", "batch_all", {"calls": [transfer, remark]})
         except (ValueError, TypeError, KeyError, NotImplementedError) as e:
@@ -620,6 +635,13 @@ def _check_order(order: RefundOrder, committee: bytes) -> None:
         raise InputError("a refund's amount does not fit a u128 balance")
     if not isinstance(order.deposit_block, int) or isinstance(order.deposit_block, bool) or order.deposit_block < 0:
         raise InputError("a refund's deposit block is a non-negative block number")
+    _check_asset(order.asset_id)
+
+
+def _check_asset(asset_id: object) -> None:
+    if asset_id is not None and (not isinstance(asset_id, int) or isinstance(asset_id, bool)
+                                 or not 0 <= asset_id < 1 << 32):
+        raise InputError("an asset id is a u32 or None (the native token)")
 
 
 def _check_collection(order: CollectionOrder, committee: bytes) -> None:
@@ -631,6 +653,10 @@ def _check_collection(order: CollectionOrder, committee: bytes) -> None:
         raise InputError("a collection cannot sweep the committee account itself")
     if not isinstance(order.deposit_block, int) or isinstance(order.deposit_block, bool) or order.deposit_block < 0:
         raise InputError("a collection's deposit block is a non-negative block number")
+    _check_asset(order.asset_id)
+    if order.asset_id is not None and (not isinstance(order.amount, int) or isinstance(order.amount, bool)
+                                       or not 0 < order.amount < 1 << 128):
+        raise InputError("an asset collection's amount is a positive u128 (what the account holds)")
 
 
 def _check_progress(last: Progress) -> None:
@@ -644,12 +670,26 @@ class SignerApprovals:
     """A signer node's side (``bridge.committee.signer.SignerNode.approvers``): the refund as the
     node stores it, its progress as a JSON-able dict, one ``MultisigRefunder`` per chain."""
 
-    def __init__(self, cfg: SubstrateChainConfig, member_seed: bytes) -> None:
+    def __init__(self, cfg: SubstrateChainConfig, member_seed: bytes, *,
+                 tokens: "dict[str, PayableToken] | None" = None) -> None:
         self.refunder = MultisigRefunder(cfg, member_seed)
+        self.chain = cfg.name
+        self.tokens = dict(tokens or {})  # the chain's non-native tokens: symbol -> token
 
-    async def step(self, *, release_id: bytes, payer: bytes, amount: int, sequence: int, progress: dict) -> dict:
+    def asset_of(self, token: str | None) -> int | None:
+        """The pallet_assets asset id a release in ``token`` pays (None: the native token)."""
+        if token is None or token == self.refunder.cfg.token:
+            return None
+        t = self.tokens.get(token)
+        if t is None or t.asset_id is None or t.chain != self.chain:
+            raise InputError(f"chain {self.chain}: token {token!r} is no pallet_assets token of this chain")
+        return t.asset_id
+
+    async def step(self, *, release_id: bytes, payer: bytes, amount: int, sequence: int, progress: dict,
+                   token: str | None = None) -> dict:
         # the watcher's deposit sequence is (block number << 16) | extrinsic index
-        order = RefundOrder(release_id=release_id, to=payer, amount=amount, deposit_block=sequence >> 16)
+        order = RefundOrder(release_id=release_id, to=payer, amount=amount, deposit_block=sequence >> 16,
+                            asset_id=self.asset_of(token))
         tp = progress.get("timepoint")
         last = Progress(progress.get("state", "none"), tuple(tp) if tp else None, progress.get("block"),
                         progress.get("detail", ""))

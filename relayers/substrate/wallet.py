@@ -53,6 +53,46 @@ def payment_call(si: SubstrateInterface, to: str, amount: int, remark: bytes | N
     return call
 
 
+def asset_payment_call(si: SubstrateInterface, asset_id: int, to: str, amount: int, remark: bytes | None, *,
+                       batch: str = "batch_all", transfer: str = "transfer_keep_alive",
+                       remark_call: str = "remark_with_event", proxy_real: str | None = None):
+    """A payment in a ``pallet_assets`` token (issue 15): ``Assets.<transfer>(asset_id, to,
+    amount)`` alone when ``remark`` is None (a plain transfer to a payment account), else
+    ``Utility.<batch>([Assets.<transfer>(asset_id, to, amount), System.<remark_call>(remark)])``;
+    optionally wrapped in ``Proxy.proxy(real=proxy_real, None, call)``."""
+    call = si.compose_call("Assets", transfer, {"id": asset_id, "target": to, "amount": amount})
+    if remark is not None:
+        call = si.compose_call("Utility", batch, {"calls": [
+            call, si.compose_call("System", remark_call, {"remark": "0x" + remark.hex()})]})
+    if proxy_real is not None:
+        call = si.compose_call("Proxy", "proxy", {"real": proxy_real, "force_proxy_type": None, "call": call})
+    return call
+
+
+def pay_asset(url: str, seed: str, asset_id: int, to: str, amount: int, remark: bytes | None = None, *,
+              ss58_format: int = 42, wait: bool = True, **kw) -> Receipt | str:
+    """Pay ``amount`` base units of asset ``asset_id`` to ``to`` from the dev account ``seed``: a
+    plain ``Assets.transfer_keep_alive`` to a payment's ``transfer.to`` (``remark`` None), or the
+    call-based batch to the committee account with the payment reference as ``remark``. With
+    ``wait`` (default) it returns the receipt once in a block (on a Manual-mode chopsticks
+    someone must build that block: the devnet's clock keeper does); else the extrinsic hash."""
+    si = connect(url, ss58_format)
+    try:
+        return submit(si, seed, asset_payment_call(si, asset_id, to, amount, remark, **kw), wait=wait)
+    finally:
+        si.close()
+
+
+def asset_balance(url: str, asset_id: int, account: str, *, block_hash: str | None = None) -> int:
+    """``Assets.Account(asset_id, account).balance`` (0 when the account holds none of it)."""
+    si = connect(url, 42)
+    try:
+        v = si.query("Assets", "Account", [asset_id, account], block_hash=block_hash).value
+        return int(v["balance"]) if v else 0
+    finally:
+        si.close()
+
+
 def top_up_call(si: SubstrateInterface, committee: str, amount: int):
     """An operator's top-up of the committee account (existential deposit, fee reserve):
     ``Utility.batch_all([Balances.transfer_keep_alive(committee, amount),

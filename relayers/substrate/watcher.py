@@ -43,8 +43,16 @@ remark), the signers' collections of per-payment accounts (``collect.py``; payer
 the collection's remark names), and unattributed transfers to the committee (reference = 32
 zero bytes: refunded by the signers after a delay); top-ups (``decode.TOP_UP_REMARK``) are not.
 
-Amounts are base units of the chain's native token (``Balances``), whatever its decimals;
-the configured token's decimals (DOT 10, KSM 12) matter to pricing only.
+Amounts are base units of the deposit's token, whatever its decimals: the chain's native token
+(``Balances``; the configured decimals, DOT 10, KSM 12, matter to pricing only) or a
+``pallet_assets`` asset (issue 15). ``tokens`` (the chain's non-native ``PayableToken``s, symbol ->
+token) maps asset ids to symbols: ``Observation.token`` is the symbol. A confirmed transfer to
+the committee of an asset that is no configured token is **not** a deposit: it has no symbol,
+price, minimum or release path, and refunding arbitrary assets would have the committee sign
+and pay for transfers of whatever asset anyone sends (frozen, non-sufficient, worthless). It is
+reported once per extrinsic (ERROR log with block, extrinsic, asset, amount, payer, reference;
+``creditbridge_watcher_unconfigured_asset_deposits_total{chain,asset_id}``) and stays in custody
+until an operator configures the asset (the deposit is then seen on a rescan) or returns it.
 """
 
 from __future__ import annotations
@@ -60,8 +68,8 @@ from substrateinterface import SubstrateInterface
 from substrateinterface.exceptions import BlockNotFound, SubstrateRequestException
 
 from bridge.chains import PENDING_LOOKBACK, BlockRef, WatcherDefaults
-from bridge.config import SubstrateChainConfig
-from bridge.errors import ChainError, ReorgDetected
+from bridge.config import PayableToken, SubstrateChainConfig
+from bridge.errors import ChainError, ConfigError, ReorgDetected
 from bridge.hashing import source_id
 from bridge.types import Observation
 from relayers.substrate.client import CONNECTION_ERRORS, DecodeFailure, SubstrateClient
@@ -155,14 +163,43 @@ def _undecodable_counter(registry: Any):
     return c
 
 
+def _unconfigured_counter(registry: Any):
+    c = _UNCONFIGURED.get(registry)
+    if c is None:
+        from prometheus_client import Counter
+
+        c = Counter("creditbridge_watcher_unconfigured_asset_deposits_total",
+                    "Confirmed transfers to the committee of pallet_assets assets that are no configured token: "
+                    "not credited, kept in custody for an operator", ["chain", "asset_id"], registry=registry)
+        _UNCONFIGURED[registry] = c
+    return c
+
+
+_UNCONFIGURED: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+
+
+def asset_symbols(chain: str, tokens: dict[str, PayableToken] | None) -> dict[int, str]:
+    """asset id -> symbol of a chain's non-native ``pallet_assets`` tokens (``settings.payable_tokens()``)."""
+    out: dict[int, str] = {}
+    for symbol, t in (tokens or {}).items():
+        if t.native or t.chain != chain or t.asset_id is None:
+            continue
+        if t.asset_id in out:
+            raise ConfigError(f"chain {chain}: asset {t.asset_id} is configured as {out[t.asset_id]} and {symbol}")
+        out[t.asset_id] = symbol
+    return out
+
+
 class SubstrateWatcher(WatcherDefaults):
     """Reads final payments to ``cfg.committee``'s multisig account on one Asset Hub chain."""
 
     def __init__(self, cfg: SubstrateChainConfig, client: SubstrateClient | None = None, *,
-                 registry: Any = None) -> None:
+                 registry: Any = None, tokens: dict[str, PayableToken] | None = None) -> None:
         self.cfg = cfg
         self.chain = cfg.name
         self.token = cfg.token
+        # the chain's non-native tokens (symbol -> token): pallet_assets asset id -> symbol
+        self.assets: dict[int, str] = asset_symbols(cfg.name, tokens)
         self.committee = committee_account_id(cfg.committee)
         if cfg.genesis_hash:
             check_network(cfg.name, cfg.genesis_hash, cfg.token, cfg.ss58_prefix)
@@ -171,6 +208,7 @@ class SubstrateWatcher(WatcherDefaults):
         )
         self._source: bytes | None = None
         self._undecodable = _undecodable_counter(registry) if registry is not None else None
+        self._unconfigured = _unconfigured_counter(registry) if registry is not None else None
         self._reported: OrderedDict[tuple[bytes, int], None] = OrderedDict()  # touched on the client's thread
 
     # ------------------------------------------------------------------ identity
@@ -257,6 +295,9 @@ class SubstrateWatcher(WatcherDefaults):
     def _payment_account(self, reference: bytes) -> bytes:
         return payment_account(self.cfg.committee, reference)
 
+    def _symbol(self, asset_id: int | None) -> str | None:
+        return self.token if asset_id is None else self.assets.get(asset_id)
+
     def _observations(self, scan: BlockScan) -> list[Observation]:
         return [
             Observation(
@@ -268,12 +309,12 @@ class SubstrateWatcher(WatcherDefaults):
                 block_number=scan.number,
                 block_hash=scan.hash,
                 timestamp=scan.timestamp,
-                token=self.token,
+                token=self._symbol(p.call.asset_id),
                 amount=p.amount,
                 payer=p.call.payer,
                 reference=p.call.reference,
             )
-            for p in scan.paid
+            for p in scan.paid if self._symbol(p.call.asset_id) is not None
         ]
 
     # --- these run on the client's thread, with its SubstrateInterface ---------------------------
@@ -398,7 +439,9 @@ class SubstrateWatcher(WatcherDefaults):
         paid = []
         for i, call in calls:
             amount = confirmed_amount(call, events_of(events, i), self.committee)
-            if amount > 0:
+            if amount > 0 and call.asset_id is not None and call.asset_id not in self.assets:
+                self._report_unconfigured(number, h, i, call, amount)
+            elif amount > 0:
                 paid.append(Paid(i, call, amount))
             else:
                 log.debug("chain %s: block %d extrinsic %d (%s to the committee) failed or moved nothing: ignored",
@@ -418,6 +461,24 @@ class SubstrateWatcher(WatcherDefaults):
             if ms is not None:
                 return ms
         raise ChainError(f"chain {self.chain}: block {number} has no Timestamp.set", retryable=False)
+
+    def _report_unconfigured(self, number: int, block_hash: bytes, index: int, call: PaymentCall, amount: int) -> None:
+        """A confirmed transfer to the committee of a ``pallet_assets`` asset that is no configured
+        token of this chain: no deposit (it has no symbol, price, minimum or refund path); reported
+        once (ERROR log, ``creditbridge_watcher_unconfigured_asset_deposits_total{chain,asset_id}``)
+        for an operator, who may configure the asset or return it by hand."""
+        key = (block_hash, index)
+        if key in self._reported:
+            return
+        self._reported[key] = None
+        while len(self._reported) > 4096:
+            self._reported.popitem(last=False)
+        log.error("chain %s: block %d (0x%s) extrinsic %d moved %d of asset %d (not a configured token) to the "
+                  "committee from 0x%s (reference 0x%s): NOT credited; it stays in custody until an operator "
+                  "returns it", self.chain, number, block_hash.hex(), index, amount, call.asset_id,
+                  call.payer.hex(), call.reference.hex())
+        if self._unconfigured is not None:
+            self._unconfigured.labels(chain=self.chain, asset_id=str(call.asset_id)).inc()
 
     def _report_unreadable(self, number: int, block_hash: bytes, index: int, why: str, events: list[dict]) -> None:
         """Alert on a candidate the SDK cannot decode (it is skipped, see the module doc)."""

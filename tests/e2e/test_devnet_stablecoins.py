@@ -36,9 +36,15 @@ async def test_devnet_prices_stablecoins_from_its_local_feeds(devnet):
         q = await devnet.call("POST", "/v1/quotes", {"token": symbol, "chain": "ethereum", "credits": "250"},
                               expect=201)
         assert int(q["amount"]) == 2_500_000  # 250 credits x $0.01 at $1.00, 6 decimals
-    # payable only where custody exists: the ERC-20s on ethereum and TON's USDT jetton (devnet/ton/devchain.py)
+    # payable only where custody exists: the ERC-20s on ethereum, TON's USDT jetton and the Asset Hub assets
     stables = sorted((t["symbol"], t["chain"]) for t in tokens if t["symbol"] in ("USDC", "USDT"))
-    assert stables == [("USDC", "ethereum"), ("USDT", "ethereum"), ("USDT", "ton")]
+    expected = [("USDC", "ethereum"), ("USDT", "ethereum"), ("USDT", "ton")]
+    if "polkadot" in devnet.info["chains"]:
+        expected += [("USDC", "polkadot"), ("USDT", "kusama"), ("USDT", "polkadot")]
+    assert stables == sorted(expected)
+    if "polkadot" in devnet.info["chains"]:
+        assert {(t["symbol"], t.get("asset_id")) for t in tokens if t["chain"] == "polkadot"} >= {
+            ("USDT", 1984), ("USDC", 1337)}
     (usdt,) = [t for t in tokens if t["symbol"] == "USDT" and t["chain"] == "ton"]
     assert usdt["jetton_master"] == devnet.info["chains"]["ton"]["tokens"]["USDT"]["jetton_master"]
     assert (usdt["decimals"], usdt["peg_usd"]) == (6, "1")

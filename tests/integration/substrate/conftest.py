@@ -6,13 +6,14 @@ from __future__ import annotations
 import pytest_asyncio
 
 from devnet.substrate.chopsticks import ChopsticksNode
-from tests.integration.substrate.helpers import Chain, funded_balances
+from tests.integration.substrate.helpers import Chain, dev_assets, funded_balances
 
 
 @pytest_asyncio.fixture(scope="session")
 async def chain(tmp_path_factory):
     node = await ChopsticksNode.start(tmp_path_factory.mktemp("chopsticks"), "asset-hub",
-                                      balances=funded_balances(), build_block_mode="Manual")
+                                      balances=funded_balances(), assets=dev_assets(),
+                                      build_block_mode="Manual")
     c = Chain(node)
     try:
         yield c

@@ -35,6 +35,14 @@ def member_keypair(i: int) -> Keypair:
 
 MEMBERS = tuple(member_keypair(i) for i in range(3))
 THRESHOLD = 2
+# a second committee (members 3..5) for the stablecoin tests: its own committee and payment
+# accounts on the session chain, so those tests and the others never see each other's funds
+ASSET_MEMBERS = tuple(member_keypair(i) for i in range(3, 6))
+
+# pallet_assets assets in the session chain's genesis state (issue 15): Polkadot Hub's ids, 6
+# decimals, sufficient; OTHER_ASSET is held by the dev accounts but configured as no token
+USDT, USDC, OTHER_ASSET = 1984, 1337, 7
+ASSET_FUNDS = 10**12  # 10^6 tokens of 6 decimals per dev account
 
 
 def committee_cfg(members=MEMBERS, threshold: int = THRESHOLD) -> dict:
@@ -42,10 +50,10 @@ def committee_cfg(members=MEMBERS, threshold: int = THRESHOLD) -> dict:
 
 
 def chain_config(rpc: list[str] | str, *, name: str = "polkadot", token: str = "DOT", ss58_prefix: int = 0,
-                 genesis_hash: str | None = CHOPSTICKS_GENESIS, **kw: Any) -> SubstrateChainConfig:
+                 genesis_hash: str | None = CHOPSTICKS_GENESIS, members=None, **kw: Any) -> SubstrateChainConfig:
     return SubstrateChainConfig(family="substrate", name=name, rpc=[rpc] if isinstance(rpc, str) else rpc,
                                 token=token, ss58_prefix=ss58_prefix, genesis_hash=genesis_hash,
-                                committee=committee_cfg(), request_timeout=20, **kw)
+                                committee=committee_cfg(members or MEMBERS), request_timeout=20, **kw)
 
 
 COMMITTEE_ID = committee_account_id(chain_config("ws://x").committee)
@@ -55,9 +63,27 @@ COMMITTEE = ss58(COMMITTEE_ID, 42)
 def funded_balances() -> dict[str, int]:
     out = {keypair(s).ss58_address: FUNDS for s in SEEDS}
     out[keypair(POOR).ss58_address] = POOR_FUNDS
-    for m in MEMBERS:
+    for m in (*MEMBERS, *ASSET_MEMBERS):
         out[m.ss58_address] = FUNDS
     return out
+
+
+def dev_assets() -> dict:
+    """USDT 1984, USDC 1337 and OTHER_ASSET held by every dev account but //Poor."""
+    from devnet.substrate.chopsticks import DevAsset
+
+    owner = keypair("//Eve").ss58_address
+    holders = {keypair(s).ss58_address: ASSET_FUNDS for s in SEEDS}
+    return {USDT: DevAsset("USDT", "Tether USD", owner, holders), USDC: DevAsset("USDC", "USD Coin", owner, holders),
+            OTHER_ASSET: DevAsset("OTHER", "Not configured", owner, holders)}
+
+
+def asset_tokens(chain: str = "polkadot") -> dict:
+    """The chain's non-native tokens as the composition root passes them (symbol -> PayableToken)."""
+    from bridge.config import PayableToken
+
+    return {sym: PayableToken(symbol=sym, chain=chain, family="substrate", decimals=6, price_symbol=sym,
+                              native=False, asset_id=aid) for sym, aid in (("USDT", USDT), ("USDC", USDC))}
 
 
 @dataclass
@@ -167,6 +193,10 @@ def ref() -> bytes:
 # --- call builders (run on the payer thread with its SubstrateInterface) ---------------------------
 def transfer(si, to: str, amount: int, function: str = "transfer_keep_alive"):
     return si.compose_call("Balances", function, {"dest": to, "value": amount})
+
+
+def asset_transfer(si, asset_id: int, to: str, amount: int, function: str = "transfer_keep_alive"):
+    return si.compose_call("Assets", function, {"id": asset_id, "target": to, "amount": amount})
 
 
 def remark(si, data: bytes, function: str = "remark_with_event"):

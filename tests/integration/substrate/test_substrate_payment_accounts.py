@@ -339,7 +339,7 @@ async def test_no_block_is_scanned_while_the_reference_feed_cannot_be_read(chain
     assert c.cursor == start and c.funded == {} and refunders[0].submitted == []
     feed.down = False
     await c.step()
-    assert c.funded[account].payer == DAVE.public_key and c.cursor == await chain.head() + 1
+    assert c.funded[(account, None)].payer == DAVE.public_key and c.cursor == await chain.head() + 1
     assert [a for a, _, _ in refunders[0].submitted] == ["create"]  # its approval of the collection
 
 
@@ -377,5 +377,5 @@ async def test_a_payment_created_and_funded_while_the_feed_is_read_is_not_passed
     feed.race = (reference, fund)
     await c.step()
     await c.step()
-    assert account in c.funded, "the funding was scanned before its payment was listed: passed over"
-    assert c.funded[account].payer == keypair("//Charlie").public_key
+    assert (account, None) in c.funded, "the funding was scanned before its payment was listed: passed over"
+    assert c.funded[(account, None)].payer == keypair("//Charlie").public_key
