@@ -100,7 +100,25 @@ def cmd_deploy_ton(args) -> int:
         args.manifest, network=args.network, chain=args.chain,
         liteserver_config=read_liteserver_config(args.liteserver_config), mnemonic=secret_from_env(args.mnemonic_env),
         min_amount=args.min_amount, min_release=args.min_release or DEFAULT_MIN_RELEASE,
-        trust_level=args.trust_level, treasury=args.treasury, timeout=args.timeout)))
+        trust_level=args.trust_level, treasury=args.treasury, timeout=args.timeout,
+        jetton_masters=_jetton_masters(args.jetton_master))))
+
+
+def _jetton_masters(given: list[str] | None) -> list[str]:
+    """``--jetton-master`` addresses, each a valid TON address (a typo would make the lock's
+    address, which they are part of, and every jetton payment to it wrong)."""
+    from bridge import addresses
+
+    out = []
+    for a in given or []:
+        try:
+            addresses.parse("ton", a)
+        except ValueError as e:
+            raise ConfigError(f"--jetton-master {a!r}: {e}") from None
+        out.append(a)
+    if len(set(out)) != len(out):
+        raise ConfigError("--jetton-master: a master is given twice")
+    return out
 
 
 def cmd_deploy_substrate(args) -> int:
@@ -172,6 +190,9 @@ def add_commands(sub, group) -> None:
     sp.add_argument("--trust-level", type=int, choices=[0, 1, 2], default=0,
                     help="pytoniq trust level: 0 checks proofs; 2 only for the local chain")
     sp.add_argument("--treasury")
+    sp.add_argument("--jetton-master", action="append", metavar="ADDRESS",
+                    help="a TEP-74 jetton master the lock holds (repeat it; the chain's [[tokens]] jetton_master, "
+                         "e.g. USDT's): part of the lock's address, set up after deployment (TEP-89)")
     sp.add_argument("--timeout", type=float, default=60.0)
     sp.set_defaults(func=cmd_deploy_ton)
 
