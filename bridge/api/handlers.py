@@ -52,6 +52,10 @@ class QuoteUsed(Conflict):
 
     code = "quote-used"
 
+
+class ConcurrentChange(Conflict):
+    """A uniqueness race with a concurrent request (same problem type as any conflict)."""
+
 log = logging.getLogger("creditbridge.api")
 
 _DIGITS = re.compile(r"^[0-9]{1,78}$")
@@ -184,7 +188,7 @@ async def transaction(db: Database) -> AsyncIterator[AsyncSession]:
         async with db.begin() as s:
             yield s
     except IntegrityError:
-        raise Conflict("a concurrent request changed the same object; retry") from None
+        raise ConcurrentChange("a concurrent request changed the same object; retry") from None
     except SQLAlchemyError as e:
         log.warning("database error: %s", e.__class__.__name__)
         raise StorageError("the database is unavailable") from None
@@ -283,7 +287,7 @@ async def issue_quote(app: web.Application, token: str, *, credits: int | None =
     try:
         quote = await app[QUOTE_WRITER].add(quote)
     except IntegrityError:
-        raise Conflict("a concurrent request changed the same object; retry") from None
+        raise ConcurrentChange("a concurrent request changed the same object; retry") from None
     except SQLAlchemyError as e:
         log.warning("database error: %s", e.__class__.__name__)
         raise StorageError("the database is unavailable") from None
@@ -313,6 +317,16 @@ async def create_payment(request: web.Request) -> web.Response:
     _fields(body, {"quote_id", "beneficiary"})
     quote_id = _uuid(body["quote_id"], "quote_id")
     beneficiary = parse_address(body["beneficiary"])
+    try:
+        return await _create_payment(request, quote_id, beneficiary, merchant)
+    except ConcurrentChange:
+        # two requests for one quote at once (a dApp retrying a request whose answer it did not
+        # get): the loser of the unique quote index asks again, and is answered like any repeat
+        # (the existing payment, or quote-used / conflict) instead of a bare "retry"
+        return await _create_payment(request, quote_id, beneficiary, merchant)
+
+
+async def _create_payment(request: web.Request, quote_id: str, beneficiary: bytes, merchant) -> web.Response:
     app = request.app
     now = _now(request)
     async with transaction(app[DB]) as s:

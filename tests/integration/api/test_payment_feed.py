@@ -316,3 +316,21 @@ async def test_database_feed_failure_is_a_typed_storage_error(tmp_path):
             await payments_repo.DatabaseReferenceFeed(db).references("ethereum", 0, 10)
     finally:
         await db.dispose()
+
+
+async def test_concurrent_creations_of_one_payment_answer_the_same_payment(fgw):
+    """A dApp that retries ``POST /v1/payments`` while its first request is still running (the
+    chaos harness does, after an API restart): every request for the quote and beneficiary is
+    answered with the one payment (201 once, 200 otherwise), none with a bare 409 "retry" from
+    the loser of the unique quote index (seen on PostgreSQL before the loser asked again)."""
+    import asyncio
+
+    from tests.integration.api.test_api import BENEFICIARY
+
+    for _ in range(5):
+        q = await fgw.quote(credits="500")
+        answers = await asyncio.gather(*(fgw.post("/v1/payments", {"quote_id": q["id"], "beneficiary": BENEFICIARY})
+                                         for _ in range(8)))
+        statuses = sorted(status for status, _, _ in answers)
+        assert statuses == [200] * 7 + [201], [body for _, body, _ in answers]
+        assert len({body["id"] for _, body, _ in answers}) == 1
