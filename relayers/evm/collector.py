@@ -159,7 +159,7 @@ class EvmCollector:
         self._polled_at = -1
         self._min_amount: int | None = None
         self.collects = 0  # collect transactions this collector got mined
-        self.last_collect_gas = 0  # gas used by the latest token collect (reported by the tests)
+        self.last_collect_gas = 0  # gas used by the latest collect (reported by the tests)
         # several relays: this one collects at once the addresses that hash to its index, the
         # others only once they have waited takeover_after s (their relay is down); two collects of
         # one address in one block would cost the loser a reverted transaction
@@ -359,23 +359,7 @@ class EvmCollector:
             if decoded is not None and decoded[0] == "NothingToCollect":
                 return
             raise
-        tx = {**call, "gas": min(self.gas_cap, gas + gas // 5)}
-        try:
-            receipt = await send_transaction(self.w3, tx, self._key, timeout=self.timeout)
-        except TransactionFailed as e:
-            log.warning("collector %s: collect of %s at 0x%s failed: %s (tried again later)", self.chain,
-                        self.tokens.get(token), address.hex(), e)
-            return
-        except (aiohttp.ClientError, OSError) as e:
-            raise ChainError(f"chain {self.chain}: sending a collect failed: {e.__class__.__name__}") from None
-        tx_hash = bytes(receipt["transactionHash"])
-        mined = (int(receipt["blockNumber"]), bytes(receipt["blockHash"]))
-        for f in fundings:
-            f.collect_tx, f.collect_block = tx_hash, mined
-        self.collects += 1
-        self.last_collect_gas = int(receipt["gasUsed"])
-        log.info("collector %s: collected %d %s of 0x%s for payment ref 0x%s in tx 0x%s (funding 0x%s)",
-                 self.chain, latest, self.tokens.get(token), address.hex(), ref.hex()[:16], tx_hash.hex(), hint.hex())
+        await self._send_collect(call, gas, fundings, address, ref, hint, latest, self.tokens.get(token))
 
     async def _collect_one(self, address: bytes, fundings: list[Funding], final: int) -> None:
         latest = await self.pool.balance(address, "latest")
@@ -409,11 +393,18 @@ class EvmCollector:
                 self._forget(fundings)
                 return
             raise
+        await self._send_collect(call, gas, fundings, address, ref, hint, latest, "wei")
+
+    async def _send_collect(self, call: dict, gas: int, fundings: list[Funding], address: bytes, ref: bytes,
+                            hint: bytes, amount: int, unit: str | None) -> None:
+        """Send a collect (ETH or a token) and mark its fundings collected in the mined tx; a
+        failed one is tried again at a later step."""
         tx = {**call, "gas": min(self.gas_cap, gas + gas // 5)}
         try:
             receipt = await send_transaction(self.w3, tx, self._key, timeout=self.timeout)
         except TransactionFailed as e:
-            log.warning("collector %s: collect of 0x%s failed: %s (tried again later)", self.chain, address.hex(), e)
+            log.warning("collector %s: collect of %s at 0x%s failed: %s (tried again later)", self.chain, unit,
+                        address.hex(), e)
             return
         except (aiohttp.ClientError, OSError) as e:
             raise ChainError(f"chain {self.chain}: sending a collect failed: {e.__class__.__name__}") from None
@@ -422,8 +413,9 @@ class EvmCollector:
         for f in fundings:
             f.collect_tx, f.collect_block = tx_hash, mined
         self.collects += 1
-        log.info("collector %s: collected %d wei of 0x%s for payment ref 0x%s in tx 0x%s (funding 0x%s)",
-                 self.chain, latest, address.hex(), ref.hex()[:16], tx_hash.hex(), hint.hex())
+        self.last_collect_gas = int(receipt["gasUsed"])
+        log.info("collector %s: collected %d %s of 0x%s for payment ref 0x%s in tx 0x%s (funding 0x%s)",
+                 self.chain, amount, unit, address.hex(), ref.hex()[:16], tx_hash.hex(), hint.hex())
 
     async def _confirm(self, final: int) -> None:
         """Forget fundings whose collect is final; send again those whose collect was dropped."""

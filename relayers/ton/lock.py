@@ -315,24 +315,9 @@ def is_jetton_log_dest(dest) -> bool:
 
 
 def parse_jetton_deposit_log(body: Cell) -> JettonDepositLog:
-    try:
-        s = body.begin_parse()
-        if s.remaining_refs == 1 and s.remaining_bits == 0:
-            s = s.load_ref().begin_parse()
-        if s.load_uint(32) != LOG_JETTON_DEPOSIT:
-            raise InputError("not a jetton deposit log")
-        seq = s.load_uint(64)
-        sender = s.load_address()
-        amount = s.load_coins()
-        reference = s.load_bytes(32)
-        query_id = s.load_uint(64)
-        master = s.load_bytes(32)
-    except InputError:
-        raise
-    except Exception as e:  # pytoniq-core raises assorted errors on short slices
-        raise InputError(f"malformed jetton deposit log ({e.__class__.__name__})") from None
-    if sender is None:
-        raise InputError("jetton deposit log without a sender")
+    """Parse a jetton deposit log (``CBJ1``: a deposit log's fields and the master's account id)."""
+    seq, sender, amount, reference, query_id, (master,) = _parse_log(body, LOG_JETTON_DEPOSIT, "jetton deposit log",
+                                                                     jetton=True)
     return JettonDepositLog(seq, sender, amount, reference, query_id, master)
 
 
@@ -345,24 +330,32 @@ def is_deposit_log_dest(dest) -> bool:
 
 def parse_deposit_log(body: Cell) -> DepositLog:
     """Parse a log body (the ``^[...]`` of lock.fc); raises ``InputError`` if malformed."""
+    seq, sender, amount, reference, query_id, _ = _parse_log(body, LOG_DEPOSIT, "deposit log")
+    return DepositLog(seq, sender, amount, reference, query_id)
+
+
+def _parse_log(body: Cell, tag: int, what: str, jetton: bool = False) -> tuple:
+    """The common fields of a deposit log (seq, sender, amount, reference, query_id) and, for a
+    jetton log, the master's account id; ``InputError`` if malformed."""
     try:
         s = body.begin_parse()
         if s.remaining_refs == 1 and s.remaining_bits == 0:
             s = s.load_ref().begin_parse()
-        if s.load_uint(32) != LOG_DEPOSIT:
-            raise InputError("not a deposit log")
+        if s.load_uint(32) != tag:
+            raise InputError(f"not a {what}")
         seq = s.load_uint(64)
         sender = s.load_address()
         amount = s.load_coins()
         reference = s.load_bytes(32)
         query_id = s.load_uint(64)
+        extra = (s.load_bytes(32),) if jetton else ()
     except InputError:
         raise
     except Exception as e:  # pytoniq-core raises assorted errors on short slices
-        raise InputError(f"malformed deposit log ({e.__class__.__name__})") from None
+        raise InputError(f"malformed {what} ({e.__class__.__name__})") from None
     if sender is None:
-        raise InputError("deposit log without a sender")
-    return DepositLog(seq, sender, amount, reference, query_id)
+        raise InputError(f"{what} without a sender")
+    return seq, sender, amount, reference, query_id, extra
 
 
 # ---------------------------------------------------------------------------------- releases

@@ -324,26 +324,33 @@ def succeeded(tx) -> bool:
     return True
 
 
-def deposit_of(tx, lock: Address) -> tuple[int, lockc.DepositLog] | None:
-    """(out-message index, log) of the deposit a lock transaction made, if it made one."""
+def _one_log(tx, lock: Address, is_dest, parse, what: str):
+    """(out-message index, parsed log) of the one external log of kind ``what`` a successful lock
+    transaction emitted, or None (no such log, a malformed one, or two of them: all logged)."""
     if not succeeded(tx):
         return None
     found = None
     for i, m in enumerate(tx.out_msgs):
-        if not m.is_external_out or not lockc.is_deposit_log_dest(m.info.dest):
+        if not m.is_external_out or not is_dest(m.info.dest):
             continue
         src = m.info.src
         if src is None or src.hash_part != lock.hash_part or src.wc != lock.wc:
             continue
         try:
-            lg = lockc.parse_deposit_log(m.body)
+            lg = parse(m.body)
         except InputError as e:
-            log.error("lock transaction with a malformed deposit log: %s", e.detail)
+            log.error("lock transaction with a malformed %s: %s", what, e.detail)
             return None
         if found is not None:
-            log.error("lock transaction with two deposit logs; ignoring it")
+            log.error("lock transaction with two %ss; ignoring it", what)
             return None
         found = (i, lg)
+    return found
+
+
+def deposit_of(tx, lock: Address) -> tuple[int, lockc.DepositLog] | None:
+    """(out-message index, log) of the deposit a lock transaction made, if it made one."""
+    found = _one_log(tx, lock, lockc.is_deposit_log_dest, lockc.parse_deposit_log, "deposit log")
     if found is None:
         return None
     lg = found[1]
@@ -376,24 +383,7 @@ def jetton_deposit_of(tx, lock: Address) -> tuple[int, lockc.JettonDepositLog] |
     the log's (lock.fc logs one only for its own wallet of a configured master)."""
     from relayers.ton.jetton import OP_TRANSFER_NOTIFICATION
 
-    if not succeeded(tx):
-        return None
-    found = None
-    for i, m in enumerate(tx.out_msgs):
-        if not m.is_external_out or not lockc.is_jetton_log_dest(m.info.dest):
-            continue
-        src = m.info.src
-        if src is None or src.hash_part != lock.hash_part or src.wc != lock.wc:
-            continue
-        try:
-            lg = lockc.parse_jetton_deposit_log(m.body)
-        except InputError as e:
-            log.error("lock transaction with a malformed jetton deposit log: %s", e.detail)
-            return None
-        if found is not None:
-            log.error("lock transaction with two jetton deposit logs; ignoring it")
-            return None
-        found = (i, lg)
+    found = _one_log(tx, lock, lockc.is_jetton_log_dest, lockc.parse_jetton_deposit_log, "jetton deposit log")
     if found is None:
         return None
     lg = found[1]
