@@ -137,8 +137,8 @@ async def run_signer(settings: Settings) -> None:
     session = aiohttp.ClientSession()
     sup.on_stop(session.close)
     registry = CollectorRegistry()
-    watchers = {c.name: make_watcher(c, registry, tokens=non_native_tokens(settings)[c.name])
-                for c in settings.source_chains()}
+    extra = non_native_tokens(settings)
+    watchers = {c.name: make_watcher(c, registry, tokens=extra[c.name]) for c in settings.source_chains()}
     settlement = make_submitter(settings.chain(settings.settlement_chain))
     _close_on_stop(sup, [*watchers.values(), settlement])
     metrics = SignerMetrics(registry)
@@ -174,9 +174,9 @@ def payment_collectors(settings: Settings, approvers: dict, gateway, session, re
     the gateway's reference feed."""
     from relayers.substrate.collect import PaymentCollector
 
+    extra = non_native_tokens(settings)
     return {c.name: PaymentCollector(c, approvers[c.name].refunder, gateway, registry=registry,
-                                     poll_interval=max(c.poll_interval, 1.0),
-                                     tokens=non_native_tokens(settings).get(c.name))
+                                     poll_interval=max(c.poll_interval, 1.0), tokens=extra[c.name])
             for c in settings.source_chains() if c.family == "substrate" and c.name in approvers}
 
 
@@ -310,6 +310,7 @@ def lifecycle_options(settings: Settings, refund_key=None, sup: Supervisor | Non
     domains = {c.name: lock_domain(c.chain_id, bytes.fromhex(c.contracts["lock"][2:]))
                for c in settings.source_chains() if c.family == "evm" and "lock" in c.contracts}
     refund_signers, approvers = {}, {}
+    extra = non_native_tokens(settings)
     if refund_key is not None:
         if refund_key.kind != "ed25519":
             raise ConfigError("signer.refund_key must be an ed25519 keystore")
@@ -317,12 +318,11 @@ def lifecycle_options(settings: Settings, refund_key=None, sup: Supervisor | Non
             if c.family == "ton":
                 from relayers.ton.release import TonRefundSigner
 
-                refund_signers[c.name] = TonRefundSigner.from_config(c, refund_key.secret,
-                                                                     tokens=non_native_tokens(settings)[c.name])
+                refund_signers[c.name] = TonRefundSigner.from_config(c, refund_key.secret, tokens=extra[c.name])
             elif c.family == "substrate":
                 from relayers.substrate.refund import SignerApprovals
 
-                approvers[c.name] = SignerApprovals(c, refund_key.secret, tokens=non_native_tokens(settings).get(c.name))
+                approvers[c.name] = SignerApprovals(c, refund_key.secret, tokens=extra[c.name])
         if sup is not None:
             _close_on_stop(sup, list(approvers.values()))
     else:
@@ -330,7 +330,6 @@ def lifecycle_options(settings: Settings, refund_key=None, sup: Supervisor | Non
         if others:
             log.warning("signer has no refund_key: it will not authorize refunds on %s", ", ".join(others))
     limits = {name: governor.Limits.from_config(g) for name, g in settings.governor.chains.items()}
-    extra = non_native_tokens(settings)
     min_refund = {c.name: c.min_refund for c in settings.source_chains()}
     min_refund.update({t.label: t.min_refund for ts in extra.values() for t in ts.values()})
     return {"lock_domains": domains, "refund_signers": refund_signers, "approvers": approvers, "governor": limits,
@@ -449,13 +448,14 @@ def collectors(settings: Settings, key: bytes, session, db, sup: Supervisor, reg
     cursor = DbCursor(db, "collector")
     metric = collector_metric(registry) if registry is not None else None
     out = []
+    extra = non_native_tokens(settings)
     for c in settings.source_chains():
         if c.family == "evm" and "lock" in c.contracts:
             col = EvmCollector(c, key, feed, cursor, interval=cfg.collect_interval,
                                balance_every=cfg.collect_balance_every_blocks, metric=metric,
                                relay_index=cfg.relay_index, relay_count=cfg.relay_count,
                                takeover_after=cfg.takeover_after_seconds,
-                               tokens=non_native_tokens(settings).get(c.name))
+                               tokens=extra[c.name])
             _close_on_stop(sup, [col])
             out.append((f"collector-{c.name}", col.run))
     return out
