@@ -167,7 +167,12 @@ class ProcessSupervisor:
                 await p.wait()
 
 
-async def _wait_healthy(urls: dict[str, str], procs: ProcessSupervisor, timeout: float = 90.0) -> None:
+async def _wait_healthy(urls: dict[str, str], procs: ProcessSupervisor, timeout: float = 300.0) -> None:
+    """Wait until every service answers its health URL. The supervisor restarts a process that
+    dies, so only the deadline ends a start that never becomes healthy. 300 s: nine Python
+    services importing web3, substrate-interface and pytoniq at once took over 90 s to answer on a
+    2-core machine at load average 25 (a replica-mode chaos run beside test runs), and a slow start
+    is no failure."""
     deadline = time.monotonic() + timeout
     pending = dict(urls)
     async with aiohttp.ClientSession() as s:
