@@ -517,9 +517,42 @@ class Harness:
         account = self.info["accounts"]["ton"][index]
         symbol, _, chain = token.partition("@")
         decimals = int(self.info["chains"]["ton"]["tokens"][symbol]["decimals"]) if chain else 9
-        lb = await tw.connect(self.info["chains"]["ton"]["liteserver_config"], trust_level=2)
+        config = self.info["chains"]["ton"]["liteserver_config"]
+        conn: dict = {}
+
+        async def close() -> None:
+            lb = conn.pop("lb", None)
+            conn.pop("wallet", None)
+            if lb is not None:
+                try:  # pytoniq's close can hang after its listener crashed: bound it
+                    await asyncio.wait_for(lb.close_all(), 10)
+                except (TimeoutError, OSError) as e:
+                    log.warning("ton payer %d: closing the liteserver client: %r", index, e)
+
+        async def wallet_now():
+            """The wallet, connected again after a liteserver outage (an ``rpc_cut`` leaves
+            pytoniq's balancer with no alive peers; a wallet app reconnects, it does not quit)."""
+            if "wallet" not in conn:
+                conn["lb"] = await tw.connect(config, trust_level=2)
+                conn["wallet"] = await tw.open_wallet(conn["lb"], account["mnemonic"])
+            return conn["wallet"]
+
+        async def seqno_now() -> int:
+            for attempt in range(60):
+                try:
+                    wallet = await wallet_now()
+                    await wallet.update()
+                    return await wallet.get_seqno() if wallet.is_active else 0
+                except Exception as e:  # noqa: BLE001 - pytoniq raises plain Exceptions; retried below
+                    if attempt == 59:
+                        raise
+                    self.stats.effect("ton_payer_reconnects")
+                    log.info("ton payer %d: liteserver unreachable (%r); reconnecting", index, e)
+                    await close()
+                    await asyncio.sleep(2)
+            raise AssertionError("unreachable")
+
         try:
-            wallet = await tw.open_wallet(lb, account["mnemonic"])
             for number in range(count):
                 p = await self.open_payment(token, decimals, index, None if chain else "amount", number)
                 if p is None:
@@ -527,34 +560,38 @@ class Harness:
                 ins = p.instructions
                 self.payments[p.reference] = p
                 async with self.account_lock("ton", index):
-                    await wallet.update()
-                    seqno = await wallet.get_seqno() if wallet.is_active else 0
+                    seqno = await seqno_now()
                     for _attempt in range(5):  # an external message can be lost: re-send until seqno moves
-                        if chain:
-                            from relayers.ton.jetton import pay_jettons
-
-                            master = self.info["chains"]["ton"]["tokens"][symbol]["jetton_master"]
-                            await pay_jettons(wallet, master, ins["transfer"]["to"], p.value + p.overpay,
-                                              **({"code": ins["transfer"]["comment"]} if p.plain
-                                                 else {"reference": bytes.fromhex(p.reference[2:])}))
-                        else:
-                            # plain: the standard text comment (the payment code), as any TON wallet sends it
-                            body = ins["transfer"]["payload"] if p.plain else ins["body"]
-                            await tw.transfer(wallet, ins["transfer"]["to"] if p.plain else ins["contract"],
-                                              p.value + p.overpay, Cell.one_from_boc(base64.b64decode(body)))
-                        p.sends += 1
                         try:
-                            await tw.wait_for(lambda: self._seqno_moved(wallet, seqno), timeout=10)
+                            wallet = await wallet_now()
+                            if chain:
+                                from relayers.ton.jetton import pay_jettons
+
+                                master = self.info["chains"]["ton"]["tokens"][symbol]["jetton_master"]
+                                await pay_jettons(wallet, master, ins["transfer"]["to"], p.value + p.overpay,
+                                                  **({"code": ins["transfer"]["comment"]} if p.plain
+                                                     else {"reference": bytes.fromhex(p.reference[2:])}))
+                            else:
+                                # plain: the standard text comment (the payment code), as any TON wallet sends it
+                                body = ins["transfer"]["payload"] if p.plain else ins["body"]
+                                await tw.transfer(wallet, ins["transfer"]["to"] if p.plain else ins["contract"],
+                                                  p.value + p.overpay, Cell.one_from_boc(base64.b64decode(body)))
+                            p.sends += 1
+                        except Exception as e:  # noqa: BLE001 - not sent (or unknown): the seqno decides below
+                            log.info("ton payer %d: send failed (%r); checking the seqno", index, e)
+                            await close()
+                        try:
+                            await tw.wait_for(lambda: self._seqno_moved(conn.get("wallet"), seqno), timeout=10)
                             p.included_at = time.monotonic()
                             break
                         except Exception:  # noqa: BLE001 - retried: the chain's own seqno guards against doubles
                             self.stats.effect("ton_transfers_resent")
+                            if await seqno_now() > seqno:  # included after all (read after a reconnect)
+                                p.included_at = time.monotonic()
+                                break
                 await asyncio.sleep(pace)
         finally:
-            try:  # pytoniq's close can hang after its listener crashed: bound it
-                await asyncio.wait_for(lb.close_all(), 10)
-            except (TimeoutError, OSError) as e:
-                log.warning("ton payer %d: closing the liteserver client: %r", index, e)
+            await close()
 
     async def substrate_payer(self, chain: str, index: int, count: int, pace: float, token: str | None = None) -> None:
         """Pays DOT or KSM like a wallet: ``Utility.batch_all([transfer_keep_alive(committee
@@ -669,6 +706,8 @@ class Harness:
 
     @staticmethod
     async def _seqno_moved(wallet, seqno: int) -> bool:
+        if wallet is None:  # disconnected after a failed send: the caller reconnects
+            raise ConnectionError("ton wallet disconnected")
         await wallet.update()
         return wallet.is_active and await wallet.get_seqno() > seqno
 
