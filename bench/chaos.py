@@ -110,6 +110,7 @@ ERC20_TRANSFER = keccak256(b"transfer(address,uint256)")[:4]
 FAULT_KINDS = ("kill_signer", "kill_relay", "kill_api", "reorg", "rpc_cut", "rpc_flap", "rpc_stall",
                "settlement_drop", "settlement_fail", "price_stale", "price_disagree",
                "undecodable_extrinsic")
+SUBSTRATE_INCLUSION_WAIT = 300  # seconds a substrate payer waits for its extrinsic to be included
 REPLICA_FAULT_KINDS = ("kill_api_replica",)  # scale-out mode only (the default schedule is unchanged)
 API_RETRY_SECONDS = 180  # how long a payer's dApp keeps asking an API that is down (restarting)
 REQUEST_TIMEOUT = 3.0  # the components' Ethereum and TON request timeout (s): a stall times out
@@ -657,10 +658,14 @@ class Harness:
                         await loop.run_in_executor(pool, locked, pay, ins["to"], p.value + p.overpay,
                                                    bytes.fromhex(ins["remark"][2:]))
                     p.sends += 1
-                    deadline = time.monotonic() + 60
+                    # a wallet waits while its extrinsic is in the pool: on a heavily loaded machine
+                    # (load average 50) the devnet's 12 s slots came 60 s apart, and a 60 s bound
+                    # ended a run that had lost nothing
+                    deadline = time.monotonic() + SUBSTRATE_INCLUSION_WAIT
                     while await loop.run_in_executor(pool, locked, nonce) <= before:
                         if time.monotonic() > deadline:
-                            raise RuntimeError(f"{token} payment {p.id} not included within 60 s")
+                            raise RuntimeError(f"{token} payment {p.id} not included within "
+                                               f"{SUBSTRATE_INCLUSION_WAIT} s")
                         await asyncio.sleep(1.0)
                     p.included_at = time.monotonic()
                 await asyncio.sleep(pace)
