@@ -285,6 +285,10 @@ async def _report_conflicts(s: AsyncSession, skipped: Sequence[Observation]) -> 
 
 
 async def observations_by_status(s: AsyncSession, status: str, limit: int = 100) -> list[StoredObservation]:
+    """Observations in ``status``, oldest first (tests and tools; the signer reads
+    ``observations_due``). Served by ``ix_observations_due``, then sorted by id (0014 dropped the
+    status-only index, which gave id order for free but cost every stored deposit an index
+    update)."""
     rows = await s.scalars(
         select(ObservationRow).where(ObservationRow.status == status).order_by(ObservationRow.id).limit(limit)
     )
