@@ -67,15 +67,8 @@ _RANGE_TOO_LARGE = re.compile(
     re.IGNORECASE,
 )
 
-def _word(v: Any) -> bytes | None:
-    """A 32-byte word from its ``0x`` hex (a topic), or None if it is not exactly that."""
-    if isinstance(v, str) and len(v) == 66 and v.startswith("0x"):
-        try:
-            w = bytes.fromhex(v[2:])
-        except ValueError:
-            return None
-        return w if len(w) == 32 else None  # fromhex skips whitespace
-    return None
+_LOCK_TOPICS = (_LOCKED_TOPIC_HEX, _LOCKED_TOKEN_TOPIC_HEX)
+_ZERO24, _ZERO12 = bytes(24), bytes(12)
 
 
 def _consume(task: asyncio.Future) -> None:
@@ -343,11 +336,12 @@ class EvmWatcher(WatcherDefaults):
 
     def _is_locked(self, raw: dict) -> bool:
         topics = raw.get("topics") or []
-        return (
-            str(raw.get("address", "")).lower() == self._lock_hex
-            and len(topics) == 4
-            and str(topics[0]).lower() in (_LOCKED_TOPIC_HEX, _LOCKED_TOKEN_TOPIC_HEX)
-        )
+        address = raw.get("address", "")
+        if len(topics) != 4:
+            return False
+        t0 = topics[0]  # nodes send lowercase hex: compared as sent first, case-folded otherwise
+        return ((address == self._lock_hex or str(address).lower() == self._lock_hex)
+                and (t0 in _LOCK_TOPICS or str(t0).lower() in _LOCK_TOPICS))
 
     def _decode(self, raw: dict, numbers: dict[str, int] | None = None, hashes: dict[str, bytes] | None = None) -> LockedLog:
         # the ABI of Locked by hand (eth_abi's generic decoder was most of a catch-up scan's CPU):
@@ -355,14 +349,22 @@ class EvmWatcher(WatcherDefaults):
         # and ``hashes`` cache the conversions of block numbers and hashes shared by the logs of
         # one block (a string converted once maps to the very value converting it again gives).
         try:
-            t = raw["topics"]
-            nonce_w, sender_w, ref = _word(t[1]), _word(t[2]), _word(t[3])
-            data = hex_bytes(raw.get("data"), "log data")
-        except (KeyError, TypeError, IndexError) as e:
+            t0, t1, t2, t3 = raw["topics"]
+            hexdata = raw["data"]
+            # the three topics in one conversion: each exactly "0x" + 64 hex digits (fromhex
+            # skips whitespace, so a shorter result is malformed too)
+            if not (type(t1) is str and type(t2) is str and type(t3) is str and len(t1) == len(t2) == len(t3) == 66
+                    and t1[:2] == t2[:2] == t3[:2] == "0x"):
+                raise ValueError
+            words = bytes.fromhex(t1[2:] + t2[2:] + t3[2:])
+            if type(hexdata) is not str or hexdata[:2] != "0x":
+                raise ValueError
+            data = bytes.fromhex(hexdata[2:])
+        except (KeyError, TypeError, ValueError) as e:
             raise ChainError(f"chain {self.chain}: undecodable Locked log ({e.__class__.__name__})") from None
-        is_token = str(t[0]).lower() == _LOCKED_TOKEN_TOPIC_HEX
-        if (nonce_w is None or sender_w is None or ref is None or len(data) != (64 if is_token else 32)
-                or any(nonce_w[:24]) or any(sender_w[:12]) or (is_token and any(data[32:44]))):
+        is_token = t0 == _LOCKED_TOKEN_TOPIC_HEX or str(t0).lower() == _LOCKED_TOKEN_TOPIC_HEX
+        if (len(words) != 96 or len(data) != (64 if is_token else 32)
+                or words[:24] != _ZERO24 or words[32:44] != _ZERO12 or (is_token and data[32:44] != _ZERO12)):
             raise ChainError(f"chain {self.chain}: undecodable Locked log (malformed words)")
         hexnum = raw.get("blockNumber")
         number = numbers.get(hexnum) if numbers is not None and isinstance(hexnum, str) else None
@@ -379,10 +381,10 @@ class EvmWatcher(WatcherDefaults):
             block_hash,
             hex_bytes(raw.get("transactionHash"), "transaction hash"),
             hex_int(raw.get("logIndex"), "log index"),
-            int.from_bytes(nonce_w, "big"),
-            sender_w[12:],
+            int.from_bytes(words[24:32], "big"),
+            words[44:64],
             int.from_bytes(data[:32], "big"),
-            ref,
+            words[64:96],
             raw,
             data[44:64] if is_token else None,
         )
