@@ -16,7 +16,11 @@ Puts ``--deposits`` ``lock(bytes32)`` deposits on a fresh anvil (``--per-block``
 Printed: deposits/s of each and the relayer/raw throughput ratio (target >= 0.5). With
 ``--rounds N`` the scans run N times interleaved (raw, SQLite, PostgreSQL, raw, ...) and the
 fastest round of each is compared (the least disturbed on a shared machine); every round's
-time and same-round ratio are printed too. The chain
+time and same-round ratio are printed too. Also printed, because a loaded machine stretches
+wall-clock times by whatever else runs: the CPU time each scan cost (Linux ``/proc``): this
+process's (all threads, so aiosqlite's too), anvil's, and on PostgreSQL the server backends'
+of the bench database; the "CPU ratio" is raw's total over the relayer's (median rounds).
+The chain
 needs (blocks x block time) to produce; the catch-up rate printed as "x real time" is how many
 times faster than Ethereum's 12 s blocks the relayer catches up after being offline. Nothing
 here asserts timings.
@@ -68,12 +72,54 @@ async def _put_deposits(node, lock: str, n: int, per_block: int) -> tuple[int, i
     return first, last
 
 
-async def _raw(rpc_url: str, lock: str, first: int, last: int, chunk: int) -> tuple[int, float]:
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far; 0 if unknown (not Linux, gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class _Cpu:
+    """CPU seconds of this process, anvil and the PostgreSQL backends serving ``db`` between
+    ``start()`` and ``stop()`` (backends that connected meanwhile count whole)."""
+
+    def __init__(self, anvil_pid: int, db=None) -> None:
+        self.anvil_pid, self.db = anvil_pid, db
+
+    async def _backends(self) -> dict[int, float]:
+        if self.db is None or not self.db.is_postgres:
+            return {}
+        from sqlalchemy import text
+
+        async with self.db.engine.connect() as conn:
+            pids = (await conn.execute(text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"))).scalars().all()
+        return {p: _proc_cpu(p) for p in pids}
+
+    async def start(self) -> None:
+        self.backends = await self._backends()
+        self.t = (time.process_time(), _proc_cpu(self.anvil_pid))
+
+    async def stop(self) -> dict:
+        client, anvil = time.process_time() - self.t[0], _proc_cpu(self.anvil_pid) - self.t[1]
+        db = sum(cpu - self.backends.get(p, 0.0) for p, cpu in (await self._backends()).items())
+        return {"client": client, "node": anvil, "db": db, "total": client + anvil + db}
+
+
+async def _raw(rpc_url: str, lock: str, first: int, last: int, chunk: int, anvil_pid: int = 0) -> tuple[int, float, dict]:
     import aiohttp
     from eth_abi import decode
     from eth_utils import keccak
 
     topic = "0x" + keccak(text="Locked(uint64,address,uint256,bytes32)").hex()
+    cpu = _Cpu(anvil_pid)
+    await cpu.start()
     t0 = time.perf_counter()
     count = 0
     async with aiohttp.ClientSession() as s:
@@ -92,10 +138,12 @@ async def _raw(rpc_url: str, lock: str, first: int, last: int, chunk: int) -> tu
                 assert nonce >= 0 and sender and ref and amount > 0
                 count += 1
             start = end + 1
-    return count, time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0
+    return count, elapsed, await cpu.stop()
 
 
-async def _relayer(rpc_url: str, lock: str, chain_id: int, first: int, last: int, chunk: int, db_url: str) -> tuple[int, float]:
+async def _relayer(rpc_url: str, lock: str, chain_id: int, first: int, last: int, chunk: int, db_url: str,
+                   anvil_pid: int = 0) -> tuple[int, float, dict]:
     from bridge.config import EvmChainConfig
     from bridge.storage.db import Database
     from bridge.storage.observations import observations_by_status
@@ -108,18 +156,28 @@ async def _relayer(rpc_url: str, lock: str, chain_id: int, first: int, last: int
     await db.migrate()
     watcher = EvmWatcher(cfg)
     follower = DepositFollower(watcher, db, "bench", start_block=first, max_range=chunk)
+    cpu = _Cpu(anvil_pid, db)
+    await cpu.start()
     t0 = time.perf_counter()
     stored = 0
     while follower.height is None or follower.height < last:
         stored += await follower.step()
     elapsed = time.perf_counter() - t0
+    used = await cpu.stop()
     async with db.begin() as s:
         rows = await observations_by_status(s, "new", limit=10**6)
     await watcher.aclose()
     await db.dispose()
     if len(rows) != stored:
         raise RuntimeError(f"stored {stored} but the database holds {len(rows)}")
-    return stored, elapsed
+    return stored, elapsed, used
+
+
+def _median_cpu(rounds: list[dict]) -> dict:
+    """Per part (client, node, db, total), the median over the rounds."""
+    import statistics
+
+    return {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
 
 
 def _pg_url() -> str:
@@ -164,29 +222,43 @@ async def main_async(args) -> dict:
         results: dict = {"deposits": args.deposits, "blocks": last - first + 1}
         targets = [("sqlite", None)] + ([("postgresql", _pg_url())] if args.pg else [])
         times: dict[str, list[float]] = {"raw": []}
+        cpus: dict[str, list[dict]] = {"raw": []}
         raw_n = 0
+        pid = node._process.pid
         with tempfile.TemporaryDirectory() as tmp:
             for rnd in range(args.rounds):  # interleaved, so that a load burst hits every kind alike
-                raw_n, raw_t = await _raw(node.rpc_url, lock, first, last, args.chunk)
+                raw_n, raw_t, raw_cpu = await _raw(node.rpc_url, lock, first, last, args.chunk, pid)
                 times["raw"].append(raw_t)
+                cpus["raw"].append(raw_cpu)
                 for name, url in targets:
                     db_url = (f"sqlite+aiosqlite:///{tmp}/scan{rnd}.sqlite" if url is None
                               else await _fresh_pg(url))
-                    n, t = await _relayer(node.rpc_url, lock, DEFAULT_CHAIN_ID, first, last, args.chunk, db_url)
+                    n, t, used = await _relayer(node.rpc_url, lock, DEFAULT_CHAIN_ID, first, last, args.chunk,
+                                                db_url, pid)
                     if n != raw_n:
                         raise RuntimeError(f"relayer ({name}) stored {n} deposits, raw scan saw {raw_n}")
                     times.setdefault(name, []).append(t)
+                    cpus.setdefault(name, []).append(used)
         # the fastest round of each: the least disturbed by other load on a shared machine
         raw_t = min(times["raw"])
-        results["raw"] = {"deposits": raw_n, "seconds": raw_t, "per_s": raw_n / raw_t, "rounds": times["raw"]}
+        raw_cpu = _median_cpu(cpus["raw"])
+        results["raw"] = {"deposits": raw_n, "seconds": raw_t, "per_s": raw_n / raw_t, "rounds": times["raw"],
+                          "cpu": raw_cpu}
         for name, _ in targets:
             t = min(times[name])
+            cpu = _median_cpu(cpus[name])
             results[name] = {"deposits": raw_n, "seconds": t, "per_s": raw_n / t, "ratio": raw_t / t,
                              "x_real_time": (last - first + 1) * 12.0 / t, "rounds": times[name],
-                             "round_ratios": [r / x for r, x in zip(times["raw"], times[name])]}
+                             "round_ratios": [r / x for r, x in zip(times["raw"], times[name])],
+                             "cpu": cpu, "cpu_ratio": raw_cpu["total"] / cpu["total"] if cpu["total"] else None}
         return results
     finally:
         await node.stop()
+
+
+def _fmt_cpu(c: dict) -> str:
+    return (f"{c['total'] * 1000:.0f} ms (client {c['client'] * 1000:.0f}, anvil {c['node'] * 1000:.0f}"
+            + (f", PostgreSQL {c['db'] * 1000:.0f}" if c["db"] else "") + ")")
 
 
 def main(argv=None) -> int:
@@ -200,12 +272,15 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     r = asyncio.run(main_async(args))
     raw = r["raw"]
-    print(f"raw eth_getLogs + decode : {raw['deposits']} deposits in {raw['seconds']:.2f} s = {raw['per_s']:.0f}/s")
+    print(f"raw eth_getLogs + decode : {raw['deposits']} deposits in {raw['seconds']:.2f} s = {raw['per_s']:.0f}/s"
+          f"; CPU {_fmt_cpu(raw['cpu'])}")
     for name in ("sqlite", "postgresql"):
         if name in r:
             x = r[name]
             print(f"relayer ({name:10s}) : {x['deposits']} deposits in {x['seconds']:.2f} s = {x['per_s']:.0f}/s "
                   f"ratio {x['ratio']:.3f}x raw (target >= 0.5); catches up {x['x_real_time']:.0f}x real time")
+            if x["cpu_ratio"] is not None:
+                print(f"  CPU {_fmt_cpu(x['cpu'])}: CPU ratio {x['cpu_ratio']:.3f}x raw")
             if len(x["rounds"]) > 1:
                 print(f"  rounds: {' '.join(f'{t:.2f}' for t in x['rounds'])} s; raw "
                       f"{' '.join(f'{t:.2f}' for t in raw['rounds'])} s; same-round ratios "

@@ -105,7 +105,8 @@ class ObservationRow(Base):
     reference: Mapped[bytes] = mapped_column(LargeBinary(32), index=True)
     # signer nodes: new -> attested | rejected | queued (governor); ``new`` ones not decidable yet
     # wait with a backoff (attempts, next_attempt_at)
-    status: Mapped[str] = mapped_column(String(16), default="new", index=True)
+    # no index of its own (0014): ``ix_observations_due`` leads with it
+    status: Mapped[str] = mapped_column(String(16), default="new")
     status_detail: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # 0007: a deposit not decided yet is tried again from this unix time (backoff), attempts so far

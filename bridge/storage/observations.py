@@ -10,6 +10,7 @@ dialects fall back to check-then-insert inside the caller's transaction.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import operator
 from dataclasses import dataclass
@@ -153,29 +154,32 @@ async def add_observations(s: AsyncSession, observations: Iterable[Observation],
     seen_events: set = set()
     seen_ids: set = set()
     for o in observations:
-        if _event_key(o) in seen_events or o.deposit_id in seen_ids:
+        event, deposit = _event_key(o), o.deposit_id
+        if event in seen_events or deposit in seen_ids:
             continue
-        seen_events.add(_event_key(o))
-        seen_ids.add(o.deposit_id)
+        seen_events.add(event)
+        seen_ids.add(deposit)
         unique.append(o)
     if not unique:
         return []
     now = utcnow()
     dialect = s.get_bind().dialect.name
-    inserted: set = set()
     if dialect in ("sqlite", "postgresql"):
         inserted = await _insert_new(s, unique, now, due_at)
+        new = [o for i, o in enumerate(unique) if i in inserted]
+        skipped = [o for i, o in enumerate(unique) if i not in inserted] if len(new) < len(unique) else []
     else:  # portable fallback: check, then insert, in the caller's transaction
         existing_events, existing_ids = await _existing(s, unique)
+        new, skipped = [], []
         for o in unique:
             if _event_key(o) in existing_events or o.deposit_id in existing_ids:
+                skipped.append(o)
                 continue
             s.add(ObservationRow(**_row_values(o, now, due_at)))
-            inserted.add(_event_key(o))
+            new.append(o)
         await s.flush()
-    new = [o for o in unique if _event_key(o) in inserted]
-    if len(new) < len(unique):
-        await _report_conflicts(s, [o for o in unique if _event_key(o) not in inserted])
+    if skipped:
+        await _report_conflicts(s, skipped)
     return new
 
 
@@ -185,20 +189,25 @@ _FROM_OBSERVATION = ("chain", "source", "sequence", "tx_id", "event_index", "blo
                      "timestamp", "token", "amount", "payer", "reference")
 _CONSTANT = {"status": "new", "status_detail": "", "attempts": 0, "next_attempt_at": 0}
 _INSERT_COLUMNS = [c.name for c in ObservationRow.__table__.columns if c.name != "id"]
-_PG_ARRAY = {"chain": "varchar", "source": "bytea", "sequence": "int8", "tx_id": "bytea", "event_index": "int4",
-             "block_number": "int8", "block_hash": "bytea", "timestamp": "int8", "token": "varchar",
-             "amount": "varchar", "payer": "bytea", "reference": "bytea", "status": "varchar",
-             "status_detail": "varchar", "created_at": "timestamptz", "attempts": "int4", "next_attempt_at": "int8"}
+_PG_TYPE = {"chain": "varchar", "source": "bytea", "sequence": "int8", "tx_id": "bytea", "event_index": "int4",
+            "block_number": "int8", "block_hash": "bytea", "timestamp": "int8", "token": "varchar",
+            "amount": "varchar", "payer": "bytea", "reference": "bytea", "status": "varchar",
+            "status_detail": "varchar", "created_at": "timestamptz", "attempts": "int4", "next_attempt_at": "int8"}
 _get_fields = operator.attrgetter(*_FROM_OBSERVATION)
+_SOURCE, _SEQUENCE = _FROM_OBSERVATION.index("source"), _FROM_OBSERVATION.index("sequence")
 
 
-async def _insert_new(s: AsyncSession, unique: Sequence[Observation], now: datetime, due_at: int = 0) -> set:
-    """INSERT .. ON CONFLICT DO NOTHING .. RETURNING the inserted rows' event keys, sent as
-    driver SQL: the values converted by the columns' own bind processors (so the rows are
-    exactly what a Core insert of ``_row_values`` stores) without SQLAlchemy's per-row statement
-    machinery, which cost ~40 us a row on a catch-up scan (bench/relayer_scan.py). SQLite: one
-    multi-row VALUES statement per ``_CHUNK`` rows; PostgreSQL: one statement over ``unnest``
-    arrays whatever the number of rows."""
+async def _insert_new(s: AsyncSession, unique: Sequence[Observation], now: datetime, due_at: int = 0) -> set[int]:
+    """INSERT .. ON CONFLICT DO NOTHING .. RETURNING what identifies the inserted rows; returns
+    their positions in ``unique`` (whose deposit ids are distinct). Sent as driver SQL: the values
+    converted by the columns' own bind processors (so the rows are exactly what a Core insert of
+    ``_row_values`` stores) without SQLAlchemy's per-row statement machinery, which cost ~40 us a
+    row on a catch-up scan (bench/relayer_scan.py). SQLite: one multi-row VALUES statement per
+    ``_CHUNK`` rows; PostgreSQL: one statement over ``unnest`` arrays whatever the number of rows,
+    a column whose value is the same in every row (the constants, and a batch's one chain,
+    source and token) sent once rather than as an array (asyncpg encodes array elements one by
+    one). A batch of one source returns just the inserted sequences (ints) instead of the
+    (source, sequence) pairs."""
     unknown = set(_INSERT_COLUMNS) - set(_FROM_OBSERVATION) - set(_CONSTANT) - {"created_at"}
     if unknown:
         raise RuntimeError(f"observations: the fast insert does not know column(s) {sorted(unknown)}")
@@ -218,30 +227,73 @@ async def _insert_new(s: AsyncSession, unique: Sequence[Observation], now: datet
         v = list(_get_fields(o))
         for i, p in converters:
             v[i] = p(v[i])
-        v.extend(tail)
         return v
 
+    one_source = all(o.source == unique[0].source for o in unique)
+    position = ({o.sequence: i for i, o in enumerate(unique)} if one_source
+                else {(bytes(o.source), o.sequence): i for i, o in enumerate(unique)})
+    ret = " ON CONFLICT DO NOTHING RETURNING " + ("sequence" if one_source else "source, sequence")
+    inserted: set[int] = set()
+
+    def collect(rows) -> None:
+        if one_source:
+            inserted.update(position[seq] for (seq,) in rows)
+        else:
+            inserted.update(position[(bytes(src), seq)] for src, seq in rows)
+
     cols = ", ".join(order)
-    ret = " ON CONFLICT DO NOTHING RETURNING chain, tx_id, event_index"
-    inserted: set = set()
     if dialect.name == "postgresql":
-        arrays = [list(a) for a in zip(*(row(o) for o in unique))]
-        sql = (f"INSERT INTO observations ({cols}) SELECT * FROM unnest("
-               + ", ".join(f"${i + 1}::{_PG_ARRAY[c]}[]" for i, c in enumerate(order)) + ")" + ret)
-        result = await conn.exec_driver_sql(sql, tuple(arrays))
-        for chain, tx_id, event_index in result.all():
-            inserted.add((chain, bytes(tx_id), event_index))
+        columns = [list(a) for a in zip(*(row(o) for o in unique))] + [[v] for v in tail]
+        params: list = []
+        select: list[str] = []
+        arrays: list[str] = []
+        for i, (c, values) in enumerate(zip(order, columns)):
+            if c != "sequence" and (len(values) == 1 or values.count(values[0]) == len(values)):
+                params.append(values[0])
+                select.append(f"${len(params)}::{_PG_TYPE[c]}")
+            else:  # one array at least (sequence): unnest gives the rows
+                params.append(values)
+                arrays.append(f"${len(params)}::{_PG_TYPE[c]}[]")
+                select.append(f"u.c{i}")
+        names = ", ".join(f"c{i}" for i, (c, values) in enumerate(zip(order, columns))
+                          if select[i].startswith("u."))
+        sql = (f"INSERT INTO observations ({cols}) SELECT {', '.join(select)} "
+               f"FROM unnest({', '.join(arrays)}) AS u({names})" + ret)
+        result = await conn.exec_driver_sql(sql, tuple(params))
+        collect(result.all())
         return inserted
+    # SQLite: each chunk goes to aiosqlite's thread in one hop (``execute_fetchall``, on the
+    # session's own connection, so in its transaction) and the next chunk is built meanwhile:
+    # sqlite3 releases the GIL while SQLite works, so the two overlap
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
     one = "(" + ", ".join("?" * len(order)) + ")"
-    for part in _chunks(unique):
-        flat: list = []
-        for o in part:
-            flat.extend(row(o))
-        sql = f"INSERT INTO observations ({cols}) VALUES " + ", ".join([one] * len(part)) + ret
-        result = await conn.exec_driver_sql(sql, tuple(flat))
-        for chain, tx_id, event_index in result.all():
-            inserted.add((chain, bytes(tx_id), event_index))
+    pending: asyncio.Future | None = None
+    try:
+        for part in _chunks(unique):
+            flat: list = []
+            for o in part:
+                flat.extend(row(o))
+                flat.extend(tail)
+            sql = f"INSERT INTO observations ({cols}) VALUES " + ", ".join([one] * len(part)) + ret
+            if pending is not None:
+                collect(await pending)
+            pending = asyncio.ensure_future(driver.execute_fetchall(sql, flat))
+            await asyncio.sleep(0)  # queued to the thread now, not when this coroutine next waits
+        if pending is not None:
+            collect(await pending)
+            pending = None
+    finally:
+        # failed or cancelled mid-way: the statement queued last still runs in the thread, before
+        # the rollback that follows (one queue, in order); only its outcome is left to retrieve
+        if pending is not None and not pending.done():
+            pending.add_done_callback(_retrieve)
     return inserted
+
+
+def _retrieve(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 async def _existing(s: AsyncSession, obs: Sequence[Observation]) -> tuple[set, set]:
@@ -285,6 +337,10 @@ async def _report_conflicts(s: AsyncSession, skipped: Sequence[Observation]) -> 
 
 
 async def observations_by_status(s: AsyncSession, status: str, limit: int = 100) -> list[StoredObservation]:
+    """Observations in ``status``, oldest first (tests and tools; the signer reads
+    ``observations_due``). Served by ``ix_observations_due``, then sorted by id (0014 dropped the
+    status-only index, which gave id order for free but cost every stored deposit an index
+    update)."""
     rows = await s.scalars(
         select(ObservationRow).where(ObservationRow.status == status).order_by(ObservationRow.id).limit(limit)
     )

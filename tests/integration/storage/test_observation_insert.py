@@ -59,7 +59,12 @@ async def test_batches_across_chunks_are_idempotent_and_pg_uses_one_statement(db
     try:
         n = 2 * _CHUNK + 17
         async with db.begin() as s:
+            if not db.is_postgres:  # SQLite's chunks go to aiosqlite directly: SQLite's own trace
+                raw = await (await s.connection()).get_raw_connection()
+                await raw.driver_connection.set_trace_callback(lambda sql: count(None, None, sql, None, None, False))
             new = await add_observations(s, [_obs(i) for i in range(n)])
+            if not db.is_postgres:
+                await raw.driver_connection.set_trace_callback(None)
         assert [o.sequence for o in new] == list(range(n))
         first = len(inserts)
         # PostgreSQL: one statement whatever the batch (was one per 400 rows)
@@ -71,3 +76,43 @@ async def test_batches_across_chunks_are_idempotent_and_pg_uses_one_statement(db
             assert len(await observations_by_status(s, "new", limit=10 * n)) == n + 5
     finally:
         event.remove(db.engine.sync_engine, "before_cursor_execute", count)
+
+
+async def test_a_mixed_batch_returns_exactly_its_new_rows(db):
+    """Several sources, chains and tokens in one batch (so no column is sent once for all rows on
+    PostgreSQL, and the inserted rows come back as (source, sequence)), with a stored deposit
+    and an event already stored under another deposit id: only the new ones come back, stored
+    as given."""
+    from dataclasses import replace
+
+    a = [_obs(i) for i in range(4)]
+    b = [replace(_obs(i), chain="ton", source=b"\x09" * 32, token="TON", tx_id=(100 + i).to_bytes(32, "big"))
+         for i in range(4)]
+    async with db.begin() as s:
+        assert await add_observations(s, [a[0], b[1]]) == [a[0], b[1]]
+    clash = replace(_obs(9), tx_id=a[0].tx_id, event_index=a[0].event_index)  # a[0]'s event, another deposit id
+    async with db.begin() as s:
+        new = await add_observations(s, a + b + [clash])
+    assert new == [a[1], a[2], a[3], b[0], b[2], b[3]]
+    async with db.begin() as s:
+        stored = {(r.observation.source, r.observation.sequence): r.observation
+                  for r in await observations_by_status(s, "new", limit=100)}
+    assert stored == {(o.source, o.sequence): o for o in a + b}
+
+
+async def test_the_fast_insert_is_part_of_the_callers_transaction(db):
+    """Sent below SQLAlchemy (SQLite: aiosqlite's connection), the insert still belongs to the
+    session's transaction, even as its first statement: a rollback takes it back."""
+
+    class Boom(Exception):
+        pass
+
+    try:
+        async with db.begin() as s:
+            assert len(await add_observations(s, [_obs(i) for i in range(_CHUNK + 3)])) == _CHUNK + 3
+            raise Boom()
+    except Boom:
+        pass
+    async with db.begin() as s:
+        assert await observations_by_status(s, "new") == []
+        assert len(await add_observations(s, [_obs(i) for i in range(3)])) == 3
