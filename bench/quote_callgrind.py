@@ -28,7 +28,43 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-async def _serve(kind: str, home: str) -> None:
+def _variant(app, variant: str) -> None:
+    """Diagnostic variants of the api server (``--variant``), each taking one part away to see
+    what it costs: ``trivial`` (the quote route answers a fixed body: aiohttp, the middleware
+    and the app alone), ``nowriter`` (quotes made and answered, never signed or stored),
+    ``nosign`` (stored with a fixed signature, no Merkle tree or Ed25519), ``nostore`` (signed,
+    not written: no thread hop, no SQLite). Measurements only: none of these is a valid quote."""
+    from aiohttp import web
+
+    from bridge.api.keys import QUOTE_WRITER
+    from bridge.pricing.quotes import _evolve
+
+    writer = app[QUOTE_WRITER]
+    fake = {"signature": b"s" * 64, "merkle_root": b"r" * 32, "merkle_path": ()}
+    if variant == "trivial":
+        body = b'{"token":"ETH","credits":"500","ok":true}'
+
+        async def trivial(request):
+            await request.read()
+            return web.Response(body=body, status=201, content_type="application/json")
+
+        for route in app.router["quotes"]:
+            route._handler = trivial
+    elif variant == "nowriter":
+        async def add(q):
+            return _evolve(q, **fake)
+
+        writer.add = add
+    elif variant == "nosign":
+        writer.sign = lambda qs: [_evolve(q, **fake) for q in qs]
+    elif variant == "nostore":
+        async def insert(quotes):
+            return None
+
+        writer._insert = insert
+
+
+async def _serve(kind: str, home: str, variant: str = "") -> None:
     """The server process (run under valgrind): prints its port, serves until stdin closes."""
     from aiohttp import web
 
@@ -38,6 +74,7 @@ async def _serve(kind: str, home: str) -> None:
         app = qt.bare_app()
     else:
         app, _ = await qt.api_app(Path(home))
+        _variant(app, variant)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -71,7 +108,7 @@ def measure(kind: str, args: argparse.Namespace, tmp: str) -> float:
     out = os.path.join(tmp, f"cg-{kind}.%p")
     proc = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__,
-         "--serve", kind, "--home", tmp],
+         "--serve", kind, "--home", tmp, "--variant", args.variant],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         env={**os.environ, "PYTHONPATH": f"{ROOT}/bench:{ROOT}"})
     assert proc.stdout is not None and proc.stdin is not None
@@ -105,16 +142,19 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=400)
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--only", choices=("bare", "api"))
+    p.add_argument("--variant", choices=("", "trivial", "nowriter", "nosign", "nostore"), default="",
+                   help="api with one part taken away (diagnostics, see _variant)")
     p.add_argument("--serve", help=argparse.SUPPRESS)
     p.add_argument("--home", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve:
-        asyncio.run(_serve(args.serve, args.home))
+        asyncio.run(_serve(args.serve, args.home, args.variant))
         return
     with tempfile.TemporaryDirectory(prefix="cb-cg-") as tmp:
         result = {k: measure(k, args, tmp) for k in (("bare", "api") if args.only is None else (args.only,))}
     for k, v in result.items():
-        print(f"{k:5} {v / 1000:8.0f}k instructions a request ({args.requests} requests, {args.connections} connections)")
+        name = f"{k} ({args.variant})" if k == "api" and args.variant else k
+        print(f"{name:5} {v / 1000:8.0f}k instructions a request ({args.requests} requests, {args.connections} connections)")
     if len(result) == 2:
         print(f"ratio bare/api by instructions: {result['bare'] / result['api']:.2f}x")
 
