@@ -32,19 +32,27 @@ def problem_from_error(e: BridgeError) -> web.Response:
     return problem(e.http_status, e.code, title, e.detail, headers)
 
 
+def problem_for(request: web.Request, exc: Exception) -> web.Response:
+    """The problem response for ``exc`` raised while handling ``request`` (what the problem
+    middleware answers); an aiohttp HTTP exception below 400 (a redirect) is re-raised."""
+    if isinstance(exc, BridgeError):
+        if exc.http_status >= 500:
+            log.warning("%s %s -> %s", request.method, request.path, exc)
+        return problem_from_error(exc)
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:
+            raise exc
+        return problem(exc.status, f"http-{exc.status}", exc.reason,
+                       exc.text if exc.text and exc.text != f"{exc.status}: {exc.reason}" else exc.reason,
+                       headers={k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")})
+    # the one place that turns unknown failures into a clean 500
+    log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return problem(500, "internal", "Internal error", "the server failed; the error was logged")
+
+
 @web.middleware
 async def problem_middleware(request: web.Request, handler):
     try:
         return await handler(request)
-    except BridgeError as e:
-        if e.http_status >= 500:
-            log.warning("%s %s -> %s", request.method, request.path, e)
-        return problem_from_error(e)
-    except web.HTTPException as e:
-        if e.status < 400:
-            raise
-        return problem(e.status, f"http-{e.status}", e.reason, e.text if e.text and e.text != f"{e.status}: {e.reason}" else e.reason,
-                       headers={k: v for k, v in e.headers.items() if k in ("Allow", "Retry-After")})
-    except Exception:  # the one place that turns unknown failures into a clean 500
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return problem(500, "internal", "Internal error", "the server failed; the error was logged")
+    except Exception as e:  # BridgeError, aiohttp's HTTP errors, anything else: see problem_for
+        return problem_for(request, e)

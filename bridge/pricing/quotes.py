@@ -48,7 +48,7 @@ import os
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import datetime, timedelta, timezone
 from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, Inexact, InvalidOperation, Overflow
 from fractions import Fraction
@@ -214,21 +214,60 @@ def _canonical_json(fields: dict[str, str]) -> bytes:
 # The quote's canonical JSON without building the dict and sorting it on every quote: the
 # keys in sorted order, each value escaped by the very function JSONEncoder(ensure_ascii=True)
 # uses for strings, so the bytes are identical to ``_canonical_json(quote_fields(q))``
-# (tests/unit/test_quotes.py checks both on awkward values).
+# (tests/unit/test_quote_fastpaths.py checks both on awkward values). Of the eleven fields only
+# ``amount``, ``credits`` and ``id`` differ between the quotes of one second and one price: the
+# rest is formatted once (``_quote_template``) into the four byte strings around those three.
 _QUOTE_KEYS = ("amount", "chain", "created_at", "credit_price_usd", "credits", "expires_at", "id", "key_id",
                "rate", "sources", "token")
 _QUOTE_PREFIXES = tuple(("{" if i == 0 else ",") + json.dumps(k) + ":" for i, k in enumerate(_QUOTE_KEYS))
 _escape = json.encoder.encode_basestring_ascii
 
 
-def canonical_quote_bytes(q: Quote) -> bytes:
-    values = (str(int(q.amount)), str(q.chain), rfc3339(q.created_at), decimal_str(q.credit_price_usd),
-              str(int(q.credits)), rfc3339(q.expires_at), str(q.id), str(q.key_id), decimal_str(q.rate),
-              ",".join(q.sources), str(q.token))
+@functools.lru_cache(maxsize=256)
+def _quote_template(chain: str, created_at: datetime, credit_price_usd: Decimal, expires_at: datetime, key_id: str,
+                    rate: Decimal, sources: tuple[str, ...], token: str) -> tuple[bytes, bytes, bytes, bytes]:
+    """The canonical bytes of a quote with these fields, cut around amount, credits and id:
+    ``a + "amount" + b + "credits" + c + "id" + d`` (each of those three escaped and quoted).
+    Cached: equal arguments format the same (see ``_rfc3339`` and ``_decimal_str``)."""
     a, b, c, d, e, f, g, h, i, j, k = _QUOTE_PREFIXES
-    v = [_escape(x) for x in values]
-    return QUOTE_DOMAIN + (a + v[0] + b + v[1] + c + v[2] + d + v[3] + e + v[4] + f + v[5] + g + v[6] + h + v[7]
-                           + i + v[8] + j + v[9] + k + v[10] + "}").encode("ascii")
+    x = [_escape(v) for v in (str(chain), rfc3339(created_at), decimal_str(credit_price_usd), rfc3339(expires_at),
+                              str(key_id), decimal_str(rate), ",".join(sources), str(token))]
+    return (QUOTE_DOMAIN + a.encode("ascii"), (b + x[0] + c + x[1] + d + x[2] + e).encode("ascii"),
+            (f + x[3] + g).encode("ascii"), (h + x[4] + i + x[5] + j + x[6] + k + x[7] + "}").encode("ascii"))
+
+
+def canonical_quote_bytes(q: Quote) -> bytes:
+    try:
+        a, b, c, d = _quote_template(q.chain, q.created_at, q.credit_price_usd, q.expires_at, q.key_id, q.rate,
+                                     q.sources, q.token)
+    except TypeError:  # an unhashable field (sources as a list, a signalling NaN): formatted afresh
+        a, b, c, d = _quote_template.__wrapped__(q.chain, q.created_at, q.credit_price_usd, q.expires_at, q.key_id,
+                                                 q.rate, tuple(q.sources), q.token)
+    return b"".join((a, b'"%d"' % int(q.amount), b, b'"%d"' % int(q.credits), c, _escape(str(q.id)).encode("ascii"),
+                     d))
+
+
+def _evolve(q: Quote, **changes) -> Quote:
+    """``dataclasses.replace(q, **changes)`` for a ``Quote``, several times cheaper (signing a
+    batch makes one per quote): a new instance whose ``__dict__`` is a copy of ``q``'s with the
+    changes. Equivalent because ``Quote`` is a plain frozen dataclass -- fields in ``__dict__``,
+    no ``__post_init__``, no slots, no init-only fields (checked at import; the test compares
+    with ``replace``); with unknown field names it raises TypeError like ``replace``."""
+    unknown = changes.keys() - _QUOTE_FIELDS
+    if unknown:
+        raise TypeError(f"Quote has no field(s) {', '.join(sorted(unknown))}")
+    new = object.__new__(Quote)
+    d = q.__dict__.copy()
+    d.update(changes)
+    object.__setattr__(new, "__dict__", d)
+    return new
+
+
+_QUOTE_FIELDS = frozenset(f.name for f in fields(Quote))
+if (hasattr(Quote, "__post_init__") or hasattr(Quote, "__slots__")
+        or len(_QUOTE_FIELDS) != len(Quote.__dataclass_fields__)):  # pragma: no cover - a changed Quote
+    def _evolve(q: Quote, **changes) -> Quote:  # noqa: F811
+        return replace(q, **changes)
 
 
 def canonical_terms_bytes(t: PaymentTerms) -> bytes:
@@ -271,11 +310,12 @@ class QuoteSigner:
     def sign_quotes(self, quotes: Sequence[Quote]) -> list[Quote]:
         """The quotes, in order, with this key's ``key_id``, signed by one signature over the
         root of their Merkle tree (``bridge/pricing/merkle.py``), each with its proof path."""
-        keyed = [q if q.key_id == self.key_id else replace(q, key_id=self.key_id) for q in quotes]
-        leaves = [merkle.leaf_hash(canonical_quote_bytes(q)) for q in keyed]
-        root, paths = merkle.build(leaves)
+        key_id = self.key_id
+        keyed = [q if q.key_id == key_id else _evolve(q, key_id=key_id) for q in quotes]
+        leaf = merkle.leaf_hash
+        root, paths = merkle.build([leaf(canonical_quote_bytes(q)) for q in keyed])
         signature = self.sign_bytes(merkle.batch_message(root))
-        return [replace(q, signature=signature, merkle_root=root, merkle_path=tuple(path))
+        return [_evolve(q, signature=signature, merkle_root=root, merkle_path=tuple(path))
                 for q, path in zip(keyed, paths)]
 
     def sign_terms(self, t: PaymentTerms) -> PaymentTerms:
@@ -598,6 +638,8 @@ class QuoteService:
             registry = _Registry()
         self._metrics = PricingMetrics.for_registry(registry)
         self._depegged: set[tuple[str, str]] = set()  # tokens last seen outside their band (for the log)
+        self._priced: dict[tuple[str, str], tuple] = {}  # token -> make_quote's context (see there)
+        self._second: datetime | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, source: PriceSource | PriceAggregator, signer: QuoteSigner,
@@ -739,12 +781,32 @@ class QuoteService:
         now = now or utcnow()
         if now.tzinfo is None or now.utcoffset() is None:
             raise InputError("now must be timezone-aware")
-        now = now.astimezone(timezone.utc).replace(microsecond=0)
-        decimals = payable.decimals
-        rate, sources = await self.price_of(payable.symbol, now, payable.chain)
-        self.check_peg(payable, rate)  # the measured rate is what the quote uses, never the peg
-        price = self.credit_price_usd
-        num, den = _credit_value(price, rate, decimals)  # exact, as amount_for_credits computes it
+        now = now.astimezone(timezone.utc)
+        second = self._second  # the last second truncated: replace() parses keywords, a few µs
+        if second is None or not _ZERO <= now - second < _ONE_SECOND:
+            second = self._second = now.replace(microsecond=0)
+        now = second
+        aggregator = self.source if isinstance(self.source, PriceAggregator) else None
+        if aggregator is not None:
+            # The aggregator answers one AggregatedPrice object per symbol and second (until a
+            # refresh): what a quote takes from it -- rate, sources, the exact credit value, the
+            # minimum, the dates -- is worked out once per (token, price object, second) into a
+            # template quote; each quote is that template with its own id, amount and credits.
+            symbol = payable.price_symbol
+            if symbol not in aggregator.symbols:
+                raise PriceUnavailable(f"no price source is configured for {symbol}")
+            aggregated = aggregator.price(symbol, now)
+            self.check_peg(payable, aggregated.price)  # the measured rate is what the quote uses, never the peg
+            ctx = self._priced.get(payable.key)
+            if (ctx is None or ctx[0] is not aggregated or ctx[1] != now or ctx[2] is not self.credit_price_usd
+                    or ctx[3].key_id != self.signer.key_id):
+                ctx = self._priced[payable.key] = self._context(
+                    payable, aggregated.price, tuple(q.name for q in aggregated.sources), now, aggregated)
+        else:
+            rate, sources = await self.price_of(payable.symbol, now, payable.chain)
+            self.check_peg(payable, rate)
+            ctx = self._context(payable, rate, sources, now)
+        _, _, _, template, num, den, minimum = ctx
         if credits is not None:
             amount = -(-credits * num // den)  # == amount_for_credits(credits, price, rate, decimals)
             if amount > MAX_AMOUNT:
@@ -756,23 +818,25 @@ class QuoteService:
                 raise InputError("the amount does not buy a single credit")
             if credits > MAX_CREDITS:
                 raise InputError("the amount buys too many credits for one quote")
-        minimum = per_token(self.pricing.min_amount, payable.symbol, payable.chain, 0)
         if amount < minimum:
             raise InputError(f"amount {amount} is below the minimum of {minimum} base units of {payable.symbol}")
-        quote = Quote(
-            id=_uuid4(),
-            token=payable.symbol,
-            chain=payable.chain,
-            amount=amount,
-            credits=credits,
-            rate=rate,
-            credit_price_usd=price,
-            created_at=now,
-            expires_at=now + self.ttl,
-            sources=sources,
-            key_id=self.signer.key_id,
-        )
+        quote = _evolve(template, id=_uuid4(), amount=amount, credits=credits)
         return self.signer.sign_quote(quote) if sign else quote
+
+    def _context(self, payable: PayableToken, rate: Decimal, sources: tuple[str, ...], now: datetime,
+                 price_object: object = None) -> tuple:
+        """``(price_object, now, credit price, template quote, num, den, minimum)`` for quotes of
+        ``payable`` at ``rate`` made at ``now`` (``price_object``: what the cache is valid for)."""
+        price = self.credit_price_usd
+        num, den = _credit_value(price, rate, payable.decimals)  # exact, as amount_for_credits computes it
+        minimum = per_token(self.pricing.min_amount, payable.symbol, payable.chain, 0)
+        template = Quote(id="", token=payable.symbol, chain=payable.chain, amount=0, credits=0, rate=rate,
+                         credit_price_usd=price, created_at=now, expires_at=now + self.ttl, sources=sources,
+                         key_id=self.signer.key_id)
+        return (price_object, now, price, template, num, den, minimum)
+
+
+_ZERO, _ONE_SECOND = timedelta(0), timedelta(seconds=1)
 
 
 @functools.lru_cache(maxsize=256)
@@ -798,10 +862,11 @@ class _UuidPool:
             self._buf, at = os.urandom(16 * self.per_draw), 0
         self._at = at + 16
         b = self._buf
-        # RFC 9562 version 4: version nibble 0100, variant bits 10 (what uuid.UUID(version=4) sets)
-        h = (b[at:at + 6].hex() + "%02x" % (b[at + 6] & 0x0F | 0x40) + b[at + 7:at + 8].hex()
-             + "%02x" % (b[at + 8] & 0x3F | 0x80) + b[at + 9:at + 16].hex())
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        h = b[at:at + 16].hex()
+        # RFC 9562 version 4 (what uuid.UUID(version=4) sets): the version nibble (hex digit 12)
+        # becomes 4; the variant bits, the top two of byte 8 (hex digit 16), become 10, leaving
+        # that digit 8, 9, a or b by the byte's next two bits
+        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[b[at + 8] >> 4 & 3]}{h[17:20]}-{h[20:]}"
 
 
 _uuid4 = _UuidPool()

@@ -114,7 +114,10 @@ class QuoteWriter:
         self.db = db
         self.max_batch = max_batch
         self.sign = sign
-        self._queue: asyncio.Queue[tuple[Quote, asyncio.Future]] = asyncio.Queue()
+        # the quotes waiting for the next batch, and the future the idle task waits on: a plain
+        # list, not an asyncio.Queue (whose put/get bookkeeping cost a share of every quote)
+        self._waiting: list[tuple[Quote, asyncio.Future]] = []
+        self._wakeup: asyncio.Future | None = None
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()  # one transaction at a time on the held connection
         self._conn: AsyncConnection | None = None
@@ -133,9 +136,8 @@ class QuoteWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        batch: list[tuple[Quote, asyncio.Future]] = []
-        while not self._queue.empty():
-            batch.append(self._queue.get_nowait())
+        self._wakeup = None
+        batch, self._waiting = self._waiting, []
         if batch:
             await self._write(batch)
         await self._release()
@@ -146,14 +148,22 @@ class QuoteWriter:
         if self._task is None or self._task.done():
             await self._write([(quote, future)])
         else:
-            self._queue.put_nowait((quote, future))
+            self._waiting.append((quote, future))
+            wakeup = self._wakeup
+            if wakeup is not None:  # the task is idle: this quote starts a batch at once
+                self._wakeup = None
+                if not wakeup.done():
+                    wakeup.set_result(None)
         return await future
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            if not self._waiting:
+                self._wakeup = loop.create_future()
+                await self._wakeup
+            batch = self._waiting[:self.max_batch]
+            del self._waiting[:self.max_batch]
             await self._write(batch)
 
     async def _insert(self, quotes: list[Quote]) -> None:
@@ -250,11 +260,20 @@ class _SqliteBatch:
         if self.columns != self._FAST_COLUMNS:  # the table changed: the generic conversion
             return self._rows_generic(quotes)
         # _row's values through the same processors, without a dict a row: the datetimes repeat
-        # within a batch (quotes of one second) and are converted once; bytes go as bytes
-        # (sqlite3 stores them and the Binary the LargeBinary processor wraps them in alike)
+        # within a batch (quotes of one second) and are converted once; bytes go as bytearray
+        # (sqlite3 stores bytes, bytearray and the Binary the LargeBinary processor wraps them in
+        # alike, as a BLOB, but looks up an adapter for every bytes parameter -- two failed
+        # attribute look-ups each -- and for no bytearray); the batch's one signature once
         p = dict(zip(self.columns, self.processors))
         amount, credits, created, expires = p["amount"], p["credits"], p["created_at"], p["expires_at"]
         times: dict = {}
+        blobs: dict = {}
+
+        def blob(b):
+            v = blobs.get(b)
+            if v is None:
+                v = blobs[b] = bytearray(b)
+            return v
 
         def when(dt, proc):
             v = times.get((dt, proc))
@@ -265,7 +284,8 @@ class _SqliteBatch:
         return [(q.id, q.token, q.chain, amount(q.amount) if amount else q.amount,
                  credits(q.credits) if credits else q.credits, str(q.rate), str(q.credit_price_usd),
                  ",".join(q.sources), when(q.created_at, created), when(q.expires_at, expires), q.key_id,
-                 q.signature, _pack_proof(q)) for q in quotes]
+                 blob(q.signature), bytearray().join((q.merkle_root, *q.merkle_path)) if q.merkle_root else None)
+                for q in quotes]
 
     def _rows_generic(self, quotes: list[Quote]) -> list[tuple]:
         """``_row`` of each quote through every column's bind processor (what _rows must equal)."""
