@@ -101,7 +101,7 @@ def pytest_collection_modifyitems(config, items):
 
 # --- migrated SQLite schema, once per worker -----------------------------------------------
 # Hundreds of tests (gateways, components) open a new SQLite file and migrate it: 13 Alembic
-# revisions, the costliest part of most integration tests. The first migration in a worker
+# revisions each time (a good share of a short API test). The first migration in a worker
 # keeps its result as a template; a new SQLite file is then a copy of it, and migrate() still
 # runs (a no-op at head, checking the revision). Files that already exist (a test building an
 # old schema on purpose) are migrated for real. CREDITBRIDGE_TEST_MIGRATE_EACH=1 turns it off.
@@ -127,12 +127,14 @@ def _sqlite_schema_template(tmp_path_factory):
         if target is None or target.exists():
             return await _real_migrate(self)
         if not template.exists():
-            seed = Database(f"sqlite+aiosqlite:///{template}.tmp")
+            # a file of its own per attempt: two gateways migrating at once both build one
+            seed_file = f"{template}.{id(self)}.tmp"
+            seed = Database(f"sqlite+aiosqlite:///{seed_file}")
             try:
                 await _real_migrate(seed)
             finally:
                 await seed.dispose()
-            os.replace(f"{template}.tmp", template)  # only a complete schema is ever copied
+            os.replace(seed_file, template)  # only a complete schema is ever copied
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(template, target)
         await _real_migrate(self)
