@@ -124,11 +124,18 @@ class _SharedDevnet:
     def __init__(self) -> None:
         self.stack: contextlib.ExitStack | None = None
         self.net: Devnet | None = None
+        self.failed: str | None = None
 
     def get(self, tmp_path_factory) -> Devnet:
+        if self.failed is not None:  # like a module fixture's error: once, not a start per test
+            raise AssertionError(f"the shared devnet did not start (first error: {self.failed})")
         if self.net is None:
             stack = contextlib.ExitStack()
-            self.net = stack.enter_context(devnet_process(tmp_path_factory, "devnet", []))
+            try:
+                self.net = stack.enter_context(devnet_process(tmp_path_factory, "devnet", []))
+            except BaseException as e:
+                self.failed = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise
             self.stack = stack
         return self.net
 
