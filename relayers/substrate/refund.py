@@ -61,10 +61,10 @@ within a block, and a signer steps its orders one after another (the collector's
 this refunder and the process's SDK lock), so the requests per step bound how many orders fit
 in a block. substrate-interface asks the node for its head, that head's header and runtime
 version again on every ``compose_call`` left unpinned: a step that approved sent ~40
-requests, a creation ~50, a step with nothing to send ~16 (measured on chopsticks). Calls are therefore composed under the runtime
-loaded for the pinned head; an order's call hash is kept per runtime spec version (an unchanged
-call under an unchanged runtime encodes to the same bytes; an upgrade changes the version and
-the hash is recomputed); the raw ``System.Events`` of a block (by block hash) and the hashes of
+requests, a creation ~50, a step with nothing to send ~16 (measured on chopsticks). Calls are
+therefore composed under the runtime loaded for the pinned head; an order's call hash is kept
+per runtime spec version (an unchanged call under an unchanged runtime encodes to the same
+bytes; an upgrade changes the version and the hash is recomputed); the raw ``System.Events`` of a block (by block hash) and the hashes of
 finalized blocks (by number) are kept for a few hundred blocks, so the open orders' scans of a
 new block read it once; the weight the runtime reports is kept per kind of call (refund or
 collection, native or asset) and spec version. Measured the same way: 4-7 requests for a step
@@ -638,7 +638,7 @@ class MultisigRefunder:
     def _sign_and_submit(self, order: RefundOrder, mem: _OrderMemory, action: str, when: tuple[int, int] | None,
                          head: _Head, si: SubstrateInterface) -> _Pending | str:
         # the runtime of the pinned best block: the one that executes it, unless an upgrade
-        # lands first (then the call hash differs and the transaction fails on chain: rule 2)
+        # lands first (see "a runtime upgrade" below the rules: the approval then fails on chain)
         self._init_runtime(si, head.hash)
         call = self._compose(si, order, head.hash)
         if blake2_256(bytes(call.data.data)) != mem.call_hash:
