@@ -1653,6 +1653,8 @@ class Harness:
         for chain in self.substrate_chains:
             payers += [(chain, i) for i in range(min(a.payers, len(self.info["accounts"][chain])))]
         others = ["TON"] * ("TON" in self.tokens) + self.substrate_chains
+        if a.others is not None:  # e.g. only the Asset Hub chains: --others DOT,KSM
+            others = [o for o in others if (o if o == "TON" else self.info["chains"][o]["token"]) in a.others]
         n_other = round(a.payments * a.other_share / len(others)) if others else 0
         stables = [f"{sym}@{n}" for n, sym in self.stables]
         for label in stables:
@@ -1851,6 +1853,8 @@ def main(argv=None) -> int:
                     help="only the EVM chains (no TON or Asset Hub devnet chains)")
     ap.add_argument("--other-share", type=float, default=0.3,
                     help="share of the payments made in the other tokens (TON, DOT, KSM), split evenly")
+    ap.add_argument("--others", type=lambda v: set(v.split(",")), default=None, metavar="TOKEN,..",
+                    help="pay --other-share only in these of TON, DOT, KSM (default: all)")
     ap.add_argument("--stable-share", type=float, default=0.15,
                     help="share of the payments made in the devnet's stablecoins (USDC, USDT on each chain), split "
                          "evenly; 0 pays none")

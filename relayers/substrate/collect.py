@@ -20,8 +20,10 @@ Each signer runs a :class:`PaymentCollector` that
    the collection with the refunder's multisig machinery (``refund.MultisigRefunder.step`` with
    a ``refund.CollectionOrder``): call ``Utility.batch_all([Balances.transfer_all(committee,
    keep_alive=false), System.remark_with_event(reference ++ payer)])``. The first approver
-   creates the operation, later ones approve its timepoint, the t-th executes. All honest
-   signers derive the same payer from the same final blocks, hence the same call hash.
+   creates the operation, later ones approve its timepoint with the call, and the approval that
+   brings it to t executes (refund.py, rule 2: approvals landing in one block execute there).
+   All honest signers derive the same payer from the same final blocks, hence the same call
+   hash.
 
 The executed collection is the deposit the watcher sees (``decode.find_collection``).
 
@@ -51,7 +53,10 @@ transfer into the account, and an empty account is never approved.
 
 Limits (reported, never guessed): funds that reached a watched account without a
 ``Balances.Transfer`` event inside the scanned range (older than the rescan, or minted by XCM)
-have no known payer: WARNING once, not collected, until an operator looks.
+have no known payer: WARNING once, not collected, until an operator looks. That check reads
+every watched account's balance in every token, so it runs once per ``unknown_check_seconds``
+(it ran every step: one read per payment and token each second, holding the SDK lock the
+refunder needs); balances are read ``BALANCES_PER_REQUEST`` keys to a ``state_queryStorageAt``.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ from typing import Any, Callable
 
 from substrateinterface import SubstrateInterface
 from substrateinterface.exceptions import BlockNotFound, SubstrateRequestException
+from substrateinterface.storage import StorageKey
 
 from bridge.config import PayableToken, SubstrateChainConfig
 from bridge.errors import BridgeError, ChainError
@@ -80,6 +86,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LOOKBACK_BLOCKS = 14_400  # ~1 day of 6 s blocks rescanned after a start
 SCAN_PER_STEP = 256  # finalized blocks scanned at most per step (the rest next step)
+BALANCES_PER_REQUEST = 256  # storage keys read per state_queryStorageAt request
+# how often the balances of watched accounts without a known funding are read (a WARNING-only
+# check of every watched payment: each step, it cost one read per payment and token)
+UNKNOWN_CHECK_SECONDS = 60.0
 COLLECT_DOMAIN = b"creditbridge/collect/v1"
 
 
@@ -118,7 +128,8 @@ class PaymentCollector:
     def __init__(self, cfg: SubstrateChainConfig, refunder: MultisigRefunder, feed: ReferenceFeed | None, *,
                  registry: Any = None, start_block: int | None = None,
                  lookback_blocks: int = DEFAULT_LOOKBACK_BLOCKS, poll_interval: float = 3.0,
-                 clock: Callable[[], float] = time.time, tokens: dict[str, PayableToken] | None = None) -> None:
+                 clock: Callable[[], float] = time.time, tokens: dict[str, PayableToken] | None = None,
+                 unknown_check_seconds: float = UNKNOWN_CHECK_SECONDS) -> None:
         self.cfg = cfg
         # the chain's pallet_assets tokens (issue 15): asset id -> symbol; each (account, token) is
         # funded and collected on its own (one token per collection: one deposit per extrinsic)
@@ -145,6 +156,9 @@ class PaymentCollector:
         self._warned: set[tuple[bytes, int | None, str]] = set()
         self._feed_down = False  # warned once per outage
         self._dust_gauge = _dust_gauge(registry) if registry is not None else None
+        self.clock = clock
+        self.unknown_check_seconds = unknown_check_seconds
+        self._unknown_checked = float("-inf")
 
     # ------------------------------------------------------------------ running
     async def run(self) -> None:
@@ -244,7 +258,10 @@ class PaymentCollector:
         for key in list(self.rounds):
             if key not in self.funded or key[0] not in accounts:
                 self.rounds.pop(key, None)
-        unknown = [(a, t) for a in accounts for t in (None, *self.assets) if (a, t) not in self.funded]
+        unknown = []
+        if self.clock() >= self._unknown_checked + self.unknown_check_seconds:
+            self._unknown_checked = self.clock()
+            unknown = [(a, t) for a in accounts for t in (None, *self.assets) if (a, t) not in self.funded]
         if unknown:
             for (account, asset), balance in (await self.client.call(functools.partial(self._balances, unknown, at),
                                                                      "balances")).items():
@@ -326,18 +343,32 @@ class PaymentCollector:
 
     def _balances(self, keys: list[Key], block_hash: str, si: SubstrateInterface) -> dict[Key, int]:
         """Free native balance (asset None) or ``Assets.Account(asset, account).balance`` (0 when
-        the account holds none) of each (account, asset) at ``block_hash``."""
+        the account holds none) of each (account, asset) at ``block_hash``: read by
+        ``state_queryStorageAt``, ``BALANCES_PER_REQUEST`` keys a request (one request per key
+        held the process's SDK lock, which the refunder and the watchers share, for seconds)."""
+        self._init_runtime(si, block_hash)
         out = {}
-        for account, asset in keys:
-            if asset is None:
-                v = si.query("System", "Account", ["0x" + account.hex()], block_hash=block_hash).value
-            else:
-                v = si.query("Assets", "Account", [asset, "0x" + account.hex()], block_hash=block_hash).value
-            try:
-                out[(account, asset)] = int(v["data"]["free"]) if asset is None else (int(v["balance"]) if v else 0)
-            except (KeyError, TypeError, ValueError):
-                raise ChainError(f"chain {self.chain}: malformed {'System' if asset is None else 'Assets'}.Account "
-                                 "entry", retryable=False) from None
+        for i in range(0, len(keys), BALANCES_PER_REQUEST):
+            chunk = keys[i:i + BALANCES_PER_REQUEST]
+            # keys made under the runtime loaded for block_hash (the SDK's create_storage_key would
+            # load the head's runtime first: three requests a key)
+            storage = [StorageKey.create_from_storage_function(
+                           *(("System", "Account", ["0x" + account.hex()]) if asset is None
+                             else ("Assets", "Account", [asset, "0x" + account.hex()])),
+                           runtime_config=si.runtime_config, metadata=si.metadata)
+                       for account, asset in chunk]
+            values = {sk.to_hex(): v for sk, v in si.query_multi(storage, block_hash=block_hash)}
+            for (account, asset), sk in zip(chunk, storage):
+                if sk.to_hex() not in values:
+                    raise ChainError(f"chain {self.chain}: state_queryStorageAt left out a requested key")
+                v = values[sk.to_hex()]
+                v = v.value if v is not None else None
+                try:
+                    out[(account, asset)] = (int(v["data"]["free"]) if asset is None
+                                             else (int(v["balance"]) if v else 0))
+                except (KeyError, TypeError, ValueError):
+                    raise ChainError(f"chain {self.chain}: malformed {'System' if asset is None else 'Assets'}"
+                                     ".Account entry", retryable=False) from None
         return out
 
 

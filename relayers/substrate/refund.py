@@ -31,8 +31,19 @@ executed" are facts about the same state):
 2. **An operation exists** (``Multisig.Multisigs(committee, call_hash)``): if this member is
    among its approvals -> ``approved`` at the entry's ``when``. Else, if the member's persisted
    progress names another timepoint, it refuses (``failed``: it already approved a different
-   operation of this refund). Else it approves: ``as_multi`` with the call (which executes) when
-   its approval is the ``t``-th, else ``approve_as_multi`` with the hash -> ``approved``.
+   operation of this refund). Else it approves with ``as_multi`` and the call -> ``approved``.
+   Every approval carries the call, never just its hash (``approve_as_multi``): the pallet
+   executes on whichever approval brings the operation to ``t`` (``operate``: the call is
+   dispatched when the approvals, this one included, reach the threshold), so approvals that
+   land in one block execute in that block. With hash-only approvals, ``t - 1`` members
+   approving in the block after the creation left an operation at ``t`` approvals and no
+   execution; it then waited a block for a member that had not approved yet to send the call,
+   and for ever while that member was down (the chaos run's killed signer). An operation at
+   ``t`` approvals that did not execute (hash-only approvals: an older version, or by hand) is
+   executed by a member among its approvals: ``as_multi`` with the call at the threshold
+   dispatches it and adds no approval (the pallet only adds approvals below the threshold).
+   A round therefore takes two blocks when every member steps within a block: the creation,
+   then the approvals (a member cannot approve before the creation's timepoint exists).
 3. **No operation, not executed**: from ``none``/``proposed`` it creates the operation
    (``as_multi`` with ``maybe_timepoint=None``) -> ``proposed``. From ``approved`` the
    operation this member approved disappeared without an execution event (cancelled by its
@@ -44,6 +55,20 @@ executed" are facts about the same state):
    progress unchanged. Nonces are tracked locally across orders (chopsticks, unlike a real
    node, does not count pool transactions in ``system_accountNextIndex``) and re-read from the
    chain after any rejection or drop.
+
+**Cost of a step.** A round lasts two blocks only if every member steps each open order
+within a block, and a signer steps its orders one after another (the collector's too, sharing
+this refunder and the process's SDK lock), so the requests per step bound how many orders fit
+in a block. substrate-interface asks the node for its head, that head's header and runtime
+version again on every ``compose_call`` left unpinned: a step that approved sent ~40
+requests, a creation ~50, a step with nothing to send ~16 (measured on chopsticks). Calls are
+therefore composed under the runtime loaded for the pinned head; an order's call hash is kept
+per runtime spec version (an unchanged call under an unchanged runtime encodes to the same
+bytes; an upgrade changes the version and the hash is recomputed); the raw ``System.Events`` of a block (by block hash) and the hashes of
+finalized blocks (by number) are kept for a few hundred blocks, so the open orders' scans of a
+new block read it once; the weight the runtime reports is kept per kind of call (refund or
+collection, native or asset) and spec version. Measured the same way: 4-7 requests for a step
+with nothing to send, ~14 for an approval, ~24 for an order's first creation.
 
 Every action is conditional on chain state the pallet re-checks at inclusion: a creation
 fails (``NoTimepoint``) if an operation already exists -- two members creating at once is
@@ -112,6 +137,9 @@ WEIGHT_MARGIN = 2  # max_weight = weight the runtime reports for the call, times
 # used when the runtime cannot report the call's weight: far above a transfer and a remark
 # (~1.8e8 ref_time on Asset Hub), far below a block's limits
 FALLBACK_WEIGHT = {"ref_time": 10**10, "proof_size": 256 * 1024}
+# per-refunder caches on the client's thread (see "Cost of a step" in the module doc)
+EVENTS_CACHE_BLOCKS = 256  # blocks whose raw System.Events (by block hash) are kept
+CALL_HASH_CACHE = 4096  # orders whose call hash (per runtime spec version) is kept
 
 
 @dataclass(frozen=True)
@@ -239,6 +267,16 @@ class MultisigRefunder:
                                                 ss58_format=cfg.ss58_prefix, genesis_hash=cfg.genesis_hash)
         self.address = ss58(self.me, cfg.ss58_prefix)
         self._orders: dict[bytes, _OrderMemory] = {}
+        # touched only on the client's thread: raw System.Events by block hash (a hash names one
+        # block's content for good, final or not), finalized block hashes by number, and call
+        # hashes by (order, runtime spec version): every open order scans the same new blocks
+        # and recomposing an unchanged call under an unchanged runtime gives the same bytes
+        self._raw_events: dict[str, str] = {}
+        self._final_hashes: dict[int, str] = {}
+        self._call_hashes: dict[tuple[Any, Any], bytes] = {}
+        # the weight the runtime reports per kind of call (refund or collection, native or
+        # asset) and spec version: amounts and accounts do not change a transfer's weight
+        self._weights: dict[tuple[Any, ...], Any] = {}
         self._next_nonce: int | None = None  # touched only on the client's thread
         self._lock = asyncio.Lock()
         self.submitted: list[tuple[str, str, int]] = []  # (action, extrinsic hash, nonce): observability
@@ -306,8 +344,13 @@ class MultisigRefunder:
             when, approvals = entry
             if self.me in approvals:
                 mem.committed = when
-                return Progress("approved", timepoint=when,
-                                detail=f"{len(approvals)} of {self.threshold} approvals")
+                if len(approvals) < self.threshold:
+                    return Progress("approved", timepoint=when,
+                                    detail=f"{len(approvals)} of {self.threshold} approvals")
+                # at the threshold yet not executed (approvals without the call: see rule 2):
+                # this member's as_multi with the call executes it and adds no approval
+                sent = await self._submit(order, mem, "execute", when, head)
+                return Progress("approved", timepoint=when, detail=sent)
             mine = last.timepoint or mem.committed
             if mine is not None and tuple(mine) != when:
                 return self._fail(rid, last, "another multisig operation for this refund exists "
@@ -423,45 +466,58 @@ class MultisigRefunder:
     def _others_of(self, order: RefundOrder | CollectionOrder) -> list[bytes]:
         return list(order.others) if isinstance(order, CollectionOrder) else self.others
 
-    def _compose(self, si: SubstrateInterface, order: RefundOrder | CollectionOrder):
+    def _compose(self, si: SubstrateInterface, order: RefundOrder | CollectionOrder, at: str):
+        """The order's call under the runtime loaded for block ``at`` (every ``compose_call``
+        is pinned to it: unpinned, the SDK asks the node for its head and runtime version
+        again, three requests per call composed)."""
+        compose_call = functools.partial(si.compose_call, block_hash=at)
         if isinstance(order, CollectionOrder):
             try:
                 if order.asset_id is not None:  # allow death: the whole balance leaves, no dust stays
-                    sweep = si.compose_call("Assets", "transfer", {"id": order.asset_id, "target": _hex(self.committee),
-                                                                   "amount": order.amount})
+                    sweep = compose_call("Assets", "transfer", {"id": order.asset_id, "target": _hex(self.committee),
+                                                                "amount": order.amount})
                 else:
-                    sweep = si.compose_call("Balances", "transfer_all", {"dest": _hex(self.committee),
-                                                                         "keep_alive": False})
-                remark = si.compose_call("System", "remark_with_event", {"remark": _hex(order.reference + order.payer)})
-                return si.compose_call("Utility", "batch_all", {"calls": [sweep, remark]})
+                    sweep = compose_call("Balances", "transfer_all", {"dest": _hex(self.committee),
+                                                                      "keep_alive": False})
+                remark = compose_call("System", "remark_with_event", {"remark": _hex(order.reference + order.payer)})
+                return compose_call("Utility", "batch_all", {"calls": [sweep, remark]})
             except (ValueError, TypeError, KeyError, NotImplementedError) as e:
                 raise ChainError(f"chain {self.chain}: cannot compose the collection call ({_short(e)})",
                                  retryable=False) from None
         try:
             if order.asset_id is not None:  # keep alive: the committee keeps the asset's min_balance
-                transfer = si.compose_call("Assets", "transfer_keep_alive", {"id": order.asset_id,
-                                                                             "target": _hex(order.to),
-                                                                             "amount": order.amount})
+                transfer = compose_call("Assets", "transfer_keep_alive", {"id": order.asset_id,
+                                                                          "target": _hex(order.to),
+                                                                          "amount": order.amount})
             else:
-                transfer = si.compose_call("Balances", "transfer_keep_alive", {"dest": _hex(order.to),
-                                                                               "value": order.amount})
-            remark = si.compose_call("System", "remark", {"remark": _hex(REMARK_PREFIX + order.release_id)})
-            return si.compose_call("Utility", "batch_all", {"calls": [transfer, remark]})
+                transfer = compose_call("Balances", "transfer_keep_alive", {"dest": _hex(order.to),
+                                                                            "value": order.amount})
+            remark = compose_call("System", "remark", {"remark": _hex(REMARK_PREFIX + order.release_id)})
+            return compose_call("Utility", "batch_all", {"calls": [transfer, remark]})
         except (ValueError, TypeError, KeyError, NotImplementedError) as e:
             raise ChainError(f"chain {self.chain}: cannot compose the refund call ({_short(e)})",
                              retryable=False) from None
 
     def _call_hash(self, order: RefundOrder, block_hash: str, si: SubstrateInterface) -> bytes:
         self._init_runtime(si, block_hash)
-        return blake2_256(bytes(self._compose(si, order).data.data))
+        key = (order, si.runtime_version)
+        found = self._call_hashes.get(key)
+        if found is None:
+            found = self._call_hashes[key] = blake2_256(bytes(self._compose(si, order, block_hash).data.data))
+            _trim(self._call_hashes, CALL_HASH_CACHE)
+        return found
 
     def _events_of(self, si: SubstrateInterface, multisig: bytes, call_hash: bytes, number: int,
                    block_hash: str) -> _Execution | None:
-        raw = si.rpc_request("state_getStorage", [EVENTS_STORAGE_KEY, block_hash]).get("result")
-        if not isinstance(raw, str):
-            # every Asset Hub block has events (its inherents'): none means the node lacks the state
-            raise ChainError(f"chain {self.chain}: no System.Events for block {number} (pruned state? "
-                             "refunds need archive nodes)")
+        raw = self._raw_events.get(block_hash)
+        if raw is None:
+            raw = si.rpc_request("state_getStorage", [EVENTS_STORAGE_KEY, block_hash]).get("result")
+            if not isinstance(raw, str):
+                # every Asset Hub block has events (its inherents'): none means the node lacks the state
+                raise ChainError(f"chain {self.chain}: no System.Events for block {number} (pruned state? "
+                                 "refunds need archive nodes)")
+            self._raw_events[block_hash] = raw
+            _trim(self._raw_events, EVENTS_CACHE_BLOCKS)
         if call_hash.hex() not in raw.lower():
             return None  # cheap: the call hash's bytes are in every event naming it
         self._init_runtime(si, block_hash)
@@ -507,10 +563,14 @@ class MultisigRefunder:
     def _scan_final(self, multisig: bytes, call_hash: bytes, start: int, end: int,
                     si: SubstrateInterface) -> _Execution | None:
         for n in range(start, end + 1):
-            h = si.rpc_request("chain_getBlockHash", [n]).get("result")
-            if not isinstance(h, str):
-                raise ChainError(f"chain {self.chain}: finalized block {n} has no hash")
-            found = self._events_of(si, multisig, call_hash, n, h.lower())
+            h = self._final_hashes.get(n)
+            if h is None:
+                h = si.rpc_request("chain_getBlockHash", [n]).get("result")
+                if not isinstance(h, str):
+                    raise ChainError(f"chain {self.chain}: finalized block {n} has no hash")
+                h = self._final_hashes[n] = h.lower()  # final: the number names this block for good
+                _trim(self._final_hashes, EVENTS_CACHE_BLOCKS)
+            found = self._events_of(si, multisig, call_hash, n, h)
             if found is not None:
                 return found
         return None
@@ -547,9 +607,11 @@ class MultisigRefunder:
             raise ChainError(f"chain {self.chain}: malformed Multisig.Multisigs entry", retryable=False) from None
         return (when, approvals), nonce
 
-    def _weight_arg(self, si: SubstrateInterface, mem: _OrderMemory, call, type_string: str) -> Any:
+    def _weight_arg(self, si: SubstrateInterface, order: RefundOrder | CollectionOrder, mem: _OrderMemory, call,
+                    type_string: str) -> Any:
         """``max_weight`` in the runtime's own shape (``u64`` before Weight v2, else a struct)."""
-        w = self.max_weight if self.max_weight is not None else mem.weight
+        kind = (type(order).__name__, order.asset_id is None, si.runtime_version)
+        w = self.max_weight if self.max_weight is not None else mem.weight or self._weights.get(kind)
         if w is None:
             try:
                 info = si.get_payment_info(call, self.keypair)
@@ -562,7 +624,9 @@ class MultisigRefunder:
                 log.warning("chain %s: the runtime did not report the refund call's weight (%s); using %s",
                             self.chain, _short(e), FALLBACK_WEIGHT)
                 w = dict(FALLBACK_WEIGHT)
-            mem.weight = w
+            else:
+                self._weights[kind] = w
+        mem.weight = w
         if isinstance(w, int):
             w = {"ref_time": w}
         fields = getattr(si.runtime_config.create_scale_object(type_string), "type_mapping", None) or []
@@ -573,12 +637,14 @@ class MultisigRefunder:
 
     def _sign_and_submit(self, order: RefundOrder, mem: _OrderMemory, action: str, when: tuple[int, int] | None,
                          head: _Head, si: SubstrateInterface) -> _Pending | str:
-        self._init_runtime(si, None)  # the runtime that will execute it
-        call = self._compose(si, order)
+        # the runtime of the pinned best block: the one that executes it, unless an upgrade
+        # lands first (see "a runtime upgrade" below the rules: the approval then fails on chain)
+        self._init_runtime(si, head.hash)
+        call = self._compose(si, order, head.hash)
         if blake2_256(bytes(call.data.data)) != mem.call_hash:
             raise ChainError(f"chain {self.chain}: the refund call's encoding changed under the step", retryable=True)
         pallet = si.metadata.get_metadata_pallet("Multisig")
-        function = "approve_as_multi" if action == "approve" else "as_multi"
+        function = "as_multi"  # every action carries the call (module doc, rule 2)
         spec = next((c for c in (pallet.calls if pallet else ()) if c.name == function), None)
         if spec is None:
             raise ChainError(f"chain {self.chain}: the runtime has no Multisig.{function}", retryable=False)
@@ -588,15 +654,13 @@ class MultisigRefunder:
             "other_signatories": [_hex(m) for m in self._others_of(order)],
             "maybe_timepoint": None if when is None else {"height": when[0], "index": when[1]},
         }
-        if action == "approve":
-            args["call_hash"] = _hex(mem.call_hash)
-        else:
-            args["call"] = call
+        args["call"] = call
         if "store_call" in arg_types:  # older pallet_multisig (e.g. spec 900)
             args["store_call"] = False
-        args["max_weight"] = self._weight_arg(si, mem, call, arg_types["max_weight"])
+        args["max_weight"] = self._weight_arg(si, order, mem, call, arg_types["max_weight"])
         try:
-            multisig_call = si.compose_call("Multisig", function, {k: v for k, v in args.items() if k in arg_types})
+            multisig_call = si.compose_call("Multisig", function, {k: v for k, v in args.items() if k in arg_types},
+                                            block_hash=head.hash)
         except (ValueError, TypeError, KeyError, NotImplementedError) as e:
             raise ChainError(f"chain {self.chain}: cannot compose Multisig.{function} ({_short(e)})",
                              retryable=False) from None
@@ -617,6 +681,12 @@ class MultisigRefunder:
             return _short(e)
         self._next_nonce = nonce + 1
         return _Pending(action, str(receipt.extrinsic_hash).lower(), nonce, head.number, birth + MORTAL_PERIOD)
+
+
+def _trim(cache: dict, size: int) -> None:
+    """Drop the oldest entries of an insertion-ordered cache beyond ``size``."""
+    while len(cache) > size:
+        del cache[next(iter(cache))]
 
 
 # ---------------------------------------------------------------------- validation

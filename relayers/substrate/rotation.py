@@ -19,6 +19,8 @@ cut-off; see the README).
 
 from __future__ import annotations
 
+import functools
+
 from bridge.committee.rotation import SubstrateCustody
 from bridge.config import SubstrateChainConfig, SubstrateCommittee
 from bridge.errors import ChainError, ConfigError, InputError
@@ -58,11 +60,12 @@ class CommitteeMigrator(MultisigRefunder):
         if self.committee.hex() != custody.old_account[2:].lower():
             raise ConfigError(f"{custody.id}: the proposal's old account is not its old members' multisig account")
 
-    def _compose(self, si, order: RefundOrder):
+    def _compose(self, si, order: RefundOrder, at: str):
+        compose_call = functools.partial(si.compose_call, block_hash=at)  # pinned, as the refunder's
         try:
-            transfer = si.compose_call("Balances", "transfer_all", {"dest": "0x" + order.to.hex(), "keep_alive": False})
-            remark = si.compose_call("System", "remark", {"remark": "0x" + (REMARK_PREFIX + order.release_id).hex()})
-            return si.compose_call("Utility", "batch_all", {"calls": [transfer, remark]})
+            transfer = compose_call("Balances", "transfer_all", {"dest": "0x" + order.to.hex(), "keep_alive": False})
+            remark = compose_call("System", "remark", {"remark": "0x" + (REMARK_PREFIX + order.release_id).hex()})
+            return compose_call("Utility", "batch_all", {"calls": [transfer, remark]})
         except (ValueError, TypeError, KeyError, NotImplementedError) as e:
             raise ChainError(f"chain {self.chain}: cannot compose the migration call ({_short(e)})",
                              retryable=False) from None
