@@ -74,6 +74,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -325,6 +326,7 @@ class Harness:
         self.pay_lock = asyncio.Lock()  # one signed transaction at a time per harness
         self._ms_scan: dict[str, tuple[int, list]] = {}
         self._ton_releaser = None
+        self._readers: dict[str, object] = {}  # Asset Hub chain -> SubstrateInterface of the balance reads
         self._custodies: dict[str, object] = {}  # Asset Hub chain -> SubstrateCustody (scan cached)
         self._ton_swept: set[bytes] = set()  # TON sweep ids seen paid
         self.nonces: dict[int, int] = {}
@@ -953,7 +955,8 @@ class Harness:
 
             def job() -> int:
                 with SDK_LOCK:
-                    return sw.asset_balance(self.info["chains"][chain]["rpc"], int(spec["asset_id"]), address)
+                    v = self._reader(chain).query("Assets", "Account", [int(spec["asset_id"]), address]).value
+                    return int(v["balance"]) if v else 0
 
             return await asyncio.get_running_loop().run_in_executor(None, job)
         from relayers.ton import wallet as tw
@@ -968,18 +971,32 @@ class Harness:
         rpc = self.info["chains"][chain]["rpc"]
 
         def job() -> int:
-            from relayers.substrate import wallet as sw
             from relayers.substrate.client import SDK_LOCK
 
             with SDK_LOCK:
-                si = sw.connect(rpc, self.info["chains"][chain]["ss58_prefix"])
-                try:
-                    acct = si.query("System", "Account", [address]).value
-                    return int(acct["data"]["free"]) + int(acct["data"]["reserved"])
-                finally:
-                    si.close()
+                acct = self._reader(chain).query("System", "Account", [address]).value
+                return int(acct["data"]["free"]) + int(acct["data"]["reserved"])
 
         return await asyncio.get_running_loop().run_in_executor(None, job)
+
+    def _reader(self, chain: str):
+        """One SubstrateInterface per Asset Hub chain for the reconciliation's balance reads
+        (call with SDK_LOCK held). A connection each read loaded the runtime each time: ~200
+        plain-transfer payment accounts took over 30 minutes at load average 30. Reconnected
+        once if the cached connection broke (a fault's proxy cut)."""
+        from relayers.substrate import wallet as sw
+
+        si = self._readers.get(chain)
+        if si is not None:
+            try:
+                si.get_block_number(None)
+                return si
+            except Exception:  # noqa: BLE001 - a dead websocket: connect again
+                with contextlib.suppress(Exception):
+                    si.close()
+        si = self._readers[chain] = sw.connect(self.info["chains"][chain]["rpc"],
+                                               self.info["chains"][chain]["ss58_prefix"])
+        return si
 
     async def chain_state(self) -> tuple[list[dict], list[dict], list[dict]]:
         """Deposits on every source chain and the ledger's credits, read from the chains."""
