@@ -74,9 +74,11 @@ class Devnet:
 
 
 @contextlib.contextmanager
-def devnet_process(tmp_path_factory, name: str, extra: list[str], start_timeout: float = 180):
+def devnet_process(tmp_path_factory, name: str, extra: list[str], start_timeout: float = 480):
     """A ``creditbridge devnet`` child process with ``extra`` arguments: yields its ``Devnet``
-    once devnet.json exists; on exit SIGTERM, which must stop it cleanly within 60 s and remove
+    once devnet.json exists (480 s: the devnet itself gives its services 300 s to answer after
+    the chains are up; at load average 28 the chains alone took 160 s, and a start cut off at
+    180 s failed every e2e test that shares it); on exit SIGTERM, which must stop it cleanly within 60 s and remove
     devnet.json."""
     d = tmp_path_factory.mktemp(name) / "dn"
     log = open(d.parent / "devnet.out", "wb")

@@ -22,7 +22,7 @@ from tests.e2e.test_devnet import pay
 @pytest.fixture(scope="module")
 def replicated(tmp_path_factory):
     with devnet_process(tmp_path_factory, "devnet-replicas", ["--evm-only", "--postgres", "--api-replicas", "2"],
-                        start_timeout=240) as net:
+                        start_timeout=480) as net:
         yield net
 
 
