@@ -13,9 +13,9 @@ for one layer. What each did is unchanged, in the same order:
 * every request is counted with its final status and latency (the problem's status for an
   error, the redirect's status, 499 when the client went away: ``CancelledError``).
 
-``metrics.metrics_middleware``, ``problems.problem_middleware`` and
-``ratelimit.ratelimit_middleware`` stay for servers that want one of them alone (the committee's
-HTTP servers use the problem middleware).
+``problems.problem_middleware`` and ``ratelimit.ratelimit_middleware`` stay for servers that
+want one of them alone (the committee's HTTP servers use the problem middleware); the metrics
+recording is ``metrics.request_recorder``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from collections.abc import Container
 
 from aiohttp import web
 
-from bridge.api.metrics import ApiMetrics, method_label, route_label
+from bridge.api.metrics import ApiMetrics, request_recorder
 from bridge.api.problems import problem_for
 from bridge.api.ratelimit import TokenBucketLimiter, client_key
 from bridge.errors import RateLimited
@@ -35,7 +35,7 @@ from bridge.errors import RateLimited
 
 def edge_middleware(metrics: ApiMetrics, limiter: TokenBucketLimiter, *, exempt_routes: Container[str],
                     trust_forwarded_for: bool = False):
-    cache: dict[tuple[str, str, int], tuple] = {}  # bounded: routes x methods x statuses
+    record = request_recorder(metrics)
     take = limiter.take
     perf_counter = time.perf_counter
 
@@ -64,13 +64,6 @@ def edge_middleware(metrics: ApiMetrics, limiter: TokenBucketLimiter, *, exempt_
             status = 499  # the client went away (nginx's convention)
             raise
         finally:
-            key = (route_label(request), method_label(request), status)
-            children = cache.get(key)
-            if children is None:  # labels() takes a lock and builds a key: once per combination
-                route, method, _ = key
-                children = cache[key] = (metrics.requests.labels(route, method, str(status)),
-                                         metrics.latency.labels(route, method))
-            children[0].inc()
-            children[1].observe(perf_counter() - start)
+            record(request, status, start)
 
     return edge

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from aiohttp import web
@@ -56,33 +55,21 @@ def route_label(request: web.Request) -> str:
     return resource.canonical if resource is not None else UNMATCHED
 
 
-def metrics_middleware(metrics: ApiMetrics):
-    """Outermost middleware: counts every answered request with its final status."""
-
+def request_recorder(metrics: ApiMetrics):
+    """``record(request, status, start)``: counts one answered request with its final status and
+    observes its latency since ``start`` (``time.perf_counter``). The labelled children are
+    cached per (route, method, status): ``labels()`` takes a lock and builds a key."""
     cache: dict[tuple[str, str, int], tuple] = {}  # bounded: routes x methods x statuses
+    perf_counter = time.perf_counter
 
-    @web.middleware
-    async def middleware(request: web.Request, handler):
-        start = time.perf_counter()
-        status = 500
-        try:
-            resp = await handler(request)
-            status = resp.status
-            return resp
-        except web.HTTPException as e:  # only non-error ones get here (redirects)
-            status = e.status
-            raise
-        except asyncio.CancelledError:
-            status = 499  # the client went away (nginx's convention)
-            raise
-        finally:
-            key = (route_label(request), method_label(request), status)
-            children = cache.get(key)
-            if children is None:  # labels() takes a lock and builds a key: once per combination
-                route, method, _ = key
-                children = cache[key] = (metrics.requests.labels(route, method, str(status)),
-                                         metrics.latency.labels(route, method))
-            children[0].inc()
-            children[1].observe(time.perf_counter() - start)
+    def record(request: web.Request, status: int, start: float) -> None:
+        key = (route_label(request), method_label(request), status)
+        children = cache.get(key)
+        if children is None:
+            route, method, _ = key
+            children = cache[key] = (metrics.requests.labels(route, method, str(status)),
+                                     metrics.latency.labels(route, method))
+        children[0].inc()
+        children[1].observe(perf_counter() - start)
 
-    return middleware
+    return record
