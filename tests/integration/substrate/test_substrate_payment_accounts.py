@@ -228,6 +228,11 @@ async def test_transfers_naming_no_payment_are_refunded_once_after_the_delay_and
     charlie0, dave0 = await free(chain, CHARLIE.public_key), await free(chain, DAVE.public_key)
 
     clock = Clock()
+    # the nodes see the deposits at the chain's own time: a signer stores a deposit as due from
+    # when it sees it (wall clock), and this session-scoped chain's clock (12 s a block built)
+    # lags real time by however long the session has run -- started at real time, the deposits
+    # were due only after the refund time the test sets, and the test failed late in a run
+    clock.set(await chain.run(lambda si: si.query("Timestamp", "Now").value) / 1000)
     session = aiohttp.ClientSession()
     nodes = []
     try:
