@@ -11,12 +11,4 @@ fi
 CREDITBRIDGE_TEST_PG_URL=$(bash scripts/pg.sh start)
 export CREDITBRIDGE_TEST_PG_URL
 trap 'bash scripts/pg.sh stop' EXIT
-# Two pytest-xdist workers (CREDITBRIDGE_TEST_WORKERS=0: one process): most of the suite waits
-# on chains, so while one worker runs the end-to-end devnets (one at a time: tests/conftest.py
-# makes them one work unit, scheduled first) the other runs everything else. Each worker has its own PostgreSQL database.
-WORKERS=${CREDITBRIDGE_TEST_WORKERS:-2}
-XDIST=()
-if [ "$WORKERS" != 0 ]; then
-  XDIST=(-n "$WORKERS" --dist loadscope --no-loadscope-reorder)
-fi
-.venv/bin/python -m pytest -q -ra -p no:cacheprovider --durations=30 "${XDIST[@]}" "$@"
+.venv/bin/python -m pytest -q -ra -p no:cacheprovider "$@"

@@ -112,53 +112,7 @@ def devnet_process(tmp_path_factory, name: str, extra: list[str], start_timeout:
     assert not info_file.exists(), "devnet.json must be removed on a clean stop"
 
 
-class _SharedDevnet:
-    """The one devnet of every test that asks for ``devnet`` (its start, a dozen processes and
-    two minutes on a loaded 2-core machine, was the costliest step of the suite when every
-    module had its own). Started by the first such test; stopped (cleanly, or the test that
-    ran last on it reports the error) right after the last one, before any other test runs
-    (see ``pytest_runtest_teardown``): the root conftest orders the e2e tests so that the
-    devnet's users are consecutive, and the ones marked ``mutates_devnet`` come last.
-
-    Tests on it isolate themselves as they did on a module's devnet: balance deltas, their own
-    payments, references and payer accounts, relative event counts."""
-
-    def __init__(self) -> None:
-        self.stack: contextlib.ExitStack | None = None
-        self.net: Devnet | None = None
-        self.failed: str | None = None
-
-    def get(self, tmp_path_factory) -> Devnet:
-        if self.failed is not None:  # like a module fixture's error: once, not a start per test
-            raise AssertionError(f"the shared devnet did not start (first error: {self.failed})")
-        if self.net is None:
-            stack = contextlib.ExitStack()
-            try:
-                self.net = stack.enter_context(devnet_process(tmp_path_factory, "devnet", []))
-            except BaseException as e:
-                self.failed = str(e).splitlines()[0] if str(e) else type(e).__name__
-                raise
-            self.stack = stack
-        return self.net
-
-    def stop(self) -> None:
-        stack, self.stack, self.net = self.stack, None, None
-        if stack is not None:
-            stack.close()
-
-
-_shared = _SharedDevnet()
-
-
-@pytest.fixture
+@pytest.fixture(scope="module")
 def devnet(tmp_path_factory):
-    return _shared.get(tmp_path_factory)
-
-
-def pytest_runtest_teardown(item, nextitem):
-    if _shared.net is not None and (nextitem is None or "devnet" not in getattr(nextitem, "fixturenames", ())):
-        _shared.stop()
-
-
-def pytest_sessionfinish(session, exitstatus):
-    _shared.stop()  # a run cut short (-x, Ctrl-C) leaves no devnet behind
+    with devnet_process(tmp_path_factory, "devnet", []) as net:
+        yield net

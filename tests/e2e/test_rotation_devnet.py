@@ -14,8 +14,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from devnet.network import PASSWORD_ENV
 from relayers.evm.rpc import RpcPool
 from relayers.evm.rotation import committee_of
@@ -32,7 +30,6 @@ def cli(devnet: Devnet, *argv: str) -> dict:
     return json.loads(r.stdout)
 
 
-@pytest.mark.mutates_devnet  # the ledger and ETH lock keep the new committee: last on the shared devnet
 async def test_rotation_while_payments_keep_being_credited(devnet: Devnet, tmp_path):
     before = await balance(devnet, 1)
     inflight = await open_payment(devnet, 1)
