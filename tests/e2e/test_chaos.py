@@ -12,7 +12,10 @@ signer retries, never as a rejected deposit."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -25,11 +28,23 @@ from chaos import FAULT_KINDS  # noqa: E402
 
 def test_quick_chaos_run_loses_and_doubles_nothing(tmp_path):
     report_file = tmp_path / "chaos.json"
-    proc = subprocess.run(
+    # its own process group: on a timeout the harness's devnet (chains, signers, relay, API) is
+    # killed with it, not left running under the rest of the suite
+    child = subprocess.Popen(
         [sys.executable, str(ROOT / "bench" / "chaos.py"), "--quick", "--seed", "7",
          "--dir", str(tmp_path / "devnet"), "--out", str(report_file)],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
+    try:
+        out, err = child.communicate(timeout=900)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        raise
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)  # anything the harness left behind
+    proc = subprocess.CompletedProcess(child.args, child.returncode, out, err)
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     assert report_file.exists(), proc.stderr[-4000:]
     report = json.loads(report_file.read_text())
