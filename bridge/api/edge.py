@@ -13,15 +13,14 @@ for one layer. What each did is unchanged, in the same order:
 * every request is counted with its final status and latency (the problem's status for an
   error, the redirect's status, 499 when the client went away: ``CancelledError``).
 
-``problems.problem_middleware`` and ``ratelimit.ratelimit_middleware`` stay for servers that
-want one of them alone (the committee's HTTP servers use the problem middleware); the metrics
-recording is ``metrics.request_recorder``.
+``problems.problem_middleware`` stays for servers that want it alone (the committee's HTTP
+servers); the metrics recording is ``metrics.request_recorder``, the refusal
+``ratelimit.refuse``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Container
 
@@ -29,8 +28,7 @@ from aiohttp import web
 
 from bridge.api.metrics import ApiMetrics, request_recorder
 from bridge.api.problems import problem_for
-from bridge.api.ratelimit import TokenBucketLimiter, client_key
-from bridge.errors import RateLimited
+from bridge.api.ratelimit import TokenBucketLimiter, client_key, refuse
 
 
 def edge_middleware(metrics: ApiMetrics, limiter: TokenBucketLimiter, *, exempt_routes: Container[str],
@@ -49,9 +47,7 @@ def edge_middleware(metrics: ApiMetrics, limiter: TokenBucketLimiter, *, exempt_
                 if name is None or name not in exempt_routes:
                     wait = take(client_key(request, trust_forwarded_for))
                     if wait > 0:
-                        e = RateLimited("too many requests from this client; retry later")
-                        e.retry_after = max(1, math.ceil(wait))  # type: ignore[attr-defined]
-                        raise e
+                        raise refuse(wait)
                 resp = await handler(request)
             except Exception as e:  # a redirect is re-raised by problem_for
                 resp = problem_for(request, e)

@@ -23,7 +23,7 @@ import ipaddress
 import logging
 import math
 import time
-from collections.abc import Callable, Container
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -103,20 +103,9 @@ def client_key(request: web.Request, trust_forwarded_for: bool) -> str:
     return bucket_key(request.remote or "unknown")
 
 
-def ratelimit_middleware(limiter: TokenBucketLimiter, *, exempt_routes: Container[str],
-                         trust_forwarded_for: bool = False):
-    """Middleware limiting every route except those whose name is in ``exempt_routes``
-    (unmatched paths are limited too)."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler):
-        route = request.match_info.route
-        if route.name is None or route.name not in exempt_routes:
-            wait = limiter.take(client_key(request, trust_forwarded_for))
-            if wait > 0:
-                e = RateLimited("too many requests from this client; retry later")
-                e.retry_after = max(1, math.ceil(wait))  # type: ignore[attr-defined]
-                raise e
-        return await handler(request)
-
-    return middleware
+def refuse(wait: float) -> RateLimited:
+    """The error for a client that must wait ``wait`` seconds (``Retry-After`` in whole seconds,
+    at least 1)."""
+    e = RateLimited("too many requests from this client; retry later")
+    e.retry_after = max(1, math.ceil(wait))  # type: ignore[attr-defined]
+    return e
