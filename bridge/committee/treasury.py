@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import datetime, timezone
 from typing import Protocol
 
@@ -50,6 +51,7 @@ from bridge.types import utcnow
 log = logging.getLogger("creditbridge.treasury")
 
 COMPONENT = "treasury"  # cursor of the settlement chain's Credited records
+MAX_BACKOFF = 60.0  # seconds between retries of a failing chain or ledger, at most
 
 
 class Custody(Protocol):
@@ -111,6 +113,8 @@ class Sweeper:
         self.ledgers = sorted((k for k in self.custody if k[0] in addresses and k[0] in node.watchers),
                               key=lambda k: (k[0], not self.native(*k), k[1]))
         self.chains = sorted({c for c, _ in self.ledgers})
+        # a failing part of a step -> (monotonic time of its next try, its backoff in seconds)
+        self._failures: dict[tuple, tuple[float, float]] = {}
 
     def native(self, chain: str, token: str) -> bool:
         return not token or token == self.tokens.get(chain, token)
@@ -141,17 +145,37 @@ class Sweeper:
             except BridgeError as e:
                 # a sweep waits; the signer's deposits must not: never let this stop the node
                 (log.warning if e.retryable else log.error)("treasury sweeper of %s: %s", self.node.name, e)
-                delay = min(delay * 2, 60.0)
+                delay = min(delay * 2, MAX_BACKOFF)
             await asyncio.sleep(delay)
 
     async def step(self) -> int:
-        """Read new credits, then sign every closed epoch's sweep that is due; how many were signed."""
+        """Read new credits, then sign every closed epoch's sweep that is due; how many were signed.
+
+        Each custody chain and each ledger (chain, token) is a step of its own: one that fails (its
+        RPC is down, its custody unreadable) is logged and backs off alone, and never holds up
+        another chain's sweeps (a stale RPC connection to one chain once held a TON sweep back
+        for minutes). A failure to read the settlement chain stops the whole step (nothing can be
+        decided without it) and is raised, so ``run`` backs off."""
         await self._scan_credits()
         n = 0
-        for chain in self.chains:
-            await self._decide_new(chain)
-        for chain, token in self.ledgers:
-            n += await self._chain_step(chain, token)
+        parts = [(("decide", chain), chain, self._decide_new, (chain,)) for chain in self.chains]
+        parts += [(("sweep", chain, token), self.label(chain, token), self._chain_step, (chain, token))
+                  for chain, token in self.ledgers]
+        for key, label, fn, args in parts:
+            failure = self._failures.get(key)
+            if failure is not None and time.monotonic() < failure[0]:
+                continue  # backing off
+            try:
+                got = await fn(*args)
+            except BridgeError as e:
+                delay = self.poll_interval if failure is None else min(failure[1] * 2, MAX_BACKOFF)
+                self._failures[key] = (time.monotonic() + delay, delay)
+                (log.warning if e.retryable else log.error)("treasury sweeper of %s: %s: %s (retried in %.0fs)",
+                                                            self.node.name, label, e, delay)
+                continue
+            self._failures.pop(key, None)
+            if key[0] == "sweep":
+                n += got
         return n
 
     # --- facts -----------------------------------------------------------------------------------

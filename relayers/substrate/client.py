@@ -7,7 +7,9 @@ only on that thread, and the event loop only ever awaits ``run_in_executor``.
 
 Failover: the configured URLs are tried in order; a connection-level failure (refused,
 reset, closed, timed out, garbage on the socket) drops the instance and retries the same
-operation on the next URL; when every URL failed the call raises ``RpcUnavailable``
+operation on the next URL; a failure on a connection kept from an earlier call (which the
+endpoint may have closed meanwhile: a restart, an idle timeout) first gets one fresh
+connection to the same URL, so one stale socket never makes a live endpoint look down; when every URL failed the call raises ``RpcUnavailable``
 (retryable). ``auto_reconnect`` is off: reconnecting is this class's job, and a new
 instance starts clean (substrate-interface does not restore subscriptions or state).
 
@@ -36,7 +38,7 @@ from typing import Callable, TypeVar
 
 from substrateinterface import SubstrateInterface
 from substrateinterface.exceptions import BlockNotFound, SubstrateRequestException
-from websocket import WebSocketException
+from websocket import WebSocketConnectionClosedException, WebSocketException
 
 from bridge.errors import BridgeError, ChainError, ConfigError, RpcUnavailable
 
@@ -46,6 +48,9 @@ T = TypeVar("T")
 
 # what a dead or misbehaving endpoint raises (websocket-client, sockets, garbage frames)
 CONNECTION_ERRORS = (WebSocketException, OSError, json.JSONDecodeError)
+# what a connection the endpoint closed raises on its next use (a timeout is not one of them:
+# a stalled endpoint is not retried on the same URL, which would double the wait)
+CLOSED_ERRORS = (WebSocketConnectionClosedException, ConnectionError)
 
 
 class MetadataCache:
@@ -131,8 +136,15 @@ class SubstrateClient:
 
     def _run(self, fn: Callable[[SubstrateInterface], T], what: str) -> T:
         failures: list[str] = []
-        for _ in range(len(self.urls)):
+        attempts = len(self.urls)
+        tried = 0
+        while tried < attempts:
+            tried += 1
             url = self.url
+            # a connection kept from an earlier call may have been closed by the endpoint since
+            # (a restart, a proxy's idle timeout, a network blip): its failure says nothing about
+            # the endpoint now, so the same endpoint gets one fresh connection before failover
+            reused = self._si is not None
             try:
                 with SDK_LOCK:
                     try:
@@ -154,6 +166,12 @@ class SubstrateClient:
                 raise ChainError(f"chain {self.chain}: {what}: block vanished on {url} ({_short(e)})") from None
             except CONNECTION_ERRORS as e:
                 failures.append(f"{url}: {_short(e)}")
+                if reused and isinstance(e, CLOSED_ERRORS) and attempts == len(self.urls):
+                    attempts += 1  # once a call: a dead endpoint still fails over after one reconnect
+                    log.info("chain %s: %s failed on a kept connection to %s (%s); reconnecting", self.chain,
+                             what, url, _short(e))
+                    self._drop()
+                    continue
                 log.info("chain %s: %s failed on %s (%s); trying the next endpoint", self.chain, what, url, _short(e))
                 self._rotate()
         raise RpcUnavailable(f"chain {self.chain}: {what}: no endpoint answered ({'; '.join(failures)})")

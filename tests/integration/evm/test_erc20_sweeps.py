@@ -6,13 +6,16 @@ and what is real).
 
 A credited USDC payment is swept once, in USDC, to the treasury; the excess of an overpayment
 is refunded to the payer in USDC, never swept; a deposit whose credit is not recorded is not
-swept; the ETH ledger of the same lock sweeps nothing; a second worker replaying the releases
+swept; the ETH ledger of the same lock sweeps nothing, and while its custody reader cannot
+reach its endpoint the USDC ledger is swept regardless (a failing ledger backs off alone); a second worker replaying the releases
 pays nothing twice; the custody readers report each token's balance."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import socket
 
 import aiohttp
 from eth_abi import encode as abi_encode
@@ -44,7 +47,7 @@ def member_key(i: int) -> bytes:  # the key make_node gives node i
     return hashlib.sha256(f"sweeper-ethereum-{i}".encode()).digest()
 
 
-async def test_an_erc20_is_swept_once_in_the_token_and_its_excess_refunded(settlement, tmp_path):
+async def test_an_erc20_is_swept_once_in_the_token_and_its_excess_refunded(settlement, tmp_path, caplog):
     anvil = settlement.anvil
     w3 = AsyncWeb3(AsyncHTTPProvider(anvil.rpc_url))
     members = sorted(AsyncWeb3.to_checksum_address(dg.address_of(member_key(i))) for i in range(3))
@@ -79,6 +82,10 @@ async def test_an_erc20_is_swept_once_in_the_token_and_its_excess_refunded(settl
     nodes, runners = [], []
     session = aiohttp.ClientSession()
     readers = {None: EvmCustody(cfg), "USDC": EvmCustody(cfg, token=token)}
+    with socket.socket() as sk:  # a port nothing listens on
+        sk.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sk.getsockname()[1]}"
+    dead, live = [], []  # each node's ETH reader: on that endpoint, and on anvil
     releaser = EvmLockReleaser(cfg, GAS, tokens=tokens)
     try:
         for i in range(3):
@@ -89,12 +96,16 @@ async def test_an_erc20_is_swept_once_in_the_token_and_its_excess_refunded(settl
                                        domain, k, dg.address_of(k), {"USDC": bytes.fromhex(usdc[2:])})})
             node.native_tokens = {"ethereum": "ETH"}
             node.min_refund["USDC@ethereum"] = token.min_refund
-            # one ledger per (chain, token): the lock's ETH and its USDC
+            # one ledger per (chain, token): the lock's ETH and its USDC. The ETH ledger's reader
+            # starts on an endpoint that refuses connections: that ledger fails, the USDC one must
+            # not wait for it
             old = node.sweeper.custody[("ethereum", "ETH")]
+            dead.append(EvmCustody(cfg.model_copy(update={"rpc": [closed]})))
             node.sweeper = Sweeper(node, addresses={"ethereum": treasury}, epoch_blocks=EPOCH,
-                                   custody={("ethereum", "ETH"): old,
+                                   custody={("ethereum", "ETH"): dead[-1],
                                             ("ethereum", "USDC"): EvmCustody(cfg, token=token)},
                                    tokens={"ethereum": "ETH"})
+            live.append(old)
             await learn(node, "ethereum", end, deposits)
             nodes.append(node)
             await serve(node, runners)
@@ -103,7 +114,12 @@ async def test_an_erc20_is_swept_once_in_the_token_and_its_excess_refunded(settl
         for n in nodes:
             await credit(n, deposits[:2], block)
         await settlement.mine(5)
-        assert [await n.sweeper.step() for n in nodes] == [1, 1, 1]
+        with caplog.at_level(logging.WARNING, logger="creditbridge.treasury"):
+            assert [await n.sweeper.step() for n in nodes] == [1, 1, 1]  # USDC swept, ETH's reader down
+        failed = [r.getMessage() for r in caplog.records if "treasury sweeper" in r.getMessage()]
+        assert len(failed) == 3 and all(": ethereum: " in m and "retried in" in m for m in failed), failed
+        for n, reader in zip(nodes, live):  # the ETH reader's endpoint is back
+            n.sweeper.custody[("ethereum", "ETH")] = reader
         earned = exact.amount + over.amount - excess
         views = [await n.sweeper.view() for n in nodes]
         assert len({(v["sweeps"][0]["release_id"], v["sweeps"][0]["amount"]) for v in views}) == 1
@@ -146,5 +162,7 @@ async def test_an_erc20_is_swept_once_in_the_token_and_its_excess_refunded(settl
             await c.aclose()
         await releaser.aclose()
         await probe.aclose()
+        for c in dead:
+            await c.aclose()
         await session.close()
         await w3.provider.disconnect()
