@@ -347,6 +347,10 @@ class Harness:
         self._ton_lb = None  # a liteserver client for jetton balances
         self.stables: list[tuple[str, str]] = []  # (chain, symbol) of the devnet's stablecoins
         self._token_custody: dict[tuple[str, str], object] = {}  # (chain, symbol) -> custody reader
+        # the gateway's decisions on late deposits (paid after the payment's expiry + grace), by
+        # (source, sequence): credited at a fresh quote, or held and refunded under "late"
+        self.late: dict[tuple[str, int], dict] = {}
+        self._late_asked: dict[str, float] = {}  # payment id -> when its view was last read
 
     async def proxy(self, name: str, url: str) -> str:
         host, port = url.split("//")[1].split("/")[0].split(":")
@@ -1047,13 +1051,50 @@ class Harness:
                               global_id=info["global_id"], contracts=info["contracts"])
 
     # --- refunds ------------------------------------------------------------------------------------
+    async def learn_late(self, deposits: list[dict], credited: list[dict]) -> None:
+        """The gateway's decisions on late deposits, for every deposit its quote does not explain
+        (not credited, or credited other than its quote gives): a deposit made after the payment's
+        expiry + grace is credited at a fresh quote (``late_tolerance_bps``) or held, and its held
+        part refunded under the "late" purpose. Read from the payment's API view
+        (``late_deposits``), each payment at most every 10 s."""
+        got = {(e["topics"][1], int(e["topics"][2], 16)): int(e["data"][2:66], 16) for e in credited}
+        ask = set()
+        for d in deposits:
+            key = (d["source"], d["sequence"])
+            p = self.payments.get(d["reference"])
+            if p is None or key in self.late:
+                continue
+            have = got.get(key)
+            if have is None or have != credits_for_deposit(d["amount"], p.quote_amount, p.quote_credits):
+                ask.add(p.id)
+        now = time.monotonic()
+        for pid in ask:
+            if now - self._late_asked.get(pid, -1e9) < 10:
+                continue
+            self._late_asked[pid] = now
+            status, body = await self.api("GET", f"/v1/payments/{pid}")
+            if status != 200:
+                continue
+            for lt in body.get("late_deposits") or []:
+                self.late[(lt["source"].lower(), int(lt["sequence"]))] = {
+                    "decision": lt["decision"], "amount": int(lt["amount"]), "credits": int(lt["credits"]),
+                    "refundable": int(lt["refundable"]), "reason": lt["reason"]}
+
     def expected_refunds(self, deposits: list[dict]) -> dict[bytes, dict]:
-        """Release id -> what must be refunded: the part of each deposit above its quote."""
+        """Release id -> what must be refunded: the part of each deposit above its quote, or of a
+        late deposit what the gateway's decision holds (purpose "late")."""
         from bridge.payments.refunds import release_id
 
         out = {}
         for d in deposits:
             p = self.payments.get(d["reference"])
+            late = self.late.get((d["source"], d["sequence"]))
+            if p is not None and late is not None:
+                if late["refundable"] >= max(self.min_refund(p.token), 1):
+                    rid = release_id(bytes.fromhex(d["source"][2:]), d["sequence"], "late")
+                    out[rid] = {"token": p.token, "payment": p.id, "payer": p.payer, "amount": late["refundable"],
+                                "late": True}
+                continue
             if p is not None and d["amount"] > p.quote_amount:
                 excess = d["amount"] - p.quote_amount
                 if excess < self.min_refund(p.token):
@@ -1067,7 +1108,11 @@ class Harness:
         out: dict[str, int] = {}
         for d in deposits:
             p = self.payments.get(d["reference"])
-            if p is not None and 0 < d["amount"] - p.quote_amount < self.min_refund(p.token):
+            if p is None:
+                continue
+            late = self.late.get((d["source"], d["sequence"]))
+            held = late["refundable"] if late is not None else d["amount"] - p.quote_amount
+            if 0 < held < self.min_refund(p.token):
                 out[p.token] = out.get(p.token, 0) + 1
         return out
 
@@ -1285,12 +1330,14 @@ class Harness:
             if p is None:
                 owed += d["amount"]
                 continue
-            counted = min(d["amount"], p.quote_amount)
+            late = self.late.get((d["source"], d["sequence"]))
+            counted = min(d["amount"], p.quote_amount) if late is None else d["amount"] - late["refundable"]
             if (d["source"], d["sequence"]) in credited_ids:
                 earned += counted
             owed += counted
             excess = d["amount"] - counted
-            if excess and release_id(bytes.fromhex(d["source"][2:]), d["sequence"], "excess") not in refunded:
+            purpose = "excess" if late is None else "late"
+            if excess and release_id(bytes.fromhex(d["source"][2:]), d["sequence"], purpose) not in refunded:
                 owed += excess
         return earned, owed
 
@@ -1467,7 +1514,8 @@ class Harness:
         credits: dict[tuple[str, int], list[dict]] = {}
         for e in credited:
             credits.setdefault((e["topics"][1], int(e["topics"][2], 16)), []).append(e)
-        lost, doubled, mispriced, phantom, unknown = [], [], [], [], []
+        lost, doubled, mispriced, phantom, unknown, late_held = [], [], [], [], [], []
+        late_credited = 0
         seen = set()
         for d in deposits:
             key = (d["source"], d["sequence"])
@@ -1477,12 +1525,20 @@ class Harness:
                 unknown.append(key)
                 continue
             got = credits.get(key, [])
+            late = self.late.get(key)
             if not got:
+                if late is not None and late["credits"] == 0:
+                    late_held.append({"token": p.token, "sequence": d["sequence"], "payment": p.id,
+                                      "reason": late["reason"]})
+                    continue
                 lost.append({"token": p.token, "sequence": d["sequence"], "payment": p.id})
             elif len(got) > 1:
                 doubled.append({"token": p.token, "sequence": d["sequence"], "payment": p.id, "times": len(got)})
             else:
-                want = credits_for_deposit(d["amount"], p.quote_amount, p.quote_credits)
+                want = (credits_for_deposit(d["amount"], p.quote_amount, p.quote_credits) if late is None
+                        else late["credits"])  # a late deposit: what the gateway's fresh quote gives
+                if late is not None and late["credits"]:
+                    late_credited += 1
                 have = int(got[0]["data"][2:66], 16)
                 benef = "0x" + got[0]["topics"][3][-40:]
                 if have != want or benef != p.beneficiary:
@@ -1495,7 +1551,8 @@ class Harness:
             if p is not None:
                 by_token[p.token] = by_token.get(p.token, 0) + 1
         return {"lost": lost, "doubled": doubled, "mispriced": mispriced, "phantom": phantom,
-                "unknown_reference": unknown, "deposits": len(deposits), "deposits_by_token": by_token}
+                "unknown_reference": unknown, "deposits": len(deposits), "deposits_by_token": by_token,
+                "late": {"held": late_held, "credited_at_fresh_quote": late_credited}}
 
     def latencies(self, locked: list[dict], deposits: list[dict]) -> tuple[dict, dict]:
         """ETH: time from the deposit's finality (its block + confirmations seen by the head
@@ -1732,6 +1789,7 @@ class Harness:
         swept_at = None
         while time.monotonic() - faults_stopped < a.drain_bound:
             deposits, credited, _ = await self.chain_state()
+            await self.learn_late(deposits, credited)
             r = self.reconcile(deposits, credited)
             if drained_at is None and not r["lost"] and r["deposits"] >= len(self.payments):
                 drained_at = time.monotonic()
@@ -1745,6 +1803,8 @@ class Harness:
             await asyncio.sleep(1)
         await asyncio.sleep(3)  # late doubles would show up here
         deposits, credited, locked = await self.chain_state()
+        self._late_asked.clear()
+        await self.learn_late(deposits, credited)
         result = self.reconcile(deposits, credited)
         refunds = await self.refund_state(deposits)
         # the report's lost/missing are these, taken now (not when the run ends: the checks below take minutes)
@@ -1786,7 +1846,8 @@ class Harness:
             "fault_effects": self.stats.effects,
             "signer_retries": signer_retries,
             "faults": dict(sorted(self.stats.faults.items())), "faults_total": sum(self.stats.faults.values()),
-            "lost": result["lost"], "doubled": result["doubled"], "mispriced": result["mispriced"],
+            "lost": result["lost"], "late_deposits": result["late"],
+            "doubled": result["doubled"], "mispriced": result["mispriced"],
             "mispriced_quotes": self.stats.mispriced_quotes, "phantom": result["phantom"],
             "unknown_reference": result["unknown_reference"],
             "drain_bound_seconds": a.drain_bound,
@@ -1823,6 +1884,11 @@ def _pm(x: dict) -> str:
     return f"{x['p50']}/{x['max']}s" if x.get("n") else "-"
 
 
+def _late(r: dict) -> str:
+    late = r.get("late_deposits") or {}
+    return f"{len(late.get('held', []))} held for refund / {late.get('credited_at_fresh_quote', 0)} credited fresh"
+
+
 def summary_line(r: dict) -> str:
     lat = r["finality_to_credit_seconds"]
     wf, nf = lat["with_faults"], lat["without_faults"]
@@ -1830,7 +1896,7 @@ def summary_line(r: dict) -> str:
     plain = ", ".join(f"{k} {v}" for k, v in r.get("paid_by_plain_transfer", {}).items()) or "none"
     return (f"chaos {'OK' if r['ok'] else 'FAILED'}: {r['payments']} payments ({plain} by plain transfer), "
             f"{r['deposits']} deposits, {len(r.get('stuck_at_payment_addresses', []))} stuck at payment addresses, "
-            f"{r['faults_total']} faults ({faults}); lost {len(r['lost'])}, doubled {len(r['doubled'])}, "
+            f"{r['faults_total']} faults ({faults}); lost {len(r['lost'])}, late {_late(r)}, doubled {len(r['doubled'])}, "
             f"mispriced {len(r['mispriced']) + len(r['mispriced_quotes'])}, phantom {len(r['phantom'])}; "
             f"finality->credit p50/p99/max {nf.get('p50')}/{nf.get('p99')}/{nf.get('max')}s without faults, "
             f"{wf.get('p50')}/{wf.get('p99')}/{wf.get('max')}s with (ETH)"
