@@ -11,4 +11,11 @@ fi
 CREDITBRIDGE_TEST_PG_URL=$(bash scripts/pg.sh start)
 export CREDITBRIDGE_TEST_PG_URL
 trap 'bash scripts/pg.sh stop' EXIT
+# two pytest-xdist workers by default (CI has 2 cores). tests/conftest.py groups what must share
+# a worker and gives each worker its own database; groups go out in collection order, so the
+# end-to-end group, the longest, starts first. CREDITBRIDGE_TEST_WORKERS=1 runs one process.
+WORKERS=${CREDITBRIDGE_TEST_WORKERS:-2}
+if [ "$WORKERS" -gt 1 ]; then
+  set -- -n "$WORKERS" --dist loadgroup --no-loadscope-reorder "$@"
+fi
 .venv/bin/python -m pytest -q -ra -p no:cacheprovider "$@"
