@@ -16,6 +16,6 @@ trap 'bash scripts/pg.sh stop' EXIT
 # end-to-end group, the longest, starts first. CREDITBRIDGE_TEST_WORKERS=1 runs one process.
 WORKERS=${CREDITBRIDGE_TEST_WORKERS:-2}
 if [ "$WORKERS" -gt 1 ]; then
-  set -- -n "$WORKERS" --dist loadgroup --no-loadscope-reorder "$@"
+  set -- -n "$WORKERS" --no-loadscope-reorder "$@"
 fi
 .venv/bin/python -m pytest -q -ra -p no:cacheprovider "$@"

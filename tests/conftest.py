@@ -68,22 +68,33 @@ async def db(request, tmp_path):
     await d.dispose()
 
 
-# Under xdist (``--dist loadgroup``) a group runs on one worker, in order. The end-to-end tests
-# are one group: each module starts a whole devnet (11 processes), and two at once on a 2-core
-# machine starve each other's chains. The substrate and TON tests share one session chain each
-# (chopsticks, the TVM liteserver) that a second worker would start again. Every other module is
-# a group of its own, so its module-scoped chains start once.
-SHARED_GROUPS = {"e2e": ("tests", "e2e"), "substrate": ("tests", "integration", "substrate"),
-                 "ton": ("tests", "integration", "ton")}
+# Under xdist a group of tests runs on one worker, in order, and groups go out in collection
+# order (``scripts/test.sh``: two workers). The end-to-end tests are one group: each module starts
+# a whole devnet (11 processes), and two at once on a 2-core machine starve each other's chains.
+# The substrate and TON tests share one session chain each (chopsticks, the TVM liteserver) that
+# a second worker would start again. Every other module is a group of its own, so its
+# module-scoped chains start once and its tests keep their order. (A scheduler of our own, not
+# ``--dist loadgroup``: xdist 3.8 tags grouped tests by rewriting ``item._nodeid``, which pytest 9
+# no longer reads, so its groups silently fell apart into single tests.)
+SHARED_GROUPS = {"e2e": "tests/e2e/", "substrate": "tests/integration/substrate/", "ton": "tests/integration/ton/"}
 
 
-def pytest_collection_modifyitems(config, items) -> None:
-    root = config.rootpath
-    for item in items:
-        parts = item.path.relative_to(root).parts
-        group = next((g for g, prefix in SHARED_GROUPS.items() if parts[:len(prefix)] == prefix),
-                     "/".join(parts))
-        item.add_marker(pytest.mark.xdist_group(group))
+def test_group(nodeid: str) -> str:
+    """The group of a test: a shared group by directory, else its module."""
+    for group, prefix in SHARED_GROUPS.items():
+        if nodeid.startswith(prefix):
+            return group
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return test_group(nodeid)
+
+    return GroupScheduling(config, log)
 
 
 @pytest.fixture(scope="session", autouse=True)
