@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -209,3 +210,17 @@ def batch(si, calls: list, function: str = "batch_all"):
 
 def proxy(si, real: str, call):
     return si.compose_call("Proxy", "proxy", {"real": real, "force_proxy_type": None, "call": call})
+
+
+async def blocks_until(chain: "Chain", done: Callable, *, pause: float, timeout: float = 180.0) -> bool:
+    """Build a block every ``pause`` seconds until ``await done()`` holds (True) or ``timeout``
+    seconds have passed (False). The bound is wall-clock time, not a number of blocks: on a loaded
+    machine the members' approval steps are slower, and a count of 40-60 blocks once ran out
+    before a refund that was on its way executed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await asyncio.sleep(pause)
+        await chain.new_block()
+        if await done():
+            return True
+    return False

@@ -48,6 +48,7 @@ from tests.integration.substrate.helpers import (
     COMMITTEE_ID,
     UNIT,
     batch,
+    blocks_until,
     chain_config,
     ref,
     remark,
@@ -271,12 +272,11 @@ async def test_transfers_naming_no_payment_are_refunded_once_after_the_delay_and
                 refunds.release_id(o.observation.source, o.observation.sequence, "unattributed") for o in stored}
         loops = [asyncio.create_task(n._approval_loop(interval=0.2)) for n in nodes]
         try:
-            for _ in range(40):
-                await asyncio.sleep(0.5)
-                await chain.new_block()
-                if (await free(chain, CHARLIE.public_key) == charlie0 + 2 * UNIT
-                        and await free(chain, DAVE.public_key) == dave0 + 3 * UNIT):
-                    break
+            async def refunded():
+                return (await free(chain, CHARLIE.public_key) == charlie0 + 2 * UNIT
+                        and await free(chain, DAVE.public_key) == dave0 + 3 * UNIT)
+
+            await blocks_until(chain, refunded, pause=0.5)
             for _ in range(4):  # more rounds pay nothing more
                 await asyncio.sleep(0.5)
                 await chain.new_block()

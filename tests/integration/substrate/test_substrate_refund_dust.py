@@ -28,7 +28,8 @@ from bridge.storage.db import Database
 from bridge.types import Observation
 from relayers.substrate.multisig import ss58
 from relayers.substrate.refund import SignerApprovals
-from tests.integration.substrate.helpers import COMMITTEE, UNIT, batch, chain_config, ref, remark, transfer
+from tests.integration.substrate.helpers import (
+    COMMITTEE, UNIT, batch, blocks_until, chain_config, ref, remark, transfer)
 
 MIN_REFUND = UNIT // 10  # 0.1 of the token: below it, refunding costs the members more than it returns
 
@@ -94,11 +95,10 @@ async def test_dust_is_kept_and_reported_while_a_normal_refund_executes(chain, n
             await node._sign_release(obs, Terms(f"pay-{obs.sequence}"), d)  # decided again: recorded once
     loops = [asyncio.create_task(node._approval_loop(interval=0.2)) for node, _ in nodes]
     try:
-        for _ in range(40):
-            await asyncio.sleep(0.5)
-            await chain.new_block()
-            if await free(chain, big_payer) == 2 * UNIT:
-                break
+        async def refunded():
+            return await free(chain, big_payer) == 2 * UNIT
+
+        await blocks_until(chain, refunded, pause=0.5)
         assert await free(chain, big_payer) == 2 * UNIT  # the normal refund executed
         await chain.new_block()
         assert await free(chain, small_payer) == 0  # the dust was not refunded

@@ -51,6 +51,7 @@ from tests.integration.substrate.helpers import (
     asset_tokens,
     asset_transfer,
     batch,
+    blocks_until,
     chain_config,
     proxy,
     ref,
@@ -332,12 +333,11 @@ async def test_credited_usdt_is_swept_once_and_the_excess_refunded_in_usdt(chain
         before = await chain.head()
         committee_before = await custody.balance(before)
         loops = [asyncio.create_task(n._approval_loop(interval=0.2)) for n in nodes[:2]]
-        for _ in range(60):
-            await asyncio.sleep(0.3)
-            await chain.new_block()
-            if await held(chain, USDT, treasury) == earned and await held(chain, USDT, ALICE.public_key) == \
-                    alice0 + excess:
-                break
+        async def paid():
+            return (await held(chain, USDT, treasury) == earned
+                    and await held(chain, USDT, ALICE.public_key) == alice0 + excess)
+
+        await blocks_until(chain, paid, pause=0.3)
         for _ in range(3):  # more rounds pay nothing more
             await asyncio.sleep(0.3)
             await chain.new_block()

@@ -21,7 +21,8 @@ from relayers.substrate.custody import SubstrateCustody
 from relayers.substrate.multisig import ss58
 from relayers.substrate.refund import SignerApprovals
 from relayers.substrate.watcher import SubstrateWatcher
-from tests.integration.substrate.helpers import COMMITTEE, COMMITTEE_ID, UNIT, batch, chain_config, remark, transfer
+from tests.integration.substrate.helpers import (
+    COMMITTEE, COMMITTEE_ID, UNIT, batch, blocks_until, chain_config, remark, transfer)
 from tests.integration.substrate.test_substrate_refund_dust import member_seed
 from tests.integration.treasury_harness import (  # noqa: F401  (settlement is a fixture)
     close, credit, learn, make_node, processed, settlement)
@@ -86,11 +87,10 @@ async def test_a_sweep_executes_once_with_t_approvals(chain, settlement, tmp_pat
         committee_before = await custody.balance(before)
         # two of the three members approve: the sweep (and the excess refund) execute
         loops = [asyncio.create_task(n._approval_loop(interval=0.2)) for n in nodes[:2]]
-        for _ in range(60):
-            await asyncio.sleep(0.3)
-            await chain.new_block()
-            if await states(nodes[0], rid) == "closed" and await states(nodes[0], refund_id) == "closed":
-                break
+        async def closed():
+            return await states(nodes[0], rid) == "closed" and await states(nodes[0], refund_id) == "closed"
+
+        await blocks_until(chain, closed, pause=0.3)
         assert await free(chain, treasury) == earned
         after = await chain.head()
         assert committee_before - await custody.balance(after) == earned + excess  # the members paid the fees

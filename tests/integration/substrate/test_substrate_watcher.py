@@ -25,6 +25,7 @@ from bridge.hashing import source_id
 from bridge.storage.db import Database
 from bridge.storage.observations import get_cursor, observations_by_status
 from bridge.watch import DepositFollower
+from devnet.tcp_proxy import TcpProxy
 from relayers.substrate.client import SubstrateClient
 from relayers.substrate.decode import TOP_UP_REMARK, ZERO_REFERENCE
 from relayers.substrate.networks import CHOPSTICKS_GENESIS, POLKADOT_HUB
@@ -220,71 +221,30 @@ async def test_failover_to_the_next_endpoint(chain, cases):
         await w.aclose()
 
 
-class ConnectionCutter:
-    """A real TCP relay on 127.0.0.1 in front of one endpoint; ``cut()`` closes every connection
-    it carries, as a node restart or a proxy's idle timeout does under a kept client connection."""
-
-    def __init__(self, upstream: str) -> None:
-        self.host, self.port = upstream.split("://", 1)[1].rsplit(":", 1)
-        self.writers: list[asyncio.StreamWriter] = []
-        self.server: asyncio.base_events.Server | None = None
-        self.url = ""
-
-    async def start(self) -> "ConnectionCutter":
-        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
-        self.url = f"ws://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-        return self
-
-    async def _relay(self, reader, writer) -> None:
-        up_r, up_w = await asyncio.open_connection(self.host, int(self.port))
-        self.writers += [writer, up_w]
-
-        async def pipe(r, w):
-            try:
-                while data := await r.read(65536):
-                    w.write(data)
-                    await w.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                w.close()
-
-        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
-
-    def cut(self) -> None:
-        for w in self.writers:
-            w.transport.abort()
-        self.writers.clear()
-
-    async def stop(self) -> None:
-        self.cut()
-        self.server.close()
-
-
 async def test_a_kept_connection_the_endpoint_closed_is_reopened_not_reported_down(chain, cases):
     """One endpoint. The connection the client kept from its last call is closed under it (a node
     restart, an idle timeout): the next call reconnects to the same endpoint and answers. Before,
     that call failed with RpcUnavailable, and a treasury sweeper backing off on it held up every
     other chain's sweeps for minutes (chaos run, CI of 2026-12-07)."""
-    relay = await ConnectionCutter(chain.url).start()
-    w = SubstrateWatcher(chain_config(relay.url))
+    host, port = chain.url.split("://", 1)[1].rsplit(":", 1)
+    relay = TcpProxy("polkadot", host, int(port))
+    url = (await relay.start()).replace("http://", "ws://")
+    w = SubstrateWatcher(chain_config(url))
     try:
         first = await w.finalized_height()
         assert w.client.connects == 1
-        relay.cut()
+        await relay.cut()  # the node restarts: its open connections are gone ...
+        await relay.restore()  # ... and it listens again
         await asyncio.sleep(0.2)  # the closes reach the client's socket
         assert await w.finalized_height() >= first
         assert w.client.connects == 2
-        # a stalled or dead endpoint still fails over at once: nothing listens there any more
-        relay.server.close()
-        await relay.server.wait_closed()
-        relay.cut()
-        await asyncio.sleep(0.2)
+        # an endpoint that stays down still fails at once (one endpoint: nothing to fail over to)
+        await relay.cut()
         with pytest.raises(RpcUnavailable):
             await w.finalized_height()
     finally:
         await w.aclose()
-        await relay.stop()
+        await relay.cut()
 
 
 async def test_no_endpoint_is_a_retryable_error():
