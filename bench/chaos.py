@@ -998,6 +998,10 @@ class Harness:
                     "decision": lt["decision"], "amount": int(lt["amount"]), "credits": int(lt["credits"]),
                     "refundable": int(lt["refundable"]), "reason": lt["reason"]}
 
+    def late_of(self, d: dict) -> dict | None:
+        """The gateway's decision on deposit ``d`` if it was late (``learn_late``), else None."""
+        return self.late.get((d["source"], d["sequence"]))
+
     def expected_refunds(self, deposits: list[dict]) -> dict[bytes, dict]:
         """Release id -> what must be refunded: the part of each deposit above its quote, or of a
         late deposit what the gateway's decision holds (purpose "late")."""
@@ -1006,7 +1010,7 @@ class Harness:
         out = {}
         for d in deposits:
             p = self.payments.get(d["reference"])
-            late = self.late.get((d["source"], d["sequence"]))
+            late = self.late_of(d)
             if p is not None and late is not None:
                 if late["refundable"] >= max(self.min_refund(p.token), 1):
                     rid = release_id(bytes.fromhex(d["source"][2:]), d["sequence"], "late")
@@ -1028,7 +1032,7 @@ class Harness:
             p = self.payments.get(d["reference"])
             if p is None:
                 continue
-            late = self.late.get((d["source"], d["sequence"]))
+            late = self.late_of(d)
             held = late["refundable"] if late is not None else d["amount"] - p.quote_amount
             if 0 < held < self.min_refund(p.token):
                 out[p.token] = out.get(p.token, 0) + 1
@@ -1248,7 +1252,7 @@ class Harness:
             if p is None:
                 owed += d["amount"]
                 continue
-            late = self.late.get((d["source"], d["sequence"]))
+            late = self.late_of(d)
             counted = min(d["amount"], p.quote_amount) if late is None else d["amount"] - late["refundable"]
             if (d["source"], d["sequence"]) in credited_ids:
                 earned += counted

@@ -79,7 +79,7 @@ async def db(request, tmp_path):
 SHARED_GROUPS = {"e2e": "tests/e2e/", "substrate": "tests/integration/substrate/", "ton": "tests/integration/ton/"}
 
 
-def test_group(nodeid: str) -> str:
+def xdist_group_of(nodeid: str) -> str:
     """The group of a test: a shared group by directory, else its module."""
     for group, prefix in SHARED_GROUPS.items():
         if nodeid.startswith(prefix):
@@ -92,7 +92,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class GroupScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return test_group(nodeid)
+            return xdist_group_of(nodeid)
 
     return GroupScheduling(config, log)
 

@@ -9,8 +9,8 @@ Failover: the configured URLs are tried in order; a connection-level failure (re
 reset, closed, timed out, garbage on the socket) drops the instance and retries the same
 operation on the next URL; a failure on a connection kept from an earlier call (which the
 endpoint may have closed meanwhile: a restart, an idle timeout) first gets one fresh
-connection to the same URL, so one stale socket never makes a live endpoint look down; when every URL failed the call raises ``RpcUnavailable``
-(retryable). ``auto_reconnect`` is off: reconnecting is this class's job, and a new
+connection to the same URL, so one stale socket never makes a live endpoint look down; when
+every URL failed the call raises ``RpcUnavailable`` (retryable). ``auto_reconnect`` is off: reconnecting is this class's job, and a new
 instance starts clean (substrate-interface does not restore subscriptions or state).
 
 Error conversion at this boundary:
@@ -136,10 +136,9 @@ class SubstrateClient:
 
     def _run(self, fn: Callable[[SubstrateInterface], T], what: str) -> T:
         failures: list[str] = []
-        attempts = len(self.urls)
+        reconnected = False  # a kept connection's closed-socket failure gets one fresh connection a call
         tried = 0
-        while tried < attempts:
-            tried += 1
+        while tried < len(self.urls):
             url = self.url
             # a connection kept from an earlier call may have been closed by the endpoint since
             # (a restart, a proxy's idle timeout, a network blip): its failure says nothing about
@@ -166,14 +165,15 @@ class SubstrateClient:
                 raise ChainError(f"chain {self.chain}: {what}: block vanished on {url} ({_short(e)})") from None
             except CONNECTION_ERRORS as e:
                 failures.append(f"{url}: {_short(e)}")
-                if reused and isinstance(e, CLOSED_ERRORS) and attempts == len(self.urls):
-                    attempts += 1  # once a call: a dead endpoint still fails over after one reconnect
+                if reused and not reconnected and isinstance(e, CLOSED_ERRORS):
+                    reconnected = True  # a dead endpoint still fails over after this one reconnect
                     log.info("chain %s: %s failed on a kept connection to %s (%s); reconnecting", self.chain,
                              what, url, _short(e))
                     self._drop()
                     continue
                 log.info("chain %s: %s failed on %s (%s); trying the next endpoint", self.chain, what, url, _short(e))
                 self._rotate()
+                tried += 1
         raise RpcUnavailable(f"chain {self.chain}: {what}: no endpoint answered ({'; '.join(failures)})")
 
     def _connected(self) -> SubstrateInterface:
