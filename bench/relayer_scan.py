@@ -16,7 +16,9 @@ Puts ``--deposits`` ``lock(bytes32)`` deposits on a fresh anvil (``--per-block``
 Printed: deposits/s of each and the relayer/raw throughput ratio (target >= 0.5). With
 ``--rounds N`` the scans run N times interleaved (raw, SQLite, PostgreSQL, raw, ...) and the
 fastest round of each is compared (the least disturbed on a shared machine); every round's
-time and same-round ratio are printed too. Also printed, because a loaded machine stretches
+time and same-round ratio are printed too. Both scans run with the garbage collector tuned as
+every service process runs (``bridge.gctune.service_gc``, held by ``Supervisor.run``): before
+that, one full collection of the import graph took ~70 ms of a relayer round. Also printed, because a loaded machine stretches
 wall-clock times by whatever else runs: the CPU time each scan cost (Linux ``/proc``): this
 process's (all threads, so aiosqlite's too), anvil's, and on PostgreSQL the server backends'
 of the bench database; the "CPU ratio" is raw's total over the relayer's (median rounds).
@@ -206,6 +208,7 @@ async def _fresh_pg(url: str) -> str:
 
 
 async def main_async(args) -> dict:
+    from bridge.gctune import service_gc
     from devnet.evm.anvil import DEFAULT_CHAIN_ID, DEV_PRIVATE_KEYS, AnvilNode
     from relayers.evm.contracts import LOCK, deploy
     from web3 import AsyncHTTPProvider, AsyncWeb3
@@ -225,7 +228,9 @@ async def main_async(args) -> dict:
         cpus: dict[str, list[dict]] = {"raw": []}
         raw_n = 0
         pid = node._process.pid
-        with tempfile.TemporaryDirectory() as tmp:
+        # the collector as in every service process while it runs (Supervisor.run): the
+        # start-up heap frozen, young collections rare (bridge.gctune); raw scans run alike
+        with tempfile.TemporaryDirectory() as tmp, service_gc():
             for rnd in range(args.rounds):  # interleaved, so that a load burst hits every kind alike
                 raw_n, raw_t, raw_cpu = await _raw(node.rpc_url, lock, first, last, args.chunk, pid)
                 times["raw"].append(raw_t)

@@ -13,6 +13,7 @@ import signal
 from typing import Awaitable, Callable
 
 from bridge.errors import ConfigError, KeystoreError
+from bridge.gctune import service_gc
 
 log = logging.getLogger("creditbridge.supervisor")
 
@@ -48,6 +49,13 @@ class Supervisor:
                 delay = min(delay * 2, 30.0)
 
     async def run(self) -> None:
+        """Run every component until a signal or a fatal error; the clean-ups after. The
+        process is wired by now: its start-up heap is frozen out of the collector's full
+        scans while it runs (``bridge.gctune``)."""
+        with service_gc():
+            await self._run()
+
+    async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -147,36 +147,50 @@ class DepositFollower:
             self.caught_up = True
             return 0
 
-        observations, end_ref, end = await self._fetched(height + 1, end)
-        if end < finalized and self.fetch_ahead:  # catching up: fetch the next range while this one is stored
-            self._prefetch(end + 1, min(finalized, end + self.max_range))
+        size = self.piece_blocks() if self.fetch_ahead else self.max_range
+        stored, prev, a = 0, height, height + 1
+        while a <= end:
+            observations, piece_ref, b = await self._fetched(a, min(end, a + size - 1))
+            if b < end:
+                self._prefetch(b + 1, min(end, b + size))
+            elif end < finalized and self.fetch_ahead:
+                self._prefetch(b + 1, min(finalized, b + size))
+            new = await self._store(prev, b, piece_ref, observations)
+            if new is None:
+                return stored
+            stored += len(new)
+            self.height = b
+            if self._metrics is not None:
+                self._metrics[0].labels(chain=self.chain).set(b)
+            if new:
+                log.info("%s/%s: %d new deposit(s) in blocks %d..%d", self.component, self.chain, len(new), a, b)
+                await self._publish(new)
+            prev, a = b, b + 1
+        self.caught_up = end >= finalized
+        return stored
 
+    PIECES = 4
+    MIN_PIECE = 64
+
+    def piece_blocks(self) -> int:
+        return min(self.max_range, max(self.MIN_PIECE, -(-self.max_range // self.PIECES)))
+
+    async def _store(self, height, end, end_ref, observations):
         try:
             async with self.db.begin() as s:
-                # the cursor first: its row lock orders two processes racing for this step
                 expected = None if height == self.start_block - 1 and await get_cursor(
                     s, self.component, self.chain) is None else height
                 if not await advance_cursor(s, self.component, self.chain, expected, end, end_ref.hash):
                     raise _CursorMoved()
-                new = await add_observations(s, observations,
-                                             due_at=int(self.clock()) if self.clock is not None else 0)
+                return await add_observations(s, observations,
+                                              due_at=int(self.clock()) if self.clock is not None else 0)
         except _CursorMoved:
-            # another instance moved the cursor meanwhile: this step's work is rolled back
             log.warning("%s/%s: cursor moved under us; retrying", self.component, self.chain)
             self._drop_prefetch()
-            return 0
+            return None
         except BaseException:
             self._drop_prefetch()
             raise
-
-        self.height = end
-        self.caught_up = end >= finalized
-        if self._metrics is not None:
-            self._metrics[0].labels(chain=self.chain).set(end)
-        if new:
-            log.info("%s/%s: %d new deposit(s) in blocks %d..%d", self.component, self.chain, len(new), height + 1, end)
-            await self._publish(new)
-        return len(new)
 
     async def _fetch(self, start: int, end: int) -> tuple[list[Observation], Any]:
         observations = await self.watcher.fetch_deposits(start, end)

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -57,6 +56,7 @@ from bridge.api.edge import edge_middleware
 from bridge.api.metrics import ApiMetrics
 from bridge.api.ratelimit import TokenBucketLimiter
 from bridge.config import Settings
+from bridge.gctune import service_gc
 from bridge.pricing.quotes import QuoteService, QuoteSigner
 from bridge.storage import quotes as quotes_repo
 from bridge.storage.db import Database
@@ -147,28 +147,11 @@ def create_app(
     return app
 
 
-GC_YOUNG_THRESHOLD = 10_000
-
-
 async def _gc_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Move what exists at start-up (modules, the app, its services) out of the cyclic
-    collector's sight (``gc.freeze``): full collections under load then scan only what
-    requests allocate, not the whole import graph (a share of every quote's CPU).
-
-    And raise the young generation's threshold from 700 to ``GC_YOUNG_THRESHOLD``: a
-    collection runs when the tracked objects allocated minus those freed pass it, and a quote
-    request keeps its objects alive while it waits for its batch's commit, so 64 requests in
-    flight crossed 700 every few dozen quotes -- each time scanning every young object, a few
-    µs a quote -- although requests make no cyclic garbage (their objects are freed by reference
-    counting). Above what requests in flight hold, young collections become rare; cyclic
-    garbage, should there be any, is still collected, a little later."""
-    gc.collect()
-    gc.freeze()
-    thresholds = gc.get_threshold()
-    gc.set_threshold(max(thresholds[0], GC_YOUNG_THRESHOLD), *thresholds[1:])
-    yield
-    gc.set_threshold(*thresholds)
-    gc.unfreeze()
+    """The collector tuned while the app serves (``bridge.gctune``): what exists at start-up
+    frozen out of full collections, young collections rare under load."""
+    with service_gc():
+        yield
 
 
 def _database_ctx(own_db: bool) -> CleanupCtx:

@@ -71,6 +71,19 @@ _LOCK_TOPICS = (_LOCKED_TOPIC_HEX, _LOCKED_TOKEN_TOPIC_HEX)
 _ZERO24, _ZERO12 = bytes(24), bytes(12)
 
 
+def _drop_piece(task: asyncio.Future) -> None:
+    """Done callback of a dropped piece (``_piece``): its headers request is dropped too."""
+    if task.cancelled():
+        return
+    if task.exception() is not None:
+        log.debug("piece read ahead failed: %s", task.exception())
+        return
+    headers = task.result()[2]
+    if headers is not None:
+        headers.cancel()
+        headers.add_done_callback(_consume)
+
+
 def _consume(task: asyncio.Future) -> None:
     """Done callback of a dropped request: retrieve its outcome (no 'never retrieved' noise)."""
     if not task.cancelled():
@@ -124,16 +137,51 @@ class EvmWatcher(WatcherDefaults):
         return await self.pool.finalized_height(self.cfg.finality)
 
     async def fetch_deposits(self, start: int, end: int) -> list[Observation]:
+        """The final deposits of ``start..end``, checked (``_checked``). A long range is read in
+        pieces (``_pieces``) as a pipeline: the next piece's ``eth_getLogs`` is sent when the
+        previous one's answer arrives, so the node computes it (and the piece's block headers)
+        while this process decodes and checks the piece it has. At most two requests are in
+        flight: the next piece's logs and this piece's headers."""
         if start < 0:
             raise ValueError("start must be >= 0")
+        pieces = self._pieces(start, end)
         out: list[Observation] = []
-        a = start
-        while a <= end:
-            b = min(a + self.max_range - 1, end)
-            out.extend(await self._fetch_checked(a, b))
-            a = b + 1
+        ahead: asyncio.Future | None = None
+        try:
+            for i, (a, b) in enumerate(pieces):
+                if ahead is None:
+                    piece = await self._piece(a, b)
+                else:
+                    piece = await ahead
+                    ahead = None
+                if i + 1 < len(pieces):
+                    ahead = asyncio.ensure_future(self._piece(*pieces[i + 1]))
+                out.extend(await self._checked(*piece))
+        finally:
+            if ahead is not None:  # failed or cancelled mid-way: the piece read ahead is dropped
+                ahead.cancel()
+                ahead.add_done_callback(_drop_piece)
         out.sort(key=lambda o: (o.block_number, o.event_index))
         return out
+
+    # a range longer than this is read in pieces of at least this many blocks (at most
+    # PIPELINE_PIECES a max_range; never longer than max_range)
+    PIPELINE_MIN_PIECE = 64
+    PIPELINE_PIECES = 4
+
+    def _pieces(self, start: int, end: int) -> list[tuple[int, int]]:
+        size = min(self.max_range, max(self.PIPELINE_MIN_PIECE, -(-(end - start + 1) // self.PIPELINE_PIECES)))
+        return [(a, min(a + size - 1, end)) for a in range(start, end + 1, size)]
+
+    async def _piece(self, start: int, end: int) -> tuple[list[dict], dict[str, int], asyncio.Future | None]:
+        """One piece's raw logs, their block numbers, and the request of their blocks' headers,
+        sent as soon as the logs are read (the node computes it while earlier pieces are
+        checked): ``_checked`` awaits it."""
+        numbers: dict[str, int] = {}
+        raw_logs = await self._raw_locked_logs(start, end, numbers)
+        if not raw_logs:
+            return raw_logs, numbers, None
+        return raw_logs, numbers, asyncio.ensure_future(self._headers(sorted(set(numbers.values()))))
 
     async def reobserve(self, tx_id: bytes) -> list[Observation]:
         """The transaction's deposits if it is final and canonical; ``[]`` only when this endpoint
@@ -218,16 +266,13 @@ class EvmWatcher(WatcherDefaults):
             await self.pool.aclose()
 
     # ------------------------------------------------------------------ internals
-    async def _fetch_checked(self, start: int, end: int) -> list[Observation]:
-        numbers: dict[str, int] = {}
-        raw_logs = await self._raw_locked_logs(start, end, numbers)
-        if not raw_logs:
+    async def _checked(self, raw_logs: list[dict], numbers: dict[str, int],
+                       headers_task: asyncio.Future | None) -> list[Observation]:
+        """The observations of one piece (``_piece``): its raw logs decoded, each checked to be
+        in the canonical block of its height (``headers_task``: the headers of the logs' blocks,
+        requested after the logs were read; the node answers while the logs are decoded)."""
+        if headers_task is None:
             return []
-        # The headers of the blocks with logs are requested at once and the node answers while
-        # the logs are decoded (a catch-up scan's client and node work side by side). Requested
-        # after the logs were read, as before: the check below is the same either way.
-        heights = sorted(set(numbers.values()))
-        headers_task = asyncio.ensure_future(self._headers(heights))
         try:
             logs = await self._decode_all(raw_logs, numbers)
             # is_collected costs a keccak (CREATE2 address): once per log, not once per use

@@ -321,6 +321,101 @@ async def test_follower_cancelled_between_steps_is_contiguous(anvil, lock, sdb):
     assert sorted(s.observation.sequence for s in await all_stored(sdb)) == list(range(10))
 
 
+async def test_a_long_range_is_read_as_a_pipeline_of_pieces_with_the_same_deposits(anvil, lock):
+    """``fetch_deposits`` reads a long range in pieces, the next piece's logs (and this
+    piece's headers) requested while a piece is checked: the pieces tile the range, and the
+    deposits are exactly those of one request a range. A piece that fails fails the call and
+    leaves no request running."""
+    start = await head(anvil) + 1
+    for i in range(14):
+        await anvil.mine(i % 3)
+        await send_lock(anvil, lock, ref(450 + i), MIN_LOCK + i)
+    end = await head(anvil)
+
+    whole = make_watcher(anvil, lock, max_block_range=1000)
+    whole.PIPELINE_PIECES = 1  # one request for the range: the reference
+    expected = await whole.fetch_deposits(start, end)
+    assert [o.sequence for o in expected] == list(range(14))
+
+    piped = make_watcher(anvil, lock, max_block_range=1000)
+    piped.PIPELINE_MIN_PIECE = 2
+    spy = RangeSpy(piped.pool)
+    assert await piped.fetch_deposits(start, end) == expected
+    size = -(-(end - start + 1) // piped.PIPELINE_PIECES)
+    assert len(spy.ranges) == piped.PIPELINE_PIECES
+    assert spy.ranges[0][0] == start and spy.ranges[-1][1] == end
+    assert all(b - a + 1 <= size for a, b in spy.ranges)
+    assert all(spy.ranges[k][1] + 1 == spy.ranges[k + 1][0] for k in range(len(spy.ranges) - 1))
+
+    # the third piece's logs fail: the call raises, and nothing it started is left running
+    calls = []
+    get_logs = piped.pool.get_logs
+
+    async def failing(from_block, to_block, *a, **kw):
+        calls.append(from_block)
+        if len(calls) == 3:
+            raise ChainError("this endpoint lost the logs")
+        return await get_logs(from_block, to_block, *a, **kw)
+
+    piped.pool.get_logs = failing
+    before = asyncio.all_tasks()
+    with pytest.raises(ChainError, match="lost the logs"):
+        await piped.fetch_deposits(start, end)
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert not {t for t in asyncio.all_tasks() - before if not t.done()}
+    await whole.aclose()
+    await piped.aclose()
+
+
+async def test_follower_stores_a_long_range_piece_by_piece(anvil, lock, sdb):
+    """A step's range is stored in pieces (``DepositFollower.PIECES``), each with the cursor
+    in one transaction, the next piece fetched meanwhile: a failure while fetching a later
+    piece keeps the pieces stored before it (the cursor at a piece's end, holding exactly that
+    piece's deposits), and the next step goes on from there; nothing is stored twice."""
+    start = await head(anvil) + 1
+    for i in range(16):
+        await send_lock(anvil, lock, ref(470 + i))  # one block each
+    end = await head(anvil)
+    assert end - start + 1 == 16
+    watcher = make_watcher(anvil, lock, max_block_range=16)
+    seen: list = []
+
+    async def on_new(obs):
+        seen.extend(obs)
+
+    f = DepositFollower(watcher, sdb, "signer", start_block=start, max_range=16, on_new=on_new)
+    f.MIN_PIECE = 1
+    assert f.piece_blocks() == 4
+    spy = RangeSpy(watcher.pool)
+    get_logs = watcher.pool.get_logs
+
+    async def failing(from_block, to_block, *a, **kw):
+        if from_block == start + 8:  # the third piece
+            raise ChainError("this endpoint lost the logs")
+        return await get_logs(from_block, to_block, *a, **kw)
+
+    watcher.pool.get_logs = failing
+    with pytest.raises(ChainError, match="lost the logs"):
+        await f.step()
+    async with sdb.begin() as s:
+        height, block_hash = await get_cursor(s, "signer", "ethereum")
+    assert height == start + 7  # two pieces committed
+    blk = await anvil.rpc("eth_getBlockByNumber", hex(height), False)
+    assert block_hash.hex() == blk["hash"][2:]
+    assert sorted(s.observation.sequence for s in await all_stored(sdb)) == list(range(8))
+    assert [o.sequence for o in seen] == list(range(8))
+
+    watcher.pool.get_logs = get_logs
+    assert await f.step() == 8
+    assert f.height == end and f.caught_up
+    assert sorted(s.observation.sequence for s in await all_stored(sdb)) == list(range(16))
+    assert [o.sequence for o in seen] == list(range(16))
+    # the pieces tiled the range: 4 blocks each, in order, the failed one asked again
+    assert spy.ranges[:2] == [(start, start + 3), (start + 4, start + 7)]
+    assert spy.ranges[-2:] == [(start + 8, start + 11), (start + 12, start + 15)]
+
+
 # ------------------------------------------------------------------------------ reorgs
 async def test_deposit_reorged_out_before_finality_is_never_emitted(anvil, lock, sdb):
     start = await head(anvil) + 1
