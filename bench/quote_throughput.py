@@ -11,8 +11,9 @@ production):
   input validation, prices from a ``PriceAggregator`` over two sources, exact conversion,
   Ed25519 signing by batch -- one signature over the Merkle root of the quotes stored by one
   commit, docs/quotes.md --, the quote stored in a migrated SQLite file database before the
-  answer). After the run every stored quote is checked against the gateway key, and the
-  number of signatures (batches) is printed.
+  answer, by the writer's store process). After the run every stored quote is checked against
+  the gateway key, and the number of signatures (batches) is printed. The server CPU a request
+  printed counts this process and the API's quote store process (``quote_store_worker.py``).
 
 Each is driven for ``--warmup`` then ``--duration`` seconds by ``--driver``: ``wrk`` (default:
 Debian's C load generator, installed by ``scripts/wrk.sh``, ``--threads`` threads and
@@ -97,7 +98,8 @@ end
 """
 
 
-async def drive_wrk(url: str, connections: int, threads: int, warmup: float, duration: float) -> dict:
+async def drive_wrk(url: str, connections: int, threads: int, warmup: float, duration: float,
+                    cpu_seconds=None) -> dict:
     """wrk against ``url``: a warm-up run, then the measured run (its own latency histogram)."""
     import subprocess
 
@@ -118,9 +120,10 @@ async def drive_wrk(url: str, connections: int, threads: int, warmup: float, dur
 
         if warmup > 0:
             await run(warmup)
-        cpu0 = _cpu_seconds()
+        cpu_seconds = cpu_seconds or _cpu_seconds
+        cpu0 = cpu_seconds()
         out = await run(duration)
-        cpu = _cpu_seconds() - cpu0
+        cpu = cpu_seconds() - cpu0
     finally:
         os.unlink(script)
     line = next((ln for ln in out.splitlines() if ln.startswith("CBJSON ")), None)
@@ -139,7 +142,7 @@ async def drive_wrk(url: str, connections: int, threads: int, warmup: float, dur
     }
 
 
-async def drive(url: str, connections: int, clients: int, warmup: float, duration: float) -> dict:
+async def drive(url: str, connections: int, clients: int, warmup: float, duration: float, cpu_seconds=None) -> dict:
     per_client = [connections // clients + (1 if i < connections % clients else 0) for i in range(clients)]
     procs = [
         await asyncio.create_subprocess_exec(
@@ -148,9 +151,10 @@ async def drive(url: str, connections: int, clients: int, warmup: float, duratio
         )
         for n in per_client
     ]
-    cpu0 = _cpu_seconds()
+    cpu_seconds = cpu_seconds or _cpu_seconds
+    cpu0 = cpu_seconds()
     outs = await asyncio.gather(*(p.communicate() for p in procs))
-    cpu = _cpu_seconds() - cpu0
+    cpu = cpu_seconds() - cpu0
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     served = 0
@@ -175,11 +179,33 @@ async def drive(url: str, connections: int, clients: int, warmup: float, duratio
 
 
 def _cpu_seconds() -> float:
-    """CPU time of this process (every thread: the event loop and the database's worker)."""
+    """CPU time of this process (every thread)."""
     import resource
 
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+def _server_cpu(app):
+    """The server's CPU seconds so far: this process, plus the API's quote store process on
+    SQLite (``quote_store_worker.py``: the writer's SQLite work runs there), so that the CPU a
+    request costs counts all of it."""
+    from bridge.api.keys import QUOTE_WRITER
+
+    def cpu() -> float:
+        total = _cpu_seconds()
+        store = getattr(app.get(QUOTE_WRITER), "_sqlite", None)
+        proc = getattr(store, "_proc", None)
+        if proc is not None and proc.returncode is None:
+            try:
+                with open(f"/proc/{proc.pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            except (OSError, IndexError, ValueError):
+                pass
+        return total
+
+    return cpu
 
 
 # --- servers (this process) ------------------------------------------------------------------------
@@ -242,9 +268,10 @@ async def serve_and_drive(app, args) -> dict:
     host, port = runner.addresses[0][:2]
     try:
         url = f"http://{host}:{port}/v1/quotes"
+        cpu = _server_cpu(app)
         if args.driver == "wrk":
-            return await drive_wrk(url, args.connections, args.threads, args.warmup, args.duration)
-        return await drive(url, args.connections, args.clients, args.warmup, args.duration)
+            return await drive_wrk(url, args.connections, args.threads, args.warmup, args.duration, cpu)
+        return await drive(url, args.connections, args.clients, args.warmup, args.duration, cpu)
     finally:
         await runner.cleanup()
 

@@ -136,3 +136,90 @@ async def test_unsigned_quotes_are_signed_by_batch_and_returned_as_stored(db):
             assert await stored(db, r.id) == r
     finally:
         await writer.stop()
+
+
+async def _sqlite_writer(tmp_path):
+    from bridge.storage.db import Database
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/quotes.sqlite")
+    await db.migrate()
+    writer = repo.QuoteWriter(db, sign=SIGNER.sign_quotes)
+    writer.start()
+    return db, writer
+
+
+async def test_the_sqlite_store_process_that_dies_mid_batch_is_replaced_and_nothing_is_lost(tmp_path):
+    """On a SQLite file the batches are committed by a store process of the writer's own
+    (``quote_store_worker.py``). Killed while a batch waits in it, the batch's callers are not
+    told it is stored: the batch fails and is retried (quote by quote) in a new process."""
+    import os
+    import signal
+
+    db, writer = await _sqlite_writer(tmp_path)
+    try:
+        first = await writer.add(replace(quote(), signature=b""))
+        proc = writer._sqlite._proc
+        assert proc is not None and proc.returncode is None
+        os.kill(proc.pid, signal.SIGSTOP)  # the next request waits in the pipe, unread
+        pending = [asyncio.ensure_future(writer.add(replace(quote(), signature=b""))) for _ in range(5)]
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            if writer._sqlite._replies:
+                break
+        assert writer._sqlite._replies and not any(p.done() for p in pending)
+        proc.kill()
+        got = await asyncio.gather(*pending)
+        assert writer._sqlite._proc is not None and writer._sqlite._proc.pid != proc.pid
+        for g in [first, *got]:
+            verify_quote(g, SIGNER.public_key)
+            assert await stored(db, g.id) == g
+    finally:
+        await writer.stop()
+        await db.dispose()
+
+
+async def test_a_cancelled_caller_does_not_put_the_store_process_out_of_step(tmp_path):
+    db, writer = await _sqlite_writer(tmp_path)
+    try:
+        await writer.add(quote())
+        tasks = [asyncio.ensure_future(writer.add(quote())) for _ in range(20)]
+        await asyncio.sleep(0)
+        for t in tasks[::2]:
+            t.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        # the cancelled callers' quotes may or may not be stored; the others are, and every
+        # later quote is answered with its own reply
+        for r in results[1::2]:
+            assert await stored(db, r.id) == r
+        later = await asyncio.gather(*(writer.add(quote()) for _ in range(10)))
+        for q in later:
+            assert await stored(db, q.id) == q
+    finally:
+        await writer.stop()
+        await db.dispose()
+
+
+async def test_the_store_process_checkpoints_the_wal_beside_its_commits(tmp_path):
+    """Its own commits never checkpoint (``wal_autocheckpoint=0``: a checkpoint's fsyncs stalled
+    every quote waiting for the commit); its checkpointer thread copies the WAL into the
+    database every ``CHECKPOINT_EVERY`` seconds."""
+    import sqlite3
+
+    from bridge.storage import quote_store_worker
+
+    db, writer = await _sqlite_writer(tmp_path)
+    try:
+        await asyncio.gather(*(writer.add(quote()) for _ in range(300)))
+        await asyncio.sleep(quote_store_worker.CHECKPOINT_EVERY * 3)
+        # the database file alone (its WAL left behind) already holds every quote
+        import shutil
+
+        shutil.copyfile(tmp_path / "quotes.sqlite", tmp_path / "main-only.sqlite")
+        conn = sqlite3.connect(tmp_path / "main-only.sqlite")
+        try:
+            assert conn.execute("SELECT count(*) FROM quotes").fetchone()[0] == 300
+        finally:
+            conn.close()
+    finally:
+        await writer.stop()
+        await db.dispose()
