@@ -4,8 +4,9 @@
 
 Wall-clock ratios on the shared 2-core machine move with the other load; instruction counts do
 not. Each server of ``bench/quote_throughput.py`` (bare, then api) runs in its own process under
-``valgrind --tool=callgrind`` (every thread counted: the event loop and the SQLite writer's
-thread); a client outside valgrind sends ``--warmup`` requests, the counters are zeroed
+``valgrind --tool=callgrind`` (every thread of it counted; the API's quote store process, a
+child that commits the SQLite batches, is not followed: its work runs beside the event loop,
+as PostgreSQL's would); a client outside valgrind sends ``--warmup`` requests, the counters are zeroed
 (``callgrind_control --zero``), it sends ``--requests`` more over ``--connections`` keep-alive
 connections, and the counters are dumped. Printed: instructions per request of each and their
 ratio (what a CPU-bound run's throughput ratio would approach). Nothing is asserted.
@@ -33,7 +34,7 @@ def _variant(app, variant: str) -> None:
     what it costs: ``trivial`` (the quote route answers a fixed body: aiohttp, the middleware
     and the app alone), ``nowriter`` (quotes made and answered, never signed or stored),
     ``nosign`` (stored with a fixed signature, no Merkle tree or Ed25519), ``nostore`` (signed,
-    not written: no thread hop, no SQLite). Measurements only: none of these is a valid quote."""
+    not written: no store process, no SQLite). Measurements only: none of these is a valid quote."""
     from aiohttp import web
 
     from bridge.api.keys import QUOTE_WRITER
