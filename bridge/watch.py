@@ -7,17 +7,23 @@ Chain-agnostic core: it knows only the ``bridge.chains.Watcher`` Protocol, never
 2. check the stored hash against ``watcher.block_ref(height)``. A mismatch is a reorg below
    the finality point, which a sound finality rule excludes: log an error and rewind the
    cursor by ``max_range`` blocks (rescanning is harmless, inserts are idempotent);
-3. fetch ``cursor+1 .. min(finalized, cursor+max_range)``;
-4. store the new observations AND advance the cursor in one transaction, so that a crash can
-   neither skip nor duplicate a deposit; the cursor moves by compare-and-set from the height
-   read in 1., so two processes following one chain into one database never both advance it;
-5. after the commit, hand the newly stored observations to ``on_new``.
+3. fetch ``cursor+1 .. min(finalized, cursor+max_range)``, in pieces (below);
+4. for each piece, in order: store its new observations AND advance the cursor to the piece's
+   last block in one transaction, so that a crash can neither skip nor duplicate a deposit; the
+   cursor moves by compare-and-set from where the previous piece left it (the height read in
+   1. for the first), so two processes following one chain into one database never both
+   advance it;
+5. after each commit, hand the newly stored observations to ``on_new``.
 
-While catching up (the range ends below the final height), the next range is fetched ahead, as
-a task running while step 4 writes the database; the next step uses it only if it starts right
-after the stored cursor (anything else, a failed commit or a rewind, drops it). A range
-fetched ahead is read from the chain after the previous one, exactly as a sequential scan
-reads it, and every step still checks the cursor's block hash first (2.).
+A range longer than ``MIN_PIECE`` blocks is handled in up to ``PIECES`` pieces, and the next
+piece is fetched ahead, as a task running while step 4 writes the current one: the chain's RPC,
+the decoding and the database work at once (one transaction for a whole 1,000-block range left
+the database idle during the fetch and the fetch idle during the write; bench/relayer_scan.py).
+While catching up (the range ends below the final height), the next step's first piece is
+fetched ahead the same way. A piece fetched ahead is used only if it starts right after the
+stored cursor (anything else, a failed commit or a rewind, drops it); it is read from the chain
+after the previous one, exactly as a sequential scan reads it, and every step still checks the
+cursor's block hash first (2.). No transaction ever waits on the chain's RPC.
 
 ``run()`` loops over steps; retryable chain and storage errors are logged in one line and
 backed off (capped exponential); cancellation propagates.
@@ -147,13 +153,15 @@ class DepositFollower:
             self.caught_up = True
             return 0
 
+        # the range in pieces, each stored with the cursor in a transaction of its own, the next
+        # piece fetched while one is written (see the module's docstring)
         size = self.piece_blocks() if self.fetch_ahead else self.max_range
         stored, prev, a = 0, height, height + 1
         while a <= end:
             observations, piece_ref, b = await self._fetched(a, min(end, a + size - 1))
             if b < end:
                 self._prefetch(b + 1, min(end, b + size))
-            elif end < finalized and self.fetch_ahead:
+            elif end < finalized and self.fetch_ahead:  # catching up: the next step's first piece
                 self._prefetch(b + 1, min(finalized, b + size))
             new = await self._store(prev, b, piece_ref, observations)
             if new is None:
@@ -169,15 +177,23 @@ class DepositFollower:
         self.caught_up = end >= finalized
         return stored
 
+    # a step's range is handled in up to PIECES pieces of at least MIN_PIECE blocks
     PIECES = 4
     MIN_PIECE = 64
 
     def piece_blocks(self) -> int:
+        """Blocks a piece: ``max_range / PIECES``, at least ``MIN_PIECE`` (a short range is one
+        piece: the step it always was)."""
         return min(self.max_range, max(self.MIN_PIECE, -(-self.max_range // self.PIECES)))
 
-    async def _store(self, height, end, end_ref, observations):
+    async def _store(self, height: int, end: int, end_ref: Any,
+                     observations: list[Observation]) -> list[Observation] | None:
+        """The observations of ``height+1..end`` stored and the cursor moved from ``height`` to
+        ``end``, in one transaction; the newly stored observations, or None when another
+        instance moved the cursor meanwhile (rolled back; the piece fetched ahead is dropped)."""
         try:
             async with self.db.begin() as s:
+                # the cursor first: its row lock orders two processes racing for this piece
                 expected = None if height == self.start_block - 1 and await get_cursor(
                     s, self.component, self.chain) is None else height
                 if not await advance_cursor(s, self.component, self.chain, expected, end, end_ref.hash):
@@ -185,6 +201,7 @@ class DepositFollower:
                 return await add_observations(s, observations,
                                               due_at=int(self.clock()) if self.clock is not None else 0)
         except _CursorMoved:
+            # another instance moved the cursor meanwhile: this piece's work is rolled back
             log.warning("%s/%s: cursor moved under us; retrying", self.component, self.chain)
             self._drop_prefetch()
             return None

@@ -139,9 +139,10 @@ class EvmWatcher(WatcherDefaults):
     async def fetch_deposits(self, start: int, end: int) -> list[Observation]:
         """The final deposits of ``start..end``, checked (``_checked``). A long range is read in
         pieces (``_pieces``) as a pipeline: the next piece's ``eth_getLogs`` is sent when the
-        previous one's answer arrives, so the node computes it (and the piece's block headers)
-        while this process decodes and checks the piece it has. At most two requests are in
-        flight: the next piece's logs and this piece's headers."""
+        previous one's answer arrives, and each piece's block headers as soon as its logs are
+        read, so the node computes them while this process decodes and checks the piece it has.
+        At most three requests are in flight: this piece's headers, the next piece's logs, then
+        its headers."""
         if start < 0:
             raise ValueError("start must be >= 0")
         pieces = self._pieces(start, end)
@@ -164,8 +165,8 @@ class EvmWatcher(WatcherDefaults):
         out.sort(key=lambda o: (o.block_number, o.event_index))
         return out
 
-    # a range longer than this is read in pieces of at least this many blocks (at most
-    # PIPELINE_PIECES a max_range; never longer than max_range)
+    # a range is read in up to PIPELINE_PIECES pieces: its length / PIPELINE_PIECES blocks each,
+    # at least PIPELINE_MIN_PIECE (a short range is one piece), at most max_range
     PIPELINE_MIN_PIECE = 64
     PIPELINE_PIECES = 4
 
