@@ -184,9 +184,25 @@ async def test_concurrent_submissions_settle_once(anvil, ledger, committee):
 
 async def test_competitor_mined_first_is_harmless(anvil, ledger, committee):
     """Two aggregators send the same batch into one block: one credits it, the other's
-    transaction reverts NothingToSettle on chain, which submit reports as b""."""
+    transaction reverts NothingToSettle on chain, which submit reports as b"".
+
+    Both must have estimated before either transaction is in the pool: anvil estimates against
+    the pending block, so a submitter estimating after the other's send sees NothingToSettle and
+    sends nothing (the race a loaded machine lost). Each send waits until both got there."""
     a = settlement(anvil, ledger, key=SUBMITTER, receipt_poll=0.02)
     b = settlement(anvil, ledger, key=SUBMITTER_2, receipt_poll=0.02)
+    at_send: list[object] = []
+    both_at_send = asyncio.Event()
+    for st in (a, b):
+        def gated(send):
+            async def send_when_both_estimated(raw):
+                at_send.append(send)
+                if len(at_send) == 2:
+                    both_at_send.set()
+                await asyncio.wait_for(both_at_send.wait(), 30)
+                return await send(raw)
+            return send_when_both_estimated
+        st.pool.send_raw_transaction = gated(st.pool.send_raw_transaction)
     msg = CreditMessage(0, (credit(50),))
     atts = attest(committee, ledger, msg)
     await set_automine(anvil, False)
