@@ -191,18 +191,14 @@ def _server_cpu(app):
     SQLite (``quote_store_worker.py``: the writer's SQLite work runs there), so that the CPU a
     request costs counts all of it."""
     from bridge.api.keys import QUOTE_WRITER
+    from relayer_scan import _proc_cpu  # CPU seconds of a process from /proc (bench/)
 
     def cpu() -> float:
         total = _cpu_seconds()
         store = getattr(app.get(QUOTE_WRITER), "_sqlite", None)
         proc = getattr(store, "_proc", None)
         if proc is not None and proc.returncode is None:
-            try:
-                with open(f"/proc/{proc.pid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            except (OSError, IndexError, ValueError):
-                pass
+            total += _proc_cpu(proc.pid)
         return total
 
     return cpu

@@ -18,8 +18,8 @@ Printed: deposits/s of each and the relayer/raw throughput ratio (target >= 0.5)
 fastest round of each is compared (the least disturbed on a shared machine); every round's
 time and same-round ratio are printed too. Both scans run with the garbage collector tuned as
 every service process runs (``bridge.gctune.service_gc``, held by ``Supervisor.run``): before
-that, one full collection of the import graph took ~70 ms of a relayer round. Also printed, because a loaded machine stretches
-wall-clock times by whatever else runs: the CPU time each scan cost (Linux ``/proc``): this
+that, one full collection of the import graph took ~70 ms of a relayer round. Also printed,
+because a loaded machine stretches wall-clock times by whatever else runs: the CPU time each scan cost (Linux ``/proc``): this
 process's (all threads, so aiosqlite's too), anvil's, and on PostgreSQL the server backends'
 of the bench database; the "CPU ratio" is raw's total over the relayer's (median rounds).
 The chain

@@ -82,6 +82,7 @@ def serve(path: str, sql: str, inp, out) -> int:
     stop = threading.Event()
     conn: sqlite3.Connection | None = None
     checkpointer: threading.Thread | None = None
+    checkpoint_here = False  # the checkpointer died: the commits checkpoint (once switched back)
     try:
         while True:
             head = inp.read(_LEN.size)
@@ -100,8 +101,9 @@ def serve(path: str, sql: str, inp, out) -> int:
                     checkpointer = threading.Thread(target=_checkpointer, args=(path, stop), name="checkpointer",
                                                     daemon=True)
                     checkpointer.start()
-                elif not checkpointer.is_alive():  # it failed: the commits checkpoint again
+                elif not checkpoint_here and not checkpointer.is_alive():  # it failed: commits checkpoint again
                     conn.execute("PRAGMA wal_autocheckpoint=1000")
+                    checkpoint_here = True
                 _commit(conn, sql, rows)
             except sqlite3.Error as e:
                 _reply(out, (type(e).__name__, str(e)))
