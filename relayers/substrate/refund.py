@@ -50,11 +50,14 @@ executed" are facts about the same state):
    depositor): ``failed`` for an operator.
 4. **One transaction in flight per order.** ``step`` submits and returns; it never waits for
    inclusion. While a submitted transaction of the order is neither included (the member's
-   on-chain nonce did not pass it) nor known to be dropped (gone from the node's pool, or its
-   mortal era of ``MORTAL_PERIOD`` blocks expired), ``step`` submits nothing and returns the
-   progress unchanged. Nonces are tracked locally across orders (chopsticks, unlike a real
-   node, does not count pool transactions in ``system_accountNextIndex``) and re-read from the
-   chain after any rejection or drop.
+   on-chain nonce did not pass it) nor dropped, ``step`` submits nothing and returns the
+   progress unchanged. The member's transactions in flight are tracked across orders by nonce
+   (``_review_inflight``): one that left the node's pool without being included is sent again,
+   the same signed bytes, while every nonce below it is ours (it may sit in a block being built,
+   or have been lost); it is dropped only when its mortal era of ``MORTAL_PERIOD`` blocks is
+   over, when it sits above a nonce nobody of ours holds, or when the node refuses the copy.
+   A new transaction takes the lowest nonce from ``system_accountNextIndex`` on that none of
+   the member's transactions in flight holds, so two of them never share a nonce.
 
 **Cost of a step.** A round lasts two blocks only if every member steps each open order
 within a block, and a signer steps its orders one after another (the collector's too, sharing
@@ -187,6 +190,7 @@ class _Pending:
     nonce: int
     submitted_at: int  # best block number when submitted
     expires_at: int  # from this best block number on it can no longer be included
+    extrinsic: str = ""  # the signed bytes (0x-hex): sent again, unchanged, if the pool lost them
 
 
 @dataclass(frozen=True)
@@ -277,7 +281,9 @@ class MultisigRefunder:
         # the weight the runtime reports per kind of call (refund or collection, native or
         # asset) and spec version: amounts and accounts do not change a transfer's weight
         self._weights: dict[tuple[Any, ...], Any] = {}
-        self._next_nonce: int | None = None  # touched only on the client's thread
+        # this member's transactions that may still be included, by nonce (rule 4): a new one
+        # takes the lowest nonce the node does not count and none of these holds
+        self._inflight: dict[int, _Pending] = {}
         self._lock = asyncio.Lock()
         self.submitted: list[tuple[str, str, int]] = []  # (action, extrinsic hash, nonce): observability
 
@@ -302,7 +308,7 @@ class MultisigRefunder:
         rid = order.release_id
         mem = self._orders.setdefault(rid, _OrderMemory())
         pool: set[str] | None = None
-        if mem.pending is not None:  # read before the head is pinned (see _settle_pending)
+        if self._inflight:  # read before the head is pinned (see _review_inflight)
             pool = await self.client.call(self._pool_hashes, "pending extrinsics")
         head = await self.client.call(self._head, "heads")
         if head.number < order.deposit_block:
@@ -334,8 +340,10 @@ class MultisigRefunder:
 
         entry, nonce = await self.client.call(functools.partial(self._state, self._multisig_of(order), call_hash, head.hash),
                                               "multisig state")
+        if self._inflight:
+            await self._review_inflight(nonce, head, pool)
         if mem.pending is not None:
-            waiting = self._settle_pending(mem, nonce, head, pool)
+            waiting = self._settle_pending(mem, nonce)
             if waiting:
                 return replace(last, detail=waiting)
 
@@ -374,24 +382,70 @@ class MultisigRefunder:
         self._orders.pop(rid, None)
         return Progress("failed", timepoint=last.timepoint, detail=detail)
 
-    def _settle_pending(self, mem: _OrderMemory, nonce: int, head: _Head, pool: set[str] | None) -> str:
-        """Forget the order's transaction in flight once it is included or dropped; else say
-        what it waits for. ``pool`` was read before ``head`` was pinned, so a transaction absent
-        from it and not included at ``head`` was dropped."""
+    def _settle_pending(self, mem: _OrderMemory, nonce: int) -> str:
+        """Forget the order's transaction once it is included or dropped (``_review_inflight``
+        decides that); else say what it waits for."""
         p = mem.pending
         assert p is not None
         if nonce > p.nonce:
-            mem.pending = None  # included (or another transaction of ours took its nonce)
+            mem.pending = None  # included (or another transaction took its nonce)
             return ""
-        dropped = head.number >= p.expires_at or (pool is not None and head.number > p.submitted_at
-                                                  and p.extrinsic_hash not in pool)
-        if dropped:
-            log.info("chain %s: %s %s (nonce %d) was dropped; the refund's state is read afresh", self.chain,
-                     p.action, p.extrinsic_hash, p.nonce)
-            mem.pending = None
-            self._next_nonce = None  # later nonces of ours may be stuck behind it: re-read
+        if self._inflight.get(p.nonce) is not p:
+            mem.pending = None  # dropped: the order's state is read afresh
             return ""
         return f"waiting for the {p.action} transaction {p.extrinsic_hash} (nonce {p.nonce})"
+
+    async def _review_inflight(self, nonce: int, head: _Head, pool: set[str] | None) -> None:
+        """Rule 4 for every transaction of this member still in flight, whichever order sent
+        it. ``nonce`` is the member's nonce at ``head``; ``pool`` (the node's pool, or None where
+        the node does not tell) was read before ``head`` was pinned, so a transaction neither
+        in it nor included at ``head`` left the pool without being included at ``head``.
+
+        Such a transaction is not necessarily lost. chopsticks takes a block's transactions out
+        of its pool when it *starts* building it, and discards one it cannot apply (a nonce
+        above a gap); a real node drops transactions under pressure. Declaring it dropped and
+        composing a new one (the old rule) put a second transaction on its nonce while the first
+        was still being built in; the loser was discarded, which in turn looked like a drop for
+        every later nonce of the member. So:
+
+        * included (``n < nonce``) or its mortal era over: forgotten, for good;
+        * gone from the pool with every nonce below it, down to ``nonce``, held by one of ours:
+          the same signed bytes are sent again, in nonce order. Nothing new is composed: if the
+          first copy is in a block being built, the second is stale and discarded, if it was
+          lost, the copy takes its place (and fills the nonce later ones wait for);
+        * gone from the pool above a nonce nobody of ours holds (the transaction that held it
+          was dropped): it can never be included, so it is dropped, and its order reads the
+          state afresh and composes a new one on the lowest free nonce.
+        """
+        for n in sorted(self._inflight):
+            p = self._inflight[n]
+            if n < nonce:
+                del self._inflight[n]
+            elif head.number >= p.expires_at:
+                del self._inflight[n]
+                log.info("chain %s: %s %s (nonce %d) was not included within its era; its order's state is "
+                         "read afresh", self.chain, p.action, p.extrinsic_hash, n)
+        if pool is None:
+            return
+        expected, resend = nonce, []
+        for n in sorted(self._inflight):
+            p = self._inflight[n]
+            lost = head.number > p.submitted_at and p.extrinsic_hash not in pool
+            if n == expected:
+                expected += 1
+                if lost and p.extrinsic:
+                    resend.append(p)
+            elif lost:
+                del self._inflight[n]
+                log.info("chain %s: %s %s (nonce %d) left the pool above a nonce none of ours holds; its order's "
+                         "state is read afresh", self.chain, p.action, p.extrinsic_hash, n)
+        if resend:
+            refused = await self.client.call(functools.partial(self._resend, resend), "resend")
+            for p, why in refused:
+                if self._inflight.get(p.nonce) is p:
+                    del self._inflight[p.nonce]
+                log.info("chain %s: %s %s (nonce %d) was lost and the node refuses it again (%s); its order's "
+                         "state is read afresh", self.chain, p.action, p.extrinsic_hash, p.nonce, why)
 
     async def _find_execution(self, order: RefundOrder, mem: _OrderMemory, call_hash: bytes,
                               head: _Head) -> _Execution | None | str:
@@ -423,6 +477,7 @@ class MultisigRefunder:
                                         f"submit {action}")
         if isinstance(result, _Pending):
             mem.pending = result
+            self._inflight[result.nonce] = result
             self.submitted.append((action, result.extrinsic_hash, result.nonce))
             log.info("chain %s: refund %s: submitted %s %s (nonce %d)", self.chain, _hex(order.release_id),
                      action, result.extrinsic_hash, result.nonce)
@@ -451,6 +506,25 @@ class MultisigRefunder:
         if not isinstance(xs, list):
             return None
         return {_hex(blake2_256(bytes.fromhex(x[2:]))) for x in xs if isinstance(x, str)}
+
+    def _resend(self, pending: list[_Pending], si: SubstrateInterface) -> list[tuple[_Pending, str]]:
+        """Send lost transactions again, unchanged, in nonce order; those the node refuses for
+        good. A copy the node already holds, or one that is stale because the first copy was
+        included meanwhile, is no refusal: inclusion is seen by the nonce at the next step."""
+        refused = []
+        for p in pending:
+            try:
+                response = si.rpc_request("author_submitExtrinsic", [p.extrinsic])
+            except SubstrateRequestException as e:
+                response = {"error": str(e)}
+            if "result" in response:
+                log.info("chain %s: %s %s (nonce %d) had left the pool without being included; sent again", self.chain,
+                         p.action, p.extrinsic_hash, p.nonce)
+                continue
+            why = str(response.get("error"))[:200]
+            if not any(k in why.lower() for k in ("stale", "outdated", "already imported", "temporarily banned")):
+                refused.append((p, why))
+        return refused
 
     def _init_runtime(self, si: SubstrateInterface, block_hash: str | None) -> None:
         try:
@@ -665,11 +739,12 @@ class MultisigRefunder:
             raise ChainError(f"chain {self.chain}: cannot compose Multisig.{function} ({_short(e)})",
                              retryable=False) from None
 
-        # a real node counts its pool's ready transactions in accountNextIndex, chopsticks does
-        # not: the local count covers this refunder's own transactions in flight, the node's
-        # answer anything that moved the nonce behind its back (a restart, another process)
-        chain_next = int(si.rpc_request("system_accountNextIndex", [self.address]).get("result"))
-        nonce = max(chain_next, self._next_nonce or 0)
+        # the node counts the chain's nonce and its pool's transactions; ours that left the
+        # pool and may still be included (a block being built, a copy sent again) it does not:
+        # the lowest nonce from its answer that none of ours in flight holds
+        nonce = int(si.rpc_request("system_accountNextIndex", [self.address]).get("result"))
+        while nonce in self._inflight:
+            nonce += 1
         birth = head.final
         try:
             xt = si.create_signed_extrinsic(call=multisig_call, keypair=self.keypair, nonce=nonce,
@@ -677,10 +752,9 @@ class MultisigRefunder:
             receipt = si.submit_extrinsic(xt, wait_for_inclusion=False)
         except SubstrateRequestException as e:
             # the pool refused it (fees, stale or clashing nonce ...): nothing is in flight
-            self._next_nonce = None
             return _short(e)
-        self._next_nonce = nonce + 1
-        return _Pending(action, str(receipt.extrinsic_hash).lower(), nonce, head.number, birth + MORTAL_PERIOD)
+        return _Pending(action, str(receipt.extrinsic_hash).lower(), nonce, head.number, birth + MORTAL_PERIOD,
+                        extrinsic=str(xt.data))
 
 
 def _trim(cache: dict, size: int) -> None:

@@ -14,6 +14,7 @@ from substrateinterface import ExtrinsicReceipt, Keypair, KeypairType, Substrate
 
 from bridge.config import SubstrateChainConfig
 from devnet.substrate.chopsticks import ChopsticksNode
+from relayers.substrate.client import SDK_LOCK
 from relayers.substrate.multisig import committee_account_id, ss58
 from relayers.substrate.networks import CHOPSTICKS_GENESIS
 from relayers.substrate.wallet import connect, keypair
@@ -113,9 +114,12 @@ class Chain:
 
     async def run(self, fn: Callable[[SubstrateInterface], Any]) -> Any:
         def job():
-            if self._si is None:
-                self._si = connect(self.url, 42)
-            return fn(self._si)
+            # the process's substrate clients (refunders, watchers under test) run beside this
+            # thread; scalecodec's registry is process-wide and not thread-safe (client.SDK_LOCK)
+            with SDK_LOCK:
+                if self._si is None:
+                    self._si = connect(self.url, 42)
+                return fn(self._si)
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, job)
 

@@ -19,7 +19,7 @@ from bridge.config import SubstrateCommittee
 from bridge.errors import ConfigError, InputError
 from relayers.substrate.decode import account_bytes, blake2_256
 from relayers.substrate.multisig import ss58
-from relayers.substrate.refund import REMARK_PREFIX, MultisigRefunder, Progress, RefundOrder
+from relayers.substrate.refund import REMARK_PREFIX, MultisigRefunder, Progress, RefundOrder, _Pending
 from tests.integration.substrate.helpers import COMMITTEE, COMMITTEE_ID, MEMBERS, UNIT, batch, chain_config, ref, \
     remark, transfer
 
@@ -317,20 +317,66 @@ async def test_an_approved_operation_cancelled_without_execution_fails_for_an_op
     assert sent_since(r2, mark) == [] and await signed_by(chain, await chain.new_block(), 2) == []
 
 
-async def test_a_dropped_transaction_is_noticed_and_the_step_resubmits(chain, members):
+async def lost_remark(chain, member: int, nonce: int, head: int, *, corrupt: bool = False) -> _Pending:
+    """A real signed ``System.remark`` of ``member`` at ``nonce``, recorded as that member's
+    transaction in flight but never sent: as if the node's pool had lost it. ``corrupt`` flips a
+    signature byte, so the node refuses the copy."""
+    def job(si):
+        call = si.compose_call("System", "remark", {"remark": "0x" + ref().hex()})
+        xt = si.create_signed_extrinsic(call=call, keypair=MEMBERS[member], nonce=nonce)
+        raw = str(xt.data)
+        if corrupt:
+            sig = xt.value["signature"]
+            sig = (sig.get("Ed25519") or next(iter(sig.values()))) if isinstance(sig, dict) else sig
+            i = raw.index(sig[2:])
+            raw = raw[:i] + ("00" if raw[i:i + 2] != "00" else "01") + raw[i + 2:]
+        return "0x" + blake2_256(bytes.fromhex(raw[2:])).hex(), raw
+
+    xhash, raw = await chain.run(job)
+    return _Pending("remark", xhash, nonce, head - 1, head + 32, extrinsic=raw)
+
+
+async def test_a_lost_transaction_is_sent_again_unchanged_and_the_one_behind_it_lands_too(chain, members):
+    """A transaction of the member (nonce k) left the pool without being included. The next
+    order's creation waits behind it (k + 1); both are sent again as they were, in nonce order,
+    and land in one block: nothing is composed twice, no nonce is used twice."""
     r0 = members[0]
-    order = order_to(fresh_account(), UNIT, await chain.head())
-    # as if an earlier transaction of member 0 (nonce k) had been dropped from the pool: its
-    # next one (k + 1) can never be included, and chopsticks drops it when it builds a block
-    chain_next = await chain.run(lambda si: si.get_account_nonce(MEMBERS[0].ss58_address))
-    r0._next_nonce = chain_next + 1
+    head = await chain.head()
+    order = order_to(fresh_account(), UNIT, head)
+    k = await chain.run(lambda si: si.get_account_nonce(MEMBERS[0].ss58_address))
+    lost = await lost_remark(chain, 0, k, head)
+    r0._inflight[k] = lost
+    mark = len(r0.submitted)
+    p = await r0.step(order, NONE)  # the remark is sent again; the creation takes k + 1
+    assert p.state == "proposed" and [n for _, _, n in sent_since(r0, mark)] == [k + 1]
+    b = await chain.new_block()
+    assert await signed_by(chain, b, 0) == ["System.remark", "Multisig.as_multi"]
+    (created,) = await multisig_events(chain, b, "NewMultisig")
+    assert account_bytes(created["approving"]) == MEMBERS[0].public_key
+    p = await r0.step(order, p)
+    assert p.state == "approved" and len(sent_since(r0, mark)) == 1 and not r0._inflight
+
+
+async def test_a_transaction_above_a_lost_nonce_is_dropped_and_its_order_composed_again(chain, members):
+    """The member's transaction at nonce k was lost and the node refuses its copy (a bad
+    signature here): nothing of the member will ever hold k, so the creation sent at k + 1 can
+    never be included (chopsticks discards it when it builds a block). It is dropped, and its
+    order reads the state afresh and creates again on nonce k, once."""
+    r0 = members[0]
+    head = await chain.head()
+    order = order_to(fresh_account(), UNIT, head)
+    k = await chain.run(lambda si: si.get_account_nonce(MEMBERS[0].ss58_address))
+    lost = await lost_remark(chain, 0, k, head + 1, corrupt=True)  # not lost yet at this head
+    r0._inflight[k] = lost
     mark = len(r0.submitted)
     p = await r0.step(order, NONE)
-    assert p.state == "proposed" and sent_since(r0, mark)[-1][2] == chain_next + 1
+    assert p.state == "proposed" and [n for _, _, n in sent_since(r0, mark)] == [k + 1]
+    assert await signed_by(chain, await chain.new_block(), 0) == []  # k + 1 is above a gap
+    p = await r0.step(order, p)  # the copy of k is refused: k is dropped; k + 1 waits once more
+    assert k not in r0._inflight and len(sent_since(r0, mark)) == 1
     assert await signed_by(chain, await chain.new_block(), 0) == []
-
-    p = await r0.step(order, p)  # not included, gone from the pool: resubmitted with nonce k
-    assert p.state == "proposed" and sent_since(r0, mark)[-1][2] == chain_next
+    p = await r0.step(order, p)  # k + 1 lies above a nonce nobody holds: dropped, created on k
+    assert p.state == "proposed" and [n for _, _, n in sent_since(r0, mark)] == [k + 1, k]
     b = await chain.new_block()
     assert await signed_by(chain, b, 0) == ["Multisig.as_multi"]
     assert len(await multisig_events(chain, b, "NewMultisig")) == 1

@@ -34,6 +34,7 @@ import pytest_asyncio
 from prometheus_client import CollectorRegistry
 
 from bridge.errors import InputError
+from relayers.substrate.client import SDK_LOCK
 from relayers.substrate.collect import PaymentCollector
 from relayers.substrate.custody import SubstrateCustody
 from relayers.substrate.decode import TOP_UP_REMARK, ZERO_REFERENCE
@@ -74,7 +75,11 @@ def cfg_of(chain, **kw):
 
 
 async def held(chain, asset_id: int, account: bytes) -> int:
-    return await asyncio.to_thread(asset_balance, chain.url, asset_id, ss58(account, 42))
+    def read() -> int:
+        with SDK_LOCK:  # beside the refunders' clients of this process (client.SDK_LOCK)
+            return asset_balance(chain.url, asset_id, ss58(account, 42))
+
+    return await asyncio.to_thread(read)
 
 
 async def deposits(chain, start: int, end: int, registry=None) -> list:
