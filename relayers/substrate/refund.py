@@ -56,8 +56,9 @@ executed" are facts about the same state):
    the same signed bytes, while every nonce below it is ours (it may sit in a block being built,
    or have been lost); it is dropped only when its mortal era of ``MORTAL_PERIOD`` blocks is
    over, when it sits above a nonce nobody of ours holds, or when the node refuses the copy.
-   A new transaction takes the lowest nonce from ``system_accountNextIndex`` on that none of
-   the member's transactions in flight holds, so two of them never share a nonce.
+   A new transaction takes the lowest nonce from the chain's (``System.Account`` at its best
+   block) that none of the member's transactions in flight holds, so two of them never share a
+   nonce and none is left above a gap.
 
 **Cost of a step.** A round lasts two blocks only if every member steps each open order
 within a block, and a signer steps its orders one after another (the collector's too, sharing
@@ -739,10 +740,15 @@ class MultisigRefunder:
             raise ChainError(f"chain {self.chain}: cannot compose Multisig.{function} ({_short(e)})",
                              retryable=False) from None
 
-        # the node counts the chain's nonce and its pool's transactions; ours that left the
-        # pool and may still be included (a block being built, a copy sent again) it does not:
-        # the lowest nonce from its answer that none of ours in flight holds
-        nonce = int(si.rpc_request("system_accountNextIndex", [self.address]).get("result"))
+        # the lowest nonce from the chain's (at its best block) that none of ours in flight
+        # holds. Not system_accountNextIndex: chopsticks adds every pooled transaction of the
+        # signer to it, stale copies sent again included (a chaos run saw it skip two nonces and
+        # strand what it sent above them), and it cannot count ours that left the pool for a
+        # block being built. A transaction of this member from elsewhere (a process it replaced)
+        # still pooled may share the nonce: the node refuses ours or discards one of them, and
+        # the order's state is read afresh (rule 4)
+        account = si.query("System", "Account", [self.address])
+        nonce = int(account.value["nonce"])
         while nonce in self._inflight:
             nonce += 1
         birth = head.final

@@ -383,6 +383,32 @@ async def test_a_transaction_above_a_lost_nonce_is_dropped_and_its_order_compose
     assert (await r0.step(order, p)).state == "approved" and len(sent_since(r0, mark)) == 2
 
 
+async def test_copies_of_a_transaction_in_the_pool_do_not_make_the_next_one_skip_a_nonce(chain, members):
+    """Two copies of the member's transaction at nonce k in the pool (a copy sent again while
+    the first was being built into a block): chopsticks' ``system_accountNextIndex`` counts both
+    (k + 2). The next transaction still takes k + 1, so it lands in the same block instead of
+    waiting above a nonce nothing holds (seen in a chaos run)."""
+    r0 = members[0]
+    head = await chain.head()
+    order = order_to(fresh_account(), UNIT, head)
+    k = await chain.run(lambda si: si.get_account_nonce(MEMBERS[0].ss58_address))
+    mine = await lost_remark(chain, 0, k, head + 1)  # in flight, not lost: both copies are pooled
+    for _ in range(2):
+        await chain.run(lambda si: si.rpc_request("author_submitExtrinsic", [mine.extrinsic]))
+    def next_index(si) -> int:  # chopsticks counts pooled transactions by the runtime's own SS58 format
+        prefix = si.get_constant("System", "SS58Prefix").value
+        return si.rpc_request("system_accountNextIndex", [ss58(MEMBERS[0].public_key, prefix)])["result"]
+
+    assert await chain.run(next_index) == k + 2
+    r0._inflight[k] = mine
+    mark = len(r0.submitted)
+    p = await r0.step(order, NONE)
+    assert p.state == "proposed" and [n for _, _, n in sent_since(r0, mark)] == [k + 1]
+    b = await chain.new_block()
+    assert await signed_by(chain, b, 0) == ["System.remark", "Multisig.as_multi"]
+    assert (await r0.step(order, p)).state == "approved" and not r0._inflight
+
+
 async def test_a_member_seed_outside_the_committee_is_a_config_error(chain):
     cfg = chain_config(chain.url)
     with pytest.raises(ConfigError, match="not one of the committee's members"):
