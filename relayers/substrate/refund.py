@@ -283,7 +283,7 @@ class MultisigRefunder:
         # asset) and spec version: amounts and accounts do not change a transfer's weight
         self._weights: dict[tuple[Any, ...], Any] = {}
         # this member's transactions that may still be included, by nonce (rule 4): a new one
-        # takes the lowest nonce the node does not count and none of these holds
+        # takes the lowest nonce from the chain's that none of these holds
         self._inflight: dict[int, _Pending] = {}
         self._lock = asyncio.Lock()
         self.submitted: list[tuple[str, str, int]] = []  # (action, extrinsic hash, nonce): observability
