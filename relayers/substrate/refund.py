@@ -59,6 +59,16 @@ executed" are facts about the same state):
    A new transaction takes the lowest nonce from the chain's (``System.Account`` at its best
    block) that none of the member's transactions in flight holds, so two of them never share a
    nonce and none is left above a gap.
+5. **Nothing redundant.** Before it creates an operation (from ``none``) or approves one, a
+   member looks in the node's pool for other members' transactions of this order (signed by a
+   member, carrying the order's remark). If they are enough on their own (one creation; the
+   approvals still missing to the threshold), it sends nothing this step and approves what
+   they made once it is in a block: a second creation would fail with ``NoTimepoint``, an
+   approval past the threshold with ``UnexpectedTimepoint``, each a fee for nothing. It holds
+   back at most ``DEFER_BLOCKS`` blocks per phase, so a member whose transaction never lands
+   delays the others that long; a node that does not show its pool changes nothing. A
+   creation in a block being built is not in the pool any more, so two creations still happen
+   (harmless, as below).
 
 **Cost of a step.** A round lasts two blocks only if every member steps each open order
 within a block, and a signer steps its orders one after another (the collector's too, sharing
@@ -117,7 +127,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from substrateinterface import Keypair, KeypairType, SubstrateInterface
@@ -135,6 +145,9 @@ log = logging.getLogger(__name__)
 REMARK_PREFIX = b"creditbridge/refund/v1"
 STATES = ("none", "proposed", "approved", "done", "failed")
 MORTAL_PERIOD = 32  # blocks a submitted transaction stays valid (a power of two, >= 4)
+# blocks a member holds back an order's creation (or its approval) while other members'
+# transactions for it sit in the node's pool and are enough on their own (rule 5)
+DEFER_BLOCKS = 2
 SCAN_CHUNK = 32  # blocks scanned per client call (the SDK lock is held during one call)
 DEFAULT_SCAN_PER_STEP = 2048  # finalized blocks scanned at most per step; the rest next step
 WEIGHT_MARGIN = 2  # max_weight = weight the runtime reports for the call, times this
@@ -217,6 +230,7 @@ class _OrderMemory:
     execution: _Execution | None = None  # found in a final block
     committed: tuple[int, int] | None = None  # the operation this member approved
     pending: _Pending | None = None
+    deferred_at: dict[str, int] = field(default_factory=dict)  # phase -> head when it first held back
 
 
 def _hex(b: bytes) -> str:
@@ -260,6 +274,8 @@ class MultisigRefunder:
             raise ConfigError(f"chain {cfg.name}: the member key {_hex(self.me)[:18]}.. is not one of the "
                               "committee's members")
         self.others = [m for m in self.members if m != self.me]
+        self._other_members = frozenset(self.others)
+        self.defer_blocks = DEFER_BLOCKS  # rule 5; 0 holds nothing back
         if max_weight is not None and not isinstance(max_weight, (int, dict)):
             raise ConfigError("max_weight is an int (ref_time) or {'ref_time': .., 'proof_size': ..}")
         self.max_weight = max_weight
@@ -364,6 +380,9 @@ class MultisigRefunder:
             if mine is not None and tuple(mine) != when:
                 return self._fail(rid, last, "another multisig operation for this refund exists "
                                              f"({when[0]}, {when[1]}); this member approved ({mine[0]}, {mine[1]})")
+            held = await self._hold_back(order, mem, head, "approve", self.threshold - len(approvals))
+            if held:
+                return replace(last, detail=held)
             mem.committed = when
             action = "execute" if len(approvals) + 1 >= self.threshold else "approve"
             sent = await self._submit(order, mem, action, when, head)
@@ -375,6 +394,10 @@ class MultisigRefunder:
             where = f" ({mine[0]}, {mine[1]})" if mine is not None else ""
             return self._fail(rid, last, f"the multisig operation{where} this member approved is gone without "
                                          "an execution event (cancelled?): an operator must look")
+        if last.state == "none":
+            held = await self._hold_back(order, mem, head, "create", 1)
+            if held:
+                return replace(last, detail=held)
         sent = await self._submit(order, mem, "create", None, head)
         return Progress("proposed", detail=sent)
 
@@ -448,6 +471,26 @@ class MultisigRefunder:
                 log.info("chain %s: %s %s (nonce %d) was lost and the node refuses it again (%s); its order's "
                          "state is read afresh", self.chain, p.action, p.extrinsic_hash, p.nonce, why)
 
+    async def _hold_back(self, order: RefundOrder | CollectionOrder, mem: _OrderMemory, head: _Head, phase: str,
+                         needed: int) -> str:
+        """Rule 5: a reason to send nothing this step, or "" to go on. Other members'
+        transactions for this order in the node's pool (found by the order's remark in their
+        bytes, signed by a member) that are ``needed`` or more make this member's redundant:
+        a second creation fails with ``NoTimepoint``, an approval past the threshold with
+        ``UnexpectedTimepoint``, each costing its member a fee (617 of 1,426 transactions in a
+        chaos run). Held back for at most ``DEFER_BLOCKS`` blocks per phase, counted from the
+        first time: a member's transaction that never lands delays the others that long and no
+        longer. A node that does not show its pool holds nothing back."""
+        since = mem.deferred_at.get(phase)
+        if self.defer_blocks <= 0 or (since is not None and head.number >= since + self.defer_blocks):
+            return ""
+        others = await self.client.call(functools.partial(self._pooled_members, _marker(order)), "pending extrinsics")
+        if others is None or len(others) < needed:
+            return ""
+        mem.deferred_at.setdefault(phase, head.number)
+        return (f"{len(others)} other member(s) have this order's transaction in the pool, enough for the "
+                f"{phase}: this member waits for it (at most {self.defer_blocks} blocks)")
+
     async def _find_execution(self, order: RefundOrder, mem: _OrderMemory, call_hash: bytes,
                               head: _Head) -> _Execution | None | str:
         """The execution of the order's operation up to ``head``; a status text if the scan
@@ -507,6 +550,28 @@ class MultisigRefunder:
         if not isinstance(xs, list):
             return None
         return {_hex(blake2_256(bytes.fromhex(x[2:]))) for x in xs if isinstance(x, str)}
+
+    def _pooled_members(self, marker: bytes, si: SubstrateInterface) -> set[bytes] | None:
+        """The other members whose signed transactions in the node's pool carry ``marker``, or
+        None where the node does not tell (unsafe RPC)."""
+        try:
+            xs = si.rpc_request("author_pendingExtrinsics", []).get("result")
+        except SubstrateRequestException as e:
+            log.debug("chain %s: author_pendingExtrinsics unavailable (%s)", self.chain, _short(e))
+            return None
+        if not isinstance(xs, list):
+            return None
+        out = set()
+        for x in xs:
+            try:
+                raw = bytes.fromhex(x[2:]) if isinstance(x, str) and x[:2] == "0x" else b""
+            except ValueError:
+                continue
+            if marker in raw:
+                who = _signer_of(raw)
+                if who in self._other_members:
+                    out.add(who)
+        return out
 
     def _resend(self, pending: list[_Pending], si: SubstrateInterface) -> list[tuple[_Pending, str]]:
         """Send lost transactions again, unchanged, in nonce order; those the node refuses for
@@ -761,6 +826,24 @@ class MultisigRefunder:
             return _short(e)
         return _Pending(action, str(receipt.extrinsic_hash).lower(), nonce, head.number, birth + MORTAL_PERIOD,
                         extrinsic=str(xt.data))
+
+
+def _marker(order: RefundOrder | CollectionOrder) -> bytes:
+    """Bytes only this order's call carries: its remark."""
+    if isinstance(order, CollectionOrder):
+        return order.reference + order.payer
+    return REMARK_PREFIX + order.release_id
+
+
+def _signer_of(raw: bytes) -> bytes | None:
+    """The 32-byte account of a signed extrinsic (v4, ``MultiAddress::Id``) given with its
+    length prefix, as ``author_pendingExtrinsics`` lists them; None for anything else."""
+    if not raw:
+        return None
+    at = {0: 1, 1: 2, 2: 4}.get(raw[0] & 3)  # SCALE compact length: 1, 2 or 4 bytes
+    if at is None or len(raw) < at + 34 or not raw[at] & 0x80 or raw[at + 1] != 0:
+        return None
+    return raw[at + 2:at + 34]
 
 
 def _trim(cache: dict, size: int) -> None:

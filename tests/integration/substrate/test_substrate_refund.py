@@ -19,7 +19,8 @@ from bridge.config import SubstrateCommittee
 from bridge.errors import ConfigError, InputError
 from relayers.substrate.decode import account_bytes, blake2_256
 from relayers.substrate.multisig import ss58
-from relayers.substrate.refund import REMARK_PREFIX, MultisigRefunder, Progress, RefundOrder, _Pending
+from relayers.substrate.refund import DEFER_BLOCKS, REMARK_PREFIX, MultisigRefunder, Progress, RefundOrder, \
+    _Pending
 from tests.integration.substrate.helpers import COMMITTEE, COMMITTEE_ID, MEMBERS, UNIT, batch, chain_config, ref, \
     remark, transfer
 
@@ -206,12 +207,18 @@ async def test_equal_payer_and_amount_with_different_release_ids_are_separate_re
 
 
 async def test_two_members_creating_in_the_same_block_make_one_operation_executed_once(chain, members):
+    """Member 1 does not hold back for member 0's pooled creation (rule 5 off, as for a node
+    that does not show its pool, or a creation already taken into a block being built)."""
     r0, r1, r2 = members
     payer = fresh_account()
     order = order_to(payer, 5 * UNIT, await chain.head())
     marks = [len(r.submitted) for r in members]
 
-    p0, p1 = await r0.step(order, NONE), await r1.step(order, NONE)
+    r1.defer_blocks = 0
+    try:
+        p0, p1 = await r0.step(order, NONE), await r1.step(order, NONE)
+    finally:
+        r1.defer_blocks = DEFER_BLOCKS
     assert p0.state == p1.state == "proposed"
     b1 = await chain.new_block()
     assert await signed_by(chain, b1, 0) == await signed_by(chain, b1, 1) == ["Multisig.as_multi"]
@@ -407,6 +414,58 @@ async def test_copies_of_a_transaction_in_the_pool_do_not_make_the_next_one_skip
     b = await chain.new_block()
     assert await signed_by(chain, b, 0) == ["System.remark", "Multisig.as_multi"]
     assert (await r0.step(order, p)).state == "approved" and not r0._inflight
+
+
+async def test_a_member_sends_nothing_while_other_members_pooled_transactions_suffice(chain, members):
+    """Rule 5 on a real pool: member 1 steps while member 0's creation is pooled, then member 2
+    while member 1's executing approval is pooled; neither sends anything (a second creation
+    would fail with NoTimepoint, a third approval with UnexpectedTimepoint), and the refund is
+    paid once, with every transaction of the round succeeding."""
+    r0, r1, r2 = members
+    order = order_to(fresh_account(), 2 * UNIT, await chain.head())
+    marks = [len(r.submitted) for r in members]
+    assert (await r0.step(order, NONE)).state == "proposed"
+    p1 = await r1.step(order, NONE)
+    assert p1.state == "none" and "in the pool" in p1.detail and sent_since(r1, marks[1]) == []
+    b1 = await chain.new_block()
+    assert await signed_by(chain, b1, 0) == ["Multisig.as_multi"] and await signed_by(chain, b1, 1) == []
+    assert len(await multisig_events(chain, b1, "NewMultisig")) == 1
+
+    p1 = await r1.step(order, p1)
+    assert p1.state == "approved" and [a for a, _, _ in sent_since(r1, marks[1])] == ["execute"]
+    p2 = await r2.step(order, NONE)
+    assert p2.state == "none" and "in the pool" in p2.detail and sent_since(r2, marks[2]) == []
+    b2 = await chain.new_block()
+    assert await signed_by(chain, b2, 2) == [] and len(await multisig_events(chain, b2, "MultisigExecuted")) == 1
+    failed = [e for m, e, _, _ in await events(chain, b1) + await events(chain, b2) if (m, e) == ("System", "ExtrinsicFailed")]
+    assert failed == [] and await free(chain, order.to) == order.amount
+    assert (await r2.step(order, p2)).state == "done" and sent_since(r2, marks[2]) == []
+
+
+async def test_a_member_holds_back_only_while_the_pooled_transaction_can_land(chain, members):
+    """Member 0's creation sits above a nonce nobody holds (chopsticks discards it when it
+    builds the block): member 1 holds back while it is pooled, and creates itself once it is
+    gone, rather than waiting for a transaction that never lands."""
+    r0, r1, _ = members
+    order = order_to(fresh_account(), UNIT, await chain.head())
+    k = await chain.run(lambda si: si.get_account_nonce(MEMBERS[0].ss58_address))
+    r0._inflight[k] = await lost_remark(chain, 0, k, await chain.head() + 1, corrupt=True)  # never sent
+    assert (await r0.step(order, NONE)).state == "proposed"  # on k + 1: can never be included
+    mark = len(r1.submitted)
+    p1 = await r1.step(order, NONE)
+    assert p1.state == "none" and "in the pool" in p1.detail
+    assert await signed_by(chain, await chain.new_block(), 0) == []  # discarded
+    p1 = await r1.step(order, p1)
+    assert p1.state == "proposed" and [a for a, _, _ in sent_since(r1, mark)] == ["create"]
+    b = await chain.new_block()
+    assert await signed_by(chain, b, 1) == ["Multisig.as_multi"]
+    assert len(await multisig_events(chain, b, "NewMultisig")) == 1
+    p0 = Progress("proposed")
+    for _ in range(2):  # member 0 drops its stranded creation and joins the operation
+        p0 = await r0.step(order, p0)
+        await chain.new_block()
+    assert await free(chain, order.to) == order.amount
+    assert (await r0.step(order, p0)).state == (await r1.step(order, p1)).state == "done"
 
 
 async def test_a_member_seed_outside_the_committee_is_a_config_error(chain):
