@@ -540,8 +540,8 @@ class MultisigRefunder:
         number = _number(si.rpc_request("chain_getHeader", [best]).get("result"), "the best block")
         return _Head(best.lower(), number, min(final, number))
 
-    def _pool_hashes(self, si: SubstrateInterface) -> set[str] | None:
-        """Hashes of the node's pool, or None where the node does not tell (unsafe RPC)."""
+    def _pool(self, si: SubstrateInterface) -> list[bytes] | None:
+        """The node's pool (raw extrinsics), or None where the node does not tell (unsafe RPC)."""
         try:
             xs = si.rpc_request("author_pendingExtrinsics", []).get("result")
         except SubstrateRequestException as e:
@@ -549,29 +549,26 @@ class MultisigRefunder:
             return None
         if not isinstance(xs, list):
             return None
-        return {_hex(blake2_256(bytes.fromhex(x[2:]))) for x in xs if isinstance(x, str)}
+        out = []
+        for x in xs:
+            try:
+                out.append(bytes.fromhex(x[2:]) if isinstance(x, str) and x[:2] == "0x" else b"")
+            except ValueError:
+                out.append(b"")
+        return out
+
+    def _pool_hashes(self, si: SubstrateInterface) -> set[str] | None:
+        """Hashes of the node's pool, or None where the node does not tell."""
+        pool = self._pool(si)
+        return None if pool is None else {_hex(blake2_256(raw)) for raw in pool if raw}
 
     def _pooled_members(self, marker: bytes, si: SubstrateInterface) -> set[bytes] | None:
         """The other members whose signed transactions in the node's pool carry ``marker``, or
-        None where the node does not tell (unsafe RPC)."""
-        try:
-            xs = si.rpc_request("author_pendingExtrinsics", []).get("result")
-        except SubstrateRequestException as e:
-            log.debug("chain %s: author_pendingExtrinsics unavailable (%s)", self.chain, _short(e))
+        None where the node does not tell."""
+        pool = self._pool(si)
+        if pool is None:
             return None
-        if not isinstance(xs, list):
-            return None
-        out = set()
-        for x in xs:
-            try:
-                raw = bytes.fromhex(x[2:]) if isinstance(x, str) and x[:2] == "0x" else b""
-            except ValueError:
-                continue
-            if marker in raw:
-                who = _signer_of(raw)
-                if who in self._other_members:
-                    out.add(who)
-        return out
+        return {who for raw in pool if marker in raw and (who := _signer_of(raw)) in self._other_members}
 
     def _resend(self, pending: list[_Pending], si: SubstrateInterface) -> list[tuple[_Pending, str]]:
         """Send lost transactions again, unchanged, in nonce order; those the node refuses for
