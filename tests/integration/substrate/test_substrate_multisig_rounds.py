@@ -73,18 +73,24 @@ async def test_three_of_four_approving_in_the_block_after_the_creation_execute_t
     (new,) = await multisig(chain, created, "NewMultisig")
     assert account_bytes(new["approving"]) == KEYS[QUORUM[0]].public_key
 
-    # the three others step concurrently before the next block, each seeing one approval
+    # the three others step concurrently before the next block, each seeing one approval; one
+    # that finds the two approvals still missing in the pool already holds back (rule 5: a
+    # third approval would land after the execution), whether it does depends on the order the
+    # three steps read the pool and submit
     pb, pc, pd = await asyncio.gather(*(r.step(order, NONE) for r in (b, c, d)))
-    assert pb.state == pc.state == pd.state == "approved"
+    states = [p.state for p in (pb, pc, pd)]
+    assert states.count("approved") >= 2 and set(states) <= {"approved", "none"}
+    assert all("in the pool" in p.detail for p in (pb, pc, pd) if p.state == "none")
     nxt = await chain.new_block()
     # whichever approval is the third executes, in this block (hash-only approvals left the
     # operation at three approvals here, waiting a block for someone to send the call)
     (executed,) = await multisig(chain, nxt, "MultisigExecuted")
     assert "Ok" in str(executed["result"])
     assert await free(chain, order.to) == order.amount
-    for i, r in zip(QUORUM[1:], (b, c, d)):
-        assert await signed_by_key(chain, nxt, KEYS[i]) == ["Multisig.as_multi"]
-        assert [x for x, _, _ in sent_since(r, marks[r])] == ["approve"]
+    for i, r, p in zip(QUORUM[1:], (b, c, d), (pb, pc, pd)):
+        approved = p.state == "approved"
+        assert await signed_by_key(chain, nxt, KEYS[i]) == (["Multisig.as_multi"] if approved else [])
+        assert [x for x, _, _ in sent_since(r, marks[r])] == (["approve"] if approved else [])
 
     height = await chain.head()
     outs = await asyncio.gather(*(r.step(order, p) for r, p in ((a, pa), (b, pb), (c, pc), (d, pd))))
