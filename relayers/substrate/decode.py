@@ -400,6 +400,18 @@ def runtime_from_metadata(metadata_hex: str) -> tuple[RuntimeConfigurationObject
     return rc, metadata
 
 
+def signer_of(raw: bytes) -> bytes | None:
+    """The 32-byte account of a signed extrinsic whose address is a ``MultiAddress::Id`` (its
+    version byte, then the address), or None."""
+    try:
+        _, k = read_compact(raw, 0)
+    except ValueError:
+        return None
+    if len(raw) < k + 34 or not raw[k] & 0x80 or raw[k + 1] != 0:
+        return None
+    return raw[k + 2:k + 34]
+
+
 def read_compact(data: bytes, pos: int) -> tuple[int, int]:
     """(value, encoded length) of the SCALE compact integer at ``data[pos:]``."""
     if pos >= len(data):

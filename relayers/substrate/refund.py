@@ -136,7 +136,8 @@ from substrateinterface.exceptions import BlockNotFound, SubstrateRequestExcepti
 from bridge.config import PayableToken, SubstrateChainConfig
 from bridge.errors import ChainError, ConfigError, InputError
 from relayers.substrate.client import CONNECTION_ERRORS, DecodeFailure, SubstrateClient
-from relayers.substrate.decode import EVENTS_STORAGE_KEY, account_bytes, blake2_256, decode_events
+from relayers.substrate.decode import EVENTS_STORAGE_KEY, account_bytes, blake2_256, decode_events, raw_extrinsic, \
+    signer_of
 from relayers.substrate.multisig import committee_account_id, ss58
 from relayers.substrate.networks import check_network
 
@@ -324,9 +325,9 @@ class MultisigRefunder:
     async def _step(self, order: RefundOrder, last: Progress) -> Progress:
         rid = order.release_id
         mem = self._orders.setdefault(rid, _OrderMemory())
-        pool: set[str] | None = None
+        pool: list[bytes] | None = None  # the node's pool, read once a step where it is needed
         if self._inflight:  # read before the head is pinned (see _review_inflight)
-            pool = await self.client.call(self._pool_hashes, "pending extrinsics")
+            pool = await self.client.call(self._pool, "pending extrinsics")
         head = await self.client.call(self._head, "heads")
         if head.number < order.deposit_block:
             return replace(last, detail=f"the head {head.number} is below the deposit block {order.deposit_block}")
@@ -380,7 +381,7 @@ class MultisigRefunder:
             if mine is not None and tuple(mine) != when:
                 return self._fail(rid, last, "another multisig operation for this refund exists "
                                              f"({when[0]}, {when[1]}); this member approved ({mine[0]}, {mine[1]})")
-            held = await self._hold_back(order, mem, head, "approve", self.threshold - len(approvals))
+            held = await self._hold_back(order, mem, head, pool, "approve", self.threshold - len(approvals))
             if held:
                 return replace(last, detail=held)
             mem.committed = when
@@ -395,7 +396,7 @@ class MultisigRefunder:
             return self._fail(rid, last, f"the multisig operation{where} this member approved is gone without "
                                          "an execution event (cancelled?): an operator must look")
         if last.state == "none":
-            held = await self._hold_back(order, mem, head, "create", 1)
+            held = await self._hold_back(order, mem, head, pool, "create", 1)
             if held:
                 return replace(last, detail=held)
         sent = await self._submit(order, mem, "create", None, head)
@@ -419,7 +420,7 @@ class MultisigRefunder:
             return ""
         return f"waiting for the {p.action} transaction {p.extrinsic_hash} (nonce {p.nonce})"
 
-    async def _review_inflight(self, nonce: int, head: _Head, pool: set[str] | None) -> None:
+    async def _review_inflight(self, nonce: int, head: _Head, pool: list[bytes] | None) -> None:
         """Rule 4 for every transaction of this member still in flight, whichever order sent
         it. ``nonce`` is the member's nonce at ``head``; ``pool`` (the node's pool, or None where
         the node does not tell) was read before ``head`` was pinned, so a transaction neither
@@ -451,10 +452,11 @@ class MultisigRefunder:
                          "read afresh", self.chain, p.action, p.extrinsic_hash, n)
         if pool is None:
             return
+        pooled = {_hex(blake2_256(raw)) for raw in pool if raw}
         expected, resend = nonce, []
         for n in sorted(self._inflight):
             p = self._inflight[n]
-            lost = head.number > p.submitted_at and p.extrinsic_hash not in pool
+            lost = head.number > p.submitted_at and p.extrinsic_hash not in pooled
             if n == expected:
                 expected += 1
                 if lost and p.extrinsic:
@@ -471,8 +473,8 @@ class MultisigRefunder:
                 log.info("chain %s: %s %s (nonce %d) was lost and the node refuses it again (%s); its order's "
                          "state is read afresh", self.chain, p.action, p.extrinsic_hash, p.nonce, why)
 
-    async def _hold_back(self, order: RefundOrder | CollectionOrder, mem: _OrderMemory, head: _Head, phase: str,
-                         needed: int) -> str:
+    async def _hold_back(self, order: RefundOrder | CollectionOrder, mem: _OrderMemory, head: _Head,
+                         pool: list[bytes] | None, phase: str, needed: int) -> str:
         """Rule 5: a reason to send nothing this step, or "" to go on. Other members'
         transactions for this order in the node's pool (found by the order's remark in their
         bytes, signed by a member) that are ``needed`` or more make this member's redundant:
@@ -480,12 +482,18 @@ class MultisigRefunder:
         ``UnexpectedTimepoint``, each costing its member a fee (617 of 1,426 transactions in a
         chaos run). Held back for at most ``DEFER_BLOCKS`` blocks per phase, counted from the
         first time: a member's transaction that never lands delays the others that long and no
-        longer. A node that does not show its pool holds nothing back."""
+        longer. A node that does not show its pool holds nothing back. ``pool``: as the step read
+        it (read here when the step did not need it)."""
         since = mem.deferred_at.get(phase)
         if self.defer_blocks <= 0 or (since is not None and head.number >= since + self.defer_blocks):
             return ""
-        others = await self.client.call(functools.partial(self._pooled_members, _marker(order)), "pending extrinsics")
-        if others is None or len(others) < needed:
+        if pool is None:
+            pool = await self.client.call(self._pool, "pending extrinsics")
+        if pool is None:
+            return ""
+        marker = _marker(order)
+        others = {who for raw in pool if marker in raw and (who := signer_of(raw)) in self._other_members}
+        if len(others) < needed:
             return ""
         mem.deferred_at.setdefault(phase, head.number)
         return (f"{len(others)} other member(s) have this order's transaction in the pool, enough for the "
@@ -541,7 +549,8 @@ class MultisigRefunder:
         return _Head(best.lower(), number, min(final, number))
 
     def _pool(self, si: SubstrateInterface) -> list[bytes] | None:
-        """The node's pool (raw extrinsics), or None where the node does not tell (unsafe RPC)."""
+        """The node's pool (raw extrinsics; a malformed one as ``b""``), or None where the node
+        does not tell (unsafe RPC)."""
         try:
             xs = si.rpc_request("author_pendingExtrinsics", []).get("result")
         except SubstrateRequestException as e:
@@ -552,23 +561,10 @@ class MultisigRefunder:
         out = []
         for x in xs:
             try:
-                out.append(bytes.fromhex(x[2:]) if isinstance(x, str) and x[:2] == "0x" else b"")
+                out.append(raw_extrinsic(x) if isinstance(x, str) else b"")
             except ValueError:
                 out.append(b"")
         return out
-
-    def _pool_hashes(self, si: SubstrateInterface) -> set[str] | None:
-        """Hashes of the node's pool, or None where the node does not tell."""
-        pool = self._pool(si)
-        return None if pool is None else {_hex(blake2_256(raw)) for raw in pool if raw}
-
-    def _pooled_members(self, marker: bytes, si: SubstrateInterface) -> set[bytes] | None:
-        """The other members whose signed transactions in the node's pool carry ``marker``, or
-        None where the node does not tell."""
-        pool = self._pool(si)
-        if pool is None:
-            return None
-        return {who for raw in pool if marker in raw and (who := _signer_of(raw)) in self._other_members}
 
     def _resend(self, pending: list[_Pending], si: SubstrateInterface) -> list[tuple[_Pending, str]]:
         """Send lost transactions again, unchanged, in nonce order; those the node refuses for
@@ -830,17 +826,6 @@ def _marker(order: RefundOrder | CollectionOrder) -> bytes:
     if isinstance(order, CollectionOrder):
         return order.reference + order.payer
     return REMARK_PREFIX + order.release_id
-
-
-def _signer_of(raw: bytes) -> bytes | None:
-    """The 32-byte account of a signed extrinsic (v4, ``MultiAddress::Id``) given with its
-    length prefix, as ``author_pendingExtrinsics`` lists them; None for anything else."""
-    if not raw:
-        return None
-    at = {0: 1, 1: 2, 2: 4}.get(raw[0] & 3)  # SCALE compact length: 1, 2 or 4 bytes
-    if at is None or len(raw) < at + 34 or not raw[at] & 0x80 or raw[at + 1] != 0:
-        return None
-    return raw[at + 2:at + 34]
 
 
 def _trim(cache: dict, size: int) -> None:
