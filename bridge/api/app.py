@@ -112,7 +112,7 @@ def create_app(
     spec = build_spec(quote_service.token_chains)
     app[DOCS] = Docs(json.dumps(spec, indent=1).encode(), render_docs(spec))
     # quotes are signed by batch (one signature over a Merkle root) as they are stored by batch
-    app[QUOTE_WRITER] = quotes_repo.QuoteWriter(db, sign=quote_service.signer.sign_quotes)
+    app[QUOTE_WRITER] = quotes_repo.QuoteWriter(db, signer=quote_service.signer)
 
     r = app.router
     r.add_post("/v1/quotes", handlers.create_quote, name="quotes")

@@ -7,13 +7,11 @@ strings of base units (JSON integers are accepted on input, floats never are).
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import re
 import uuid
-from binascii import hexlify
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -34,6 +32,7 @@ from bridge.pricing.quotes import (
     MAX_CREDITS,
     ensure_not_expired,
     late_terms_to_json,
+    quote_body,
     quote_fields,
     quote_to_json,
     rfc3339,
@@ -94,45 +93,6 @@ def _object(pairs: list[tuple[str, object]]) -> dict:
 
 
 _JSON_TYPE = "application/json; charset=utf-8"  # what web.json_response sends
-try:
-    from orjson import dumps as _dumps  # installed with the pinned dependency set; ~5x json.dumps
-except ImportError:  # pragma: no cover
-    def _dumps(v: object) -> bytes:
-        return json.dumps(v).encode()
-
-
-@functools.lru_cache(maxsize=256)
-def _quote_body_parts(token: str, chain: str, rate: Decimal, credit_price_usd: Decimal, created_at: datetime,
-                      expires_at: datetime, key_id: str, sources: tuple[str, ...]) -> tuple[bytes, bytes, bytes]:
-    """The JSON of a quote (``quote_to_json`` serialized by ``_dumps``) cut around the fields
-    that differ between the quotes of one price and second: ``{"id":`` id ``a`` amount ``b``
-    credits ``c`` signature... Each piece is ``_dumps`` of its value, so the whole is byte for
-    byte what ``_dumps(quote_to_json(q))`` gives (compact JSON, keys in that order)."""
-    f = quote_fields(Quote(id="", token=token, chain=chain, amount=0, credits=0, rate=rate,
-                           credit_price_usd=credit_price_usd, created_at=created_at, expires_at=expires_at,
-                           key_id=key_id, sources=sources))
-    a = b',"token":' + _dumps(f["token"]) + b',"chain":' + _dumps(f["chain"]) + b',"amount":'
-    c = b"".join((b',"rate":', _dumps(f["rate"]), b',"credit_price_usd":', _dumps(f["credit_price_usd"]),
-                  b',"created_at":', _dumps(f["created_at"]), b',"expires_at":', _dumps(f["expires_at"]),
-                  b',"key_id":', _dumps(f["key_id"]), b',"sources":', _dumps(list(sources)), b',"signature":"'))
-    return a, b',"credits":', c
-
-
-def quote_body(q: Quote) -> bytes:
-    """``_dumps(quote_to_json(q))``, from cached pieces (``_quote_body_parts``)."""
-    if type(q.sources) is not tuple:  # noqa: E721 - the cache needs a hashable sources
-        return _dumps(quote_to_json(q))
-    a, b, c = _quote_body_parts(q.token, q.chain, q.rate, q.credit_price_usd, q.created_at, q.expires_at,
-                                q.key_id, q.sources)
-    tail = b'"}'
-    if q.merkle_root:
-        path = q.merkle_path
-        tail = b"".join((b'","proof":{"root":"', hexlify(q.merkle_root), b'","path":[',
-                         (b'"' + b'","'.join(map(hexlify, path)) + b'"') if path else b"", b"]}}"))
-    return b"".join((b'{"id":', _dumps(q.id), a, b'"%d"' % int(q.amount), b, b'"%d"' % int(q.credits), c,
-                     hexlify(bytes(q.signature)), tail))
-
-
 # built once: ``json.loads`` with hooks builds a new decoder (and scanner) on every call
 _DECODER = json.JSONDecoder(parse_float=_reject_float, parse_constant=_reject_constant, parse_int=_parse_int,
                             object_pairs_hook=_object)
@@ -343,10 +303,34 @@ def _quote_request_generic(body: dict) -> tuple[str, str | None, int | None, int
 async def create_quote(request: web.Request) -> web.Response:
     token, chain, credits, amount = _quote_request(await request.read())
     app = request.app
-    quote = await issue_quote(app, token, credits=credits, amount=amount, now=app[CLOCK](), chain=chain)
-    # the body from cached pieces (the busiest endpoint; the same bytes as orjson of quote_to_json)
-    return web.Response(body=quote_body(quote), status=201,
-                        headers={"Location": f"/v1/quotes/{quote.id}", "Content-Type": _JSON_TYPE})
+    parts = app[QUOTES].quote_parts(token, credits=credits, amount=amount, now=app[CLOCK](), chain=chain)
+    if parts is None:  # a plain price source: the quote is made by awaiting it
+        quote = await issue_quote(app, token, credits=credits, amount=amount, now=app[CLOCK](), chain=chain)
+        quote_id, body = quote.id, quote_body(quote)
+    else:  # the busiest endpoint: the writer signs, stores and serializes the quote by batch
+        template, quote_id = parts[0], parts[1]
+        try:  # inline, not through _stored: one coroutine less on the busiest path
+            body = await app[QUOTE_WRITER].add_parts(parts)
+        except SQLAlchemyError as e:
+            raise _storage_error(e) from None
+        app[METRICS].quote_issued(template.token, template.chain)
+    return web.Response(body=body, status=201,
+                        headers={"Location": f"/v1/quotes/{quote_id}", "Content-Type": _JSON_TYPE})
+
+
+async def _stored(stored: Awaitable):
+    """The quote writer's answer, its database errors as the API's."""
+    try:
+        return await stored
+    except SQLAlchemyError as e:
+        raise _storage_error(e) from None
+
+
+def _storage_error(e: SQLAlchemyError) -> Exception:
+    if isinstance(e, IntegrityError):
+        return ConcurrentChange("a concurrent request changed the same object; retry")
+    log.warning("database error: %s", e.__class__.__name__)
+    return StorageError("the database is unavailable")
 
 
 async def issue_quote(app: web.Application, token: str, *, credits: int | None = None, amount: int | None = None,
@@ -356,13 +340,7 @@ async def issue_quote(app: web.Application, token: str, *, credits: int | None =
     commit). ``POST /v1/quotes`` and the late deposits' fresh quotes. ``chain`` may be omitted
     when ``token`` is payable on one chain only."""
     quote = await app[QUOTES].make_quote(token, credits=credits, amount=amount, now=now, chain=chain, sign=False)
-    try:
-        quote = await app[QUOTE_WRITER].add(quote)
-    except IntegrityError:
-        raise ConcurrentChange("a concurrent request changed the same object; retry") from None
-    except SQLAlchemyError as e:
-        log.warning("database error: %s", e.__class__.__name__)
-        raise StorageError("the database is unavailable") from None
+    quote = await _stored(app[QUOTE_WRITER].add(quote))
     app[METRICS].quote_issued(quote.token, quote.chain)
     return quote
 

@@ -42,10 +42,12 @@ are signed one by one, as before (signer nodes verify those).
 from __future__ import annotations
 
 import functools
+from binascii import hexlify
 import json
 import logging
 import os
 import re
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import fields, replace
@@ -73,7 +75,7 @@ from bridge.errors import (
 from bridge.keystore import SecretKey, load_key, public_of
 from bridge.payments.late import LateTerms
 from bridge.pricing.aggregate import PriceAggregator
-from bridge.pricing import merkle
+from bridge.pricing import merkle, quote_batch
 from bridge.pricing.credits import credit_value_in_base_units
 from bridge.pricing.sources.base import PriceSource
 from bridge.pricing.wrappers import PricingMetrics
@@ -243,8 +245,7 @@ def canonical_quote_bytes(q: Quote) -> bytes:
     except TypeError:  # an unhashable field (sources as a list, a signalling NaN): formatted afresh
         a, b, c, d = _quote_template.__wrapped__(q.chain, q.created_at, q.credit_price_usd, q.expires_at, q.key_id,
                                                  q.rate, tuple(q.sources), q.token)
-    return b"".join((a, b'"%d"' % int(q.amount), b, b'"%d"' % int(q.credits), c, _escape(str(q.id)).encode("ascii"),
-                     d))
+    return quote_batch.canonical((a, b, c, d), str(q.id), int(q.amount), int(q.credits))
 
 
 def _evolve(q: Quote, **changes) -> Quote:
@@ -299,6 +300,12 @@ class QuoteSigner:
 
     def __repr__(self) -> str:
         return f"QuoteSigner(key_id={self.key_id!r})"
+
+    def private_bytes(self) -> bytes:
+        """The raw 32-byte Ed25519 secret: only for the API's own quote store process, which
+        signs the quote batches it stores (``bridge/storage/quote_store_worker.py``; it gets it
+        over its stdin pipe). Never logged, never in an error."""
+        return self._private.private_bytes_raw()
 
     def sign_bytes(self, data: bytes) -> bytes:
         return self._private.sign(data)
@@ -400,6 +407,58 @@ def quote_to_json(q: Quote) -> dict:
     if q.merkle_root:  # a batch signature: the root it signs and this quote's path to it
         d["proof"] = {"root": q.merkle_root.hex(), "path": [p.hex() for p in q.merkle_path]}
     return d
+
+
+try:
+    from orjson import dumps as _dumps  # installed with the pinned dependency set; ~5x json.dumps
+except ImportError:  # pragma: no cover
+    def _dumps(v: object) -> bytes:
+        return json.dumps(v).encode()
+
+
+@functools.lru_cache(maxsize=256)
+def _quote_body_parts(token: str, chain: str, rate: Decimal, credit_price_usd: Decimal, created_at: datetime,
+                      expires_at: datetime, key_id: str, sources: tuple[str, ...]) -> tuple[bytes, bytes, bytes]:
+    """The JSON of a quote (``quote_to_json`` serialized by ``_dumps``) cut around the fields
+    that differ between the quotes of one price and second: ``{"id":`` id ``a`` amount ``b``
+    credits ``c`` signature... Each piece is ``_dumps`` of its value, so the whole is byte for
+    byte what ``_dumps(quote_to_json(q))`` gives (compact JSON, keys in that order)."""
+    f = quote_fields(Quote(id="", token=token, chain=chain, amount=0, credits=0, rate=rate,
+                           credit_price_usd=credit_price_usd, created_at=created_at, expires_at=expires_at,
+                           key_id=key_id, sources=sources))
+    a = b',"token":' + _dumps(f["token"]) + b',"chain":' + _dumps(f["chain"]) + b',"amount":'
+    c = b"".join((b',"rate":', _dumps(f["rate"]), b',"credit_price_usd":', _dumps(f["credit_price_usd"]),
+                  b',"created_at":', _dumps(f["created_at"]), b',"expires_at":', _dumps(f["expires_at"]),
+                  b',"key_id":', _dumps(f["key_id"]), b',"sources":', _dumps(list(sources)), b',"signature":"'))
+    return a, b',"credits":', c
+
+
+def quote_body(q: Quote) -> bytes:
+    """``_dumps(quote_to_json(q))`` (the ``POST /v1/quotes`` answer), from cached pieces
+    (``_quote_body_parts``, joined by ``quote_batch.body``)."""
+    if type(q.sources) is not tuple:  # noqa: E721 - the cache needs a hashable sources
+        return _dumps(quote_to_json(q))
+    pieces = _quote_body_parts(q.token, q.chain, q.rate, q.credit_price_usd, q.created_at, q.expires_at,
+                               q.key_id, q.sources)
+    tail = quote_batch.proof_tail(q.merkle_root, q.merkle_path) if q.merkle_root else b'"}'
+    return quote_batch.body(pieces, _dumps(q.id), int(q.amount), int(q.credits), hexlify(bytes(q.signature)), tail)
+
+
+def quote_pieces(q: Quote) -> tuple[tuple[bytes, bytes, bytes, bytes], tuple[bytes, bytes, bytes]]:
+    """``(canonical pieces, body pieces)`` of the quotes sharing ``q``'s template fields
+    (everything but id, amount, credits and the signature): ``quote_batch.Template``'s first two."""
+    try:
+        canonical = _quote_template(q.chain, q.created_at, q.credit_price_usd, q.expires_at, q.key_id, q.rate,
+                                    q.sources, q.token)
+        body = _quote_body_parts(q.token, q.chain, q.rate, q.credit_price_usd, q.created_at, q.expires_at,
+                                 q.key_id, q.sources)
+    except TypeError:  # an unhashable field (sources as a list, a signalling NaN): formatted afresh
+        sources = tuple(q.sources)
+        canonical = _quote_template.__wrapped__(q.chain, q.created_at, q.credit_price_usd, q.expires_at, q.key_id,
+                                                q.rate, sources, q.token)
+        body = _quote_body_parts.__wrapped__(q.token, q.chain, q.rate, q.credit_price_usd, q.created_at,
+                                             q.expires_at, q.key_id, sources)
+    return canonical, body
 
 
 def terms_to_json(t: PaymentTerms) -> dict[str, str]:
@@ -668,12 +727,12 @@ class QuoteService:
         options = self.by_symbol.get(token) if isinstance(token, str) else None
         if not options:
             raise InputError(f"unknown token; supported: {', '.join(sorted(self.by_symbol))}")
-        chains = [t.chain for t in options]
         if chain is None:
             if len(options) > 1:
-                raise TokenAmbiguous(f"{token} is payable on several chains ({', '.join(chains)}): "
+                raise TokenAmbiguous(f"{token} is payable on several chains ({', '.join(t.chain for t in options)}): "
                                      "give chain, one of them")
             return options[0]
+        chains = [t.chain for t in options]
         for t in options:
             if t.chain == chain:
                 return t
@@ -771,6 +830,34 @@ class QuoteService:
         the symbol is payable on one chain only). Exactly one of credits and amount. With
         ``sign=False`` the quote carries this service's ``key_id`` but no signature yet (the
         API signs the quotes of a few milliseconds together: ``QuoteSigner.sign_quotes``)."""
+        payable, now = self._prepare(token, credits, amount, now, chain)
+        if isinstance(self.source, PriceAggregator):
+            ctx = self._aggregated(payable, now)
+        else:
+            rate, sources = await self.price_of(payable.symbol, now, payable.chain)
+            self.check_peg(payable, rate)
+            ctx = self._context(payable, rate, sources, now)
+        amount, credits = self._amounts(ctx, payable, credits, amount)
+        quote = _evolve(ctx[3], id=_new_id(), amount=amount, credits=credits)
+        return self.signer.sign_quote(quote) if sign else quote
+
+    def quote_parts(self, token: str, credits: int | None = None, amount: int | None = None,
+                    now: datetime | None = None, chain: str | None = None) -> tuple[Quote, str, int, int] | None:
+        """``make_quote(..., sign=False)`` in parts, without awaiting: ``(template, id, amount,
+        credits)``, the quote being ``template`` with those three fields (the template is shared
+        by the quotes of one price and second: ``POST /v1/quotes`` hands the parts to the quote
+        writer, which signs, stores and serializes them by batch). Same checks and errors as
+        ``make_quote``; None when the price comes from a plain source (``make_quote`` awaits it)."""
+        if not isinstance(self.source, PriceAggregator):
+            return None
+        payable, now = self._prepare(token, credits, amount, now, chain)
+        ctx = self._aggregated(payable, now)
+        amount, credits = self._amounts(ctx, payable, credits, amount)
+        return ctx[3], _new_id(), amount, credits
+
+    def _prepare(self, token: str, credits: int | None, amount: int | None, now: datetime | None,
+                 chain: str | None) -> tuple[PayableToken, datetime]:
+        """The payable token and ``now`` truncated to its second, once the inputs are checked."""
         payable = self.resolve(token, chain)
         if (credits is None) == (amount is None):
             raise InputError("give exactly one of credits and amount")
@@ -781,32 +868,37 @@ class QuoteService:
         now = now or utcnow()
         if now.tzinfo is None or now.utcoffset() is None:
             raise InputError("now must be timezone-aware")
-        now = now.astimezone(timezone.utc)
+        if now.tzinfo is not timezone.utc:
+            now = now.astimezone(timezone.utc)
         second = self._second  # the last second truncated: replace() parses keywords, a few µs
         if second is None or not _ZERO <= now - second < _ONE_SECOND:
             second = self._second = now.replace(microsecond=0)
-        now = second
-        aggregator = self.source if isinstance(self.source, PriceAggregator) else None
-        if aggregator is not None:
-            # The aggregator answers one AggregatedPrice object per symbol and second (until a
-            # refresh): what a quote takes from it -- rate, sources, the exact credit value, the
-            # minimum, the dates -- is worked out once per (token, price object, second) into a
-            # template quote; each quote is that template with its own id, amount and credits.
-            symbol = payable.price_symbol
-            if symbol not in aggregator.symbols:
-                raise PriceUnavailable(f"no price source is configured for {symbol}")
-            aggregated = aggregator.price(symbol, now)
-            self.check_peg(payable, aggregated.price)  # the measured rate is what the quote uses, never the peg
-            ctx = self._priced.get(payable.key)
-            if (ctx is None or ctx[0] is not aggregated or ctx[1] != now or ctx[2] is not self.credit_price_usd
-                    or ctx[3].key_id != self.signer.key_id):
-                ctx = self._priced[payable.key] = self._context(
-                    payable, aggregated.price, tuple(q.name for q in aggregated.sources), now, aggregated)
-        else:
-            rate, sources = await self.price_of(payable.symbol, now, payable.chain)
-            self.check_peg(payable, rate)
-            ctx = self._context(payable, rate, sources, now)
-        _, _, _, template, num, den, minimum = ctx
+        return payable, second
+
+    def _aggregated(self, payable: PayableToken, now: datetime) -> tuple:
+        """The quote context (``_context``) at the aggregator's price: the aggregator answers one
+        AggregatedPrice object per symbol and second (until a refresh), so what a quote takes
+        from it -- rate, sources, the exact credit value, the minimum, the dates -- is worked
+        out once per (token, price object, second) into a template quote; each quote is that
+        template with its own id, amount and credits."""
+        aggregator = self.source
+        symbol = payable.price_symbol
+        if symbol not in aggregator.symbols:
+            raise PriceUnavailable(f"no price source is configured for {symbol}")
+        aggregated = aggregator.price(symbol, now)
+        self.check_peg(payable, aggregated.price)  # the measured rate is what the quote uses, never the peg
+        ctx = self._priced.get(payable.key)
+        if (ctx is None or ctx[0] is not aggregated or ctx[1] != now or ctx[2] is not self.credit_price_usd
+                or ctx[3].key_id != self.signer.key_id):
+            ctx = self._priced[payable.key] = self._context(
+                payable, aggregated.price, tuple(q.name for q in aggregated.sources), now, aggregated)
+        return ctx
+
+    @staticmethod
+    def _amounts(ctx: tuple, payable: PayableToken, credits: int | None, amount: int | None) -> tuple[int, int]:
+        """``(amount, credits)`` of a quote in context ``ctx``: the amount for ``credits`` rounded
+        up, or the credits ``amount`` buys rounded down; InputError outside the limits."""
+        num, den, minimum = ctx[4], ctx[5], ctx[6]
         if credits is not None:
             amount = -(-credits * num // den)  # == amount_for_credits(credits, price, rate, decimals)
             if amount > MAX_AMOUNT:
@@ -820,8 +912,7 @@ class QuoteService:
                 raise InputError("the amount buys too many credits for one quote")
         if amount < minimum:
             raise InputError(f"amount {amount} is below the minimum of {minimum} base units of {payable.symbol}")
-        quote = _evolve(template, id=_uuid4(), amount=amount, credits=credits)
-        return self.signer.sign_quote(quote) if sign else quote
+        return amount, credits
 
     def _context(self, payable: PayableToken, rate: Decimal, sources: tuple[str, ...], now: datetime,
                  price_object: object = None) -> tuple:
@@ -848,8 +939,14 @@ def _credit_value(credit_price_usd: Decimal, token_usd: Decimal, decimals: int) 
 
 
 class _UuidPool:
-    """Random (version 4) UUIDs from ``os.urandom`` drawn 4 KiB at a time: the same CSPRNG and
-    the same 122 random bits as ``uuid.uuid4()``, without a system call per quote."""
+    """Quote ids: time-ordered UUIDs (RFC 9562 version 7): the 48-bit Unix time in milliseconds,
+    then 74 random bits from ``os.urandom`` drawn 2.5 KiB at a time (the CSPRNG of
+    ``uuid.uuid4()``, without a system call per quote). Unguessable as a version 4 id is (2^74
+    per millisecond), and they sort by time: a store's index on the id grows at its end
+    instead of at a random page per quote. With random (version 4) ids every quote of a batch
+    dirtied its own index page, and the SQLite store process spent ~40% of its time writing
+    those pages to the WAL (bench/quote_throughput.py). The time they give away is the quote's
+    ``created_at``, which the quote states anyway."""
 
     def __init__(self, per_draw: int = 256) -> None:
         self.per_draw = per_draw
@@ -859,17 +956,17 @@ class _UuidPool:
     def __call__(self) -> str:
         at = self._at
         if at >= len(self._buf):
-            self._buf, at = os.urandom(16 * self.per_draw), 0
-        self._at = at + 16
+            self._buf, at = os.urandom(10 * self.per_draw), 0
+        self._at = at + 10
         b = self._buf
-        h = b[at:at + 16].hex()
-        # RFC 9562 version 4 (what uuid.UUID(version=4) sets): the version nibble (hex digit 12)
-        # becomes 4; the variant bits, the top two of byte 8 (hex digit 16), become 10, leaving
-        # that digit 8, 9, a or b by the byte's next two bits
-        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[b[at + 8] >> 4 & 3]}{h[17:20]}-{h[20:]}"
+        r = b[at:at + 10].hex()
+        ms = format(time.time_ns() // 1_000_000, "012x")
+        # xxxxxxxx-xxxx-7rrr-Vrrr-rrrrrrrrrrrr: version nibble 7; the variant digit V is 10 then
+        # two random bits (8, 9, a or b); 12 + 2 + 60 random bits (r[3]'s other two are unused)
+        return f"{ms[:8]}-{ms[8:]}-7{r[:3]}-{'89ab'[b[at + 1] & 3]}{r[4:7]}-{r[7:19]}"
 
 
-_uuid4 = _UuidPool()
+_new_id = _UuidPool()
 
 
 def _positive(name: str, v: int, maximum: int) -> None:

@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import pickle
 import sqlite3
 import struct
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -28,6 +29,8 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bridge.errors import StorageError
+from bridge.pricing import quote_batch
+from bridge.pricing.quotes import _dumps, _evolve, quote_body, quote_pieces
 from bridge.storage.models import CreditRow, LateDecisionRow, PaymentRow, QuoteRow
 from bridge.types import Quote, quote_id_bytes, utcnow
 
@@ -121,10 +124,10 @@ class QuoteWriter:
     """
 
     def __init__(self, db, *, max_batch: int = 512,
-                 sign: Callable[[Sequence[Quote]], Sequence[Quote]] | None = None) -> None:
+                 sign: Callable[[Sequence[Quote]], Sequence[Quote]] | None = None, signer=None) -> None:
         self.db = db
         self.max_batch = max_batch
-        self.sign = sign
+        self.sign = sign if sign is not None or signer is None else signer.sign_quotes
         # the quotes waiting for the next batch, and the future the idle task waits on: a plain
         # list, not an asyncio.Queue (whose put/get bookkeeping cost a share of every quote)
         self._waiting: list[tuple[Quote, asyncio.Future]] = []
@@ -132,7 +135,13 @@ class QuoteWriter:
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()  # one transaction at a time on the held connection
         self._conn: AsyncConnection | None = None
-        self._sqlite = _SqliteBatch.for_db(db)
+        # with the gateway's signer on a SQLite file, the store process signs the batches too
+        self._sqlite = _SqliteBatch.for_db(db, signer if self.sign is not None else None)
+        # a store process that signs takes its batches straight from its replies (_kick, _landed)
+        self._direct = self._sqlite is not None and self._sqlite.signs
+        self._sent = 0  # direct batches sent and not answered yet
+        self._kicking = False  # a _kick is scheduled
+        self._answered: set[asyncio.Future] = set()  # one per direct batch in flight, done when answered
         self.batches = 0  # committed batches (for tests and the benchmark)
         self.written = 0
 
@@ -148,6 +157,8 @@ class QuoteWriter:
                 await self._task
             self._task = None
         self._wakeup = None
+        while self._answered:  # direct batches in flight (and their retries) are answered first
+            await asyncio.gather(*list(self._answered), return_exceptions=True)
         batch, self._waiting = self._waiting, []
         if batch:
             await self._write(batch)
@@ -155,20 +166,90 @@ class QuoteWriter:
 
     async def add(self, quote: Quote) -> Quote:
         """Store ``quote`` (signed with the batch when it has no signature); the stored quote."""
+        return await self._enqueue(quote)
+
+    def add_parts(self, parts: tuple[Quote, str, int, int]) -> Awaitable[bytes]:
+        """Sign and store the quote ``QuoteService.quote_parts`` described (``(template, id,
+        amount, credits)``: the template with those three fields); its JSON (``quote_body`` of
+        the stored quote: ``POST /v1/quotes``'s answer) once it is committed. The writer needs
+        a signer (``sign``)."""
+        if self.sign is None:
+            raise ValueError("add_parts needs a writer that signs")
+        return self._enqueue(parts)
+
+    def _enqueue(self, entry) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
         if self._task is None or self._task.done():
-            await self._write([(quote, future)])
+            return self._write_now(entry, future)
         else:
-            self._waiting.append((quote, future))
+            self._waiting.append((entry, future))
+            if self._direct:
+                if not self._kicking and self._sent < self.PIPELINE:  # after this loop pass's quotes
+                    self._kicking = True
+                    asyncio.get_running_loop().call_soon(self._kick)
+                return future
             wakeup = self._wakeup
             if wakeup is not None:  # the task is idle: this quote starts a batch at once
                 self._wakeup = None
                 if not wakeup.done():
                     wakeup.set_result(None)
+        return future
+
+    async def _write_now(self, entry, future: asyncio.Future):
+        await self._write([(entry, future)])
         return await future
+
+    def _kick(self) -> None:
+        """Direct mode: send the waiting quotes to the store process, up to PIPELINE batches in
+        flight. Called after the loop pass that queued them and, synchronously, from the reply
+        of the batch before (``_landed``): the next batch leaves the moment one is answered,
+        without waiting for the loop passes of a task hand-off."""
+        self._kicking = False
+        while self._waiting and self._sent < self.PIPELINE:
+            batch = self._waiting[:self.max_batch]
+            del self._waiting[:self.max_batch]
+            answered = asyncio.get_running_loop().create_future()
+            self._answered.add(answered)
+            answered.add_done_callback(self._answered.discard)
+            self._sent += 1
+            try:
+                sent = self._sqlite.send_store([e for e, _ in batch], functools.partial(self._landed, batch, answered))
+            except Exception:  # noqa: BLE001 - written by the task path instead, which reports it
+                sent = False
+            if not sent:  # no store process running (first batch, or it died): the awaited path starts one
+                task = asyncio.ensure_future(self._write(batch))
+                task.add_done_callback(functools.partial(self._written, answered))
+
+    def _written(self, answered: asyncio.Future, _task: asyncio.Future) -> None:
+        self._sent -= 1
+        if not answered.done():
+            answered.set_result(None)
+        self._kick()
+
+    def _landed(self, batch: list, answered: asyncio.Future, error: BaseException | None, answers) -> None:
+        """A direct batch's reply (called by the store process's reader): the next batch goes
+        out first, then the callers are answered; a failed batch is retried quote by quote."""
+        self._sent -= 1
+        self._kick()
+        if error is not None:
+            if len(batch) == 1:
+                _settle(batch[0][1], error)
+                answered.set_result(None)
+                return
+            self._sent += 1  # the retries count as this batch until they are done
+            retry = asyncio.ensure_future(asyncio.gather(*(self._write([item]) for item in batch)))
+            retry.add_done_callback(functools.partial(self._written, answered))
+            return
+        self.batches += 1
+        self.written += len(batch)
+        for answer, (_, f) in zip(answers, batch):
+            _settle(f, None, answer)
+        answered.set_result(None)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        if self._direct:  # batches go from _kick; the task only marks the writer as running
+            await loop.create_future()
         # the SQLite store process takes the next batch while it commits one (its replies come
         # in order): up to PIPELINE batches in flight; one elsewhere (one held connection)
         depth = self.PIPELINE if self._sqlite is not None else 1
@@ -225,6 +306,17 @@ class QuoteWriter:
             with contextlib.suppress(SQLAlchemyError, OSError):
                 await conn.close()
 
+    async def _store(self, entries: list) -> list:
+        """Sign what needs it and commit ``entries`` (quotes, or ``add_parts``' tuples); each
+        entry's answer: the stored quote, or the tuple's quote JSON."""
+        if self._sqlite is not None and self._sqlite.signs:  # the store process signs and serializes
+            return await self._sqlite.store(entries)
+        quotes = [_evolve(e[0], id=e[1], amount=e[2], credits=e[3]) if type(e) is tuple else e  # noqa: E721
+                  for e in entries]
+        quotes = self._signed(quotes)
+        await self._insert(quotes)
+        return [quote_body(q) if type(e) is tuple else q for e, q in zip(entries, quotes)]  # noqa: E721
+
     def _signed(self, quotes: list[Quote]) -> list[Quote]:
         unsigned = [i for i, q in enumerate(quotes) if not q.signature]
         if not unsigned or self.sign is None:
@@ -237,8 +329,7 @@ class QuoteWriter:
 
     async def _write(self, batch: list[tuple[Quote, asyncio.Future]]) -> None:
         try:
-            quotes = self._signed([q for q, _ in batch])
-            await self._insert(quotes)
+            answers = await self._store([e for e, _ in batch])
         except SQLAlchemyError as e:
             if len(batch) == 1:
                 _settle(batch[0][1], e)
@@ -257,8 +348,8 @@ class QuoteWriter:
             return
         self.batches += 1
         self.written += len(batch)
-        for q, (_, f) in zip(quotes, batch):
-            _settle(f, None, q)
+        for answer, (_, f) in zip(answers, batch):
+            _settle(f, None, answer)
 
 
 class _SqliteBatch:
@@ -266,7 +357,7 @@ class _SqliteBatch:
     (``quote_store_worker.py``, one ``sqlite3`` connection), so that SQLite's work and the
     per-row parameter binding run beside the event loop, not under its GIL."""
 
-    def __init__(self, path: str, dialect) -> None:
+    def __init__(self, path: str, dialect, signer=None) -> None:
         self.path = path
         table = QuoteRow.__table__
         self.columns = [c.name for c in table.columns]
@@ -276,16 +367,20 @@ class _SqliteBatch:
         self._reader: asyncio.Future | None = None
         self._replies: collections.deque[asyncio.Future] = collections.deque()  # requests sent, unanswered
         self._starting = asyncio.Lock()
+        # the store process signs the batches (``store``) when it has the gateway's key and
+        # the table has the columns quote_batch.sign_batch's rows fill
+        self.signer = signer if signer is not None and self.columns == self._FAST_COLUMNS else None
+        self.signs = self.signer is not None
 
     @classmethod
-    def for_db(cls, db) -> "_SqliteBatch | None":
+    def for_db(cls, db, signer=None) -> "_SqliteBatch | None":
         engine = getattr(db, "engine", None)
         if engine is None or engine.dialect.name != "sqlite":
             return None
         path = engine.url.database
         if not path or path == ":memory:" or "mode=memory" in str(engine.url):
             return None  # a private in-memory database: only the engine's own connections see it
-        return cls(path, engine.dialect)
+        return cls(path, engine.dialect, signer)
 
     _FAST_COLUMNS = ["id", "token", "chain", "amount", "credits", "rate", "credit_price_usd", "sources", "created_at",
                      "expires_at", "key_id", "signature", "proof"]
@@ -330,11 +425,118 @@ class _SqliteBatch:
         return out
 
     async def insert(self, quotes: list[Quote]) -> None:
-        """Commit ``quotes`` in the store process (started on first use, again after it died);
-        returns once they are committed, raises the database's error as SQLAlchemy does.
-        Calls may overlap: each request is written at once and the replies, which come in
-        order, are matched to them by one reader task."""
-        data = pickle.dumps(self._rows(quotes), protocol=pickle.HIGHEST_PROTOCOL)
+        """Commit ``quotes`` (signed) in the store process; returns once they are committed,
+        raises the database's error as SQLAlchemy does."""
+        await self._request(("rows", self._rows(quotes)))
+
+    async def store(self, entries: list) -> list:
+        """``QuoteWriter._store`` by the store process: the unsigned quotes and ``add_parts``
+        tuples go as ``quote_batch`` items (their templates once per batch), signed quotes as
+        rows; the process signs the items' Merkle root, commits everything in one transaction
+        and answers each tuple's JSON and each quote's proof. The stored quotes (or JSON), in
+        order."""
+        prepared = self._prepare(entries)
+        if prepared is None:
+            await self.insert(entries)
+            return entries
+        message, answers_of = prepared
+        return answers_of(await self._request(message))
+
+    def send_store(self, entries: list, landed: Callable) -> bool:
+        """``store`` without awaiting: the request is written at once and ``landed(error,
+        answers)`` is called by the reader when the reply comes. False (nothing sent) when no
+        store process is running; ``store`` then starts one."""
+        if not self._running():
+            return False
+        prepared = self._prepare(entries)
+        if prepared is None:
+            message, answers_of = ("rows", self._rows(entries)), lambda reply: entries
+        else:
+            message, answers_of = prepared
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+
+        def on_reply(error, reply):
+            answers = None
+            if error is None:
+                try:
+                    answers = answers_of(reply)
+                except Exception as e:  # noqa: BLE001 - a malformed reply fails its batch, not the reader
+                    log.exception("a quote store reply could not be read")
+                    error = e
+            landed(error, answers)
+
+        self._replies.append(on_reply)
+        try:
+            self._proc.stdin.write(_LEN.pack(len(data)) + data)
+        except OSError as e:  # the process died: the reader fails every pending request
+            log.warning("the quote store process failed (%s); it is restarted for the next batch",
+                        e.__class__.__name__)
+        return True
+
+    def _prepare(self, entries: list):
+        """``(message, answers_of)`` for ``entries``, or None when they are all signed already
+        (stored as rows); ``answers_of(reply)`` is the stored quotes (or JSON) in order."""
+        key_id = self.signer.key_id
+        templates: dict[int, tuple] = {}
+        numbers: dict[int, int] = {}  # id(template quote) -> its number in this batch
+        keep: list = []  # the batch's template quotes, alive while their ids are the keys above
+        items: list[tuple] = []
+        signed: list[Quote] = []
+        for e in entries:
+            if type(e) is tuple:  # noqa: E721 - add_parts: (template, id, amount, credits)
+                template, quote_id, amount, credits = e
+                id_json = _dumps(quote_id)
+            elif e.signature:  # stored as it is
+                signed.append(e)
+                continue
+            else:
+                template = e if e.key_id == key_id else _evolve(e, key_id=key_id)
+                quote_id, amount, credits, id_json = e.id, e.amount, e.credits, None
+            n = numbers.get(id(template))
+            if n is None:
+                n = numbers[id(template)] = len(templates)
+                keep.append(template)
+                templates[n] = self._template(template)
+            items.append((n, quote_id, id_json, int(amount), int(credits)))
+        if not items:
+            return None
+
+        def answers_of(reply) -> list:
+            _, signature, root, out = reply
+            answers = []
+            i = 0
+            for e in entries:
+                if type(e) is tuple:  # noqa: E721
+                    answers.append(out[i])
+                elif e.signature:
+                    answers.append(e)
+                    continue
+                else:
+                    answers.append(_evolve(e, key_id=key_id, signature=signature, merkle_root=root,
+                                           merkle_path=tuple(out[i])))
+                i += 1
+            return answers
+
+        return ("sign", templates, items, self._rows(signed)), answers_of
+
+    def _template(self, q: Quote) -> tuple:
+        """``quote_batch.Template`` of the quotes sharing ``q``'s template fields, as a plain
+        tuple (the store process needs no class to unpickle it); the row's constant columns
+        through the same processors as ``_rows``."""
+        canonical, body = quote_pieces(q)
+        p = dict(zip(self.columns, self.processors))
+        created, expires = p["created_at"], p["expires_at"]
+        row = (q.token, q.chain, str(q.rate), str(q.credit_price_usd), ",".join(q.sources),
+               q.created_at if created is None else created(q.created_at),
+               q.expires_at if expires is None else expires(q.expires_at), q.key_id)
+        return canonical, body, row
+
+    async def _request(self, message: tuple):
+        """Send one request to the store process (started on first use, again after it died)
+        and return its answer once it is committed; raises the database's error as SQLAlchemy
+        does. Calls may overlap: each request is written at once and the replies, which come
+        in order, are matched to them by one reader task."""
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         if not self._running():
             async with self._starting:  # two batches finding it dead start one process
                 if not self._running():
@@ -349,9 +551,10 @@ class _SqliteBatch:
         except OSError as e:  # the process died: the reader fails every pending request
             log.warning("the quote store process failed (%s); it is restarted for the next batch",
                         e.__class__.__name__)
-        error = await reply  # (a cancelled caller leaves its future to the reader: no desync)
+        error, answer = await reply  # (a cancelled caller leaves its future to the reader: no desync)
         if error is not None:
             raise error
+        return answer
 
     def _running(self) -> bool:
         return (self._proc is not None and self._proc.returncode is None
@@ -364,6 +567,14 @@ class _SqliteBatch:
             sys.executable, "-I", str(_WORKER), self.path, self.sql,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         self._reader = asyncio.ensure_future(self._read(self._proc, self._replies))
+        if self.signer is not None:  # the gateway's key, once, over the pipe (never argv or env)
+            reply = asyncio.get_running_loop().create_future()
+            self._replies.append(reply)
+            data = pickle.dumps(("key", self.signer.private_bytes()), protocol=pickle.HIGHEST_PROTOCOL)
+            self._proc.stdin.write(_LEN.pack(len(data)) + data)
+            error, _ = await reply
+            if error is not None:
+                raise error
 
     async def _read(self, proc: asyncio.subprocess.Process, replies: "collections.deque[asyncio.Future]") -> None:
         """Match the store process's replies to the requests in order; when it ends, fail what
@@ -375,15 +586,15 @@ class _SqliteBatch:
                 (n,) = _LEN.unpack(await proc.stdout.readexactly(_LEN.size))
                 reply = pickle.loads(await proc.stdout.readexactly(n))
                 error = None
-                if reply is not None:  # as SQLAlchemy raises it (IntegrityError, OperationalError, ...)
-                    name, message = reply
+                if reply is not None and reply[0] == "error":  # as SQLAlchemy raises it (IntegrityError, ...)
+                    _, name, message = reply
                     cls = getattr(sqlite3, name, None)
                     if not (isinstance(cls, type) and issubclass(cls, sqlite3.Error)):
                         cls = sqlite3.Error
                     error = DBAPIError.instance(self.sql, None, cls(message), sqlite3.Error)
-                future = replies.popleft()
-                if not future.done():
-                    future.set_result(error)
+                elif reply is not None and reply[0] == "failed":  # not the database: a bug, or no key
+                    error = RuntimeError(f"the quote store process could not sign a batch: {reply[1]}")
+                _answer(replies.popleft(), error, reply)
         except (asyncio.IncompleteReadError, OSError, IndexError) as e:
             if replies:
                 log.warning("the quote store process ended with %d batch(es) unanswered (%s); it is "
@@ -392,9 +603,7 @@ class _SqliteBatch:
             gone = DBAPIError.instance(self.sql, None, sqlite3.OperationalError("the quote store process ended"),
                                        sqlite3.Error)
             while replies:
-                future = replies.popleft()
-                if not future.done():
-                    future.set_result(gone)
+                _answer(replies.popleft(), gone, None)
 
     async def close(self) -> None:
         proc, self._proc = self._proc, None
@@ -405,6 +614,19 @@ class _SqliteBatch:
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
         self._replies = collections.deque()
+
+
+def _answer(waiter, error: BaseException | None, reply) -> None:
+    """Give a store-process reply to what waits for it: a future (``_request``) or a callback
+    (``send_store``, called here, synchronously, so the writer's next batch leaves at once)."""
+    if isinstance(waiter, asyncio.Future):
+        if not waiter.done():
+            waiter.set_result((error, reply))
+        return
+    try:
+        waiter(error, reply)
+    except Exception:  # noqa: BLE001 - one broken callback must not stop the reader
+        log.exception("answering a quote store reply failed")
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:

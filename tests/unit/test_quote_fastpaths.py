@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
+import time
 import uuid
 from dataclasses import FrozenInstanceError, replace
 from datetime import datetime, timedelta, timezone
@@ -51,13 +52,22 @@ def test_canonical_quote_bytes_equal_the_generic_json(kw):
     assert Q.canonical_quote_bytes(q) == Q.QUOTE_DOMAIN + Q._canonical_json(Q.quote_fields(q))
 
 
-def test_pooled_ids_are_random_version_4_uuids():
+def test_pooled_ids_are_time_ordered_version_7_uuids():
     pool = Q._UuidPool(per_draw=3)  # refills every third id
+    before = time.time_ns() // 1_000_000
     ids = [pool() for _ in range(3000)]
+    after = time.time_ns() // 1_000_000
     assert len(set(ids)) == len(ids)
     for s in ids:
         u = uuid.UUID(s)
-        assert str(u) == s and u.version == 4 and u.variant == uuid.RFC_4122
+        assert str(u) == s and u.version == 7 and u.variant == uuid.RFC_4122
+        assert before <= u.int >> 80 <= after  # the 48-bit millisecond timestamp
+    assert [u.int >> 80 for u in map(uuid.UUID, ids)] == sorted(u.int >> 80 for u in map(uuid.UUID, ids))
+    # the 74 random bits vary: each random field takes many values
+    us = [uuid.UUID(s).int for s in ids]
+    assert len({(x >> 64) & 0xFFF for x in us}) > 2000  # rand_a, 12 bits
+    assert len({x & (2**62 - 1) for x in us}) == len(ids)  # rand_b, 62 bits
+    assert {(x >> 62) & 3 for x in us} == {2}  # the variant
 
 
 def test_integer_credit_maths_equals_credits_module():
@@ -114,10 +124,10 @@ def test_response_body_equals_the_serialized_quote_json(kw):
     for n in (1, 2, 5):  # a batch of one (empty path), and real paths
         quotes += signer.sign_quotes([_quote(**kw) for _ in range(n)])
     for q in quotes:
-        assert H.quote_body(q) == H._dumps(Q.quote_to_json(q))
-        assert json.loads(H.quote_body(q)) == Q.quote_to_json(q)
+        assert Q.quote_body(q) == Q._dumps(Q.quote_to_json(q))
+        assert json.loads(Q.quote_body(q)) == Q.quote_to_json(q)
     listed = _quote(sources=["a", "b"])  # not hashable: the generic serialization
-    assert H.quote_body(listed) == H._dumps(Q.quote_to_json(listed))
+    assert Q.quote_body(listed) == Q._dumps(Q.quote_to_json(listed))
 
 
 QUOTE_BODIES = [

@@ -5,6 +5,7 @@ alone, a database failure reaches every caller, and stopping writes what was que
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from dataclasses import replace
 from datetime import timedelta
@@ -111,11 +112,17 @@ async def test_add_quotes_matches_add_quote(db, n):
         assert await stored(db, q.id) == q
 
 
-async def test_unsigned_quotes_are_signed_by_batch_and_returned_as_stored(db):
+# how a writer signs: ``sign`` (the batch signed in this process) or ``signer`` (what the API
+# passes: on a SQLite file its store process signs, serializes and stores each batch)
+SIGNING = [pytest.param({"sign": SIGNER.sign_quotes}, id="sign"), pytest.param({"signer": SIGNER}, id="signer")]
+
+
+@pytest.mark.parametrize("signing", SIGNING)
+async def test_unsigned_quotes_are_signed_by_batch_and_returned_as_stored(db, signing):
     """With ``sign``, the quotes waiting together share one signature over their Merkle root;
     each caller gets its quote as stored, which verifies, and reads back identical. A bad row
     fails alone: the others are signed again, each a batch of one, and stored."""
-    writer = repo.QuoteWriter(db, sign=SIGNER.sign_quotes)
+    writer = repo.QuoteWriter(db, **signing)
     writer.start()
     try:
         unsigned = [replace(quote(), signature=b"", merkle_root=b"", merkle_path=()) for _ in range(50)]
@@ -138,24 +145,25 @@ async def test_unsigned_quotes_are_signed_by_batch_and_returned_as_stored(db):
         await writer.stop()
 
 
-async def _sqlite_writer(tmp_path):
+async def _sqlite_writer(tmp_path, signing=None):
     from bridge.storage.db import Database
 
     db = Database(f"sqlite+aiosqlite:///{tmp_path}/quotes.sqlite")
     await db.migrate()
-    writer = repo.QuoteWriter(db, sign=SIGNER.sign_quotes)
+    writer = repo.QuoteWriter(db, **(signing or {"sign": SIGNER.sign_quotes}))
     writer.start()
     return db, writer
 
 
-async def test_the_sqlite_store_process_that_dies_mid_batch_is_replaced_and_nothing_is_lost(tmp_path):
+@pytest.mark.parametrize("signing", SIGNING)
+async def test_the_sqlite_store_process_that_dies_mid_batch_is_replaced_and_nothing_is_lost(tmp_path, signing):
     """On a SQLite file the batches are committed by a store process of the writer's own
     (``quote_store_worker.py``). Killed while a batch waits in it, the batch's callers are not
     told it is stored: the batch fails and is retried (quote by quote) in a new process."""
     import os
     import signal
 
-    db, writer = await _sqlite_writer(tmp_path)
+    db, writer = await _sqlite_writer(tmp_path, signing)
     try:
         first = await writer.add(replace(quote(), signature=b""))
         proc = writer._sqlite._proc
@@ -178,8 +186,9 @@ async def test_the_sqlite_store_process_that_dies_mid_batch_is_replaced_and_noth
         await db.dispose()
 
 
-async def test_a_cancelled_caller_does_not_put_the_store_process_out_of_step(tmp_path):
-    db, writer = await _sqlite_writer(tmp_path)
+@pytest.mark.parametrize("signing", SIGNING)
+async def test_a_cancelled_caller_does_not_put_the_store_process_out_of_step(tmp_path, signing):
+    db, writer = await _sqlite_writer(tmp_path, signing)
     try:
         await writer.add(quote())
         tasks = [asyncio.ensure_future(writer.add(quote())) for _ in range(20)]
@@ -220,6 +229,115 @@ async def test_the_store_process_checkpoints_the_wal_beside_its_commits(tmp_path
             assert conn.execute("SELECT count(*) FROM quotes").fetchone()[0] == 300
         finally:
             conn.close()
+    finally:
+        await writer.stop()
+        await db.dispose()
+
+
+async def _parts_service():
+    """A QuoteService over a two-source aggregator, signing with SIGNER: its ``quote_parts``."""
+    from prometheus_client import CollectorRegistry
+
+    from bridge.config import settings_from_dict
+    from bridge.pricing.aggregate import PriceAggregator
+    from bridge.pricing.quotes import QuoteService
+    from bridge.pricing.sources.fixed import FixedPriceSource
+
+    settings = settings_from_dict({
+        "chains": [
+            {"family": "evm", "name": "ethereum", "chain_id": 1, "rpc": ["http://127.0.0.1:1"], "token": "ETH",
+             "contracts": {"lock": "0x" + "11" * 20}},
+            {"family": "evm", "name": "settlement", "chain_id": 31337, "rpc": ["http://127.0.0.1:1"],
+             "contracts": {"credits": "0x" + "22" * 20}},
+        ],
+        "settlement_chain": "settlement",
+        "pricing": {"credit_price_usd": "0.01"},
+        "api": {"quote_key": {"keystore": "/nonexistent.json", "password_env": "UNUSED"}},
+    })
+    aggregator = PriceAggregator(
+        [FixedPriceSource({"ETH": Decimal("3000")}, name="a"), FixedPriceSource({"ETH": Decimal("3001")}, name="b")],
+        min_sources=2, max_deviation=Decimal("0.01"), max_age=timedelta(minutes=10),
+        registry=CollectorRegistry(), symbols={"ETH"},
+    )
+    await aggregator.refresh()
+    return QuoteService.from_settings(settings, aggregator, SIGNER)
+
+
+@pytest.mark.parametrize("signing", SIGNING)
+async def test_quote_parts_are_signed_stored_and_answered_as_their_quote_json(db, signing):
+    """``add_parts`` (``POST /v1/quotes``): the writer answers the quote's JSON once it is
+    stored. On a SQLite file with ``signer`` the store process made it: the JSON is byte for
+    byte ``quote_body`` of the stored quote, which verifies. Parts, unsigned quotes and signed
+    quotes waiting together go in one batch: the parts and unsigned quotes share its root."""
+    from bridge.pricing.quotes import quote_body
+
+    service = await _parts_service()
+    writer = repo.QuoteWriter(db, **signing)
+    writer.start()
+    try:
+        parts = [service.quote_parts("ETH", credits=100 + i) for i in range(30)]
+        parts += [service.quote_parts("ETH", amount=10**15 + i) for i in range(5)]
+        unsigned = [replace(quote(), signature=b"", merkle_root=b"", merkle_path=()) for _ in range(3)]
+        signed = [quote() for _ in range(2)]
+        got = await asyncio.gather(*(writer.add_parts(p) for p in parts), *(writer.add(q) for q in unsigned),
+                                   *(writer.add(q) for q in signed))
+        bodies, quotes = got[:len(parts)], got[len(parts):]
+        roots = set()
+        for p, body in zip(parts, bodies):
+            template, quote_id, amount, credits = p
+            q = await stored(db, quote_id)
+            assert (q.amount, q.credits, q.token, q.rate) == (amount, credits, template.token, template.rate)
+            verify_quote(q, SIGNER.public_key)
+            assert body == quote_body(q)
+            assert json.loads(body)["id"] == quote_id and uuid.UUID(quote_id).version == 7
+            roots.add(q.merkle_root)
+        for q, g in zip(unsigned, quotes):
+            verify_quote(g, SIGNER.public_key)
+            assert g.id == q.id and await stored(db, q.id) == g
+            roots.add(g.merkle_root)
+        assert quotes[len(unsigned):] == signed  # stored as they are
+        for q in signed:
+            assert await stored(db, q.id) == q
+        assert len(roots) < len(parts) + len(unsigned)  # batches share a root
+    finally:
+        await writer.stop()
+
+
+async def test_quote_parts_survive_the_store_process_dying_and_stop_answers_what_was_sent(tmp_path):
+    """The store process (it signs, with ``signer``) killed while direct batches wait in it:
+    their callers are not told their quotes are stored; each is retried in a new process and
+    answered with a verified, stored quote. ``stop`` answers what was sent before it."""
+    import os
+    import signal
+
+    from bridge.pricing.quotes import quote_body
+
+    service = await _parts_service()
+    db, writer = await _sqlite_writer(tmp_path, {"signer": SIGNER})
+    try:
+        await writer.add_parts(service.quote_parts("ETH", credits=1))  # starts the process
+        proc = writer._sqlite._proc
+        os.kill(proc.pid, signal.SIGSTOP)
+        parts = [service.quote_parts("ETH", credits=10 + i) for i in range(40)]
+        pending = [asyncio.ensure_future(writer.add_parts(p)) for p in parts]
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            if writer._sqlite._replies:
+                break
+        assert writer._sqlite._replies and not any(p.done() for p in pending)
+        proc.kill()
+        bodies = await asyncio.gather(*pending)
+        assert writer._sqlite._proc.pid != proc.pid
+        for p, body in zip(parts, bodies):
+            q = await stored(db, p[1])
+            verify_quote(q, SIGNER.public_key)
+            assert body == quote_body(q)
+        last = [asyncio.ensure_future(writer.add_parts(service.quote_parts("ETH", credits=7))) for _ in range(20)]
+        await asyncio.sleep(0)
+        await writer.stop()  # answers the batches in flight, then writes what still waits
+        for t in last:
+            assert t.done()
+            assert json.loads(t.result())["credits"] == "7"
     finally:
         await writer.stop()
         await db.dispose()
