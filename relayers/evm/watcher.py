@@ -399,17 +399,18 @@ class EvmWatcher(WatcherDefaults):
             hexdata = raw["data"]
             # the three topics in one conversion: each exactly "0x" + 64 hex digits (fromhex
             # skips whitespace, so a shorter result is malformed too)
-            if not (type(t1) is str and type(t2) is str and type(t3) is str and len(t1) == len(t2) == len(t3) == 66
-                    and t1[:2] == t2[:2] == t3[:2] == "0x"):
+            tx = raw["transactionHash"]  # converted with the topics: 32 bytes too
+            if not (type(t1) is str and type(t2) is str and type(t3) is str and type(tx) is str
+                    and len(t1) == len(t2) == len(t3) == len(tx) == 66 and t1[:2] == t2[:2] == t3[:2] == tx[:2] == "0x"):
                 raise ValueError
-            words = bytes.fromhex(t1[2:] + t2[2:] + t3[2:])
+            words = bytes.fromhex(t1[2:] + t2[2:] + t3[2:] + tx[2:])
             if type(hexdata) is not str or hexdata[:2] != "0x":
                 raise ValueError
             data = bytes.fromhex(hexdata[2:])
         except (KeyError, TypeError, ValueError) as e:
             raise ChainError(f"chain {self.chain}: undecodable Locked log ({e.__class__.__name__})") from None
         is_token = t0 == _LOCKED_TOKEN_TOPIC_HEX or str(t0).lower() == _LOCKED_TOKEN_TOPIC_HEX
-        if (len(words) != 96 or len(data) != (64 if is_token else 32)
+        if (len(words) != 128 or len(data) != (64 if is_token else 32)
                 or words[:24] != _ZERO24 or words[32:44] != _ZERO12 or (is_token and data[32:44] != _ZERO12)):
             raise ChainError(f"chain {self.chain}: undecodable Locked log (malformed words)")
         hexnum = raw.get("blockNumber")
@@ -425,7 +426,7 @@ class EvmWatcher(WatcherDefaults):
         return LockedLog(
             number,
             block_hash,
-            hex_bytes(raw.get("transactionHash"), "transaction hash"),
+            words[96:128],
             hex_int(raw.get("logIndex"), "log index"),
             int.from_bytes(words[24:32], "big"),
             words[44:64],
@@ -550,20 +551,12 @@ class EvmWatcher(WatcherDefaults):
                 return None
         if payer is None:
             payer = NO_PAYER if self.is_collected(lg) else b"\x00" * 12 + lg.sender
-        return Observation(
-            chain=self.chain,
-            source=self.source,
-            sequence=lg.nonce,
-            tx_id=lg.tx_hash,
-            event_index=lg.log_index,
-            block_number=lg.block_number,
-            block_hash=lg.block_hash,
-            timestamp=timestamp,
-            token=symbol,
-            amount=lg.amount,
-            payer=payer,
-            reference=lg.ref,
-        )
+        # Observation's checks hold by construction (Observation.unchecked): source is the
+        # 32-byte source id, ref a 32-byte word, nonce a uint64 word, amount > 0 (above); the
+        # payer is 32 bytes by each path that makes it, checked here as the one computed value
+        make = Observation.unchecked if len(payer) == 32 and len(self.source) == 32 else Observation
+        return make(self.chain, self.source, lg.nonce, lg.tx_hash, lg.log_index, lg.block_number, lg.block_hash,
+                    timestamp, symbol, lg.amount, payer, lg.ref)
 
     async def _headers(self, numbers: Iterable[int]) -> dict[int, BlockHeader | None]:
         nums = sorted(numbers)
