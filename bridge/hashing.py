@@ -43,6 +43,27 @@ def _raw_keccak256():
             raise RuntimeError("keccak failed")
         return buffer(out)[:]
 
+    def keccak256_many(items: list[bytes]) -> list[bytes]:
+        """keccak256 of each item in one call: the C functions bound once and one state, ~0.4
+        µs a hash less than a call each (a catch-up scan derives a CREATE2 address a deposit)."""
+        for data in items:
+            if type(data) is not bytes:
+                raise TypeError(f"keccak256 hashes bytes, not {type(data).__name__}")
+        p = ffi.new("void **")
+        if lib.keccak_init(p, 64, 24):
+            raise RuntimeError("keccak_init failed")
+        st = ffi.gc(p[0], lib.keccak_destroy)
+        out = ffi.new("uint8_t[32]")
+        view = buffer(out)
+        reset, absorb, digest = lib.keccak_reset, lib.keccak_absorb, lib.keccak_digest
+        hashes = []
+        for data in items:
+            if reset(st) or absorb(st, data, len(data)) or digest(st, out, 32, 0x01):
+                raise RuntimeError("keccak failed")
+            hashes.append(view[:])
+        return hashes
+
+    keccak256.many = keccak256_many
     return keccak256
 
 
@@ -55,8 +76,15 @@ def keccak256(data: bytes) -> bytes:
     return _keccak(data)
 
 
+def keccak256_many(items: list[bytes]) -> list[bytes]:
+    """``[keccak256(x) for x in items]`` (over the C functions in one call when available)."""
+    return [_keccak(x) for x in items]
+
+
 if _fast is not None:
     keccak256 = _fast  # noqa: F811
+    if _fast.many([b"", b"abc", bytes(200)]) == [_keccak(b""), _keccak(b"abc"), _keccak(bytes(200))]:
+        keccak256_many = _fast.many  # noqa: F811
 
 
 def source_id(family: str, network: str | int, address: bytes) -> bytes:

@@ -15,7 +15,7 @@ instructions, the relay's collector and every watcher compute the address here.
 from __future__ import annotations
 
 from bridge.errors import InputError
-from bridge.hashing import keccak256
+from bridge.hashing import keccak256, keccak256_many
 
 FORWARDER_INITCODE = bytes.fromhex(
     "63285e37c960e01b5f5260205f60045f335afa1560785760203d106078575f518015607c576370a0823160e01b5f5230"
@@ -34,6 +34,19 @@ def deposit_address(lock: bytes, reference: bytes) -> bytes:
     if len(reference) != 32:
         raise InputError("a payment reference is 32 bytes")
     return keccak256(b"\xff" + lock + reference + FORWARDER_INITCODE_HASH)[12:]
+
+
+def deposit_addresses(lock: bytes, references: list[bytes]) -> list[bytes]:
+    """``[deposit_address(lock, r) for r in references]``, hashed in one call (a catch-up scan
+    derives one a deposit: bench/relayer_scan.py)."""
+    lock = bytes(lock)
+    if len(lock) != 20:
+        raise InputError("an EVM lock address is 20 bytes")
+    prefix = b"\xff" + lock
+    for r in references:
+        if type(r) is not bytes or len(r) != 32:
+            raise InputError("a payment reference is 32 bytes")
+    return [h[12:] for h in keccak256_many([prefix + r + FORWARDER_INITCODE_HASH for r in references])]
 
 
 def checksum_address(address: bytes) -> str:

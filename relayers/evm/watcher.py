@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import re
 from typing import Any, Iterable, NamedTuple
 
@@ -44,7 +45,7 @@ from bridge.chains import PENDING_LOOKBACK, BlockRef, WatcherDefaults
 from bridge.config import EvmChainConfig, PayableToken
 from bridge.errors import ChainError, ConfigError, ReorgDetected
 from bridge.hashing import source_id
-from bridge.payments.evm_deposit import deposit_address
+from bridge.payments.evm_deposit import deposit_address, deposit_addresses
 from bridge.types import Observation
 from relayers.evm.rpc import BlockHeader, JsonRpcError, RpcPool, hex_bytes, hex_int
 
@@ -88,6 +89,9 @@ def _consume(task: asyncio.Future) -> None:
     """Done callback of a dropped request: retrieve its outcome (no 'never retrieved' noise)."""
     if not task.cancelled():
         task.exception()
+
+
+_BY_POSITION = operator.attrgetter("block_number", "event_index")  # a deposit's place in the chain
 
 
 class LockedLog(NamedTuple):
@@ -162,7 +166,7 @@ class EvmWatcher(WatcherDefaults):
             if ahead is not None:  # failed or cancelled mid-way: the piece read ahead is dropped
                 ahead.cancel()
                 ahead.add_done_callback(_drop_piece)
-        out.sort(key=lambda o: (o.block_number, o.event_index))
+        out.sort(key=_BY_POSITION)
         return out
 
     # a range is read in up to PIPELINE_PIECES pieces: its length / PIPELINE_PIECES blocks each,
@@ -276,8 +280,9 @@ class EvmWatcher(WatcherDefaults):
             return []
         try:
             logs = await self._decode_all(raw_logs, numbers)
-            # is_collected costs a keccak (CREATE2 address): once per log, not once per use
-            collected = [lg for lg in logs if self.is_collected(lg)]
+            # is_collected costs a keccak (CREATE2 address): once per log, a piece's in one call
+            addresses = deposit_addresses(self.lock, [lg.ref for lg in logs])
+            collected = [lg for lg, a in zip(logs, addresses) if lg.sender == a]
             headers = await headers_task
         except BaseException:
             headers_task.cancel()

@@ -63,16 +63,28 @@ class ReversingProxy:
 
 
 async def test_deposit_address_is_derived_once_per_log(anvil, lock, monkeypatch):
+    """One CREATE2 address a log, a piece's in one batched call (``deposit_addresses``, equal
+    to ``deposit_address`` of each), none derived again one by one."""
+    from bridge.hashing import keccak256, keccak256_many
+    from bridge.payments.evm_deposit import deposit_address, deposit_addresses
+
     start = await head(anvil) + 1
     txs = [await send_lock(anvil, lock, ref(1600 + i), MIN_LOCK + i) for i in range(6)]
-    calls = []
-    real = watcher_mod.deposit_address
+    single, batched = [], []
+    real_one, real_many = watcher_mod.deposit_address, watcher_mod.deposit_addresses
 
     def counting(lock_address: bytes, reference: bytes) -> bytes:
-        calls.append(reference)
-        return real(lock_address, reference)
+        single.append(reference)
+        return real_one(lock_address, reference)
+
+    def counting_many(lock_address: bytes, references: list[bytes]) -> list[bytes]:
+        batched.extend(references)
+        out = real_many(lock_address, references)
+        assert out == [deposit_address(lock_address, r) for r in references]
+        return out
 
     monkeypatch.setattr(watcher_mod, "deposit_address", counting)
+    monkeypatch.setattr(watcher_mod, "deposit_addresses", counting_many)
     cfg = evm_config(anvil.rpc_url, chain_id=CHAIN_ID, lock=lock)
     w = EvmWatcher(cfg, RpcPool.from_config(cfg))
     try:
@@ -81,7 +93,10 @@ async def test_deposit_address_is_derived_once_per_log(anvil, lock, monkeypatch)
         await w.aclose()
     assert [o.tx_id for o in found] == txs
     assert all(o.payer == b"\x00" * 12 + o.payer[12:] and any(o.payer) for o in found)  # senders, not NO_PAYER
-    assert len(calls) == len(found)  # was 2 a log: the set of collected txs, then _observation
+    assert len(batched) == len(found) and single == []  # was 2 a log: the set of collected txs, then _observation
+    assert deposit_addresses(bytes(20), []) == []
+    items = [b"", b"abc", bytes(range(256)) * 3]
+    assert keccak256_many(items) == [keccak256(x) for x in items]
 
 
 async def test_batch_answers_out_of_order_are_matched_by_id(anvil, lock):
