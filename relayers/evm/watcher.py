@@ -414,7 +414,9 @@ class EvmWatcher(WatcherDefaults):
             data = bytes.fromhex(hexdata[2:])
         except (KeyError, TypeError, ValueError) as e:
             raise ChainError(f"chain {self.chain}: undecodable Locked log ({e.__class__.__name__})") from None
-        is_token = t0 == _LOCKED_TOKEN_TOPIC_HEX or str(t0).lower() == _LOCKED_TOKEN_TOPIC_HEX
+        # (as sent first: the lower-casing only for a topic that is neither, as nodes send it)
+        is_token = t0 == _LOCKED_TOKEN_TOPIC_HEX or (t0 != _LOCKED_TOPIC_HEX
+                                                     and str(t0).lower() == _LOCKED_TOKEN_TOPIC_HEX)
         if (len(words) != 128 or len(data) != (64 if is_token else 32)
                 or words[:24] != _ZERO24 or words[32:44] != _ZERO12 or (is_token and data[32:44] != _ZERO12)):
             raise ChainError(f"chain {self.chain}: undecodable Locked log (malformed words)")
@@ -428,11 +430,18 @@ class EvmWatcher(WatcherDefaults):
             block_hash = hex_bytes(hexhash, "block hash")
             if hashes is not None:
                 hashes[hexhash] = block_hash
+        index = raw.get("logIndex")  # (hex_int, inline: a catch-up decodes 10,000s)
+        if type(index) is not str or index[:2] != "0x":
+            raise ChainError("malformed log index in RPC answer")
+        try:
+            index = int(index, 16)
+        except ValueError:
+            raise ChainError("malformed log index in RPC answer") from None
         return LockedLog(
             number,
             block_hash,
             words[96:128],
-            hex_int(raw.get("logIndex"), "log index"),
+            index,
             int.from_bytes(words[24:32], "big"),
             words[44:64],
             int.from_bytes(data[:32], "big"),
