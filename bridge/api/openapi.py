@@ -182,7 +182,8 @@ def _schemas(tokens: list[str]) -> dict[str, Any]:
             "required": ["id", "token", "chain", "amount", "credits", "rate", "credit_price_usd",
                          "created_at", "expires_at", "key_id", "sources", "signature"],
             "properties": {
-                "id": {"type": "string", "format": "uuid"},
+                "id": {"type": "string", "format": "uuid",
+                       "description": "A UUID of version 7 (time-ordered, 74 random bits); treat it as opaque"},
                 "token": {"type": "string"},
                 "chain": {"type": "string", "description": "Name of the chain the token is paid on."},
                 "amount": {**uint_out, "description": "Base units to pay."},
