@@ -155,26 +155,34 @@ async def _sqlite_writer(tmp_path, signing=None):
     return db, writer
 
 
+async def _sent_to_a_stopped_store(writer, add, n: int) -> tuple[list[asyncio.Future], object]:
+    """The writer's store process stopped (SIGSTOP), then ``n`` calls of ``add`` sent to it:
+    (their futures, none done, and the stopped process)."""
+    import os
+    import signal
+
+    proc = writer._sqlite._proc
+    assert proc is not None and proc.returncode is None
+    os.kill(proc.pid, signal.SIGSTOP)  # the next request waits in the pipe, unread
+    pending = [asyncio.ensure_future(add()) for _ in range(n)]
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+        if writer._sqlite._replies:
+            break
+    assert writer._sqlite._replies and not any(p.done() for p in pending)
+    return pending, proc
+
+
 @pytest.mark.parametrize("signing", SIGNING)
 async def test_the_sqlite_store_process_that_dies_mid_batch_is_replaced_and_nothing_is_lost(tmp_path, signing):
     """On a SQLite file the batches are committed by a store process of the writer's own
     (``quote_store_worker.py``). Killed while a batch waits in it, the batch's callers are not
     told it is stored: the batch fails and is retried (quote by quote) in a new process."""
-    import os
-    import signal
-
     db, writer = await _sqlite_writer(tmp_path, signing)
     try:
         first = await writer.add(replace(quote(), signature=b""))
-        proc = writer._sqlite._proc
-        assert proc is not None and proc.returncode is None
-        os.kill(proc.pid, signal.SIGSTOP)  # the next request waits in the pipe, unread
-        pending = [asyncio.ensure_future(writer.add(replace(quote(), signature=b""))) for _ in range(5)]
-        for _ in range(50):
-            await asyncio.sleep(0.01)
-            if writer._sqlite._replies:
-                break
-        assert writer._sqlite._replies and not any(p.done() for p in pending)
+        pending, proc = await _sent_to_a_stopped_store(
+            writer, lambda: writer.add(replace(quote(), signature=b"")), 5)
         proc.kill()
         got = await asyncio.gather(*pending)
         assert writer._sqlite._proc is not None and writer._sqlite._proc.pid != proc.pid
@@ -236,24 +244,16 @@ async def test_the_store_process_checkpoints_the_wal_beside_its_commits(tmp_path
 
 async def _parts_service():
     """A QuoteService over a two-source aggregator, signing with SIGNER: its ``quote_parts``."""
+    from pathlib import Path
+
     from prometheus_client import CollectorRegistry
 
-    from bridge.config import settings_from_dict
     from bridge.pricing.aggregate import PriceAggregator
     from bridge.pricing.quotes import QuoteService
     from bridge.pricing.sources.fixed import FixedPriceSource
+    from tests.integration.api.test_api import make_settings
 
-    settings = settings_from_dict({
-        "chains": [
-            {"family": "evm", "name": "ethereum", "chain_id": 1, "rpc": ["http://127.0.0.1:1"], "token": "ETH",
-             "contracts": {"lock": "0x" + "11" * 20}},
-            {"family": "evm", "name": "settlement", "chain_id": 31337, "rpc": ["http://127.0.0.1:1"],
-             "contracts": {"credits": "0x" + "22" * 20}},
-        ],
-        "settlement_chain": "settlement",
-        "pricing": {"credit_price_usd": "0.01"},
-        "api": {"quote_key": {"keystore": "/nonexistent.json", "password_env": "UNUSED"}},
-    })
+    settings = make_settings(Path("/nonexistent"), Path("/nonexistent/quote.json"))  # (no file is opened)
     aggregator = PriceAggregator(
         [FixedPriceSource({"ETH": Decimal("3000")}, name="a"), FixedPriceSource({"ETH": Decimal("3001")}, name="b")],
         min_sources=2, max_deviation=Decimal("0.01"), max_age=timedelta(minutes=10),
@@ -307,24 +307,15 @@ async def test_quote_parts_survive_the_store_process_dying_and_stop_answers_what
     """The store process (it signs, with ``signer``) killed while direct batches wait in it:
     their callers are not told their quotes are stored; each is retried in a new process and
     answered with a verified, stored quote. ``stop`` answers what was sent before it."""
-    import os
-    import signal
-
     from bridge.pricing.quotes import quote_body
 
     service = await _parts_service()
     db, writer = await _sqlite_writer(tmp_path, {"signer": SIGNER})
     try:
         await writer.add_parts(service.quote_parts("ETH", credits=1))  # starts the process
-        proc = writer._sqlite._proc
-        os.kill(proc.pid, signal.SIGSTOP)
         parts = [service.quote_parts("ETH", credits=10 + i) for i in range(40)]
-        pending = [asyncio.ensure_future(writer.add_parts(p)) for p in parts]
-        for _ in range(50):
-            await asyncio.sleep(0.01)
-            if writer._sqlite._replies:
-                break
-        assert writer._sqlite._replies and not any(p.done() for p in pending)
+        it = iter(parts)
+        pending, proc = await _sent_to_a_stopped_store(writer, lambda: writer.add_parts(next(it)), len(parts))
         proc.kill()
         bodies = await asyncio.gather(*pending)
         assert writer._sqlite._proc.pid != proc.pid
