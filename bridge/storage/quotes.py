@@ -29,7 +29,6 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from bridge.errors import StorageError
-from bridge.pricing import quote_batch
 from bridge.pricing.quotes import _dumps, _evolve, quote_body, quote_pieces
 from bridge.storage.models import CreditRow, LateDecisionRow, PaymentRow, QuoteRow
 from bridge.types import Quote, quote_id_bytes, utcnow
@@ -130,7 +129,7 @@ class QuoteWriter:
         self.sign = sign if sign is not None or signer is None else signer.sign_quotes
         # the quotes waiting for the next batch, and the future the idle task waits on: a plain
         # list, not an asyncio.Queue (whose put/get bookkeeping cost a share of every quote)
-        self._waiting: list[tuple[Quote, asyncio.Future]] = []
+        self._waiting: list[tuple[Quote | tuple, asyncio.Future]] = []  # a quote, or add_parts' tuple
         self._wakeup: asyncio.Future | None = None
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()  # one transaction at a time on the held connection
@@ -229,16 +228,15 @@ class QuoteWriter:
     def _landed(self, batch: list, answered: asyncio.Future, error: BaseException | None, answers) -> None:
         """A direct batch's reply (called by the store process's reader): the next batch goes
         out first, then the callers are answered; a failed batch is retried quote by quote."""
+        if error is not None and len(batch) > 1:  # the retries keep this batch's place until done
+            retry = asyncio.ensure_future(asyncio.gather(*(self._write([item]) for item in batch)))
+            retry.add_done_callback(functools.partial(self._written, answered))
+            return
         self._sent -= 1
         self._kick()
         if error is not None:
-            if len(batch) == 1:
-                _settle(batch[0][1], error)
-                answered.set_result(None)
-                return
-            self._sent += 1  # the retries count as this batch until they are done
-            retry = asyncio.ensure_future(asyncio.gather(*(self._write([item]) for item in batch)))
-            retry.add_done_callback(functools.partial(self._written, answered))
+            _settle(batch[0][1], error)
+            answered.set_result(None)
             return
         self.batches += 1
         self.written += len(batch)
@@ -371,6 +369,8 @@ class _SqliteBatch:
         # the table has the columns quote_batch.sign_batch's rows fill
         self.signer = signer if signer is not None and self.columns == self._FAST_COLUMNS else None
         self.signs = self.signer is not None
+        p = dict(zip(self.columns, self.processors))
+        self._when = (p.get("created_at"), p.get("expires_at"))  # the dates' bind processors
 
     @classmethod
     def for_db(cls, db, signer=None) -> "_SqliteBatch | None":
@@ -524,8 +524,7 @@ class _SqliteBatch:
         tuple (the store process needs no class to unpickle it); the row's constant columns
         through the same processors as ``_rows``."""
         canonical, body = quote_pieces(q)
-        p = dict(zip(self.columns, self.processors))
-        created, expires = p["created_at"], p["expires_at"]
+        created, expires = self._when
         row = (q.token, q.chain, str(q.rate), str(q.credit_price_usd), ",".join(q.sources),
                q.created_at if created is None else created(q.created_at),
                q.expires_at if expires is None else expires(q.expires_at), q.key_id)
