@@ -44,7 +44,7 @@ if _ROOT not in sys.path:
 from bridge.pricing.quote_batch import sign_batch  # noqa: E402 - after the path
 
 _LEN = struct.Struct(">I")
-PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=30000", "cache_size=-65536")
+PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=30000")
 
 
 def _reply(out, value) -> None:
