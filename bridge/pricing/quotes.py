@@ -950,20 +950,27 @@ class _UuidPool:
 
     def __init__(self, per_draw: int = 256) -> None:
         self.per_draw = per_draw
-        self._buf = b""
+        self._hex = ""  # the random draw, as hex digits: 20 an id
         self._at = 0
+        self._ms = -1
+        self._prefix = ""  # the current millisecond's "xxxxxxxx-xxxx-7"
 
     def __call__(self) -> str:
         at = self._at
-        if at >= len(self._buf):
-            self._buf, at = os.urandom(10 * self.per_draw), 0
-        self._at = at + 10
-        b = self._buf
-        r = b[at:at + 10].hex()
-        ms = format(time.time_ns() // 1_000_000, "012x")
+        if at >= len(self._hex):
+            self._hex, at = os.urandom(10 * self.per_draw).hex(), 0
+        self._at = at + 20
+        r = self._hex[at:at + 20]
+        ms = time.time_ns() // 1_000_000
+        if ms != self._ms:
+            h = format(ms, "012x")
+            self._ms, self._prefix = ms, f"{h[:8]}-{h[8:]}-7"
         # xxxxxxxx-xxxx-7rrr-Vrrr-rrrrrrrrrrrr: version nibble 7; the variant digit V is 10 then
-        # two random bits (8, 9, a or b); 12 + 2 + 60 random bits (r[3]'s other two are unused)
-        return f"{ms[:8]}-{ms[8:]}-7{r[:3]}-{'89ab'[b[at + 1] & 3]}{r[4:7]}-{r[7:19]}"
+        # two random bits (8, 9, a or b: the low two bits of r[3]); 12 + 2 + 60 random bits
+        return f"{self._prefix}{r[:3]}-{_VARIANT[r[3]]}{r[4:7]}-{r[7:19]}"
+
+
+_VARIANT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
 
 
 _new_id = _UuidPool()
