@@ -402,9 +402,9 @@ class EvmWatcher(WatcherDefaults):
         try:
             t0, t1, t2, t3 = raw["topics"]
             hexdata = raw["data"]
-            # the three topics in one conversion: each exactly "0x" + 64 hex digits (fromhex
-            # skips whitespace, so a shorter result is malformed too)
-            tx = raw["transactionHash"]  # converted with the topics: 32 bytes too
+            # the three topics and the transaction hash in one conversion: each exactly "0x" +
+            # 64 hex digits (fromhex skips whitespace, so a shorter result is malformed too)
+            tx = raw["transactionHash"]
             if not (type(t1) is str and type(t2) is str and type(t3) is str and type(tx) is str
                     and len(t1) == len(t2) == len(t3) == len(tx) == 66 and t1[:2] == t2[:2] == t3[:2] == tx[:2] == "0x"):
                 raise ValueError
