@@ -28,25 +28,28 @@ FORWARDER_INITCODE_HASH = keccak256(FORWARDER_INITCODE)
 def deposit_address(lock: bytes, reference: bytes) -> bytes:
     """The 20-byte deposit address of payment ``reference`` at lock contract ``lock``
     (``keccak256(0xff ++ lock ++ reference ++ keccak256(initcode))[12:]``, EIP-1014)."""
-    lock, reference = bytes(lock), bytes(reference)
-    if len(lock) != 20:
-        raise InputError("an EVM lock address is 20 bytes")
-    if len(reference) != 32:
-        raise InputError("a payment reference is 32 bytes")
-    return keccak256(b"\xff" + lock + reference + FORWARDER_INITCODE_HASH)[12:]
+    return keccak256(_create2_preimages(lock, [reference])[0])[12:]
 
 
 def deposit_addresses(lock: bytes, references: list[bytes]) -> list[bytes]:
     """``[deposit_address(lock, r) for r in references]``, hashed in one call (a catch-up scan
     derives one a deposit: bench/relayer_scan.py)."""
+    return [h[12:] for h in keccak256_many(_create2_preimages(lock, references))]
+
+
+def _create2_preimages(lock: bytes, references: list[bytes]) -> list[bytes]:
+    """What CREATE2 hashes for each reference's deposit address (both functions above)."""
     lock = bytes(lock)
     if len(lock) != 20:
         raise InputError("an EVM lock address is 20 bytes")
     prefix = b"\xff" + lock
+    out = []
     for r in references:
-        if type(r) is not bytes or len(r) != 32:
+        r = bytes(r)
+        if len(r) != 32:
             raise InputError("a payment reference is 32 bytes")
-    return [h[12:] for h in keccak256_many([prefix + r + FORWARDER_INITCODE_HASH for r in references])]
+        out.append(prefix + r + FORWARDER_INITCODE_HASH)
+    return out
 
 
 def checksum_address(address: bytes) -> str:

@@ -307,7 +307,7 @@ class QuoteWriter:
     async def _store(self, entries: list) -> list:
         """Sign what needs it and commit ``entries`` (quotes, or ``add_parts``' tuples); each
         entry's answer: the stored quote, or the tuple's quote JSON."""
-        if self._sqlite is not None and self._sqlite.signs:  # the store process signs and serializes
+        if self._direct:  # the store process signs and serializes
             return await self._sqlite.store(entries)
         quotes = [_evolve(e[0], id=e[1], amount=e[2], credits=e[3]) if type(e) is tuple else e  # noqa: E721
                   for e in entries]
