@@ -2,10 +2,11 @@
 
 Inserting observations is idempotent: a deposit already stored under the same
 ``(chain, tx_id, event_index)`` or the same deposit id ``(source, sequence)`` is skipped, so a
-rescan after a restart or a rewind never duplicates anything. On SQLite and PostgreSQL this
-is one ``INSERT .. ON CONFLICT DO NOTHING .. RETURNING`` per batch (race-free), sent as driver SQL
-(``_insert_new``); other
-dialects fall back to check-then-insert inside the caller's transaction.
+rescan after a restart or a rewind never duplicates anything. On SQLite and PostgreSQL a batch
+is a plain multi-row ``INSERT`` (nothing of it stored yet: the common case) and, where that
+fails on a constraint, ``INSERT .. ON CONFLICT DO NOTHING .. RETURNING`` (race-free), sent as
+driver SQL (``_insert_new``); other dialects fall back to check-then-insert inside the caller's
+transaction.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import operator
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Sequence
 
 from sqlalchemy import LargeBinary, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.errors import NotFound
@@ -27,6 +30,12 @@ from bridge.types import Observation, utcnow
 log = logging.getLogger(__name__)
 
 _CHUNK = 400  # rows per statement (SQLite bound-parameter limits)
+
+try:  # a COPY on asyncpg's own connection (_insert_new) raises asyncpg's errors, unwrapped
+    from asyncpg.exceptions import IntegrityConstraintViolationError as _AsyncpgIntegrity
+except ImportError:  # pragma: no cover - asyncpg is a pinned dependency
+    _AsyncpgIntegrity = IntegrityError
+_PG_INTEGRITY = (IntegrityError, _AsyncpgIntegrity)
 
 
 @dataclass(frozen=True)
@@ -209,7 +218,16 @@ async def _insert_new(s: AsyncSession, unique: Sequence[Observation], now: datet
     ``_CHUNK`` rows; PostgreSQL: one statement over ``unnest`` arrays whatever the number of rows,
     a column whose value is the same in every row (the constants, and a batch's one chain,
     source and token) sent once rather than as an array (asyncpg encodes array elements one by
-    one). A batch of one source returns just the inserted sequences (ints) instead of the
+    one).
+
+    Each statement is first sent as a plain insert: a catch-up stores deposits never seen, and
+    then every row is new, with no ``ON CONFLICT`` arbitration (PostgreSQL probes each unique
+    index before a speculative insert: ~30% of its work on a catch-up scan) and no
+    ``RETURNING`` rows to send back (on SQLite, sqlite3 takes the GIL back for each of them
+    while the event loop decodes the next piece). A statement that fails on a constraint has
+    stored nothing (SQLite backs the failed statement out; on PostgreSQL it runs in a
+    savepoint) and is sent again as ``ON CONFLICT DO NOTHING RETURNING``, which tells which rows
+    it stored. A batch of one source returns just the inserted sequences (ints) instead of the
     (source, sequence) pairs."""
     unknown = set(_INSERT_COLUMNS) - set(_FROM_OBSERVATION) - set(_CONSTANT) - {"created_at"}
     if unknown:
@@ -272,7 +290,21 @@ async def _insert_new(s: AsyncSession, unique: Sequence[Observation], now: datet
 
     cols = ", ".join(order)
     if dialect.name == "postgresql":
-        columns = [list(a) for a in zip(*(row(o) for o in unique))] + [[v] for v in tail]
+        rows = [row(o) for o in unique]
+        # the common case, nothing stored yet: the rows COPYed in (binary; see the docstring),
+        # in a savepoint: a conflict fails the COPY, rolled back to it
+        driver = (await conn.get_raw_connection()).driver_connection
+        try:
+            # (the connection's savepoint: it is emitted at once, beginning the session's
+            # transaction if this is its first statement; the session's own would wait for a
+            # statement sent through it, and the COPY is not)
+            async with conn.begin_nested():
+                await driver.copy_records_to_table("observations", columns=order,
+                                                   records=[r + tail for r in rows])
+            return set(range(len(unique)))
+        except _PG_INTEGRITY:  # some are stored (a rescan): sent again, skipping them
+            pass
+        columns = [list(a) for a in zip(*rows)] + [[v] for v in tail]
         params: list = []
         select: list[str] = []
         arrays: list[str] = []
@@ -293,30 +325,45 @@ async def _insert_new(s: AsyncSession, unique: Sequence[Observation], now: datet
         return inserted
     # SQLite: each chunk goes to aiosqlite's thread in one hop (``execute_fetchall``, on the
     # session's own connection, so in its transaction) and the next chunk is built meanwhile:
-    # sqlite3 releases the GIL while SQLite works, so the two overlap
+    # sqlite3 releases the GIL while SQLite works, so the two overlap. A chunk is a plain insert
+    # (see the docstring); one that fails on a constraint is undone by SQLite alone (a failed
+    # statement's changes are backed out, the transaction goes on) and sent again skipping the
+    # stored rows.
     raw = await conn.get_raw_connection()
     driver = raw.driver_connection
     one = "(" + ", ".join("?" * len(order)) + ")"
-    pending: asyncio.Future | None = None
+    pending: tuple[asyncio.Future, int, str, list] | None = None
+
+    async def settle(job: tuple[asyncio.Future, int, str, list]) -> None:
+        task, offset, sql, flat = job
+        try:
+            await task
+        except sqlite3.IntegrityError:  # some are stored (a rescan): the chunk again, skipping them
+            collect(await driver.execute_fetchall(sql + ret, flat))
+        else:
+            inserted.update(range(offset, offset + len(flat) // len(order)))
+
     try:
-        for part in _chunks(unique):
+        for offset in range(0, len(unique), _CHUNK):
+            part = unique[offset:offset + _CHUNK]
             flat: list = []
             for o in part:
                 flat.extend(row(o))
                 flat.extend(tail)
-            sql = f"INSERT INTO observations ({cols}) VALUES " + ", ".join([one] * len(part)) + ret
+            sql = f"INSERT INTO observations ({cols}) VALUES " + ", ".join([one] * len(part))
             if pending is not None:
-                collect(await pending)
-            pending = asyncio.ensure_future(driver.execute_fetchall(sql, flat))
+                job, pending = pending, None
+                await settle(job)
+            pending = (asyncio.ensure_future(driver.execute_fetchall(sql, flat)), offset, sql, flat)
             await asyncio.sleep(0)  # queued to the thread now, not when this coroutine next waits
         if pending is not None:
-            collect(await pending)
-            pending = None
+            job, pending = pending, None
+            await settle(job)
     finally:
         # failed or cancelled mid-way: the statement queued last still runs in the thread, before
         # the rollback that follows (one queue, in order); only its outcome is left to retrieve
-        if pending is not None and not pending.done():
-            pending.add_done_callback(_retrieve)
+        if pending is not None and not pending[0].done():
+            pending[0].add_done_callback(_retrieve)
     return inserted
 
 

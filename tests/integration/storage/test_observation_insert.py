@@ -1,7 +1,8 @@
 """The follower's observation insert sent as driver SQL (issue 16, item 4), on SQLite and
 (under ``make test``) PostgreSQL: the rows are what a Core insert of ``_row_values`` stores,
-a batch of any size is one statement on PostgreSQL (``unnest`` arrays), and idempotence holds
-across a batch boundary."""
+a batch of any size is one COPY on PostgreSQL (one ``unnest`` statement when some rows are
+stored already), SQLite's chunks are plain inserts (sent again skipping the stored rows when
+one fails on a constraint), and idempotence holds across a batch boundary."""
 
 from __future__ import annotations
 
@@ -48,13 +49,25 @@ async def test_fast_insert_stores_what_a_core_insert_stores(db):
     assert all(r.created_at.tzinfo is not None for r in stored)
 
 
-async def test_batches_across_chunks_are_idempotent_and_pg_uses_one_statement(db):
+async def test_batches_across_chunks_are_idempotent_and_pg_uses_one_statement(db, monkeypatch):
     inserts: list[str] = []
+    copies: list[int] = []
 
     def count(conn, cursor, statement, params, context, executemany):
         if statement.lstrip().upper().startswith("INSERT INTO OBSERVATIONS"):
             inserts.append(statement)
 
+    if db.is_postgres:  # the COPY goes to asyncpg directly: counted there
+        import asyncpg
+
+        copy = asyncpg.Connection.copy_records_to_table
+
+        async def counted(self, table, *, records, **kw):
+            records = list(records)
+            copies.append(len(records))
+            return await copy(self, table, records=records, **kw)
+
+        monkeypatch.setattr(asyncpg.Connection, "copy_records_to_table", counted)
     event.listen(db.engine.sync_engine, "before_cursor_execute", count)
     try:
         n = 2 * _CHUNK + 17
@@ -66,16 +79,48 @@ async def test_batches_across_chunks_are_idempotent_and_pg_uses_one_statement(db
             if not db.is_postgres:
                 await raw.driver_connection.set_trace_callback(None)
         assert [o.sequence for o in new] == list(range(n))
-        first = len(inserts)
-        # PostgreSQL: one statement whatever the batch (was one per 400 rows)
-        assert first == (1 if db.is_postgres else -(-n // _CHUNK))
+        # PostgreSQL: one COPY whatever the batch, no INSERT; SQLite: one plain INSERT a chunk
+        if db.is_postgres:
+            assert (copies, inserts) == ([n], [])
+        else:
+            assert len(inserts) == -(-n // _CHUNK)
+            assert not any("ON CONFLICT" in sql or "RETURNING" in sql for sql in inserts)
+        inserts.clear()
         async with db.begin() as s:  # a rescan overlapping the end: only the new ones come back
+            if not db.is_postgres:
+                raw = await (await s.connection()).get_raw_connection()
+                await raw.driver_connection.set_trace_callback(lambda sql: count(None, None, sql, None, None, False))
             new = await add_observations(s, [_obs(i) for i in range(n - 5, n + 5)])
+            if not db.is_postgres:
+                await raw.driver_connection.set_trace_callback(None)
         assert [o.sequence for o in new] == list(range(n, n + 5))
+        # the plain attempt failed on the stored five and was taken back; then one statement that
+        # skips what is stored
+        assert len([sql for sql in inserts if "ON CONFLICT DO NOTHING RETURNING" in sql]) == 1
         async with db.begin() as s:
             assert len(await observations_by_status(s, "new", limit=10 * n)) == n + 5
     finally:
         event.remove(db.engine.sync_engine, "before_cursor_execute", count)
+
+
+async def test_a_conflict_in_a_middle_chunk_stores_every_other_row_once(db):
+    """A batch of three chunks whose middle one holds a stored deposit: the first and last
+    chunks go in as plain inserts, the middle one fails on the constraint, is taken back and sent
+    again skipping the stored row (on PostgreSQL the whole COPY is taken back and the batch sent
+    once more): every other row is stored once, in the batch's order, and only those come back."""
+    n = 2 * _CHUNK + 17
+    stored = _CHUNK + 7  # in the middle chunk
+    async with db.begin() as s:
+        assert await add_observations(s, [_obs(stored)]) == [_obs(stored)]
+    async with db.begin() as s:
+        new = await add_observations(s, [_obs(i) for i in range(n)])
+    assert [o.sequence for o in new] == [i for i in range(n) if i != stored]
+    async with db.begin() as s:
+        rows = await observations_by_status(s, "new", limit=10 * n)
+    assert sorted(r.observation.sequence for r in rows) == list(range(n))
+    # stored in the batch's order after the one stored first (ids follow the insert order)
+    assert [r.observation.sequence for r in sorted(rows, key=lambda r: r.id)] == (
+        [stored] + [i for i in range(n) if i != stored])
 
 
 async def test_a_mixed_batch_returns_exactly_its_new_rows(db):
