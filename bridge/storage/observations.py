@@ -23,7 +23,7 @@ from sqlalchemy import LargeBinary, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bridge.errors import NotFound
+from bridge.errors import NotFound, StorageError
 from bridge.storage.models import CursorRow, ObservationRow
 from bridge.types import Observation, utcnow
 
@@ -31,11 +31,16 @@ log = logging.getLogger(__name__)
 
 _CHUNK = 400  # rows per statement (SQLite bound-parameter limits)
 
-try:  # a COPY on asyncpg's own connection (_insert_new) raises asyncpg's errors, unwrapped
+# _insert_new works on the drivers' own connections (aiosqlite's, asyncpg's), whose errors reach
+# it unwrapped by SQLAlchemy: a constraint is handled there, any other failure is StorageError
+try:
     from asyncpg.exceptions import IntegrityConstraintViolationError as _AsyncpgIntegrity
+    from asyncpg.exceptions import InterfaceError as _AsyncpgInterface
+    from asyncpg.exceptions import PostgresError as _AsyncpgError
 except ImportError:  # pragma: no cover - asyncpg is a pinned dependency
-    _AsyncpgIntegrity = IntegrityError
+    _AsyncpgIntegrity = _AsyncpgInterface = _AsyncpgError = IntegrityError
 _PG_INTEGRITY = (IntegrityError, _AsyncpgIntegrity)
+_DRIVER_ERRORS = (sqlite3.Error, _AsyncpgError, _AsyncpgInterface, OSError)
 
 
 @dataclass(frozen=True)
@@ -175,7 +180,10 @@ async def add_observations(s: AsyncSession, observations: Iterable[Observation],
     now = utcnow()
     dialect = s.get_bind().dialect.name
     if dialect in ("sqlite", "postgresql"):
-        inserted = await _insert_new(s, unique, now, due_at)
+        try:
+            inserted = await _insert_new(s, unique, now, due_at)
+        except _DRIVER_ERRORS as e:  # as a failed SQLAlchemy statement would be: retried by the caller
+            raise StorageError(f"storing observations failed ({e.__class__.__name__})") from e
         new = [o for i, o in enumerate(unique) if i in inserted]
         skipped = [o for i, o in enumerate(unique) if i not in inserted] if len(new) < len(unique) else []
     else:  # portable fallback: check, then insert, in the caller's transaction

@@ -161,3 +161,40 @@ async def test_the_fast_insert_is_part_of_the_callers_transaction(db):
     async with db.begin() as s:
         assert await observations_by_status(s, "new") == []
         assert len(await add_observations(s, [_obs(i) for i in range(3)])) == 3
+
+
+async def test_a_driver_failure_is_a_storage_error_the_follower_retries(db):
+    """The insert runs on the drivers' own connections, whose errors SQLAlchemy does not wrap: a
+    failure other than a constraint comes out as StorageError (retryable, as
+    ``DepositFollower.run`` treats it: backed off and retried), never as a bare driver
+    exception that would end the follower. Real faults: on PostgreSQL another connection holds
+    the table locked and the session gives up waiting (``lock_timeout``) in the COPY; on SQLite
+    the session's connection is read-only (``PRAGMA query_only``)."""
+    import pytest
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from bridge.errors import StorageError
+
+    async with db.engine.connect() as conn, db.engine.connect() as other:
+        if db.is_postgres:
+            await other.exec_driver_sql("LOCK TABLE observations IN ACCESS EXCLUSIVE MODE")
+            await conn.exec_driver_sql("SET lock_timeout = '200ms'")
+        else:
+            await conn.exec_driver_sql("PRAGMA query_only=ON")
+        try:
+            with pytest.raises(StorageError) as caught:
+                async with AsyncSession(bind=conn) as s:
+                    await add_observations(s, [_obs(i) for i in range(3)])
+            assert caught.value.retryable
+            assert ("LockNotAvailableError" if db.is_postgres else "OperationalError") in str(caught.value)
+        finally:
+            await other.rollback()
+            if db.is_postgres:
+                await conn.rollback()
+                await conn.exec_driver_sql("SET lock_timeout = 0")
+            else:
+                await conn.exec_driver_sql("PRAGMA query_only=OFF")
+            await conn.rollback()
+    async with db.begin() as s:  # nothing was stored, and the database serves the next batch
+        assert await observations_by_status(s, "new") == []
+        assert len(await add_observations(s, [_obs(i) for i in range(3)])) == 3
