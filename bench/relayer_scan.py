@@ -16,7 +16,7 @@ Puts ``--deposits`` ``lock(bytes32)`` deposits on a fresh anvil (``--per-block``
 Printed: deposits/s of each and the relayer/raw throughput ratio (target >= 0.5). With
 ``--rounds N`` the scans run N times interleaved (raw, SQLite, PostgreSQL, raw, ...) and the
 fastest round of each is compared (the least disturbed on a shared machine); every round's
-time and same-round ratio are printed too. Both scans run with the garbage collector tuned as
+time and same-round ratio, and the median of those, are printed too. Both scans run with the garbage collector tuned as
 every service process runs (``bridge.gctune.service_gc``, held by ``Supervisor.run``): before
 that, one full collection of the import graph took ~70 ms of a relayer round. Also printed,
 because a loaded machine stretches wall-clock times by whatever else runs: the CPU time each scan cost (Linux ``/proc``): this
@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -177,8 +178,6 @@ async def _relayer(rpc_url: str, lock: str, chain_id: int, first: int, last: int
 
 def _median_cpu(rounds: list[dict]) -> dict:
     """Per part (client, node, db, total), the median over the rounds."""
-    import statistics
-
     return {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
 
 
@@ -289,7 +288,8 @@ def main(argv=None) -> int:
             if len(x["rounds"]) > 1:
                 print(f"  rounds: {' '.join(f'{t:.2f}' for t in x['rounds'])} s; raw "
                       f"{' '.join(f'{t:.2f}' for t in raw['rounds'])} s; same-round ratios "
-                      f"{' '.join(f'{q:.2f}' for q in x['round_ratios'])}")
+                      f"{' '.join(f'{q:.2f}' for q in x['round_ratios'])} "
+                      f"(median {statistics.median(x['round_ratios']):.2f})")
     return 0
 
 
