@@ -22,8 +22,9 @@ percentiles as JSON) or ``python`` (``--clients`` aiohttp client processes: they
 endpoint, so their ratio overstates the API's cost -- kept for comparison). Printed: requests/s, p50 and p99 latency of each, and the api/bare throughput ratio
 (target >= 0.75). Latency percentiles come from every request of the measured window. With
 ``--rounds N`` bare and api are run N times, alternating (each api round a fresh app and gateway
-key on the same database); every round is printed and the round whose bare run was fastest
-(the least disturbed on a shared machine) is summarized.
+key on the same database); every round is printed, with the median of the same-round ratios,
+and the round whose bare run was fastest (the least disturbed on a shared machine) is
+summarized.
 Nothing here asserts timings; it prints them.
 """
 
@@ -303,6 +304,9 @@ async def main(args: argparse.Namespace) -> None:
             print(f"round {i}: bare {b['rps']:.0f} req/s {b['cpu_us']:.0f} µs CPU, api {a['rps']:.0f} req/s "
                   f"{a['cpu_us']:.0f} µs CPU, p99 {a['p99_ms']:.1f} ms: ratio {a['rps'] / max(b['rps'], 1e-9):.2f}x, "
                   f"by CPU {b['cpu_us'] / max(a['cpu_us'], 1e-9):.2f}x")
+        same = sorted(a["rps"] / max(b["rps"], 1e-9) for b, a in rounds)
+        print(f"same-round ratios: median {statistics.median(same):.2f}x (lowest {same[0]:.2f}x, "
+              f"highest {same[-1]:.2f}x)")
     # the round whose bare run was fastest: the least disturbed by other load
     bare, api = max(rounds, key=lambda r: r[0]["rps"])
 
