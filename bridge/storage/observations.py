@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Sequence
 
+import asyncpg
 from sqlalchemy import LargeBinary, select, tuple_, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bridge.errors import NotFound, StorageError
@@ -33,14 +33,7 @@ _CHUNK = 400  # rows per statement (SQLite bound-parameter limits)
 
 # _insert_new works on the drivers' own connections (aiosqlite's, asyncpg's), whose errors reach
 # it unwrapped by SQLAlchemy: a constraint is handled there, any other failure is StorageError
-try:
-    from asyncpg.exceptions import IntegrityConstraintViolationError as _AsyncpgIntegrity
-    from asyncpg.exceptions import InterfaceError as _AsyncpgInterface
-    from asyncpg.exceptions import PostgresError as _AsyncpgError
-except ImportError:  # pragma: no cover - asyncpg is a pinned dependency
-    _AsyncpgIntegrity = _AsyncpgInterface = _AsyncpgError = IntegrityError
-_PG_INTEGRITY = (IntegrityError, _AsyncpgIntegrity)
-_DRIVER_ERRORS = (sqlite3.Error, _AsyncpgError, _AsyncpgInterface, OSError)
+_DRIVER_ERRORS = (sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 
 @dataclass(frozen=True)
@@ -311,7 +304,7 @@ async def _insert_new(s: AsyncSession, unique: Sequence[Observation], now: datet
                 await driver.copy_records_to_table("observations", columns=order,
                                                    records=[r + tail for r in rows])
             return set(range(len(unique)))
-        except _PG_INTEGRITY:  # some are stored (a rescan): sent again, skipping them
+        except asyncpg.IntegrityConstraintViolationError:  # some are stored (a rescan): sent again, skipping them
             pass
         columns = [list(a) for a in zip(*rows)] + [[v] for v in tail]
         params: list = []
@@ -341,16 +334,16 @@ async def _insert_new(s: AsyncSession, unique: Sequence[Observation], now: datet
     raw = await conn.get_raw_connection()
     driver = raw.driver_connection
     one = "(" + ", ".join("?" * len(order)) + ")"
-    pending: tuple[asyncio.Future, int, str, list] | None = None
+    pending: tuple[asyncio.Future, range, str, list] | None = None
 
-    async def settle(job: tuple[asyncio.Future, int, str, list]) -> None:
-        task, offset, sql, flat = job
+    async def settle(job: tuple[asyncio.Future, range, str, list]) -> None:
+        task, positions, sql, flat = job
         try:
             await task
         except sqlite3.IntegrityError:  # some are stored (a rescan): the chunk again, skipping them
             collect(await driver.execute_fetchall(sql + ret, flat))
         else:
-            inserted.update(range(offset, offset + len(flat) // len(order)))
+            inserted.update(positions)
 
     try:
         for offset in range(0, len(unique), _CHUNK):
@@ -362,7 +355,8 @@ async def _insert_new(s: AsyncSession, unique: Sequence[Observation], now: datet
             sql = f"INSERT INTO observations ({cols}) VALUES " + ", ".join([one] * len(part))
             if pending is not None:
                 await settle(pending)
-            pending = (asyncio.ensure_future(driver.execute_fetchall(sql, flat)), offset, sql, flat)
+            pending = (asyncio.ensure_future(driver.execute_fetchall(sql, flat)), range(offset, offset + len(part)),
+                       sql, flat)
             await asyncio.sleep(0)  # queued to the thread now, not when this coroutine next waits
         if pending is not None:
             await settle(pending)
